@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Creates .venv with the CPU build of PyTorch first (a bare `torch` pulls a multi-GB CUDA build),
+# then recstack with every extra. Re-running when already set up is quick.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PIP=".venv/bin/python -m pip"
+$PIP install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  # torch==2.13.0 is a CPU build on this machine's disk; elsewhere fall back to PyTorch's CPU index.
+  $PIP install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' \
+    || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
+fi
+$PIP install -q -e ".[all]" 2>&1 | grep -v '^WARNING: Location' || true
+.venv/bin/python -c "import recstack, torch, faiss, fastapi, onnxruntime, gensim, pymilvus" 
+# Headless Chromium for the demo page's browser test (Debian package, no downloads at test time).
+if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+    || echo "warning: could not install chromium; the browser test will fail" >&2
+fi

@@ -1,0 +1,152 @@
+"""Column parsing shared by the preprocessor: lists, delimited strings, id:weight pairs, numbers.
+
+Multi-valued columns become *flat values + lengths* (one entry per row), the jagged layout::
+
+    #  row        0          1     2
+    #  raw        "7,3,9"    ""    "4"
+    #  values     [7, 3, 9, 4];  lengths = [3, 0, 1]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recstack.errors import DataError
+
+_FLOAT_PATTERN = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|nan|NaN|inf|-inf|Infinity)\s*$"
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a column came from, for error messages."""
+
+    path: str
+    first_row: int  # 1-based data row number of the chunk's first row
+    column: str
+    feature: str
+
+    def error(self, problem: str, row_in_chunk: int | None = None) -> DataError:
+        row = None if row_in_chunk is None else self.first_row + int(row_in_chunk)
+        return DataError(problem, path=self.path, row=row, column=self.column, feature=self.feature)
+
+
+@dataclass(frozen=True)
+class Jagged:
+    values: pa.Array  # flat values of every row, in order
+    lengths: np.ndarray  # (B,) int64
+
+
+def to_float(array: pa.Array, where: Where) -> np.ndarray:
+    """Float64 NumPy values; nulls (and empty strings) become NaN; non-numbers raise DataError."""
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        try:  # fast path: every value parses
+            array = pc.cast(array, pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            bad = bad_number_rows(array)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise where.error(f"expected a number, got {array[row].as_py()!r}", row) from None
+            stripped = pc.utf8_trim_whitespace(array)
+            array = pc.cast(pc.if_else(pc.equal(stripped, ""), pa.scalar(None, pa.string()), stripped), pa.float64())
+    elif pa.types.is_boolean(array.type) or pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
+        array = pc.cast(array, pa.float64())
+    elif pa.types.is_null(array.type):
+        return np.full(len(array), np.nan)
+    else:
+        raise where.error(f"expected a numeric column, got Arrow type {array.type}")
+    return pc.fill_null(array, float("nan")).to_numpy(zero_copy_only=False)
+
+
+def bad_number_rows(array: pa.Array) -> np.ndarray:
+    """Boolean mask of rows holding a non-empty string that is not a number."""
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return np.zeros(len(array), dtype=bool)
+    stripped = pc.utf8_trim_whitespace(array)
+    valid = pc.or_(pc.match_substring_regex(stripped, _FLOAT_PATTERN), pc.equal(stripped, ""))
+    return ~pc.fill_null(valid, True).to_numpy(zero_copy_only=False)
+
+
+def split_values(array: pa.Array, delimiter: str, where: Where) -> Jagged:
+    """Flat values of a list column or a delimited string column; empty tokens are dropped."""
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        array = pc.split_pattern(pc.fill_null(array, ""), delimiter)
+    elif not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type)):
+        raise where.error(f"expected a list or a {delimiter!r}-delimited string, got Arrow type {array.type}")
+    lengths = pc.fill_null(pc.list_value_length(array), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = pc.list_flatten(array)
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        values = pc.utf8_trim_whitespace(values)
+        keep = pc.not_equal(values, "")
+        if not pc.all(keep).as_py():
+            keep_np = keep.to_numpy(zero_copy_only=False)
+            rows = np.repeat(np.arange(len(lengths)), lengths)
+            lengths = np.bincount(rows[keep_np], minlength=len(lengths)).astype(np.int64)
+            values = values.filter(keep)
+    elif values.null_count:
+        keep = pc.is_valid(values)
+        rows = np.repeat(np.arange(len(lengths)), lengths)
+        lengths = np.bincount(rows[keep.to_numpy(zero_copy_only=False)], minlength=len(lengths)).astype(np.int64)
+        values = values.filter(keep)
+    return Jagged(values=values, lengths=lengths)
+
+
+def split_pairs(jagged: Jagged, separator: str, where: Where) -> tuple[Jagged, np.ndarray]:
+    """Splits ``id:weight`` tokens into ids and float32 weights; malformed pairs raise DataError."""
+    tokens = jagged.values
+    if not (pa.types.is_string(tokens.type) or pa.types.is_large_string(tokens.type)):
+        raise where.error(f"expected 'id{separator}weight' strings, got Arrow type {tokens.type}")
+    parts = pc.split_pattern(tokens, separator, max_splits=1)
+    counts = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    rows = np.repeat(np.arange(len(jagged.lengths)), jagged.lengths)
+    malformed = counts != 2
+    if malformed.any():
+        first = int(np.flatnonzero(malformed)[0])
+        raise where.error(f"expected 'id{separator}weight' pairs, got {tokens[first].as_py()!r}", rows[first])
+    ids = pc.list_element(parts, 0)
+    weight_text = pc.list_element(parts, 1)
+    weight_text = pc.utf8_trim_whitespace(weight_text)
+    bad = bad_number_rows(weight_text) | pc.equal(weight_text, "").to_numpy(zero_copy_only=False)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise where.error(f"expected a numeric weight in pair {tokens[first].as_py()!r}", rows[first])
+    weights = pc.cast(weight_text, pa.float32()).to_numpy(zero_copy_only=False)
+    return Jagged(values=ids, lengths=jagged.lengths), weights
+
+
+def pad_recent(flat: np.ndarray, lengths: np.ndarray, maxlen: int, fill: float | int = 0) -> np.ndarray:
+    """``(B, maxlen)`` left-aligned rows keeping each row's last ``maxlen`` values, oldest first."""
+    batch = lengths.shape[0]
+    out = np.full((batch, maxlen), fill, dtype=flat.dtype)
+    if flat.size == 0:
+        return out
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    rows = np.repeat(np.arange(batch), lengths)
+    position = np.arange(flat.size) - starts[rows]
+    dropped = np.maximum(lengths - maxlen, 0)[rows]  # oldest values beyond maxlen
+    keep = position >= dropped
+    out[rows[keep], (position - dropped)[keep]] = flat[keep]
+    return out
+
+
+def stack_vectors(array: pa.Array, dim: int, delimiter: str, where: Where) -> np.ndarray:
+    """``(B, dim)`` float32 from a list<float> column or a delimited string column."""
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        jagged = split_values(array, delimiter, where)
+        bad = bad_number_rows(jagged.values)
+        if bad.any():
+            rows = np.repeat(np.arange(len(jagged.lengths)), jagged.lengths)
+            first = int(np.flatnonzero(bad)[0])
+            raise where.error(f"expected numbers in the vector, got {jagged.values[first].as_py()!r}", rows[first])
+        values, lengths = pc.cast(jagged.values, pa.float32()), jagged.lengths
+    else:
+        jagged = split_values(array, delimiter, where)
+        values, lengths = pc.cast(jagged.values, pa.float32()), jagged.lengths
+    wrong = lengths != dim
+    if wrong.any():
+        first = int(np.flatnonzero(wrong)[0])
+        raise where.error(f"expected a vector of {dim} values, got {int(lengths[first])}", first)
+    return values.to_numpy(zero_copy_only=False).reshape(len(lengths), dim)

@@ -1,0 +1,122 @@
+"""Batches streamed from files: shard, transform, shuffle in a bounded buffer, re-batch.
+
+The stream is split by record batch: chunk ``k`` goes to shard ``k % num_shards``, where a
+shard is one (distributed rank, DataLoader worker) pair, so every row is read by exactly one
+worker of one rank per epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from recstack.data.batch import Batch
+from recstack.data.preprocessor import Preprocessor
+from recstack.data.sources import DataSource
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """How batches are formed.
+
+    Args:
+        batch_size: rows per batch.
+        shuffle_buffer: rows held and shuffled together (0 = keep file order); bounds memory.
+        drop_last: drop each shard's final short batch.
+        num_workers: DataLoader worker processes (0 = read in the training process).
+        seed: the shuffle seed; each epoch and shard derive their own from it.
+    """
+
+    batch_size: int = 1024
+    shuffle_buffer: int = 0
+    drop_last: bool = False
+    num_workers: int = 0
+    seed: int = 0
+
+
+class BatchStream(IterableDataset):
+    """An iterable of :class:`Batch` over a data source, sharded across ranks and workers."""
+
+    def __init__(
+        self,
+        *,
+        source: DataSource,
+        preprocessor: Preprocessor,
+        config: LoaderConfig = LoaderConfig(),
+        rank: int | None = None,
+        world_size: int | None = None,
+        with_label: bool = True,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.preprocessor = preprocessor
+        self.config = config
+        self.rank = rank
+        self.world_size = world_size
+        self.with_label = with_label
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Changes the shuffle order; call before iterating each epoch (as DistributedSampler)."""
+        self.epoch = epoch
+
+    def _shard(self) -> tuple[int, int]:
+        rank, world = self.rank, self.world_size
+        if rank is None or world is None:
+            initialised = dist.is_available() and dist.is_initialized()
+            rank, world = (dist.get_rank(), dist.get_world_size()) if initialised else (0, 1)
+        worker = get_worker_info()
+        workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
+        return rank * workers + worker_id, world * workers
+
+    def __iter__(self) -> Iterator[Batch]:
+        shard_index, num_shards = self._shard()
+        pre, cfg = self.preprocessor, self.config
+        columns = pre.input_columns(with_label=self.with_label)
+        chunks = self.source.chunks(columns=columns, types=pre.csv_types(), shard_index=shard_index, num_shards=num_shards)
+        transformed = (
+            pre.transform(chunk, skip_bad_rows=self.source.skip_bad_rows, with_label=self.with_label) for chunk in chunks
+        )
+        generator = torch.Generator().manual_seed(hash((cfg.seed, self.epoch, shard_index)) & 0x7FFFFFFF)
+        buffer: list[Batch] = []
+        buffered = 0
+        for batch in transformed:
+            buffer.append(batch)
+            buffered += len(batch)
+            if buffered >= max(cfg.shuffle_buffer, cfg.batch_size):
+                rows = Batch.concat(buffer)
+                if cfg.shuffle_buffer:
+                    rows = rows.select(torch.randperm(len(rows), generator=generator))
+                full = len(rows) - len(rows) % cfg.batch_size
+                yield from _split(rows.select(slice(0, full)), cfg.batch_size)
+                rest = rows.select(slice(full, len(rows)))
+                buffer, buffered = ([rest], len(rest)) if len(rest) else ([], 0)
+        if buffered:
+            rows = Batch.concat(buffer)
+            if cfg.shuffle_buffer:
+                rows = rows.select(torch.randperm(len(rows), generator=generator))
+            for batch in _split(rows, cfg.batch_size):
+                if len(batch) == cfg.batch_size or not cfg.drop_last:
+                    yield batch
+
+
+def _split(rows: Batch, batch_size: int) -> Iterator[Batch]:
+    for start in range(0, len(rows), batch_size):
+        yield rows.select(slice(start, start + batch_size))
+
+
+def make_loader(stream: BatchStream) -> DataLoader | BatchStream:
+    """The stream itself, or a DataLoader running it in worker processes."""
+    if stream.config.num_workers == 0:
+        return stream
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=stream.config.num_workers,
+        persistent_workers=False,
+        prefetch_factor=2,
+    )

@@ -1,0 +1,136 @@
+"""Numeric normalisers fitted in one streaming pass: fill, standardise, min-max, log1p, buckets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recstack.schema import NumericFeature, NumericTransform
+
+_SAMPLE_SIZE = 100_000  # reservoir for quantile boundaries: bounded memory on any data size
+
+
+class NumericStats:
+    """Running moments and a uniform reservoir sample of one numeric column (NaN = missing)."""
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.log_total = 0.0
+        self.log_total_sq = 0.0
+        self.minimum = np.inf
+        self.maximum = -np.inf
+        self._sample = np.empty(0)
+        self._keys = np.empty(0)
+        self._rng = np.random.default_rng(seed)
+
+    def update(self, values: np.ndarray) -> None:
+        values = values[~np.isnan(values)]
+        if values.size == 0:
+            return
+        logs = np.log1p(np.maximum(values, 0.0))
+        self.total += float(values.sum())
+        self.total_sq += float(np.square(values).sum())
+        self.log_total += float(logs.sum())
+        self.log_total_sq += float(np.square(logs).sum())
+        self.minimum = min(self.minimum, float(values.min()))
+        self.maximum = max(self.maximum, float(values.max()))
+        self._reservoir(values)
+        self.count += values.size
+
+    def _reservoir(self, values: np.ndarray) -> None:
+        # Keep each value seen so far with equal probability: give every value a random key and
+        # keep the smallest keys (equivalent to reservoir sampling, vectorised per batch).
+        keys = self._rng.random(values.size)
+        merged_values = np.concatenate([self._sample, values])
+        merged_keys = np.concatenate([self._keys, keys])
+        if merged_values.size > _SAMPLE_SIZE:
+            keep = np.argpartition(merged_keys, _SAMPLE_SIZE)[:_SAMPLE_SIZE]
+            merged_values, merged_keys = merged_values[keep], merged_keys[keep]
+        self._sample, self._keys = merged_values, merged_keys
+
+    def quantiles(self, num_buckets: int) -> list[float]:
+        if self._sample.size == 0:
+            return []
+        edges = np.quantile(self._sample, np.linspace(0, 1, num_buckets + 1)[1:-1])
+        return sorted(set(float(e) for e in edges))
+
+
+@dataclass(frozen=True)
+class NumericNormalizer:
+    """Fitted state of one numeric feature; ``transform`` maps raw float64 values to model inputs.
+
+    Missing values become ``fill`` before scaling; for bucketised features they get row 1.
+    """
+
+    transform_kind: NumericTransform
+    fill: float
+    center: float = 0.0
+    scale: float = 1.0
+    boundaries: tuple[float, ...] = ()
+
+    @classmethod
+    def fit(cls, feature: NumericFeature, stats: NumericStats) -> "NumericNormalizer":
+        mean = stats.total / stats.count if stats.count else 0.0
+        fill = feature.fill if feature.fill is not None else mean
+        kind = feature.transform
+        if kind is NumericTransform.STANDARD:
+            var = stats.total_sq / stats.count - mean**2 if stats.count else 1.0
+            return cls(kind, fill, center=mean, scale=_safe(np.sqrt(max(var, 0.0))))
+        if kind is NumericTransform.LOG1P:
+            log_mean = stats.log_total / stats.count if stats.count else 0.0
+            var = stats.log_total_sq / stats.count - log_mean**2 if stats.count else 1.0
+            return cls(kind, fill, center=log_mean, scale=_safe(np.sqrt(max(var, 0.0))))
+        if kind is NumericTransform.MINMAX:
+            low = stats.minimum if stats.count else 0.0
+            high = stats.maximum if stats.count else 1.0
+            return cls(kind, fill, center=low, scale=_safe(high - low))
+        if kind is NumericTransform.BUCKETIZE:
+            bounds = feature.boundaries if feature.boundaries is not None else stats.quantiles(feature.num_buckets)
+            return cls(kind, fill, boundaries=tuple(float(b) for b in bounds))
+        return cls(kind, fill)
+
+    @property
+    def num_buckets(self) -> int:
+        """Rows of a bucketised feature's table: padding, missing, then ``len(boundaries) + 1``."""
+        return 2 + len(self.boundaries) + 1
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """float32 ``(B,)`` for scaled kinds; int64 rows for BUCKETIZE."""
+        missing = np.isnan(values)
+        if self.transform_kind is NumericTransform.BUCKETIZE:
+            rows = np.searchsorted(np.asarray(self.boundaries), values, side="right").astype(np.int64) + 2
+            rows[missing] = 1
+            return rows
+        filled = np.where(missing, self.fill, values)
+        if self.transform_kind is NumericTransform.LOG1P:
+            filled = np.log1p(np.maximum(filled, 0.0))
+        if self.transform_kind is not NumericTransform.NONE:
+            filled = (filled - self.center) / self.scale
+        return filled.astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "transform": self.transform_kind.value,
+            "fill": self.fill,
+            "center": self.center,
+            "scale": self.scale,
+            "boundaries": list(self.boundaries),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NumericNormalizer":
+        return cls(
+            NumericTransform(data["transform"]),
+            float(data["fill"]),
+            center=float(data["center"]),
+            scale=float(data["scale"]),
+            boundaries=tuple(data["boundaries"]),
+        )
+
+
+def _safe(scale: float) -> float:
+    return float(scale) if scale > 1e-12 else 1.0

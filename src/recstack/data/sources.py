@@ -1,0 +1,218 @@
+"""Streaming readers: CSV/TSV and Parquet files as Arrow record batches, shardable.
+
+Only a block of each file is in memory at a time, so files larger than memory stream.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from recstack.errors import ConfigError, DataError
+
+
+class FileFormat(str, Enum):
+    AUTO = "auto"
+    CSV = "csv"
+    TSV = "tsv"
+    PARQUET = "parquet"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A record batch and where it came from (``first_row`` is the 1-based data row number)."""
+
+    records: pa.RecordBatch
+    path: str
+    first_row: int
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One file, a list of files or a glob, in one format.
+
+    Args:
+        paths: files or glob patterns, read in sorted order.
+        format: csv, tsv or parquet; ``auto`` infers it from each file's suffix.
+        delimiter: CSV field delimiter (default "," for csv and a tab for tsv).
+        header: whether CSV files start with a header line.
+        column_names: names for headerless CSV files (seed 000's ``label,u_1..u_128,i_1..i_128``).
+        block_bytes: CSV bytes read per block; bounds memory.
+        skip_bad_rows: skip (and count) rows with the wrong number of fields instead of failing.
+    """
+
+    paths: tuple[str, ...]
+    format: FileFormat = FileFormat.AUTO
+    delimiter: str | None = None
+    header: bool = True
+    column_names: tuple[str, ...] | None = None
+    block_bytes: int = 4 << 20
+    parquet_batch_rows: int = 65_536
+    skip_bad_rows: bool = False
+    skipped: list[int] = field(default_factory=list, compare=False, repr=False)
+
+    @classmethod
+    def from_config(cls, spec: Any, *, base_dir: Path | None = None, key: str = "data") -> "DataSource":
+        """From a path, a list of paths, or a mapping with ``path(s)`` and reader options."""
+        if isinstance(spec, (str, os.PathLike)):
+            spec = {"paths": [str(spec)]}
+        elif isinstance(spec, (list, tuple)):
+            spec = {"paths": [str(p) for p in spec]}
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"{key}: expected a path, a list of paths or a mapping, got {spec!r}")
+        spec = dict(spec)
+        if "path" in spec:
+            spec["paths"] = [spec.pop("path")]
+        allowed = {"paths", "format", "delimiter", "header", "column_names", "block_bytes", "parquet_batch_rows", "skip_bad_rows"}
+        unknown = set(spec) - allowed
+        if unknown:
+            raise ConfigError(f"{key}: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+        if not spec.get("paths"):
+            raise ConfigError(f"{key}.paths: at least one path is required")
+        paths = [str(p) for p in (spec["paths"] if isinstance(spec["paths"], list) else [spec["paths"]])]
+        if base_dir is not None:
+            paths = [p if os.path.isabs(p) else str(base_dir / p) for p in paths]
+        try:
+            fmt = FileFormat(spec.get("format", "auto"))
+        except ValueError:
+            raise ConfigError(f"{key}.format: must be one of {[f.value for f in FileFormat]}, got {spec['format']!r}") from None
+        names = spec.get("column_names")
+        return cls(
+            paths=tuple(paths),
+            format=fmt,
+            delimiter=spec.get("delimiter"),
+            header=bool(spec.get("header", True)),
+            column_names=tuple(names) if names else None,
+            block_bytes=int(spec.get("block_bytes", 4 << 20)),
+            parquet_batch_rows=int(spec.get("parquet_batch_rows", 65_536)),
+            skip_bad_rows=bool(spec.get("skip_bad_rows", False)),
+        )
+
+    def files(self) -> list[str]:
+        found: list[str] = []
+        for pattern in self.paths:
+            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+            for match in matches:
+                if not os.path.isfile(match):
+                    raise DataError("file not found", path=match)
+            if not matches:
+                raise DataError("no file matches this pattern", path=pattern)
+            found.extend(matches)
+        return found
+
+    def format_of(self, path: str) -> FileFormat:
+        if self.format is not FileFormat.AUTO:
+            return self.format
+        suffix = Path(path).suffix.lower()
+        if suffix in (".parquet", ".pq"):
+            return FileFormat.PARQUET
+        if suffix in (".tsv", ".tab"):
+            return FileFormat.TSV
+        return FileFormat.CSV
+
+    def columns_of(self, path: str) -> list[str]:
+        """Column names of one file (the header, the given names, or the Parquet schema)."""
+        if self.format_of(path) is FileFormat.PARQUET:
+            return list(pq.read_schema(path).names)
+        if self.column_names:
+            return list(self.column_names)
+        reader = self._open_csv(path, columns=None, types={})
+        return list(reader.schema.names)
+
+    def chunks(
+        self,
+        *,
+        columns: Sequence[str] | None = None,
+        types: Mapping[str, pa.DataType] | None = None,
+        shard_index: int = 0,
+        num_shards: int = 1,
+    ) -> Iterator[Chunk]:
+        """Record batches of every file; chunk ``k`` (counted over all files) goes to shard ``k % num_shards``."""
+        counter = 0
+        for path in self.files():
+            for chunk in self._file_chunks(path, columns, types or {}):
+                if counter % num_shards == shard_index:
+                    yield chunk
+                counter += 1
+
+    def _file_chunks(self, path: str, columns: Sequence[str] | None, types: Mapping[str, pa.DataType]) -> Iterator[Chunk]:
+        if columns is not None:
+            self._check_columns(path, columns)
+        next_row = 1
+        if self.format_of(path) is FileFormat.PARQUET:
+            parquet = pq.ParquetFile(path)
+            if parquet.metadata.num_rows == 0:
+                raise DataError("file is empty (no rows)", path=path)
+            for records in parquet.iter_batches(batch_size=self.parquet_batch_rows, columns=list(columns) if columns else None):
+                yield Chunk(records, path, next_row)
+                next_row += records.num_rows
+            return
+        reader = self._open_csv(path, columns, types)
+        while True:
+            try:
+                records = reader.read_next_batch()
+            except StopIteration:
+                break
+            except pa.ArrowInvalid as error:
+                raise DataError(f"could not parse: {error}", path=path) from None
+            if records.num_rows:
+                yield Chunk(records, path, next_row)
+                next_row += records.num_rows
+        if next_row == 1:
+            raise DataError("file has no data rows", path=path)
+
+    def _check_columns(self, path: str, columns: Sequence[str]) -> None:
+        found = self.columns_of(path)
+        missing = [c for c in columns if c not in found]
+        if missing:
+            hint = ""
+            if len(found) == 1 and self.format_of(path) is not FileFormat.PARQUET:
+                hint = f" (one column {found[0][:60]!r} was found: is the delimiter {self._delimiter(path)!r} right?)"
+            raise DataError(
+                f"missing column(s) {missing}; the file has {found[:20]}{'...' if len(found) > 20 else ''}{hint}",
+                path=path,
+                column=missing[0],
+            )
+
+    def _delimiter(self, path: str) -> str:
+        if self.delimiter is not None:
+            return self.delimiter
+        return "\t" if self.format_of(path) is FileFormat.TSV else ","
+
+    def _open_csv(self, path: str, columns: Sequence[str] | None, types: Mapping[str, pa.DataType]) -> pacsv.CSVStreamingReader:
+        if os.path.getsize(path) == 0:
+            raise DataError("file is empty", path=path)
+        skipped = self.skipped
+
+        def on_invalid_row(row: Any) -> str:
+            if self.skip_bad_rows:
+                skipped.append(1)
+                return "skip"
+            return "error"
+
+        read_options = pacsv.ReadOptions(
+            block_size=self.block_bytes,
+            column_names=list(self.column_names) if self.column_names else None,
+            skip_rows=1 if (self.column_names and self.header) else 0,
+        )
+        parse_options = pacsv.ParseOptions(delimiter=self._delimiter(path), invalid_row_handler=on_invalid_row)
+        convert_options = pacsv.ConvertOptions(
+            include_columns=list(columns) if columns else None,
+            column_types=dict(types),
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        )
+        try:
+            return pacsv.open_csv(path, read_options=read_options, parse_options=parse_options, convert_options=convert_options)
+        except pa.ArrowInvalid as error:
+            if "Empty CSV file" in str(error):
+                raise DataError("file is empty", path=path) from None
+            raise DataError(f"could not parse: {error}", path=path) from None

@@ -1,0 +1,35 @@
+"""Neural building blocks: pure tensor modules, with no knowledge of features or batches."""
+
+from recstack.nn.attention import ActivationUnit, TargetAttention
+from recstack.nn.cross import (
+    CrossNetwork,
+    CrossNetworkV2,
+    FullRankCrossLayer,
+    LowRankCrossLayer,
+    MixtureCrossLayer,
+)
+from recstack.nn.dice import Dice, masked_batch_norm
+from recstack.nn.fm import FactorizationMachine
+from recstack.nn.mlp import MLP, Activation, MLPBlock, make_activation
+from recstack.nn.pooling import Pooling, masked_pool
+from recstack.nn.residual import ResidualUnit
+
+__all__ = [
+    "MLP",
+    "Activation",
+    "ActivationUnit",
+    "CrossNetwork",
+    "CrossNetworkV2",
+    "Dice",
+    "FactorizationMachine",
+    "FullRankCrossLayer",
+    "LowRankCrossLayer",
+    "MLPBlock",
+    "MixtureCrossLayer",
+    "Pooling",
+    "ResidualUnit",
+    "TargetAttention",
+    "make_activation",
+    "masked_batch_norm",
+    "masked_pool",
+]

@@ -1,0 +1,190 @@
+"""Cross networks: explicit bounded-degree feature crosses of DCN and DCN-v2."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from recstack.nn.mlp import Activation, make_activation
+
+
+class CrossNetwork(nn.Module):
+    """DCN v1 cross network (Wang et al., 2017).
+
+    ``x_{l+1} = x_0 * (x_l . w_l) + b_l + x_l`` with vectors ``w_l, b_l`` of size D.
+    ``x_l . w_l`` is one scalar per sample, so a layer costs O(D) parameters and time;
+    no D x D matrix is ever built.
+
+    Args:
+        in_dim: D, width of the input and the output.
+        num_layers: number of cross layers.
+
+    Example:
+        >>> cross = CrossNetwork(in_dim=8, num_layers=3)
+        >>> cross(torch.randn(4, 8)).shape
+        torch.Size([4, 8])
+    """
+
+    def __init__(self, *, in_dim: int, num_layers: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_layers, in_dim))  # (num_layers, D)
+        self.bias = nn.Parameter(torch.zeros(num_layers, in_dim))  # (num_layers, D)
+        nn.init.xavier_normal_(self.weight)
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        """Args: x0 (B, D). Returns (B, D)."""
+        x = x0
+        for w, b in zip(self.weight, self.bias):
+            xw = x @ w.unsqueeze(1)  # (B, 1): one scalar per sample
+            x = x0 * xw + b + x  # (B, D)
+        return x
+
+
+class FullRankCrossLayer(nn.Module):
+    """DCN-v2 layer ``x_{l+1} = x_0 * (W x_l + b) + x_l`` with a full D x D matrix W.
+
+    Args:
+        in_dim: D.
+    """
+
+    def __init__(self, *, in_dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(nn.init.xavier_normal_(torch.empty(in_dim, in_dim)))  # (D, D)
+        self.bias = nn.Parameter(torch.zeros(in_dim))  # (D,)
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Args: x0 (B, D) the input of the network; x (B, D) this layer's input."""
+        return x0 * (x @ self.weight.T + self.bias) + x  # (B, D)
+
+
+class LowRankCrossLayer(nn.Module):
+    """DCN-v2 layer with ``W = U V^T`` of rank r: ``x_0 * (U (V^T x_l) + b) + x_l``.
+
+    Args:
+        in_dim: D.
+        low_rank: r, the rank of W.
+    """
+
+    def __init__(self, *, in_dim: int, low_rank: int):
+        super().__init__()
+        self.u = nn.Parameter(nn.init.xavier_normal_(torch.empty(in_dim, low_rank)))  # (D, r)
+        self.v = nn.Parameter(nn.init.xavier_normal_(torch.empty(in_dim, low_rank)))  # (D, r)
+        self.bias = nn.Parameter(torch.zeros(in_dim))  # (D,)
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Args: x0 (B, D) the input of the network; x (B, D) this layer's input."""
+        projected = x @ self.v  # (B, r) = V^T x
+        return x0 * (projected @ self.u.T + self.bias) + x  # (B, D)
+
+
+class MixtureCrossLayer(nn.Module):
+    """DCN-v2 mixture of K low-rank experts, gated by the layer input.
+
+    ``E_i(x_l) = x_0 * (U_i g(C_i g(V_i^T x_l)) + b)`` and
+    ``x_{l+1} = sum_i G_i(x_l) E_i(x_l) + x_l`` with ``G = softmax(x_l @ W_gate)``,
+    as in the DCN-v2 paper and torchrec's ``LowRankMixtureCrossNet`` (bias shared by the
+    experts, gates without bias).
+
+    Args:
+        in_dim: D.
+        low_rank: r, the rank of each expert.
+        num_experts: K.
+        activation: g, the nonlinearity inside each expert.
+    """
+
+    def __init__(
+        self, *, in_dim: int, low_rank: int, num_experts: int, activation: Activation | str
+    ):
+        super().__init__()
+        shape = (num_experts, in_dim, low_rank)
+        self.u = nn.Parameter(nn.init.xavier_normal_(torch.empty(shape)))  # (K, D, r)
+        self.v = nn.Parameter(nn.init.xavier_normal_(torch.empty(shape)))  # (K, D, r)
+        self.c = nn.Parameter(
+            nn.init.xavier_normal_(torch.empty(num_experts, low_rank, low_rank))
+        )  # (K, r, r)
+        self.bias = nn.Parameter(torch.zeros(in_dim))  # (D,)
+        self.gate = nn.Linear(in_dim, num_experts, bias=False)
+        self.inner_activation = make_activation(activation, num_features=low_rank)
+        self.outer_activation = make_activation(activation, num_features=low_rank)
+
+    def gate_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, D) this layer's input. Returns expert weights (B, K), rows sum to 1."""
+        return torch.softmax(self.gate(x), dim=-1)
+
+    def _activate(self, act: nn.Module, h: torch.Tensor) -> torch.Tensor:
+        """Apply g to (B, K, r); PReLU/Dice see (B*K, r), their parameters shared by experts."""
+        b, k, r = h.shape
+        return act(h.reshape(b * k, r)).reshape(b, k, r)
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Args: x0 (B, D) the input of the network; x (B, D) this layer's input."""
+        h = torch.einsum("bd,kdr->bkr", x, self.v)  # (B, K, r) = V_i^T x
+        h = self._activate(self.inner_activation, h)
+        h = torch.einsum("kpr,bkr->bkp", self.c, h)  # (B, K, r) = C_i h
+        h = self._activate(self.outer_activation, h)
+        up = torch.einsum("kdr,bkr->bkd", self.u, h)  # (B, K, D) = U_i h
+        experts = x0.unsqueeze(1) * (up + self.bias)  # (B, K, D)
+        gates = self.gate_probs(x)  # (B, K)
+        return torch.einsum("bk,bkd->bd", gates, experts) + x  # (B, D)
+
+
+class CrossNetworkV2(nn.Module):
+    """DCN-v2 cross network (Wang et al., 2021): ``x_{l+1} = x_0 * (W_l x_l + b_l) + x_l``.
+
+    - ``low_rank=None``: full-rank W_l (D x D), :class:`FullRankCrossLayer`.
+    - ``low_rank=r, num_experts=1``: ``W_l = U_l V_l^T``, :class:`LowRankCrossLayer`.
+    - ``low_rank=r, num_experts=K>1``: gated mixture of K low-rank experts with a
+      nonlinearity inside each expert, :class:`MixtureCrossLayer`.
+
+    Args:
+        in_dim: D, width of the input and the output.
+        num_layers: number of cross layers.
+        low_rank: r, the rank of each W_l; None for full rank.
+        num_experts: K, experts per layer; more than 1 requires ``low_rank``.
+        expert_activation: g, the nonlinearity inside mixture experts (torchrec's default).
+
+    Example:
+        >>> cross = CrossNetworkV2(in_dim=8, num_layers=2, low_rank=4, num_experts=3)
+        >>> cross(torch.randn(5, 8)).shape
+        torch.Size([5, 8])
+    """
+
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        num_layers: int,
+        low_rank: int | None = None,
+        num_experts: int = 1,
+        expert_activation: Activation | str = Activation.RELU,
+    ):
+        super().__init__()
+        if num_experts < 1:
+            raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        if low_rank is not None and low_rank < 1:
+            raise ValueError(f"low_rank must be >= 1 or None, got {low_rank}")
+        if num_experts > 1 and low_rank is None:
+            raise ValueError("a mixture of experts (num_experts > 1) needs low_rank")
+        layers: list[nn.Module] = []
+        for _ in range(num_layers):
+            if low_rank is None:
+                layers.append(FullRankCrossLayer(in_dim=in_dim))
+            elif num_experts == 1:
+                layers.append(LowRankCrossLayer(in_dim=in_dim, low_rank=low_rank))
+            else:
+                layers.append(
+                    MixtureCrossLayer(
+                        in_dim=in_dim,
+                        low_rank=low_rank,
+                        num_experts=num_experts,
+                        activation=expert_activation,
+                    )
+                )
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        """Args: x0 (B, D). Returns (B, D)."""
+        x = x0
+        for layer in self.layers:
+            x = layer(x0, x)
+        return x

@@ -1,0 +1,69 @@
+"""Dice, the data-adaptive activation of Deep Interest Network (Zhou et al., 2018)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def masked_batch_norm(
+    norm: nn.BatchNorm1d, x: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Apply a ``BatchNorm1d`` per feature over every leading position, skipping padding.
+
+    In training, the batch statistics (and the running-average update) use only the
+    positions where ``mask`` is True; in evaluation every position is normalised with the
+    running statistics. Padded positions come back normalised with zero (their values are
+    not meaningful and should be ignored downstream).
+
+    Args:
+        norm: the normalisation layer over the last dimension (``num_features == D``).
+        x: (..., D) values, e.g. (B, D) or (B, L, D).
+        mask: (...) bool, True at real positions; None means every position is real.
+
+    Returns:
+        (..., D) normalised values.
+    """
+    flat = x.reshape(-1, x.shape[-1])  # (N, D), N = product of leading dims
+    if mask is None or not norm.training:
+        return norm(flat).reshape(x.shape)
+    valid = mask.reshape(-1)  # (N,)
+    normed = torch.zeros_like(flat)  # (N, D)
+    if bool(valid.any()):
+        normed[valid] = norm(flat[valid])
+    return normed.reshape(x.shape)
+
+
+class Dice(nn.Module):
+    """Dice activation: a PReLU whose switch point follows the data distribution.
+
+    ``p = sigmoid(BN(x))`` with a batch norm without affine parameters, then
+    ``out = p * x + (1 - p) * alpha * x`` with a learned per-neuron ``alpha`` (initialised
+    to 0, so Dice starts as a smoothed ReLU). Training uses per-neuron batch statistics,
+    evaluation the running averages. Works on (B, D) and (B, L, D) inputs; for 3-D inputs
+    the statistics are per neuron over all B*L positions, or only the real ones when a
+    ``mask`` is given, so padding does not pollute them.
+
+    Args:
+        num_features: D, the number of neurons.
+        epsilon: added to the variance; 1e-9 as in the DIN reference code.
+        momentum: running-average momentum in PyTorch's convention (weight of the new
+            batch), i.e. 0.01 here equals TensorFlow's decay 0.99.
+
+    Example:
+        >>> dice = Dice(num_features=4)
+        >>> dice(torch.randn(8, 4)).shape
+        torch.Size([8, 4])
+        >>> dice(torch.randn(8, 5, 4), mask=torch.rand(8, 5) > 0.3).shape
+        torch.Size([8, 5, 4])
+    """
+
+    def __init__(self, *, num_features: int, epsilon: float = 1e-9, momentum: float = 0.1):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(num_features, eps=epsilon, momentum=momentum, affine=False)
+        self.alpha = nn.Parameter(torch.zeros(num_features))  # (D,)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Args: x (..., D); mask (...) bool or None. Returns (..., D)."""
+        p = torch.sigmoid(masked_batch_norm(self.norm, x, mask))  # (..., D)
+        return p * x + (1.0 - p) * self.alpha * x

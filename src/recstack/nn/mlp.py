@@ -1,0 +1,162 @@
+"""Multi-layer perceptron, the deep tower of most ranking and retrieval models."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from recstack.nn.dice import Dice, masked_batch_norm
+
+
+class Activation(str, enum.Enum):
+    """Activations an :class:`MLP` layer can use."""
+
+    RELU = "relu"
+    PRELU = "prelu"
+    TANH = "tanh"
+    SIGMOID = "sigmoid"
+    DICE = "dice"
+    IDENTITY = "identity"
+
+
+def make_activation(activation: Activation | str, *, num_features: int) -> nn.Module:
+    """Build one activation module for a layer of width ``num_features``.
+
+    PReLU and Dice learn one parameter per neuron, hence the width.
+
+    Args:
+        activation: an :class:`Activation` or its string value (e.g. ``"dice"``).
+        num_features: D, the width of the layer the activation follows.
+    """
+    kind = Activation(activation)  # raises ValueError on an unknown name
+    if kind is Activation.RELU:
+        return nn.ReLU()
+    if kind is Activation.PRELU:
+        return nn.PReLU(num_parameters=num_features)
+    if kind is Activation.TANH:
+        return nn.Tanh()
+    if kind is Activation.SIGMOID:
+        return nn.Sigmoid()
+    if kind is Activation.DICE:
+        return Dice(num_features=num_features)
+    return nn.Identity()
+
+
+class MLPBlock(nn.Module):
+    """One MLP layer: Linear -> [BatchNorm] -> activation -> [Dropout].
+
+    Args:
+        in_dim: input width.
+        out_dim: output width D.
+        activation: the activation after the (optional) batch norm.
+        batch_norm: whether to batch-normalise the linear output.
+        dropout: dropout probability after the activation (0 disables it).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        out_dim: int,
+        activation: Activation | str,
+        batch_norm: bool,
+        dropout: float,
+    ):
+        super().__init__()
+        self.linear = nn.Linear(in_dim, out_dim)
+        self.norm = nn.BatchNorm1d(out_dim) if batch_norm else None
+        self.activation = make_activation(activation, num_features=out_dim)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Args: x (..., in_dim); mask (...) bool or None. Returns (..., out_dim)."""
+        h = self.linear(x)  # (..., D)
+        if self.norm is not None:
+            h = masked_batch_norm(self.norm, h, mask)
+        if isinstance(self.activation, Dice):
+            h = self.activation(h, mask)
+        else:
+            # PReLU reads dim 1 as its channels, so its neurons must sit there: (N, D)
+            h = self.activation(h.reshape(-1, h.shape[-1])).reshape(h.shape)
+        return self.dropout(h)
+
+
+class MLP(nn.Module):
+    """A stack of :class:`MLPBlock` layers, one per entry of ``hidden_dims``.
+
+    Every layer uses ``activation``, except the last one, which uses
+    ``output_activation`` when given (``None`` keeps ``activation``; ``"identity"`` makes
+    the last layer linear). A DSSM tower 256-256-128 with tanh last is
+    ``MLP(in_dim=..., hidden_dims=(256, 256, 128), output_activation="tanh")``.
+    Batch norm and dropout, when enabled, apply to every layer, the last one included.
+
+    Inputs may have any leading dims (B, D) or (B, L, D); batch norm and Dice then use
+    statistics over all leading positions, or only the real ones when ``mask`` is given.
+
+    Args:
+        in_dim: width of the input.
+        hidden_dims: width of each layer, in order; the last is ``out_dim``.
+        activation: activation of every layer but (optionally) the last.
+        batch_norm: batch-normalise each linear output before its activation.
+        dropout: dropout probability after each activation.
+        output_activation: activation of the last layer only, or None for ``activation``.
+
+    Example:
+        >>> tower = MLP(in_dim=32, hidden_dims=(256, 256, 128), output_activation="tanh")
+        >>> tower(torch.randn(4, 32)).shape
+        torch.Size([4, 128])
+    """
+
+    def __init__(
+        self,
+        *,
+        in_dim: int,
+        hidden_dims: Sequence[int],
+        activation: Activation | str = Activation.RELU,
+        batch_norm: bool = False,
+        dropout: float = 0.0,
+        output_activation: Activation | str | None = None,
+    ):
+        super().__init__()
+        if len(hidden_dims) == 0:
+            raise ValueError("MLP needs at least one hidden dim")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        activations = [Activation(activation)] * len(hidden_dims)
+        if output_activation is not None:
+            activations[-1] = Activation(output_activation)
+        widths = [in_dim, *hidden_dims]
+        self.layers = nn.ModuleList(
+            MLPBlock(
+                in_dim=widths[i],
+                out_dim=widths[i + 1],
+                activation=activations[i],
+                batch_norm=batch_norm,
+                dropout=dropout,
+            )
+            for i in range(len(hidden_dims))
+        )
+        self._out_dim = widths[-1]
+
+    @property
+    def out_dim(self) -> int:
+        """Width of the output, the last entry of ``hidden_dims``."""
+        return self._out_dim
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Run every layer.
+
+        Args:
+            x: (..., in_dim), e.g. (B, in_dim) or (B, L, in_dim).
+            mask: (...) bool, True at real positions, so padding stays out of batch norm
+                and Dice statistics; None means every position is real.
+
+        Returns:
+            (..., out_dim)
+        """
+        for layer in self.layers:
+            x = layer(x, mask)
+        return x

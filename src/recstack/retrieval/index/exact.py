@@ -1,0 +1,154 @@
+"""Brute-force inner-product search: the reference the approximate indexes are measured against.
+
+Shape legend: Q queries, C queries per chunk, N indexed vectors, D dim, K top-k.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recstack.retrieval.index.base import (
+    VectorIndex,
+    as_ids,
+    atomic_save_npy,
+    check_pairs,
+    empty_results,
+    load_npy,
+    read_manifest,
+    register_index,
+    write_manifest,
+)
+
+
+@register_index("exact")
+class ExactIndex(VectorIndex):
+    """Every query is scored against every vector (a matrix product), then ``torch.topk``.
+
+    Vectors live in one growable float32 buffer; queries are processed in chunks so the
+    ``(C, N)`` score matrix stays under ``score_budget_bytes``. Uses torch's CPU threads
+    (``torch.set_num_threads``).
+
+    Args:
+        dim: D, the vector dimension.
+        score_budget_bytes: memory for one chunk's score matrix.
+
+    Example:
+        >>> index = ExactIndex(dim=2)
+        >>> index.add(np.array([10, 11, 12]), np.array([[1, 0], [0, 1], [0.7, 0.7]]))
+        >>> scores, ids = index.search(np.array([[1.0, 0.0]]), k=2, exclude=[np.array([10])])
+        >>> ids.tolist(), scores.round(2).tolist()
+        ([[12, 11]], [[0.7, 0.0]])
+    """
+
+    def __init__(self, *, dim: int, score_budget_bytes: int = 256 * 2**20) -> None:
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1, got {dim}")
+        self._dim = dim
+        self.score_budget_bytes = score_budget_bytes
+        self._size = 0
+        self._ids = np.empty(0, dtype=np.int64)  # (capacity,)
+        self._vectors = np.empty((0, dim), dtype=np.float32)  # (capacity, D)
+        self._sorted_order: np.ndarray | None = None  # argsort of live ids, rebuilt on demand
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def ids(self) -> np.ndarray:
+        """``(N,)`` live ids, in storage order (a view)."""
+        return self._ids[: self._size]
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """``(N, D)`` live vectors, in the order of ``ids`` (a view)."""
+        return self._vectors[: self._size]
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids, vectors = check_pairs(ids, vectors, self._dim)
+        found, _ = self.locate(ids)
+        if found.any():
+            raise ValueError(f"ids already indexed (use upsert to replace): {ids[found][:10].tolist()}")
+        self._append(ids, vectors)
+
+    def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids, vectors = check_pairs(ids, vectors, self._dim)
+        found, rows = self.locate(ids)
+        self._vectors[rows[found]] = vectors[found]  # replace in place
+        self._append(ids[~found], vectors[~found])
+
+    def delete(self, ids: np.ndarray) -> None:
+        ids = as_ids(ids, unique=False)
+        found, rows = self.locate(ids)
+        if not found.any():
+            return
+        keep = np.ones(self._size, dtype=bool)
+        keep[rows[found]] = False
+        n_keep = int(keep.sum())
+        self._ids[:n_keep] = self.ids[keep]
+        self._vectors[:n_keep] = self.vectors[keep]
+        self._size = n_keep
+        self._sorted_order = None
+
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Storage rows of ids: found ``(M,)`` bool and rows ``(M,)`` int64 (valid where found)."""
+        live = self.ids
+        if self._sorted_order is None:
+            self._sorted_order = np.argsort(live, kind="stable")
+        if live.size == 0:
+            return np.zeros(ids.shape, dtype=bool), np.zeros(ids.shape, dtype=np.int64)
+        sorted_ids = live[self._sorted_order]
+        pos = np.minimum(np.searchsorted(sorted_ids, ids), live.size - 1)
+        found = sorted_ids[pos] == ids
+        return found, self._sorted_order[pos]
+
+    def _append(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        needed = self._size + ids.shape[0]
+        if needed > self._ids.shape[0]:  # grow geometrically: amortised O(1) per added row
+            capacity = max(needed, 2 * self._ids.shape[0], 1024)
+            self._ids = np.concatenate([self.ids, np.empty(capacity - self._size, np.int64)])
+            grown = np.empty((capacity, self._dim), dtype=np.float32)
+            grown[: self._size] = self.vectors
+            self._vectors = grown
+        self._ids[self._size : needed] = ids
+        self._vectors[self._size : needed] = vectors
+        self._size = needed
+        self._sorted_order = None
+
+    def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        n_queries, n_items = queries.shape[0], self._size
+        scores, ids = empty_results(n_queries, k)  # (Q, K) each, filled below
+        if n_items == 0:
+            return scores, ids
+        top = min(k, n_items)
+        items = torch.from_numpy(self.vectors)  # (N, D), shares memory
+        live_ids = torch.from_numpy(self.ids)  # (N,)
+        chunk = max(1, self.score_budget_bytes // (4 * n_items))
+        with torch.inference_mode():
+            for start in range(0, n_queries, chunk):
+                block = torch.from_numpy(queries[start : start + chunk])  # (C, D)
+                values, rows = torch.topk(block @ items.T, top, dim=1)  # (C, top)
+                scores[start : start + chunk, :top] = values.numpy()
+                ids[start : start + chunk, :top] = live_ids[rows].numpy()
+        return scores, ids
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        atomic_save_npy(path / "ids.npy", self.ids)
+        atomic_save_npy(path / "vectors.npy", self.vectors)
+        write_manifest(path, self.backend, {"dim": self._dim})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "ExactIndex":
+        path = Path(path)
+        manifest = read_manifest(path)
+        index = cls(dim=manifest["dim"])
+        index._append(load_npy(path / "ids.npy"), load_npy(path / "vectors.npy"))
+        return index

@@ -1,0 +1,362 @@
+"""Feature schema: what each column is, declared once in YAML or Python.
+
+A schema lists features and the embedding tables they use. Features that name the same
+table share one vocabulary and one embedding matrix (``item_id`` and ``hist_item_ids``;
+seed 001's ``follow_topic_id`` and ``all_topic_fav_7`` sharing ``topic_id``'s table)::
+
+    schema = Schema.from_dict({
+        "label": "label",
+        "tables": {"item": {"dim": 16}},
+        "features": [
+            {"name": "item_id", "kind": "categorical", "table": "item", "side": "item"},
+            {"name": "hist_item_ids", "kind": "sequence", "table": "item", "maxlen": 50},
+            {"name": "age", "kind": "numeric", "transform": "standard", "side": "user"},
+        ],
+    })
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import yaml
+
+from recstack.errors import SchemaError
+
+
+class Side(str, Enum):
+    """Which tower a feature belongs to in two-tower models."""
+
+    USER = "user"
+    ITEM = "item"
+    CONTEXT = "context"
+
+
+class Pooling(str, Enum):
+    """How a sequence of embeddings becomes one vector."""
+
+    MEAN = "mean"
+    SUM = "sum"
+    MAX = "max"
+    WEIGHTED_SUM = "weighted_sum"
+    WEIGHTED_MEAN = "weighted_mean"
+
+
+class NumericTransform(str, Enum):
+    """Normalisation of a numeric feature; on (standard) by default, as seed 003's readers found."""
+
+    STANDARD = "standard"
+    MINMAX = "minmax"
+    LOG1P = "log1p"  # log1p(max(x, 0)), then standardised
+    BUCKETIZE = "bucketize"  # becomes an embedded id: one row per bucket
+    NONE = "none"
+
+
+class WeightFormat(str, Enum):
+    """Where a multi-valued feature's per-value weights come from."""
+
+    NONE = "none"
+    PAIRS = "pairs"  # "502:0.34,278:0.09"
+    COLUMN = "column"  # a parallel column of weights, same delimiter / list layout
+
+
+class VectorFormat(str, Enum):
+    NPY = "npy"
+    PARQUET = "parquet"
+    WORD2VEC = "word2vec"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """An embedding table and its vocabulary, shared by every feature that names it.
+
+    Row 0 is padding (a zero vector), row 1 is the out-of-vocabulary slot, rows 2.. are values.
+    A pretrained table takes its vocabulary and initial rows from a vector file; ids without a
+    vector map to padding (a zero row that pooling ignores), as in seed 001.
+    """
+
+    name: str
+    dim: int = 16
+    min_count: int = 1
+    max_size: int | None = None
+    hash_buckets: int | None = None
+    pretrained: str | None = None
+    pretrained_format: VectorFormat | None = None
+    trainable: bool = True
+
+
+@dataclass(frozen=True)
+class CategoricalFeature:
+    name: str
+    column: str = ""
+    table: str = ""
+    side: Side = Side.CONTEXT
+
+    kind = "categorical"
+
+
+@dataclass(frozen=True)
+class NumericFeature:
+    name: str
+    column: str = ""
+    side: Side = Side.CONTEXT
+    transform: NumericTransform = NumericTransform.STANDARD
+    fill: float | None = None  # None: the training mean
+    boundaries: tuple[float, ...] | None = None  # bucketize with given boundaries
+    num_buckets: int = 10  # bucketize at training quantiles when no boundaries are given
+    dim: int = 8  # embedding dim of a bucketised feature
+
+    kind = "numeric"
+
+    @property
+    def table(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class SequenceFeature:
+    """A variable-length list: a delimited string (``"3,7,9"``) or a list column."""
+
+    name: str
+    column: str = ""
+    table: str = ""
+    side: Side = Side.CONTEXT
+    maxlen: int = 50  # longer lists keep their most recent (last) values
+    delimiter: str = ","
+    weights: WeightFormat = WeightFormat.NONE
+    weight_column: str | None = None
+    pair_separator: str = ":"
+    pooling: Pooling = Pooling.MEAN
+
+    kind = "sequence"
+
+
+@dataclass(frozen=True)
+class VectorFeature:
+    """A dense vector: several float columns, or one list<float> / delimited string column."""
+
+    name: str
+    dim: int
+    columns: tuple[str, ...] = ()
+    column: str = ""
+    delimiter: str = " "
+    side: Side = Side.CONTEXT
+
+    kind = "vector"
+
+
+Feature = Union[CategoricalFeature, NumericFeature, SequenceFeature, VectorFeature]
+EmbeddedFeature = Union[CategoricalFeature, SequenceFeature, NumericFeature]
+
+_FEATURE_CLASSES: dict[str, type] = {
+    "categorical": CategoricalFeature,
+    "numeric": NumericFeature,
+    "sequence": SequenceFeature,
+    "vector": VectorFeature,
+}
+_ENUM_FIELDS: dict[str, type[Enum]] = {
+    "side": Side,
+    "pooling": Pooling,
+    "transform": NumericTransform,
+    "weights": WeightFormat,
+    "pretrained_format": VectorFormat,
+}
+
+
+def is_embedded(feature: Feature) -> bool:
+    """True when the feature is looked up in an embedding table."""
+    if isinstance(feature, NumericFeature):
+        return feature.transform is NumericTransform.BUCKETIZE
+    return isinstance(feature, (CategoricalFeature, SequenceFeature))
+
+
+def source_columns(feature: Feature) -> tuple[str, ...]:
+    """The data columns a feature reads."""
+    if isinstance(feature, VectorFeature):
+        return feature.columns or (feature.column,)
+    if isinstance(feature, SequenceFeature) and feature.weights is WeightFormat.COLUMN:
+        return (feature.column, feature.weight_column or "")
+    return (feature.column,)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Features, their tables, the label column and the group column used by GAUC."""
+
+    features: tuple[Feature, ...]
+    tables: Mapping[str, TableSpec] = field(default_factory=dict)
+    label: str | None = "label"
+    group: str | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def __getitem__(self, name: str) -> Feature:
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise KeyError(f"no feature named {name!r}; features: {[f.name for f in self.features]}")
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def by_side(self, side: Side) -> list[Feature]:
+        return [f for f in self.features if f.side is side]
+
+    def embedded(self) -> list[Feature]:
+        return [f for f in self.features if is_embedded(f)]
+
+    def columns(self) -> list[str]:
+        """Every data column the schema reads (features, label, group), without duplicates."""
+        cols: list[str] = []
+        for feature in self.features:
+            cols.extend(source_columns(feature))
+        cols.extend(c for c in (self.label, self.group) if c)
+        return list(dict.fromkeys(cols))
+
+    def table_of(self, feature: Feature) -> TableSpec:
+        return self.tables[feature.table]
+
+    # ---- YAML / dict round trip -------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "Schema":
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(yaml.safe_load(handle) or {}, base_dir=Path(path).parent)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None = None) -> "Schema":
+        """Builds a schema from plain data (parsed YAML); errors name the feature and key."""
+        if not isinstance(data, Mapping):
+            raise SchemaError(f"a schema must be a mapping, got {type(data).__name__}")
+        unknown = set(data) - {"features", "tables", "label", "group", "embedding_dim"}
+        if unknown:
+            raise SchemaError(f"unknown schema key(s) {sorted(unknown)}")
+        default_dim = data.get("embedding_dim", 16)
+        raw_features = data.get("features")
+        if not raw_features or not isinstance(raw_features, list):
+            raise SchemaError("schema.features must be a non-empty list")
+        tables: dict[str, TableSpec] = {}
+        for name, raw in (data.get("tables") or {}).items():
+            raw = dict(raw or {})
+            raw.setdefault("dim", default_dim)
+            if raw.get("pretrained") and base_dir is not None:
+                raw["pretrained"] = str((base_dir / raw["pretrained"]).resolve())
+            tables[name] = _build(TableSpec, {"name": name, **raw}, f"table {name!r}")
+        features = []
+        for index, raw in enumerate(raw_features):
+            if not isinstance(raw, Mapping) or "name" not in raw:
+                raise SchemaError(f"features[{index}] must be a mapping with a 'name'")
+            kind = raw.get("kind")
+            if kind not in _FEATURE_CLASSES:
+                raise SchemaError(
+                    f"feature {raw['name']!r}: kind must be one of {sorted(_FEATURE_CLASSES)}, got {kind!r}"
+                )
+            body = {k: v for k, v in raw.items() if k not in ("kind", "dim") or kind in ("vector", "numeric") and k == "dim"}
+            table_dim = raw.get("dim")
+            feature = _build(_FEATURE_CLASSES[kind], body, f"feature {raw['name']!r}")
+            feature = _with_defaults(feature)
+            if kind in ("categorical", "sequence") and feature.table not in tables:
+                tables[feature.table] = TableSpec(name=feature.table, dim=table_dim or default_dim)
+            features.append(feature)
+        return cls(features=tuple(features), tables=tables, label=data.get("label", "label"), group=data.get("group"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "group": self.group,
+            "tables": {name: _plain(spec, skip=("name",)) for name, spec in self.tables.items()},
+            "features": [{"kind": f.kind, **_plain(f)} for f in self.features],
+        }
+
+
+def _with_defaults(feature: Feature) -> Feature:
+    updates: dict[str, Any] = {}
+    if not getattr(feature, "column", "x") and not getattr(feature, "columns", ()):
+        updates["column"] = feature.name
+    if isinstance(feature, (CategoricalFeature, SequenceFeature)) and not feature.table:
+        updates["table"] = feature.name
+    return dataclasses.replace(feature, **updates) if updates else feature
+
+
+def _build(cls: type, raw: Mapping[str, Any], where: str) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise SchemaError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(names - {'name'})}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in _ENUM_FIELDS and value is not None and not isinstance(value, Enum):
+            enum_cls = _ENUM_FIELDS[key]
+            try:
+                value = enum_cls(value)
+            except ValueError:
+                allowed = [m.value for m in enum_cls]
+                raise SchemaError(f"{where}: {key} must be one of {allowed}, got {value!r}") from None
+        elif key in ("columns", "boundaries") and value is not None:
+            value = tuple(value)
+        values[key] = value
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise SchemaError(f"{where}: {error}") from None
+
+
+def _plain(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    out = {}
+    for f in dataclasses.fields(obj):
+        if f.name in skip:
+            continue
+        value = getattr(obj, f.name)
+        if isinstance(value, Enum):
+            value = value.value
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def _validate(schema: Schema) -> None:
+    seen: set[str] = set()
+    for feature in schema.features:
+        where = f"feature {feature.name!r}"
+        if feature.name in seen:
+            raise SchemaError(f"{where}: declared twice")
+        seen.add(feature.name)
+        if isinstance(feature, (CategoricalFeature, SequenceFeature)) and feature.table not in schema.tables:
+            raise SchemaError(f"{where}: table {feature.table!r} is not declared")
+        if isinstance(feature, SequenceFeature):
+            if feature.maxlen < 1:
+                raise SchemaError(f"{where}: maxlen must be >= 1, got {feature.maxlen}")
+            if feature.weights is WeightFormat.COLUMN and not feature.weight_column:
+                raise SchemaError(f"{where}: weights 'column' needs weight_column")
+            weighted_pooling = feature.pooling in (Pooling.WEIGHTED_SUM, Pooling.WEIGHTED_MEAN)
+            if weighted_pooling and feature.weights is WeightFormat.NONE:
+                raise SchemaError(f"{where}: pooling {feature.pooling.value!r} needs weights ('pairs' or 'column')")
+        if isinstance(feature, VectorFeature):
+            if feature.dim < 1:
+                raise SchemaError(f"{where}: dim must be >= 1")
+            if feature.columns and len(feature.columns) != feature.dim:
+                raise SchemaError(f"{where}: {len(feature.columns)} columns given for dim {feature.dim}")
+        if isinstance(feature, NumericFeature) and feature.transform is NumericTransform.BUCKETIZE:
+            if feature.boundaries is not None and list(feature.boundaries) != sorted(feature.boundaries):
+                raise SchemaError(f"{where}: boundaries must be increasing")
+            if feature.boundaries is None and feature.num_buckets < 2:
+                raise SchemaError(f"{where}: num_buckets must be >= 2")
+    for name, table in schema.tables.items():
+        where = f"table {name!r}"
+        if table.dim < 1 and not table.pretrained:
+            raise SchemaError(f"{where}: dim must be >= 1")
+        if table.hash_buckets is not None and table.hash_buckets < 1:
+            raise SchemaError(f"{where}: hash_buckets must be >= 1")
+        if table.hash_buckets is not None and table.pretrained:
+            raise SchemaError(f"{where}: a pretrained table cannot also be hashed")
+        if table.min_count < 1:
+            raise SchemaError(f"{where}: min_count must be >= 1")
+    for column in (schema.label, schema.group):
+        if column is not None and not isinstance(column, str):
+            raise SchemaError(f"label/group must be column names, got {column!r}")

@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from recstack.nn import ActivationUnit, TargetAttention
+
+B, L, D = 4, 5, 6
+# row 0 full, row 1 half, row 2 a single behaviour, row 3 no behaviour at all
+MASK = torch.tensor(
+    [[True] * 5, [True] * 3 + [False] * 2, [True] + [False] * 4, [False] * 5]
+)
+
+
+def _inputs():
+    return torch.randn(B, D), torch.randn(B, L, D)
+
+
+def test_activation_unit_scores_concat_of_query_key_difference_and_product():
+    unit = ActivationUnit(dim=D, hidden_dims=(8, 4), activation="prelu")
+    assert unit.mlp.layers[0].linear.in_features == 4 * D
+    query, keys = _inputs()
+    q = query.unsqueeze(1).expand(B, L, D)
+    expected = unit.score(unit.mlp(torch.cat([q, keys, q - keys, q * keys], dim=-1)))
+    torch.testing.assert_close(unit(query, keys), expected.squeeze(-1))
+
+
+def test_weights_are_raw_scores_without_softmax_and_zero_at_padding():
+    attention = TargetAttention(dim=D, activation="prelu")
+    query, keys = _inputs()
+    weights = attention.attention_weights(query, keys, MASK)
+    scores = attention.unit(query, keys.masked_fill(~MASK.unsqueeze(-1), 0.0))
+    assert (weights[~MASK] == 0).all()
+    torch.testing.assert_close(weights[MASK], scores[MASK])
+    assert not torch.allclose(weights[0].sum(), torch.tensor(1.0))  # not normalised
+
+
+def test_output_is_weighted_sum_of_keys():
+    attention = TargetAttention(dim=D).eval()
+    query, keys = _inputs()
+    weights = attention.attention_weights(query, keys, MASK)
+    expected = (weights.unsqueeze(-1) * keys.masked_fill(~MASK.unsqueeze(-1), 0)).sum(dim=1)
+    torch.testing.assert_close(attention(query, keys, MASK), expected)
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+@pytest.mark.parametrize("training", [False, True])
+def test_padding_values_and_extra_padding_length_do_not_change_the_output(softmax, training):
+    attention = TargetAttention(dim=D, softmax=softmax).train(training)
+    query, keys = _inputs()
+    reference = attention(query, keys, MASK)
+
+    garbage = keys.masked_fill(~MASK.unsqueeze(-1), 0.0) + (~MASK).unsqueeze(-1) * 1e4
+    longer = torch.cat([garbage, torch.randn(B, 3, D) * 100], dim=1)  # (B, L + 3, D)
+    longer_mask = torch.cat([MASK, torch.zeros(B, 3, dtype=torch.bool)], dim=1)
+    torch.testing.assert_close(attention(query, longer, longer_mask), reference)
+
+
+def test_softmax_weights_sum_to_one_and_an_all_padding_row_gives_zeros():
+    attention = TargetAttention(dim=D, softmax=True)
+    query, keys = _inputs()
+    keys.requires_grad_(True)
+    weights = attention.attention_weights(query, keys, MASK)
+    torch.testing.assert_close(weights[:3].sum(dim=-1), torch.ones(3))
+    assert (weights[~MASK] == 0).all()
+
+    out = attention(query, keys, MASK)
+    assert not torch.isnan(out).any()
+    assert (out[3] == 0).all()
+    out.sum().backward()
+    assert not any(torch.isnan(p.grad).any() for p in attention.parameters())
+    assert not torch.isnan(keys.grad).any()
+
+
+def test_all_padding_row_gives_zeros_without_softmax():
+    attention = TargetAttention(dim=D)
+    query, keys = _inputs()
+    assert (attention(query, keys, MASK)[3] == 0).all()
+
+
+def test_gradients_flow_to_the_activation_unit():
+    attention = TargetAttention(dim=D, hidden_dims=(8, 4), activation="dice")
+    query, keys = _inputs()
+    attention(query, keys, MASK).pow(2).sum().backward()
+    for name, param in attention.unit.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
