@@ -6,13 +6,13 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=".venv/bin/python -m pip"
-$PIP install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+$PIP install -q --upgrade pip
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   # torch==2.13.0 is a CPU build on this machine's disk; elsewhere fall back to PyTorch's CPU index.
-  $PIP install -q torch==2.13.0 2>&1 | grep -v '^WARNING: Location' \
+  $PIP install -q torch==2.13.0 \
     || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
 fi
-$PIP install -q -e ".[all]" 2>&1 | grep -v '^WARNING: Location' || true
+$PIP install -q -e ".[all]"
 .venv/bin/python -c "import recstack, torch, faiss, fastapi, onnxruntime, gensim, pymilvus" 
 # Headless Chromium for the demo page's browser test (Debian package, no downloads at test time).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then

@@ -193,6 +193,15 @@ class Schema:
     group: str | None = None
 
     def __post_init__(self) -> None:
+        # Built in Python (not from_dict), a feature's column and table default to its name and
+        # undeclared tables get the default dim, exactly as from_dict fills them.
+        features = tuple(_with_defaults(f) for f in self.features)
+        tables = dict(self.tables)
+        for feature in features:
+            if isinstance(feature, (CategoricalFeature, SequenceFeature)) and feature.table not in tables:
+                tables[feature.table] = TableSpec(name=feature.table)
+        object.__setattr__(self, "features", features)
+        object.__setattr__(self, "tables", tables)
         _validate(self)
 
     def __getitem__(self, name: str) -> Feature:

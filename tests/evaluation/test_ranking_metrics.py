@@ -132,3 +132,12 @@ def test_collector_refuses_groups_on_some_batches_only():
     collector.append(np.array([1.0]), np.array([0.5]), np.array(["a"]))
     with pytest.raises(ValueError, match="groups"):
         collector.append(np.array([0.0]), np.array([0.5]))
+
+
+def test_gauc_takes_object_keys_and_rejects_missing_ones():
+    labels = np.array([1, 0, 1, 0])
+    scores = np.array([0.9, 0.1, 0.2, 0.8])
+    keys = np.array(["a", "a", "b", "b"], dtype=object)
+    assert gauc(labels, scores, keys) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="missing"):
+        gauc(labels, scores, np.array(["a", None, "b", "b"], dtype=object))

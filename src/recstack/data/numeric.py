@@ -17,10 +17,12 @@ class NumericStats:
 
     def __init__(self, *, seed: int = 0) -> None:
         self.count = 0
-        self.total = 0.0
-        self.total_sq = 0.0
-        self.log_total = 0.0
-        self.log_total_sq = 0.0
+        # Mean and sum of squared deviations, merged per batch (Chan et al.): a running sum of
+        # squares loses the variance of values far from zero (timestamps, ids) to cancellation.
+        self.mean = 0.0
+        self.m2 = 0.0
+        self.log_mean = 0.0
+        self.log_m2 = 0.0
         self.minimum = np.inf
         self.maximum = -np.inf
         self._sample = np.empty(0)
@@ -32,10 +34,8 @@ class NumericStats:
         if values.size == 0:
             return
         logs = np.log1p(np.maximum(values, 0.0))
-        self.total += float(values.sum())
-        self.total_sq += float(np.square(values).sum())
-        self.log_total += float(logs.sum())
-        self.log_total_sq += float(np.square(logs).sum())
+        self.mean, self.m2 = _merge_moments(self.count, self.mean, self.m2, values)
+        self.log_mean, self.log_m2 = _merge_moments(self.count, self.log_mean, self.log_m2, logs)
         self.minimum = min(self.minimum, float(values.min()))
         self.maximum = max(self.maximum, float(values.max()))
         self._reservoir(values)
@@ -74,15 +74,15 @@ class NumericNormalizer:
 
     @classmethod
     def fit(cls, feature: NumericFeature, stats: NumericStats) -> "NumericNormalizer":
-        mean = stats.total / stats.count if stats.count else 0.0
+        mean = stats.mean if stats.count else 0.0
         fill = feature.fill if feature.fill is not None else mean
         kind = feature.transform
         if kind is NumericTransform.STANDARD:
-            var = stats.total_sq / stats.count - mean**2 if stats.count else 1.0
+            var = stats.m2 / stats.count if stats.count else 1.0
             return cls(kind, fill, center=mean, scale=_safe(np.sqrt(max(var, 0.0))))
         if kind is NumericTransform.LOG1P:
-            log_mean = stats.log_total / stats.count if stats.count else 0.0
-            var = stats.log_total_sq / stats.count - log_mean**2 if stats.count else 1.0
+            log_mean = stats.log_mean if stats.count else 0.0
+            var = stats.log_m2 / stats.count if stats.count else 1.0
             return cls(kind, fill, center=log_mean, scale=_safe(np.sqrt(max(var, 0.0))))
         if kind is NumericTransform.MINMAX:
             low = stats.minimum if stats.count else 0.0
@@ -130,6 +130,15 @@ class NumericNormalizer:
             scale=float(data["scale"]),
             boundaries=tuple(data["boundaries"]),
         )
+
+
+def _merge_moments(count: int, mean: float, m2: float, values: np.ndarray) -> tuple[float, float]:
+    """Mean and squared-deviation sum of ``count`` earlier values merged with ``values``."""
+    batch_mean = float(values.mean())
+    batch_m2 = float(np.square(values - batch_mean).sum())
+    total = count + values.size
+    delta = batch_mean - mean
+    return mean + delta * values.size / total, m2 + batch_m2 + delta**2 * count * values.size / total
 
 
 def _safe(scale: float) -> float:

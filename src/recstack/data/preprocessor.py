@@ -52,6 +52,7 @@ class Preprocessor:
         self.lookups: dict[str, Vocabulary | HashBuckets] = {}
         self.normalizers: dict[str, NumericNormalizer] = {}
         self.table_dims: dict[str, int] = {}
+        self.skipped_rows = 0  # rows dropped by skip_bad_rows, in this process
 
     # ---- fitting ----------------------------------------------------------------------------
     @property
@@ -66,7 +67,10 @@ class Preprocessor:
             name for name, spec in self.schema.tables.items() if spec.hash_buckets is None and not spec.pretrained
         }
         chunks = source.chunks(columns=self.input_columns(with_label=False), types=self.csv_types()) if isinstance(source, DataSource) else source
+        skip_bad_rows = isinstance(source, DataSource) and source.skip_bad_rows
         for chunk in chunks:
+            if skip_bad_rows:
+                chunk = self._drop_bad_rows(chunk)
             for feature in self.schema.features:
                 where = self._where(chunk, feature, feature.column if hasattr(feature, "column") else "")
                 if isinstance(feature, NumericFeature):
@@ -142,7 +146,7 @@ class Preprocessor:
             with_label: read the label column (default: when the data has it).
         """
         if not isinstance(chunk, Chunk):
-            records = chunk.to_batches()[0] if isinstance(chunk, pa.Table) and chunk.num_rows else chunk
+            records = chunk.combine_chunks().to_batches()[0] if isinstance(chunk, pa.Table) and chunk.num_rows else chunk
             if isinstance(records, pa.Table):
                 records = pa.RecordBatch.from_pydict({n: pa.array([], t) for n, t in zip(chunk.schema.names, chunk.schema.types)})
             chunk = Chunk(records, "<records>", 1)
@@ -155,7 +159,7 @@ class Preprocessor:
         label = self.schema.label
         if with_label is None:
             with_label = bool(label) and label in records.schema.names
-        if with_label:
+        if with_label and label:  # a schema without a label has none to read
             if label not in records.schema.names:
                 raise DataError(f"the label column {label!r} is missing", path=chunk.path, column=label)
             where = Where(chunk.path, chunk.first_row, label, label)
@@ -224,13 +228,17 @@ class Preprocessor:
         for feature in self.schema.features:
             if isinstance(feature, NumericFeature) and feature.column in records.schema.names:
                 bad |= bad_number_rows(records.column(feature.column))
+            elif isinstance(feature, VectorFeature) and feature.columns:
+                for column in feature.columns:
+                    if column in records.schema.names:
+                        bad |= bad_number_rows(records.column(column))
             elif isinstance(feature, SequenceFeature) and feature.weights is WeightFormat.PAIRS and feature.column in records.schema.names:
                 bad |= _bad_pair_rows(records.column(feature.column), feature)
         if self.schema.label and self.schema.label in records.schema.names:
             bad |= bad_number_rows(records.column(self.schema.label))
         if not bad.any():
             return chunk
-        self.skipped_rows = getattr(self, "skipped_rows", 0) + int(bad.sum())
+        self.skipped_rows += int(bad.sum())
         return Chunk(records.filter(pa.array(~bad)), chunk.path, chunk.first_row)
 
     @staticmethod

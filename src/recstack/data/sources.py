@@ -121,10 +121,10 @@ class DataSource:
     def columns_of(self, path: str) -> list[str]:
         """Column names of one file (the header, the given names, or the Parquet schema)."""
         if self.format_of(path) is FileFormat.PARQUET:
-            return list(pq.read_schema(path).names)
+            return list(_open_parquet(path).schema_arrow.names)
         if self.column_names:
             return list(self.column_names)
-        reader = self._open_csv(path, columns=None, types={})
+        reader = self._open_csv(path, columns=None, types={}, on_invalid_row=lambda row: "skip")  # the header only
         return list(reader.schema.names)
 
     def chunks(
@@ -148,7 +148,7 @@ class DataSource:
             self._check_columns(path, columns)
         next_row = 1
         if self.format_of(path) is FileFormat.PARQUET:
-            parquet = pq.ParquetFile(path)
+            parquet = _open_parquet(path)
             if parquet.metadata.num_rows == 0:
                 raise DataError("file is empty (no rows)", path=path)
             for records in parquet.iter_batches(batch_size=self.parquet_batch_rows, columns=list(columns) if columns else None):
@@ -162,7 +162,7 @@ class DataSource:
             except StopIteration:
                 break
             except pa.ArrowInvalid as error:
-                raise DataError(f"could not parse: {error}", path=path) from None
+                raise self._diagnose_csv(path, columns, types, error) from None
             if records.num_rows:
                 yield Chunk(records, path, next_row)
                 next_row += records.num_rows
@@ -187,23 +187,36 @@ class DataSource:
             return self.delimiter
         return "\t" if self.format_of(path) is FileFormat.TSV else ","
 
-    def _open_csv(self, path: str, columns: Sequence[str] | None, types: Mapping[str, pa.DataType]) -> pacsv.CSVStreamingReader:
+    def _open_csv(
+        self,
+        path: str,
+        columns: Sequence[str] | None,
+        types: Mapping[str, pa.DataType],
+        *,
+        on_invalid_row: Any = None,
+        use_threads: bool = True,
+    ) -> pacsv.CSVStreamingReader:
         if os.path.getsize(path) == 0:
             raise DataError("file is empty", path=path)
         skipped = self.skipped
 
-        def on_invalid_row(row: Any) -> str:
+        def count_or_fail(row: Any) -> str:
             if self.skip_bad_rows:
                 skipped.append(1)
                 return "skip"
             return "error"
 
+        if self.skip_bad_rows:
+            # Numbers are then parsed (and bad rows dropped) by the preprocessor, not by the reader.
+            types = {name: pa.string() for name in types}
         read_options = pacsv.ReadOptions(
+            use_threads=use_threads,
             block_size=self.block_bytes,
             column_names=list(self.column_names) if self.column_names else None,
             skip_rows=1 if (self.column_names and self.header) else 0,
+            autogenerate_column_names=not self.column_names and not self.header,
         )
-        parse_options = pacsv.ParseOptions(delimiter=self._delimiter(path), invalid_row_handler=on_invalid_row)
+        parse_options = pacsv.ParseOptions(delimiter=self._delimiter(path), invalid_row_handler=on_invalid_row or count_or_fail)
         convert_options = pacsv.ConvertOptions(
             include_columns=list(columns) if columns else None,
             column_types=dict(types),
@@ -215,4 +228,61 @@ class DataSource:
         except pa.ArrowInvalid as error:
             if "Empty CSV file" in str(error):
                 raise DataError("file is empty", path=path) from None
-            raise DataError(f"could not parse: {error}", path=path) from None
+            if on_invalid_row is not None:
+                raise
+            raise self._diagnose_csv(path, columns, types, error) from None
+
+    def _diagnose_csv(
+        self, path: str, columns: Sequence[str] | None, types: Mapping[str, pa.DataType], error: pa.ArrowInvalid
+    ) -> DataError:
+        """Names the row and column of a CSV that Arrow rejected (its messages name neither).
+
+        Re-reads the file on one thread (so rows are numbered) with every column as text, then
+        finds the first row with the wrong number of fields or a non-number in a numeric column.
+        """
+        from recstack.data.columns import bad_number_rows
+
+        header_lines = 1 if self.header else 0
+        invalid: list[Any] = []
+
+        def record(row: Any) -> str:
+            if self.skip_bad_rows:
+                return "skip"
+            invalid.append(row)
+            return "error"
+
+        numeric = [name for name, kind in types.items() if not pa.types.is_string(kind)]
+        next_row = 1
+        try:
+            reader = self._open_csv(path, columns, {n: pa.string() for n in types}, on_invalid_row=record, use_threads=False)
+            for records in reader:
+                for name in numeric:
+                    if name in records.schema.names:
+                        bad = bad_number_rows(records.column(name))
+                        if bad.any():
+                            first = int(bad.argmax())
+                            value = records.column(name)[first].as_py()
+                            return DataError(f"expected a number, got {value!r}", path=path, row=next_row + first, column=name)
+                next_row += records.num_rows
+        except pa.ArrowInvalid:
+            if invalid:
+                row = invalid[0]
+                names = self.columns_of(path)
+                column = names[row.actual_columns] if row.actual_columns < len(names) else None
+                hint = f" (is the delimiter {self._delimiter(path)!r} right?)" if row.actual_columns == 1 else ""
+                return DataError(
+                    f"expected {row.expected_columns} fields, got {row.actual_columns}: {row.text[:80]!r}{hint}",
+                    path=path,
+                    row=None if row.number is None else row.number - header_lines,
+                    column=column,
+                )
+        return DataError(f"could not parse: {error}", path=path)
+
+
+def _open_parquet(path: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as error:
+        if os.path.getsize(path) == 0:
+            raise DataError("file is empty (0 bytes)", path=path) from None
+        raise DataError(f"not a readable Parquet file: {error}", path=path) from None

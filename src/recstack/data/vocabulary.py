@@ -31,7 +31,7 @@ class VocabularyCounter:
         self.is_integer: bool | None = None
 
     def update(self, values: pa.Array) -> None:
-        values = values.drop_null()
+        values = empty_to_null(values).drop_null()
         if len(values) == 0:
             return
         integer = pa.types.is_integer(values.type)
@@ -108,6 +108,9 @@ class Vocabulary:
             self._lookup = self._build_lookup()
         if len(values) == 0:
             return np.zeros(0, dtype=np.int64)
+        values = empty_to_null(values)
+        if not self.is_integer and pa.types.is_integer(values.type):
+            values = values.cast(pa.string())  # string keys (a CSV fit, a delimited sequence) match 42 as "42"
         kind, table = self._lookup
         if kind == "dense" and pa.types.is_integer(values.type):
             rows = self._dense_rows(values, table)
@@ -189,6 +192,7 @@ class HashBuckets:
     def lookup(self, values: pa.Array) -> np.ndarray:
         if len(values) == 0:
             return np.zeros(0, dtype=np.int64)
+        values = empty_to_null(values)
         # Integers hash as their decimal strings so "42" and 42 share a bucket across file formats.
         if pa.types.is_integer(values.type):
             values = values.cast(pa.string())
@@ -196,6 +200,15 @@ class HashBuckets:
         if values.null_count:
             rows[np.asarray(values.is_null())] = OOV_INDEX
         return rows
+
+
+def empty_to_null(values: pa.Array) -> pa.Array:
+    """Empty strings (a CSV's empty cell) as nulls: missing values take the OOV row, never a row of their own."""
+    if (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) and len(values):
+        empty = pc.equal(values, "")
+        if pc.any(empty).as_py():
+            return pc.if_else(empty, pa.scalar(None, values.type), values)
+    return values
 
 
 def vocabulary_from_ids(ids: Sequence[str]) -> Vocabulary:

@@ -41,5 +41,12 @@ def first_element(lists: pa.ListArray | pa.ChunkedArray) -> pa.Array:
     return pc.if_else(pa.array(lengths > 0), firsts, pa.scalar(None, lists.type.value_type))
 
 
+def with_features(rows: pa.Table, users: pa.Table, items: pa.Table) -> pa.Table:
+    """Append user features, item features and ``hist_genres`` (aligned with ``hist_item_ids``)."""
+    rows = attach(attach(rows, users, "user_id"), items, "item_id")
+    hist_genres = lookup_values(rows["hist_item_ids"].combine_chunks(), items, "item_id", "genre")
+    return rows.append_column("hist_genres", hist_genres)
+
+
 def _as_list_array(lists: pa.ListArray | pa.ChunkedArray) -> pa.ListArray:
     return lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists

@@ -39,16 +39,14 @@ from recstack.datasets._sequences import (
     window_positions,
 )
 from recstack.datasets.movielens_raw import MovieLensRaw, load_raw
-from recstack.datasets.retrieval_split import leave_last_out
+from recstack.datasets.retrieval_split import RETRIEVAL_FILES, SPLITS, write_retrieval
 
 __all__ = ["build_ctr", "build_retrieval", "load_raw", "item_table", "user_table"]
 
 FORMAT_VERSION = 1
 LIKED_RATING = 4.0  # label = rating >= 4
 SMOOTHING = 5.0  # pseudo-count m of the smoothed rates and means
-SPLITS = ("train", "valid", "test")
 CTR_FILES = [f"{name}.parquet" for name in (*SPLITS, "items", "users")]
-RETRIEVAL_FILES = [f"{name}.parquet" for name in (*SPLITS, "seen", "items", "users")]
 
 
 def build_ctr(
@@ -106,12 +104,11 @@ def build_retrieval(out_dir: str | Path, source: str | Path | None = None, *, hi
         return stats
     started = time.perf_counter()
     raw = load_raw(source)
-    users, items = user_table(raw), item_table(raw)
     label = pc.greater_equal(raw.ratings["rating"], LIKED_RATING).cast(pa.float32())
-    split = leave_last_out(raw.ratings.append_column("label", label), history_len=history_len)
-    tables = {name: with_features(getattr(split, name), users, items) for name in SPLITS}
-    write_tables(out, {**tables, "seen": split.seen, "items": items, "users": users})
-    stats = retrieval_stats(tables, users, items, params)
+    interactions = raw.ratings.append_column("label", label)
+    stats = write_retrieval(
+        out, interactions, user_table(raw), item_table(raw), history_len=history_len, params=params
+    )
     stats["build_seconds"] = round(time.perf_counter() - started, 3)
     write_stats(out, stats)
     return stats
@@ -132,13 +129,6 @@ def item_table(raw: MovieLensRaw) -> pa.Table:
         {"item_id": items["item_id"], "title": items["title"], "genres": items["genres"],
          "genre": genre, "release_year": items["release_year"]}
     )  # fmt: skip
-
-
-def with_features(rows: pa.Table, users: pa.Table, items: pa.Table) -> pa.Table:
-    """Append user features, item features and ``hist_genres`` (aligned with ``hist_item_ids``)."""
-    rows = attach(attach(rows, users, "user_id"), items, "item_id")
-    hist_genres = lookup_values(rows["hist_item_ids"].combine_chunks(), items, "item_id", "genre")
-    return rows.append_column("hist_genres", hist_genres)
 
 
 def time_split(timestamps: np.ndarray, valid_frac: float, test_frac: float) -> np.ndarray:
@@ -205,18 +195,6 @@ def aggregates(index: GroupIndex, label: np.ndarray, rating: np.ndarray, priors:
         "count": unsort(count.astype(np.int64), index.order),
         "pos_rate": unsort(smoothed(positives, count, priors["label"], SMOOTHING), index.order),
         "mean_rating": unsort(smoothed(rating_sum, count, priors["rating"], SMOOTHING), index.order),
-    }
-
-
-def retrieval_stats(tables: dict[str, pa.Table], users: pa.Table, items: pa.Table, params: dict[str, Any]) -> dict[str, Any]:
-    """Counts of a retrieval build: users, items, rows per split."""
-    return {
-        "params": params,
-        "users": users.num_rows,
-        "items": items.num_rows,
-        "evaluated_users": tables["test"].num_rows,
-        "train_rows": tables["train"].num_rows,
-        "rows": {name: table.num_rows for name, table in tables.items()},
     }
 
 

@@ -16,14 +16,20 @@ for excluding already-consumed items at evaluation.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recstack.datasets._features import with_features
+from recstack.datasets._files import write_stats, write_tables
 from recstack.datasets._sequences import group_index, window_lists
 
 MIN_POSITIVES = 3
+SPLITS = ("train", "valid", "test")
+RETRIEVAL_FILES = [f"{name}.parquet" for name in (*SPLITS, "seen", "items", "users")]
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,31 @@ def leave_last_out(interactions: pa.Table, *, history_len: int) -> RetrievalSpli
         test=ordered.filter(pa.array(is_test)),
         seen=_seen_items(interactions, held_keys),
     )
+
+
+def write_retrieval(
+    out_dir: Path, interactions: pa.Table, users: pa.Table, items: pa.Table, *, history_len: int, params: dict[str, Any]
+) -> dict[str, Any]:
+    """Split, join user/item features (and ``hist_genres`` from ``items.genre``), write
+    ``RETRIEVAL_FILES`` plus ``stats.json``, and return the stats."""
+    split = leave_last_out(interactions, history_len=history_len)
+    tables = {name: with_features(getattr(split, name), users, items) for name in SPLITS}
+    write_tables(out_dir, {**tables, "seen": split.seen, "items": items, "users": users})
+    stats = retrieval_stats(tables, users, items, params)
+    write_stats(out_dir, stats)
+    return stats
+
+
+def retrieval_stats(tables: dict[str, pa.Table], users: pa.Table, items: pa.Table, params: dict[str, Any]) -> dict[str, Any]:
+    """Counts of a retrieval build: users, items, rows per split."""
+    return {
+        "params": params,
+        "users": users.num_rows,
+        "items": items.num_rows,
+        "evaluated_users": tables["test"].num_rows,
+        "train_rows": tables["train"].num_rows,
+        "rows": {name: table.num_rows for name, table in tables.items()},
+    }
 
 
 def _group_sizes(group_start: np.ndarray) -> np.ndarray:

@@ -172,7 +172,9 @@ def _chunk_ranks(
     num_rows, num_items = scores.shape  # (C, N)
     if len(target_items) and (target_items.min() < 0 or target_items.max() >= num_items):
         raise ValueError(f"target item rows must lie in [0, {num_items})")
-    if torch.isnan(scores).any():
+    # A NaN anywhere makes the sum NaN; only then pay for the exact elementwise check
+    # (the sum is also NaN when +inf and -inf both occur).
+    if torch.isnan(scores.sum()) and torch.isnan(scores).any():
         raise ValueError("scores contain NaN")
     device = scores.device
     t_rows = torch.as_tensor(target_rows, device=device)
@@ -185,15 +187,16 @@ def _chunk_ranks(
 
     if len(target_rows) == num_rows and np.array_equal(target_rows, np.arange(num_rows)):
         # One target per row (the common case): compare in place, no row gather.
-        at_least = (scores >= target_scores[:, None]).sum(dim=1)  # (C,)
+        # int32 accumulation: counting a bool matrix into int64 is 3x slower on CPU
+        at_least = (scores >= target_scores[:, None]).sum(dim=1, dtype=torch.int32)  # (C,)
     else:
-        at_least = torch.empty(len(target_rows), dtype=torch.int64, device=device)
+        at_least = torch.empty(len(target_rows), dtype=torch.int32, device=device)
         for lo in range(0, len(target_rows), num_rows):  # bound the (pairs, N) gather to (C, N)
             hi = min(lo + num_rows, len(target_rows))
             rows = scores.index_select(0, t_rows[lo:hi])  # (pairs, N)
-            at_least[lo:hi] = (rows >= target_scores[lo:hi, None]).sum(dim=1)
+            at_least[lo:hi] = (rows >= target_scores[lo:hi, None]).sum(dim=1, dtype=torch.int32)
     # at_least counts the target itself, so it already is 1 + items scoring >= the target.
-    return at_least.cpu().numpy()
+    return at_least.cpu().numpy().astype(np.int64)
 
 
 def _metrics_from_ranks(ranks: np.ndarray, target_ptr: np.ndarray, ks: tuple[int, ...]) -> dict:

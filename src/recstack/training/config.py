@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -61,7 +62,9 @@ class MonitorMode(str, enum.Enum):
     MIN = "min"
 
     def improved(self, value: float, best: float | None, min_delta: float = 0.0) -> bool:
-        """Whether ``value`` beats ``best`` by more than ``min_delta`` (any value beats None)."""
+        """Whether ``value`` beats ``best`` by more than ``min_delta`` (any number beats None)."""
+        if math.isnan(value):
+            return False
         if best is None:
             return True
         if self is MonitorMode.MAX:
@@ -138,7 +141,9 @@ class TrainerConfig:
             f"must be >= 1 or None, got {self.checkpoint_every_steps}",
         )
         _require(
-            self.log_every_steps >= 1, "log_every_steps", f"must be >= 1, got {self.log_every_steps}"
+            self.log_every_steps >= 1,
+            "log_every_steps",
+            f"must be >= 1, got {self.log_every_steps}",
         )
         if self.device != "auto":
             try:

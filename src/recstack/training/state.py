@@ -39,7 +39,7 @@ class TrainerState:
     log_history: list[dict[str, float]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """A deep copy made of plain Python values (what ``torch.load(weights_only=True)`` reads)."""
+        """A deep copy in plain Python values, which ``torch.load(weights_only=True)`` reads."""
         return dataclasses.asdict(self)
 
     @classmethod

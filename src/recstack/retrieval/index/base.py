@@ -79,6 +79,15 @@ class VectorIndex(ABC):
     def load(cls, path: str | os.PathLike) -> "VectorIndex":
         """Read an index that ``save`` wrote."""
 
+    def close(self) -> None:
+        """Release connections or servers; a no-op for in-memory indexes. Idempotent."""
+
+    def __enter__(self) -> "VectorIndex":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def search(
         self,
         queries: np.ndarray,

@@ -38,10 +38,10 @@ class ExactIndex(VectorIndex):
 
     Example:
         >>> index = ExactIndex(dim=2)
-        >>> index.add(np.array([10, 11, 12]), np.array([[1, 0], [0, 1], [0.7, 0.7]]))
+        >>> index.add(np.array([10, 11, 12]), np.array([[1, 0], [0, 1], [0.5, 0.5]]))
         >>> scores, ids = index.search(np.array([[1.0, 0.0]]), k=2, exclude=[np.array([10])])
-        >>> ids.tolist(), scores.round(2).tolist()
-        ([[12, 11]], [[0.7, 0.0]])
+        >>> ids.tolist(), scores.tolist()
+        ([[12, 11]], [[0.5, 0.0]])
     """
 
     def __init__(self, *, dim: int, score_budget_bytes: int = 256 * 2**20) -> None:

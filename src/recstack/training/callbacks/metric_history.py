@@ -41,7 +41,9 @@ class MetricHistory(TrainerCallback):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         epochs = [int(record["epoch"]) + 1 for record in self.epochs]
-        metric_keys = sorted({key for record in self.epochs for key in record if key.startswith("eval_")})
+        metric_keys = sorted(
+            {key for record in self.epochs for key in record if key.startswith("eval_")}
+        )
 
         figure = Figure(figsize=(10, 4), layout="constrained")
         FigureCanvasAgg(figure)

@@ -1,0 +1,249 @@
+"""The run configuration: YAML parsed once, at the edge, into frozen dataclasses.
+
+Every key is documented in docs/config.md. Unknown keys and invalid values raise
+:class:`~recstack.errors.ConfigError` naming the key (``trainer.lr: expected a number``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from recstack.data.loader import LoaderConfig
+from recstack.data.sources import DataSource
+from recstack.errors import ConfigError
+from recstack.schema import Schema
+
+_TOP_LEVEL_KEYS = {"name", "data", "schema", "task", "model", "loader", "trainer", "evaluation", "output", "threads", "seed"}
+
+
+class TaskType(str, Enum):
+    BINARY = "binary"  # ranking: (weighted) binary cross-entropy on logits
+    RETRIEVAL = "retrieval"  # two-tower / YouTubeDNN: see recstack.tasks.retrieval
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training, validation and test sources; a bundled ``dataset`` builds them when missing."""
+
+    train: DataSource
+    valid: DataSource | None = None
+    test: DataSource | None = None
+    dataset: str | None = None  # movielens_ctr | movielens_retrieval | synthetic_ctr | synthetic_retrieval
+    dataset_dir: str | None = None
+    catalog: DataSource | None = None  # item catalogue (retrieval): one row per item
+    seen: DataSource | None = None  # items each user saw in training (retrieval exclusion)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    type: TaskType = TaskType.BINARY
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    ks: tuple[int, ...] = (10, 50)
+    group: str | None = None  # the GAUC group column; defaults to the schema's group
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str
+    data: DataConfig
+    schema: Schema
+    task: TaskConfig
+    model: ModelConfig
+    loader: LoaderConfig
+    trainer: Mapping[str, Any]  # validated by recstack.training.TrainerConfig.from_dict
+    evaluation: EvaluationConfig
+    output: Path
+    threads: int = 1
+    seed: int = 0
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)  # the resolved YAML
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "RunConfig":
+        path = Path(path)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = yaml.safe_load(handle) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        for dotted, value in (overrides or {}).items():
+            _set_dotted(raw, dotted, value)
+        return cls.from_dict(raw, base_dir=path.parent)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, base_dir: Path = Path(".")) -> "RunConfig":
+        if not isinstance(raw, Mapping):
+            raise ConfigError("a config must be a mapping")
+        unknown = set(raw) - _TOP_LEVEL_KEYS
+        if unknown:
+            raise ConfigError(f"unknown top-level key(s) {sorted(unknown)}; allowed: {sorted(_TOP_LEVEL_KEYS)}")
+        for key in ("data", "schema", "model"):
+            if key not in raw:
+                raise ConfigError(f"{key}: required")
+        base_dir = Path(base_dir)
+        project_dir = _project_dir(base_dir)
+        schema = _schema(raw["schema"], base_dir)
+        data = _data(raw["data"], project_dir)
+        task = _task(raw.get("task") or {})
+        model = _model(raw["model"])
+        loader = _loader(raw.get("loader") or {}, seed=int(raw.get("seed", 0)))
+        trainer = raw.get("trainer") or {}
+        if not isinstance(trainer, Mapping):
+            raise ConfigError("trainer: expected a mapping")
+        evaluation = _evaluation(raw.get("evaluation") or {})
+        output = raw.get("output") or f"runs/{raw.get('name', model.name)}"
+        threads = raw.get("threads", 1)
+        if not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"threads: expected a positive integer, got {threads!r}")
+        return cls(
+            name=str(raw.get("name", model.name)),
+            data=data,
+            schema=schema,
+            task=task,
+            model=model,
+            loader=loader,
+            trainer=dict(trainer),
+            evaluation=evaluation,
+            output=Path(output) if Path(output).is_absolute() else project_dir / output,
+            threads=threads,
+            seed=int(raw.get("seed", 0)),
+            raw=dict(raw),
+        )
+
+
+def _project_dir(base_dir: Path) -> Path:
+    """Paths in configs are relative to the project root (the folder holding configs/), so
+    ``configs/x.yaml`` and the README commands agree; a config outside configs/ is its own root."""
+    return base_dir.parent if base_dir.name == "configs" else base_dir
+
+
+def _schema(spec: Any, base_dir: Path) -> Schema:
+    if isinstance(spec, str):
+        path = Path(spec)
+        if not path.is_absolute():
+            candidates = [base_dir / path, _project_dir(base_dir) / path]
+            path = next((p for p in candidates if p.exists()), candidates[0])
+        if not path.exists():
+            raise ConfigError(f"schema: file not found: {path}")
+        return Schema.from_yaml(path)
+    if isinstance(spec, Mapping):
+        return Schema.from_dict(spec, base_dir=_project_dir(base_dir))
+    raise ConfigError("schema: expected a path to a schema YAML or an inline mapping")
+
+
+_DATASET_FILES = {
+    "movielens_ctr": ("train.parquet", "valid.parquet", "test.parquet", None, None),
+    "synthetic_ctr": ("train.parquet", "valid.parquet", "test.parquet", None, None),
+    "movielens_retrieval": ("train.parquet", "valid.parquet", "test.parquet", "items.parquet", "seen.parquet"),
+    "synthetic_retrieval": ("train.parquet", "valid.parquet", "test.parquet", "items.parquet", "seen.parquet"),
+}
+
+
+def _data(spec: Any, project_dir: Path) -> DataConfig:
+    if not isinstance(spec, Mapping):
+        raise ConfigError("data: expected a mapping with train (and valid, test) or dataset")
+    allowed = {"train", "valid", "test", "dataset", "dir", "catalog", "seen"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ConfigError(f"data: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    dataset = spec.get("dataset")
+    sources: dict[str, Any] = {}
+    if dataset is not None:
+        if dataset not in _DATASET_FILES:
+            raise ConfigError(f"data.dataset: must be one of {sorted(_DATASET_FILES)}, got {dataset!r}")
+        folder = project_dir / spec.get("dir", f"data/{dataset}")
+        for key, name in zip(("train", "valid", "test", "catalog", "seen"), _DATASET_FILES[dataset]):
+            if name:
+                sources[key] = str(folder / name)
+    for key in ("train", "valid", "test", "catalog", "seen"):
+        if key in spec:
+            sources[key] = spec[key]
+    if "train" not in sources:
+        raise ConfigError("data.train: required (or data.dataset)")
+    built = {k: DataSource.from_config(v, base_dir=project_dir, key=f"data.{k}") for k, v in sources.items()}
+    return DataConfig(
+        dataset=dataset,
+        dataset_dir=str(project_dir / spec.get("dir", f"data/{dataset}")) if dataset else None,
+        **built,
+    )
+
+
+def _task(spec: Any) -> TaskConfig:
+    if isinstance(spec, str):
+        spec = {"type": spec}
+    if not isinstance(spec, Mapping):
+        raise ConfigError("task: expected a mapping")
+    spec = dict(spec)
+    try:
+        task_type = TaskType(spec.pop("type", "binary"))
+    except ValueError:
+        raise ConfigError(f"task.type: must be one of {[t.value for t in TaskType]}") from None
+    return TaskConfig(type=task_type, params=spec)
+
+
+def _model(spec: Any) -> ModelConfig:
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise ConfigError("model.name: required")
+    unknown = set(spec) - {"name", "params"}
+    if unknown:
+        raise ConfigError(f"model: unknown key(s) {sorted(unknown)}; allowed: ['name', 'params']")
+    params = spec.get("params") or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError("model.params: expected a mapping")
+    return ModelConfig(name=str(spec["name"]), params=dict(params))
+
+
+def _loader(spec: Mapping[str, Any], *, seed: int) -> LoaderConfig:
+    allowed = {"batch_size", "shuffle_buffer", "drop_last", "num_workers"}
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ConfigError(f"loader: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    for key in ("batch_size", "shuffle_buffer", "num_workers"):
+        value = spec.get(key)
+        if value is not None and (not isinstance(value, int) or value < (1 if key == "batch_size" else 0)):
+            raise ConfigError(f"loader.{key}: expected a {'positive' if key == 'batch_size' else 'non-negative'} integer, got {value!r}")
+    return LoaderConfig(
+        batch_size=spec.get("batch_size", 1024),
+        shuffle_buffer=spec.get("shuffle_buffer", 0),
+        drop_last=bool(spec.get("drop_last", False)),
+        num_workers=spec.get("num_workers", 0),
+        seed=seed,
+    )
+
+
+def _evaluation(spec: Mapping[str, Any]) -> EvaluationConfig:
+    unknown = set(spec) - {"ks", "group"}
+    if unknown:
+        raise ConfigError(f"evaluation: unknown key(s) {sorted(unknown)}")
+    ks = spec.get("ks", (10, 50))
+    if not isinstance(ks, (list, tuple)) or not all(isinstance(k, int) and k > 0 for k in ks):
+        raise ConfigError(f"evaluation.ks: expected a list of positive integers, got {ks!r}")
+    return EvaluationConfig(ks=tuple(ks), group=spec.get("group"))
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {key} is not a mapping")
+    node[keys[-1]] = value

@@ -1,0 +1,40 @@
+"""Ranking models, each a plain ``nn.Module`` with ``forward(batch) -> logits (B,)``.
+
+Importing this package registers every model, so configs can name them::
+
+    from recstack.models import build_model, model_names
+    model = build_model("deepfm", feature_map, {"hidden_dims": [200, 200]})
+"""
+
+# Importing each model module registers it.
+from recstack.models.dcn import DCN
+from recstack.models.dcn_v2 import DCNv2, Structure
+from recstack.models.deep_crossing import DeepCrossing
+from recstack.models.deepfm import DeepFM
+from recstack.models.din import DIN, Behaviour
+from recstack.models.embedding_mlp import EmbeddingMLP
+from recstack.models.fm import FM
+from recstack.models.lr import LR
+from recstack.models.params import ModelParams, ParamError
+from recstack.models.registry import build_model, model_class, model_names, register_model
+from recstack.models.wide_deep import WideDeep
+
+__all__ = [
+    "DCN",
+    "DIN",
+    "FM",
+    "LR",
+    "Behaviour",
+    "DCNv2",
+    "DeepCrossing",
+    "DeepFM",
+    "EmbeddingMLP",
+    "ModelParams",
+    "ParamError",
+    "Structure",
+    "WideDeep",
+    "build_model",
+    "model_class",
+    "model_names",
+    "register_model",
+]

@@ -1,0 +1,62 @@
+"""Deep & Cross Network (Wang et al., 2017), seed 002: a cross network beside a DNN."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from recstack.data.batch import Batch
+from recstack.data.feature_map import FeatureMap
+from recstack.models.params import ModelParams, require, require_dims, require_dropout, select_features
+from recstack.models.registry import register_model
+from recstack.nn.cross import CrossNetwork
+from recstack.nn.embedding import EmbeddingCollection
+from recstack.nn.mlp import MLP, Activation
+
+
+@register_model("dcn")
+class DCN(nn.Module):
+    """``x0 = [embeddings, dense]``; ``logit = w . [cross(x0), deep(x0)] + b``.
+
+    The cross network (``x_{l+1} = x0 * (x_l . w_l) + b_l + x_l``) and the DNN both read x0;
+    their outputs are concatenated and a single Linear gives the logit (the paper's
+    combination layer, without its sigmoid).
+
+    Example (``tests/models`` runs it)::
+
+        model = build_model("dcn", feature_map, {"num_cross_layers": 3})
+        logits = model(batch)  # (B,)
+    """
+
+    @dataclass(frozen=True, kw_only=True)
+    class Params(ModelParams):
+        num_cross_layers: int = 3
+        hidden_dims: tuple[int, ...] = (256, 128)
+        activation: Activation = Activation.RELU
+        batch_norm: bool = False
+        dropout: float = 0.0
+
+        def validate(self) -> None:
+            require(self.num_cross_layers >= 1, "num_cross_layers", f"must be >= 1, got {self.num_cross_layers}")
+            require_dims("hidden_dims", self.hidden_dims)
+            require_dropout("dropout", self.dropout)
+
+    def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
+        super().__init__()
+        self.params = p = params or self.Params()
+        self.inputs = select_features(feature_map, p.features).all
+        self.embeddings = EmbeddingCollection(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
+        width = self.embeddings.output_dim(self.inputs)
+        self.cross = CrossNetwork(in_dim=width, num_layers=p.num_cross_layers)
+        self.deep = MLP(
+            in_dim=width, hidden_dims=p.hidden_dims, activation=p.activation, batch_norm=p.batch_norm, dropout=p.dropout
+        )
+        self.score = nn.Linear(width + self.deep.out_dim, 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Returns logits (B,)."""
+        x0 = self.embeddings.concat(batch, self.inputs)  # (B, N)
+        combined = torch.cat([self.cross(x0), self.deep(x0)], dim=-1)  # (B, N + H)
+        return self.score(combined).squeeze(-1)  # (B,)

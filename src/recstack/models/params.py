@@ -1,0 +1,196 @@
+"""Typed model parameters: each model's ``Params`` is a frozen dataclass checked once.
+
+Parsed YAML (lists, strings) is converted on construction: lists become tuples, strings
+become Enums, mappings become nested parameter dataclasses. A wrong value raises
+:class:`ParamError`, a :class:`~recstack.errors.ConfigError` whose ``key`` names the field
+(``hidden_dims``, ``behaviours[1].history``); :func:`recstack.models.build_model` prefixes it
+with ``model.params.``.
+
+Example:
+    >>> from dataclasses import dataclass
+    >>> @dataclass(frozen=True, kw_only=True)
+    ... class Params(ModelParams):
+    ...     hidden_dims: tuple[int, ...] = (64,)
+    >>> Params.from_dict({"hidden_dims": [32, 16]}).hidden_dims
+    (32, 16)
+    >>> Params.from_dict({"hidden_dim": [32]})
+    Traceback (most recent call last):
+    ...
+    recstack.models.params.ParamError: hidden_dim: unknown parameter (did you mean 'hidden_dims'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import types
+import typing
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from recstack.data.feature_map import FeatureMap
+from recstack.errors import ConfigError
+from recstack.nn.inputs import FeatureSplit, split_features
+
+P = TypeVar("P", bound="CheckedParams")
+
+
+class ParamError(ConfigError):
+    """A model parameter is unknown or invalid; ``key`` names it (``hidden_dims``)."""
+
+    def __init__(self, key: str, problem: str):
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckedParams:
+    """A frozen dataclass whose fields are type-checked and converted in ``__post_init__``;
+    subclasses check value ranges in :meth:`validate` with :func:`require`."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for spec in dataclasses.fields(self):
+            value = _coerce(spec.name, hints[spec.name], getattr(self, spec.name))
+            object.__setattr__(self, spec.name, value)  # frozen: lists -> tuples, str -> Enum
+        self.validate()
+
+    def validate(self) -> None:
+        """Range checks; the default has none."""
+
+    @classmethod
+    def from_dict(cls: type[P], values: Mapping[str, Any] | None) -> P:
+        """From parsed YAML / JSON; unknown keys and bad values raise :class:`ParamError`."""
+        values = dict(values or {})
+        known = [spec.name for spec in dataclasses.fields(cls)]
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else f"; known: {', '.join(known) or 'none'}"
+                raise ParamError(str(key), f"unknown parameter{hint}")
+        for spec in dataclasses.fields(cls):
+            has_default = spec.default is not dataclasses.MISSING or spec.default_factory is not dataclasses.MISSING
+            if not has_default and spec.name not in values:
+                raise ParamError(spec.name, "required")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (Enums as strings, tuples as lists), the inverse of :meth:`from_dict`."""
+        return {spec.name: _plain(getattr(self, spec.name)) for spec in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelParams(CheckedParams):
+    """Parameters every model has.
+
+    Attributes:
+        features: the features the model reads; None: every feature of the schema.
+        sparse_embeddings: build embedding tables with sparse gradients (train them with the
+            trainer's ``sparse_embeddings: true``, which gives them SparseAdam / Adagrad).
+    """
+
+    features: tuple[str, ...] | None = None
+    sparse_embeddings: bool = False
+
+
+def require(ok: bool, key: str, problem: str) -> None:
+    """Raise :class:`ParamError` ``key: problem`` unless ``ok``."""
+    if not ok:
+        raise ParamError(key, problem)
+
+
+def require_dims(key: str, dims: Sequence[int], *, allow_empty: bool = False) -> None:
+    """Layer widths must be positive (and at least one unless ``allow_empty``)."""
+    require(allow_empty or len(dims) > 0, key, "needs at least one layer width")
+    require(all(d >= 1 for d in dims), key, f"layer widths must be >= 1, got {list(dims)}")
+
+
+def require_dropout(key: str, dropout: float) -> None:
+    require(0.0 <= dropout < 1.0, key, f"must be in [0, 1), got {dropout}")
+
+
+@contextmanager
+def param_errors(key: str) -> Iterator[None]:
+    """Re-raise ``ValueError`` / ``KeyError`` from building a block as ``ParamError(key)``."""
+    try:
+        yield
+    except ParamError:
+        raise
+    except (ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        raise ParamError(key, str(message)) from None
+
+
+def select_features(
+    feature_map: FeatureMap, names: Sequence[str] | None, *, key: str = "features", exclude: Sequence[str] = ()
+) -> FeatureSplit:
+    """The features a model reads (``names``, or all), split into embedded and dense."""
+    with param_errors(key):
+        split = split_features(feature_map, names, exclude=exclude)
+    require(len(split.all) > 0, key, "the model has no input feature")
+    return split
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    """Check ``value`` against the annotation ``hint``, converting YAML shapes to Python ones."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _coerce(key, inner, value)
+    if origin is tuple:
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+            raise ParamError(key, f"expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ParamError(key, f"expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and issubclass(hint, CheckedParams):
+        if isinstance(value, hint):
+            return value
+        if not isinstance(value, Mapping):
+            raise ParamError(key, f"expected a mapping, got {value!r}")
+        try:
+            return hint.from_dict(value)
+        except ParamError as error:
+            raise ParamError(f"{key}.{error.key}", error.problem) from None
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        if isinstance(value, hint):
+            return value
+        choices = [member.value for member in hint]
+        if isinstance(value, str) and value.lower() in choices:
+            return hint(value.lower())
+        raise ParamError(key, f"expected one of {choices}, got {value!r}")
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ParamError(key, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamError(key, f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamError(key, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ParamError(key, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"{key}: no conversion for annotation {hint!r}")  # a bug in a Params class
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, CheckedParams):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value

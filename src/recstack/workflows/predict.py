@@ -1,0 +1,71 @@
+"""``recstack evaluate`` and ``recstack predict`` on new files through a run's saved preprocessor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import torch
+
+from recstack.atomic import atomic_path, write_json_atomic
+from recstack.data.loader import BatchStream, LoaderConfig
+from recstack.data.sources import DataSource
+from recstack.evaluation.ranking_evaluator import collect_predictions
+from recstack.export.run_folder import LoadedRun, load_run
+from recstack.tasks.binary import BinaryClassificationTask
+from recstack.workflows.tasks import EVAL_BATCH_SIZE, evaluate_source
+
+
+def evaluate_run(run_dir: str | Path, data: DataSource, *, threads: int = 1, write: bool = True) -> dict[str, Any]:
+    """Metrics of a trained run on ``data``; added to the run's metrics.json under the file name."""
+    torch.set_num_threads(threads)
+    run = load_run(run_dir)
+    if run.task.get("type", "binary") == "binary":
+        metrics = evaluate_source(run.model, BinaryClassificationTask(), run.preprocessor, data)
+    else:
+        from recstack.workflows.retrieval import evaluate_retrieval_run
+
+        metrics = evaluate_retrieval_run(run, data)
+    if write:
+        existing = _read_json(run.paths.metrics)
+        existing.setdefault("evaluations", {})[",".join(data.paths)] = metrics
+        write_json_atomic(run.paths.metrics, existing)
+    return metrics
+
+
+def predict_run(run_dir: str | Path, data: DataSource, output: str | Path, *, threads: int = 1) -> int:
+    """Writes one probability per input row (CSV or Parquet by suffix); returns the row count."""
+    torch.set_num_threads(threads)
+    run = load_run(run_dir)
+    probs = score_rows(run, data)
+    table = pa.table({"score": pa.array(probs.astype(np.float32))})
+    output = Path(output)
+    with atomic_path(output) as tmp:
+        if output.suffix.lower() in (".parquet", ".pq"):
+            pq.write_table(table, tmp)
+        else:
+            pacsv.write_csv(table, tmp)
+    return len(probs)
+
+
+def score_rows(run: LoadedRun, data: DataSource) -> np.ndarray:
+    has_label = run.preprocessor.schema.label in data.columns_of(data.files()[0])
+    stream = BatchStream(
+        source=data,
+        preprocessor=run.preprocessor,
+        config=LoaderConfig(batch_size=EVAL_BATCH_SIZE),
+        rank=0,
+        world_size=1,
+        with_label=has_label,
+    )
+    return collect_predictions(run.model, BinaryClassificationTask(), stream).probs
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

@@ -1,0 +1,49 @@
+"""Which task trains a run and how its splits are evaluated, from the config's ``task`` section."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from recstack.config import RunConfig, TaskType
+from recstack.data.loader import BatchStream, LoaderConfig
+from recstack.data.preprocessor import Preprocessor
+from recstack.data.sources import DataSource
+from recstack.errors import ConfigError
+from recstack.evaluation.ranking_evaluator import evaluate_ranking
+from recstack.tasks.base import Task
+from recstack.tasks.binary import BinaryClassificationTask
+
+EVAL_BATCH_SIZE = 4096
+
+
+def build_task(config: RunConfig, model: nn.Module, preprocessor: Preprocessor) -> Task:
+    params = dict(config.task.params)
+    if config.task.type is TaskType.BINARY:
+        unknown = set(params) - {"pos_weight"}
+        if unknown:
+            raise ConfigError(f"task: unknown key(s) {sorted(unknown)} for type 'binary'; allowed: ['pos_weight']")
+        return BinaryClassificationTask(pos_weight=params.get("pos_weight"))
+    from recstack.workflows.retrieval import build_retrieval_task
+
+    return build_retrieval_task(config, model, preprocessor)
+
+
+def make_evaluator(config: RunConfig, task: Task, preprocessor: Preprocessor, *, split: str) -> Callable[[nn.Module], dict[str, float]]:
+    source: DataSource = getattr(config.data, split)
+    if config.task.type is TaskType.BINARY:
+        return lambda model: evaluate_source(model, task, preprocessor, source)
+    from recstack.workflows.retrieval import make_retrieval_evaluator
+
+    return make_retrieval_evaluator(config, preprocessor, split=split)
+
+
+def evaluate_source(model: nn.Module, task: Task, preprocessor: Preprocessor, source: DataSource) -> dict[str, float]:
+    """Exact ranking metrics over every row of ``source`` (one process, file order)."""
+    stream = BatchStream(
+        source=source, preprocessor=preprocessor, config=LoaderConfig(batch_size=EVAL_BATCH_SIZE), rank=0, world_size=1
+    )
+    device = next(model.parameters()).device
+    return evaluate_ranking(model, task, stream, device=device)
