@@ -83,7 +83,7 @@ def test_bucketize_without_boundaries_uses_training_quantiles(tmp_path):
 
 
 def test_numbers_are_parsed_from_text_columns(tmp_path):
-    path = write_text(tmp_path / "t.csv", "age\n10\n 20 \n\n4e1\n")
+    path = write_text(tmp_path / "t.csv", "id,age\na,10\nb, 20 \nc,\nd,4e1\n")
     pre, source = fit(age_schema(transform="none"), path)
     assert read_all(pre, source).dense["age"].tolist() == [10.0, 20.0, pytest.approx(70 / 3), 40.0]
 

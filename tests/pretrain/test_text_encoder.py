@@ -76,7 +76,9 @@ def write_items(path: Path) -> None:
 
 
 @pytest.mark.parametrize(("source", "target"), [("items.parquet", "titles.parquet"), ("items.csv", "titles.npy")])
-def test_encode_text_column_writes_a_readable_vector_file(tiny_text_model: Path, tmp_path: Path, source: str, target: str) -> None:
+def test_encode_text_column_writes_a_readable_vector_file(
+    tiny_text_model: Path, tmp_path: Path, source: str, target: str
+) -> None:
     write_items(tmp_path / source)
     table = encode_text_column(
         tmp_path / source, id_column="item_id", text_column="title", model=str(tiny_text_model),
@@ -89,11 +91,11 @@ def test_encode_text_column_writes_a_readable_vector_file(tiny_text_model: Path,
     np.testing.assert_allclose(read.vectors, expected, rtol=1e-5, atol=1e-6)
 
 
-def test_encode_text_column_rejects_duplicate_ids(tiny_text_model: Path, tmp_path: Path) -> None:
-    pq.write_table(pa.table({"id": ["a", "b", "a"], "text": ["x", "y", "z"]}), tmp_path / "items.parquet")
+def test_encode_text_column_rejects_duplicate_ids_before_loading_the_model(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"id": ["a", "b", "a"], "text": ["x", None, "z"]}), tmp_path / "items.parquet")
     with pytest.raises(DataError, match=r"items.parquet.*row 3.*duplicate id 'a' \(first at row 1\)"):
-        encode_text_column(
-            tmp_path / "items.parquet", id_column="id", text_column="text", model=tiny_text_model,
+        encode_text_column(  # the model folder does not exist: loading it would fail differently
+            tmp_path / "items.parquet", id_column="id", text_column="text", model=str(tmp_path / "no_model"),
             out_path=tmp_path / "out.parquet", progress=False, device="cpu",
         )
     assert not (tmp_path / "out.parquet").exists()

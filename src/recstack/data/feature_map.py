@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,11 @@ class FeatureMap:
         if isinstance(feature, VectorFeature):
             return feature.dim
         return 1
+
+    def without_pretrained_files(self) -> "FeatureMap":
+        """The same map with pretrained tables built empty: their rows come from saved weights."""
+        tables = {name: dataclasses.replace(t, pretrained=None) for name, t in self.tables.items()}
+        return FeatureMap(schema=self.schema, tables=tables)
 
     def to_dict(self) -> dict[str, Any]:
         return {

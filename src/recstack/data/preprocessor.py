@@ -195,7 +195,10 @@ class Preprocessor:
                 matrix = np.nan_to_num(matrix, nan=0.0)
             else:
                 matrix = stack_vectors(records.column(feature.column), feature.dim, feature.delimiter, where)
-            batch.dense[feature.name] = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
+            matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+            if not matrix.flags.writeable:  # a zero-copy view of Arrow's buffer: tensors must own theirs
+                matrix = matrix.copy()
+            batch.dense[feature.name] = torch.from_numpy(matrix)
 
     def _transform_sequence(self, chunk: Chunk, feature: SequenceFeature, batch: Batch) -> None:
         where = self._where(chunk, feature, feature.column)

@@ -151,9 +151,15 @@ class DataSource:
             parquet = _open_parquet(path)
             if parquet.metadata.num_rows == 0:
                 raise DataError("file is empty (no rows)", path=path)
-            for records in parquet.iter_batches(batch_size=self.parquet_batch_rows, columns=list(columns) if columns else None):
-                yield Chunk(records, path, next_row)
-                next_row += records.num_rows
+            # One row group at a time: over a whole file, iter_batches pre-buffers every row group
+            # (the file's size in memory); per row group it holds one.
+            for group in range(parquet.num_row_groups):
+                batches = parquet.iter_batches(
+                    batch_size=self.parquet_batch_rows, row_groups=[group], columns=list(columns) if columns else None
+                )
+                for records in batches:
+                    yield Chunk(records, path, next_row)
+                    next_row += records.num_rows
             return
         reader = self._open_csv(path, columns, types)
         while True:

@@ -116,9 +116,11 @@ class Vocabulary:
             rows = self._dense_rows(values, table)
         elif kind == "dense":
             rows = self._hashed_rows(hash_strings(values.cast(pa.string())), self._string_lookup())
-        else:
-            hashes = hash_array(values if not self.is_integer or pa.types.is_integer(values.type) else self._as_int(values))
+        elif self.is_integer:
+            hashes = hash_array(values if pa.types.is_integer(values.type) else self._as_int(values))
             rows = self._hashed_rows(hashes, table)
+        else:  # string keys: integer input is matched by its decimal text
+            rows = self._hashed_rows(hash_strings(values.cast(pa.string())), table)
         if values.null_count:
             rows[np.asarray(values.is_null())] = OOV_INDEX if self.unknown_index else PADDING_INDEX
         return rows

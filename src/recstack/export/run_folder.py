@@ -127,7 +127,8 @@ def load_run(root: str | Path, *, device: str | torch.device = "cpu") -> LoadedR
     preprocessor = Preprocessor.load(paths.preprocessor)
     feature_map = preprocessor.feature_map()
     spec = json.loads(paths.model_spec.read_text(encoding="utf-8"))
-    model = build_model(spec["name"], feature_map, spec.get("params", {}), load_pretrained=False)
+    # Pretrained rows come from model.pt, so the vector files need not exist where a run is loaded.
+    model = build_model(spec["name"], feature_map.without_pretrained_files(), spec.get("params", {}))
     state = torch.load(paths.weights, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.to(device).eval()

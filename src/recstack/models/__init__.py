@@ -1,4 +1,4 @@
-"""Ranking models, each a plain ``nn.Module`` with ``forward(batch) -> logits (B,)``.
+"""Models: ranking (``forward(batch) -> logits (B,)``) and retrieval (two towers).
 
 Importing this package registers every model, so configs can name them::
 
@@ -18,6 +18,8 @@ from recstack.models.lr import LR
 from recstack.models.params import ModelParams, ParamError
 from recstack.models.registry import build_model, model_class, model_names, register_model
 from recstack.models.wide_deep import WideDeep
+from recstack.models.dssm import TwoTower
+from recstack.models.youtube_dnn import YoutubeDNN
 
 __all__ = [
     "DCN",
@@ -32,7 +34,9 @@ __all__ = [
     "ModelParams",
     "ParamError",
     "Structure",
+    "TwoTower",
     "WideDeep",
+    "YoutubeDNN",
     "build_model",
     "model_class",
     "model_names",

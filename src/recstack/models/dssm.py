@@ -60,7 +60,9 @@ class Tower(nn.Module):
         >>> vectors = tower(*tower.inputs_from_batch(batch).values())  # doctest: +SKIP
     """
 
-    def __init__(self, *, embeddings: EmbeddingCollection, features: Sequence[str], mlp: nn.Module | None, normalize: bool = True):
+    def __init__(
+        self, *, embeddings: EmbeddingCollection, features: Sequence[str], mlp: nn.Module | None, normalize: bool = True
+    ):
         super().__init__()
         self.embeddings = embeddings
         self.features = tuple(features)
@@ -69,13 +71,11 @@ class Tower(nn.Module):
         kinds = [embeddings.feature(n) for n in self.features]
         self.id_names = tuple(f.name for f in kinds if is_embedded(f) and not isinstance(f, SequenceFeature))
         self.sequence_names = tuple(f.name for f in kinds if isinstance(f, SequenceFeature))
-        self.weighted_names = tuple(
-            f.name for f in kinds if isinstance(f, SequenceFeature) and f.pooling in (Pooling.WEIGHTED_SUM, Pooling.WEIGHTED_MEAN)
-        )
+        weighted = (Pooling.WEIGHTED_SUM, Pooling.WEIGHTED_MEAN)
+        self.weighted_names = tuple(f.name for f in kinds if isinstance(f, SequenceFeature) and f.pooling in weighted)
         self.dense_names = tuple(f.name for f in kinds if not is_embedded(f))
-        self.input_names: tuple[str, ...] = (
-            self.id_names + self.sequence_names + tuple(n + WEIGHTS_SUFFIX for n in self.weighted_names) + self.dense_names
-        )
+        weight_names = tuple(n + WEIGHTS_SUFFIX for n in self.weighted_names)
+        self.input_names: tuple[str, ...] = self.id_names + self.sequence_names + weight_names + self.dense_names
 
     @property
     def input_dim(self) -> int:
@@ -96,7 +96,7 @@ class Tower(nn.Module):
     def forward(self, *inputs: Tensor) -> Tensor:
         """Args: tensors in ``input_names`` order. Returns ``(B, D)`` (unit rows if normalize)."""
         if len(inputs) != len(self.input_names):
-            raise ValueError(f"the tower takes {len(self.input_names)} inputs {list(self.input_names)}, got {len(inputs)}")
+            raise ValueError(f"the tower takes inputs {list(self.input_names)}, got {len(inputs)} tensors")
         named = dict(zip(self.input_names, inputs))
         batch = Batch(
             ids={n: named[n] for n in self.id_names},
@@ -173,8 +173,12 @@ class TwoTower(nn.Module):
         super().__init__()
         self.params = params = params or self.Params()
         names = select_features(feature_map, params.features).all
-        user_names = params.user_features if params.user_features is not None else tower_features(feature_map, names, Side.USER)
-        item_names = params.item_features if params.item_features is not None else tower_features(feature_map, names, Side.ITEM)
+        user_names = params.user_features
+        if user_names is None:
+            user_names = tower_features(feature_map, names, Side.USER)
+        item_names = params.item_features
+        if item_names is None:
+            item_names = tower_features(feature_map, names, Side.ITEM)
         require(len(user_names) > 0, "user_features", "the user tower has no feature (give features side: user)")
         require(len(item_names) > 0, "item_features", "the item tower has no feature (give features side: item)")
         with param_errors("item_features"):
@@ -182,8 +186,10 @@ class TwoTower(nn.Module):
         with param_errors("user_features"):
             user_embeddings = EmbeddingCollection(feature_map, features=user_names, sparse=params.sparse_embeddings)
         share_tables(source=item_embeddings, target=user_embeddings)
-        self.user_encoder = Tower(embeddings=user_embeddings, features=user_names, mlp=self._mlp(user_embeddings.output_dim(user_names)))
-        self.item_encoder = Tower(embeddings=item_embeddings, features=item_names, mlp=self._mlp(item_embeddings.output_dim(item_names)))
+        user_mlp = self._mlp(user_embeddings.output_dim(user_names))
+        item_mlp = self._mlp(item_embeddings.output_dim(item_names))
+        self.user_encoder = Tower(embeddings=user_embeddings, features=user_names, mlp=user_mlp)
+        self.item_encoder = Tower(embeddings=item_embeddings, features=item_names, mlp=item_mlp)
         self.num_item_rows = _num_rows(feature_map, params.item_id_feature)
         self._catalogue: dict[str, Tensor] | None = None
         self.register_buffer("_catalogue_position", torch.empty(0, dtype=torch.long), persistent=False)
@@ -256,7 +262,8 @@ class TwoTower(nn.Module):
 
     def _require_rows(self) -> int:
         if self.num_item_rows is None:
-            raise ValueError(f"item_id_feature {self.params.item_id_feature!r} is not a categorical feature of the schema")
+            name = self.params.item_id_feature
+            raise ValueError(f"item_id_feature {name!r} is not a categorical feature of the schema")
         return self.num_item_rows
 
 

@@ -131,7 +131,7 @@ class YoutubeDNN(nn.Module):
         names = select_features(feature_map, p.features).all
         user_names = p.user_features if p.user_features is not None else tower_features(feature_map, names, Side.USER)
         user_names = tuple(n for n in user_names if n != p.item_id_feature)
-        require(p.history_feature in user_names, "user_features", f"the user tower must read the history {p.history_feature!r}")
+        require(p.history_feature in user_names, "user_features", f"the user tower must read {p.history_feature!r}")
         with param_errors("user_features"):
             user_embeddings = EmbeddingCollection(feature_map, features=user_names, sparse=p.sparse_embeddings)
         mlp = MLP(
@@ -158,7 +158,9 @@ class YoutubeDNN(nn.Module):
                 f"the last width must equal table {item_table!r}'s dim {output.embedding_dim} to share it",
             )
         else:
-            output = nn.Embedding(self.num_item_rows, p.hidden_dims[-1], padding_idx=PADDING_INDEX, sparse=p.sparse_embeddings)
+            output = nn.Embedding(
+                self.num_item_rows, p.hidden_dims[-1], padding_idx=PADDING_INDEX, sparse=p.sparse_embeddings
+            )
             with torch.no_grad():
                 # zero: an item that is never a positive scores 0 (see the module docstring)
                 std = NORMALIZED_INIT_STD if p.normalize else 0.0

@@ -228,7 +228,7 @@ def _pretrained_weight(info: TableInfo) -> Tensor:
     from recstack.pretrain.vector_file import read_vectors  # only tables that have a file need it
 
     table = read_vectors(info.pretrained, info.pretrained_format)
-    vectors = torch.as_tensor(table.vectors, dtype=torch.float32)  # (N, D)
+    vectors = torch.tensor(table.vectors, dtype=torch.float32)  # (N, D), a copy: the array is read-only
     expected = (info.num_rows - FIRST_VALUE_ROW, info.dim)
     if tuple(vectors.shape) != expected:
         raise ConfigError(

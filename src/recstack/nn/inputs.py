@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from recstack.data.feature_map import FeatureMap
-from recstack.schema import SequenceFeature, is_embedded
+from recstack.schema import is_embedded
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,3 @@ def split_features(
         dense=tuple(f.name for f in features if not is_embedded(f)),
     )
 
-
-def sequence_names(feature_map: FeatureMap, names: Sequence[str]) -> tuple[str, ...]:
-    """The names among ``names`` that are sequence features."""
-    return tuple(n for n in names if isinstance(feature_map.schema[n], SequenceFeature))

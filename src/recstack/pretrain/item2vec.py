@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recstack.pretrain._columns import read_columns
+from recstack.pretrain._columns import present, read_columns
 from recstack.pretrain.vector_table import VectorTable
 
 Sequences = Iterable[Sequence[Union[str, int]]]
@@ -104,21 +104,19 @@ def event_sequences(
     """One list of item ids (as strings) per user, ordered by time, from an event table.
 
     Rows are sorted by ``(user, time)`` with a stable sort, so events with equal times keep
-    their file order; rows with a null user or item are dropped, null times sort last::
+    their file order; rows with a null or empty user or item are dropped, null times sort
+    last. CSV ids are read as text (``"007"`` stays ``"007"``), as the preprocessor reads them::
 
         #  user  item  time          ->  users sorted: a a b    boundaries: [2]
         #  b     9     1                 sequences:    [["3", "7"], ["9"]]
         #  a     7     5
         #  a     3     2
     """
-    table = read_columns(path, [user_column, item_column, time_column])
-    keep = pc.and_(pc.is_valid(table.column(user_column)), pc.is_valid(table.column(item_column)))
-    table = table.filter(keep)
+    table = read_columns(path, [user_column, item_column, time_column], id_columns=[user_column, item_column])
+    table = table.filter(pc.and_(present(table.column(user_column)), present(table.column(item_column))))
     if table.num_rows == 0:
         return []
-    order = pc.sort_indices(
-        table, sort_keys=[(user_column, "ascending"), (time_column, "ascending")]  # nulls sort last
-    )
+    order = pc.sort_indices(table, sort_keys=[(user_column, "ascending"), (time_column, "ascending")])
     users = pc.take(table.column(user_column), order).combine_chunks()  # (E,) sorted by user
     items = pc.cast(pc.take(table.column(item_column), order), pa.string()).combine_chunks()
     new_user = np.asarray(pc.not_equal(users[1:], users[:-1]), dtype=bool)  # (E - 1,)

@@ -28,9 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recstack.errors import DataError
-from recstack.pretrain._columns import read_columns
+from recstack.pretrain._columns import present, read_columns
 from recstack.pretrain.vector_file import write_vectors
-from recstack.pretrain.vector_table import DuplicateIdError, VectorTable
+from recstack.pretrain.vector_table import DuplicateIdError, VectorTable, check_unique
 from recstack.schema import VectorFormat
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,18 +106,25 @@ def encode_text_column(
 ) -> VectorTable:
     """Embed the text column of a Parquet / CSV table and write one vector per id.
 
-    Rows whose text is null are skipped (those ids get no vector, as unknown ids); each
-    distinct text is encoded once. A null or duplicate id is a :class:`DataError`.
+    Rows whose text is null or empty are skipped (those ids get no vector, as unknown ids);
+    each distinct text is encoded once. A missing or duplicate id is a :class:`DataError`.
+    Error rows are 1-based data rows, counted across all the files ``path`` names.
 
     Returns:
         The :class:`VectorTable` written to ``out_path`` (format from ``format`` or its suffix).
     """
-    table = read_columns(path, [id_column, text_column])
+    table = read_columns(path, [id_column, text_column], id_columns=[id_column])
     ids, texts = table.column(id_column).combine_chunks(), table.column(text_column).combine_chunks()
-    if ids.null_count:
-        row = int(np.flatnonzero(np.asarray(ids.is_null()))[0]) + 1
-        raise DataError("null id", path=str(path), row=row, column=id_column)
-    has_text = np.asarray(texts.is_valid(), dtype=bool)  # (rows,)
+    has_id = np.asarray(present(ids), dtype=bool)  # (rows,)
+    if not has_id.all():
+        raise DataError("missing id", path=str(path), row=int(np.flatnonzero(~has_id)[0]) + 1, column=id_column)
+    try:
+        check_unique(ids)  # before the (slow) encoding
+    except DuplicateIdError as error:
+        first, second = (row + 1 for row in error.rows)
+        problem = f"duplicate id {error.id!r} (first at row {first})"
+        raise DataError(problem, path=str(path), row=second, column=id_column) from None
+    has_text = np.asarray(present(texts), dtype=bool)  # (rows,)
     if not has_text.all():
         logger.info("%s: %d rows without %r text get no vector", path, int((~has_text).sum()), text_column)
     texts = pc.cast(texts.filter(pa.array(has_text)), pa.string())
@@ -127,12 +134,7 @@ def encode_text_column(
         offline=offline,
     )  # (U, D)
     positions = pc.index_in(texts, value_set=distinct).to_numpy(zero_copy_only=False)  # (N,)
-    try:
-        result = VectorTable(ids=ids.filter(pa.array(has_text)), vectors=vectors[positions])
-    except DuplicateIdError as error:
-        kept_rows = np.flatnonzero(has_text)
-        first, second = (int(kept_rows[row]) + 1 for row in error.rows)
-        raise DataError(f"duplicate id {error.id!r} (first at row {first})", path=str(path), row=second, column=id_column) from None
+    result = VectorTable(ids=ids.filter(pa.array(has_text)), vectors=vectors[positions])
     write_vectors(out_path, result, format)
     return result
 

@@ -120,6 +120,7 @@ def write_vectors(path: PathLike, table: VectorTable, format: VectorFormat | str
         with atomic_path(target) as tmp:
             pq.write_table(arrow_table, tmp)
         return target
+    _word2vec_text.check_ids(table, target)
     with atomic_path(target) as tmp:
         _word2vec_text.write(tmp, table)
     return target
@@ -161,7 +162,8 @@ def _read_npy(vectors_path: Path, ids_path: Path) -> VectorTable:
     except (ValueError, OSError) as error:
         raise DataError(f"not a readable .npy array: {error}", path=str(vectors_path)) from error
     if vectors.ndim != 2 or vectors.dtype.kind not in "fiu":
-        raise DataError(f"expected a 2-D numeric (N, D) array, got {vectors.dtype} {vectors.shape}", path=str(vectors_path))
+        problem = f"expected a 2-D numeric (N, D) array, got {vectors.dtype} {vectors.shape}"
+        raise DataError(problem, path=str(vectors_path))
     text = ids_path.read_text(encoding="utf-8").replace("\r\n", "\n")
     ids = np.array(text[:-1].split("\n") if text.endswith("\n") else text.split("\n"), dtype=str)
     empty = np.flatnonzero(ids == "")
@@ -203,7 +205,8 @@ def _read_parquet(path: Path) -> VectorTable:
     wrong = np.flatnonzero(lengths != dim)
     if dim == 0 or wrong.size:
         row = int(wrong[0]) if wrong.size else 0
-        raise DataError(f"expected {dim or 'at least 1'} values, got {int(lengths[row])}", path=str(path), row=row + 1, column="vector")
+        problem = f"expected {dim or 'at least 1'} values, got {int(lengths[row])}"
+        raise DataError(problem, path=str(path), row=row + 1, column="vector")
     values = pc.list_flatten(lists)  # (N * D,)
     if values.null_count:
         parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
@@ -214,4 +217,5 @@ def _read_parquet(path: Path) -> VectorTable:
         return VectorTable(ids=ids, vectors=vectors)
     except DuplicateIdError as error:
         first, second = (row + 1 for row in error.rows)
-        raise DataError(f"duplicate id {error.id!r} (first at row {first})", path=str(path), row=second, column="id") from None
+        problem = f"duplicate id {error.id!r} (first at row {first})"
+        raise DataError(problem, path=str(path), row=second, column="id") from None

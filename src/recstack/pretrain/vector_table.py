@@ -61,14 +61,7 @@ class VectorTable:
         ids = _as_strings(self.ids)[0]
         if ids.shape[0] != vectors.shape[0]:
             raise ValueError(f"{ids.shape[0]} ids but {vectors.shape[0]} vectors")
-        order = np.argsort(ids, kind="stable")  # stable: a duplicate's second row comes second
-        sorted_ids = ids[order]
-        repeated = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
-        if repeated.size:
-            # Report the duplicate whose second occurrence comes first in row order.
-            second = order[repeated + 1]
-            at = int(np.argmin(second))
-            raise DuplicateIdError(str(sorted_ids[repeated[at]]), (int(order[repeated[at]]), int(second[at])))
+        sorted_ids, order = _sorted_unique(ids)
         object.__setattr__(self, "ids", ids.tolist())
         object.__setattr__(self, "vectors", vectors)
         object.__setattr__(self, "_sorted_ids", sorted_ids)
@@ -102,6 +95,23 @@ class VectorTable:
         vectors = np.zeros((rows.shape[0], self.dim), dtype=np.float32)
         vectors[found] = self.vectors[rows[found]]
         return vectors, found
+
+
+def check_unique(ids: IdArray) -> None:
+    """Raise :class:`DuplicateIdError` for the repeated id whose second row comes first."""
+    _sorted_unique(_as_strings(ids)[0])
+
+
+def _sorted_unique(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sorted ids, order)`` with ``ids[order] == sorted ids``; raises on a repeated id."""
+    order = np.argsort(ids, kind="stable")  # stable: a duplicate's second row comes second
+    sorted_ids = ids[order]
+    repeated = np.flatnonzero(sorted_ids[1:] == sorted_ids[:-1])
+    if repeated.size:
+        second = order[repeated + 1]
+        at = int(np.argmin(second))
+        raise DuplicateIdError(str(sorted_ids[repeated[at]]), (int(order[repeated[at]]), int(second[at])))
+    return sorted_ids, order
 
 
 def _as_strings(ids: IdArray) -> tuple[np.ndarray, np.ndarray]:

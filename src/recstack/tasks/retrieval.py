@@ -20,7 +20,8 @@ stay in the candidate set as extra negatives for the other rows.
 
 from __future__ import annotations
 
-from typing import Iterable, Literal, Protocol
+import enum
+from typing import Iterable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ from recstack.data.batch import Batch, OOV_INDEX
 
 __all__ = [
     "InBatchSoftmaxTask",
+    "NegativeDistribution",
     "NegativeSamplingTask",
     "PointwiseTask",
     "apply_logq_correction",
@@ -38,6 +40,13 @@ __all__ = [
     "mask_accidental_hits",
     "scaled_cosine",
 ]
+
+class NegativeDistribution(str, enum.Enum):
+    """How :class:`NegativeSamplingTask` draws negative item rows."""
+
+    UNIFORM = "uniform"  # every real item row equally
+    POPULARITY = "popularity"  # ~ count ** 0.75, as word2vec
+
 
 # Rows below this are padding (0) and out-of-vocabulary (1): never real items to sample.
 FIRST_ITEM_ROW = OOV_INDEX + 1
@@ -82,7 +91,9 @@ def apply_logq_correction(logits: Tensor, *, item_log_probs: Tensor) -> Tensor:
     return logits - item_log_probs.unsqueeze(0)  # (B, C) - (1, C)
 
 
-def mask_accidental_hits(logits: Tensor, *, query_item_rows: Tensor, candidate_item_rows: Tensor, keep_diagonal: bool = True) -> Tensor:
+def mask_accidental_hits(
+    logits: Tensor, *, query_item_rows: Tensor, candidate_item_rows: Tensor, keep_diagonal: bool = True
+) -> Tensor:
     """Set ``logits[i, j]`` to the lowest finite value where candidate j is row i's own positive.
 
     In an in-batch softmax two rows may hold the same item; without the mask that item would be
@@ -291,19 +302,17 @@ class NegativeSamplingTask:
         self,
         *,
         num_negatives: int = 20,
-        distribution: Literal["uniform", "popularity"] = "uniform",
+        distribution: NegativeDistribution | str = NegativeDistribution.UNIFORM,
         temperature: float = 0.05,
         item_feature: str = "item_id",
         seed: int | None = None,
     ) -> None:
         if num_negatives < 1:
             raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
-        if distribution not in ("uniform", "popularity"):
-            raise ValueError(f"distribution must be 'uniform' or 'popularity', got {distribution!r}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.num_negatives = num_negatives
-        self.distribution = distribution
+        self.distribution = NegativeDistribution(distribution)  # ValueError on an unknown name
         self.temperature = temperature
         self.item_feature = item_feature
         self.generator = torch.Generator()
@@ -323,11 +332,13 @@ class NegativeSamplingTask:
     def sample(self, batch_size: int, num_item_rows: int) -> Tensor:
         """``(B, K)`` int64 sampled item rows, on the CPU."""
         shape = (batch_size, self.num_negatives)
-        if self.distribution == "uniform":
+        if self.distribution is NegativeDistribution.UNIFORM:
             return torch.randint(FIRST_ITEM_ROW, num_item_rows, shape, generator=self.generator)
         if self.sampling_weights is None:
             raise ValueError("distribution='popularity' needs task.set_item_frequencies(counts)")
-        flat = torch.multinomial(self.sampling_weights, batch_size * self.num_negatives, replacement=True, generator=self.generator)
+        flat = torch.multinomial(
+            self.sampling_weights, batch_size * self.num_negatives, replacement=True, generator=self.generator
+        )
         return flat.view(shape)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
@@ -336,7 +347,9 @@ class NegativeSamplingTask:
         B, device = user_vectors.shape[0], user_vectors.device
         num_item_rows = getattr(model, "num_item_rows", None)
         if num_item_rows is None:
-            raise ValueError(f"NegativeSamplingTask needs a model with num_item_rows and encode_item_rows, got {type(model).__name__}")
+            raise ValueError(
+                f"NegativeSamplingTask needs a model with num_item_rows and encode_item_rows, got {type(model).__name__}"
+            )
         negative_rows = self.sample(B, num_item_rows).to(device)  # (B, K)
         # encode each distinct sampled row once: B*K rows hold many repeats
         unique_rows, inverse = torch.unique(negative_rows, return_inverse=True)  # (U,), (B, K)
@@ -344,7 +357,8 @@ class NegativeSamplingTask:
 
         positive = (user_vectors * item_vectors).sum(-1, keepdim=True)  # (B, 1)
         negative = torch.einsum("bd,bkd->bk", user_vectors, negative_vectors)  # (B, K)
-        logits = apply_temperature(torch.cat([positive, negative], dim=1), temperature=self.temperature)  # (B, 1+K)
+        logits = torch.cat([positive, negative], dim=1)  # (B, 1+K) cosines, the positive first
+        logits = apply_temperature(logits, temperature=self.temperature)
         positive_rows = batch.ids[self.item_feature].to(device)  # (B,)
         hits = negative_rows == positive_rows.unsqueeze(1)  # (B, K) accidental hits
         hits = torch.cat([torch.zeros_like(hits[:, :1]), hits], dim=1)  # (B, 1+K): never the positive
@@ -360,6 +374,6 @@ class NegativeSamplingTask:
 
     def __repr__(self) -> str:
         return (
-            f"NegativeSamplingTask(num_negatives={self.num_negatives}, distribution={self.distribution!r}, "
+            f"NegativeSamplingTask(num_negatives={self.num_negatives}, distribution={self.distribution.value!r}, "
             f"temperature={self.temperature})"
         )

@@ -24,7 +24,7 @@ def build_optimizers(model: nn.Module, config: TrainerConfig) -> list[Optimizer]
     dense optimizers reject sparse gradients, and the sparse ones update only the touched rows.
 
     Example:
-        >>> model = nn.ModuleDict({"ids": nn.Embedding(100, 8, sparse=True), "out": nn.Linear(8, 1)})
+        >>> model = nn.ModuleDict({"ids": nn.Embedding(9, 4, sparse=True), "out": nn.Linear(4, 1)})
         >>> optimizers = build_optimizers(model, TrainerConfig(sparse_embeddings=True))
         >>> [type(optimizer).__name__ for optimizer in optimizers]
         ['Adam', 'SparseAdam']

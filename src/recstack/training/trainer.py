@@ -65,6 +65,8 @@ class Trainer:
             one of the same class.
         checkpoint_dir: where ``last.pt`` is written and resumed from (None: no checkpoints).
 
+    Use one Trainer per ``fit``: callbacks (early stopping, history) keep their state.
+
     Example (see tests/training/test_trainer.py)::
 
         trainer = Trainer(TrainerConfig(epochs=5, patience=2), checkpoint_dir="runs/x")
@@ -112,7 +114,7 @@ class Trainer:
         """
         config = self.config
         if evaluate is None and config.patience is not None:
-            warnings.warn("patience is set but fit() has no evaluate: early stopping cannot trigger")
+            warnings.warn("patience is set but fit() has no evaluate: early stopping is off")
         total_steps = self._total_steps(train_batches)  # before seeding: only cosine needs it
         seed_everything(config.seed)
         model.to(self.device)

@@ -42,7 +42,10 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
             preprocessor.save(paths.preprocessor)
     fit_seconds = time.perf_counter() - started
     feature_map = preprocessor.feature_map()
-    model = build_model(config.model.name, feature_map, config.model.params, sparse=trainer_config.sparse_embeddings)
+    model_params = dict(config.model.params)
+    if trainer_config.sparse_embeddings:
+        model_params.setdefault("sparse_embeddings", True)
+    model = build_model(config.model.name, feature_map, model_params)
     task = build_task(config, model, preprocessor)
 
     stream = BatchStream(source=config.data.train, preprocessor=preprocessor, config=config.loader)
@@ -77,7 +80,7 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
         }
     )
     if rank == 0:
-        save_model(paths, model, name=config.model.name, params=config.model.params, task={"type": config.task.type.value, **config.task.params})
+        save_model(paths, model, name=config.model.name, params=model_params, task={"type": config.task.type.value, **config.task.params})
         write_json_atomic(paths.metrics, metrics)
         history.plot(paths.learning_curve)
         save_manifest(paths, {"model": config.model.name, "task": config.task.type.value})

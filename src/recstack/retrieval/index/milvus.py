@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -229,7 +229,7 @@ class MilvusIndex(VectorIndex):
             write(self.collection, rows)
 
     def search(
-        self, queries: np.ndarray, k: int, exclude: list[np.ndarray] | None = None
+        self, queries: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         if k > MAX_TOPK:
             raise ValueError(f"Milvus returns at most {MAX_TOPK} results per query, asked for k={k}")
