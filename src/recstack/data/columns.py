@@ -52,7 +52,11 @@ def to_float(array: pa.Array, where: Where) -> np.ndarray:
                 raise where.error(f"expected a number, got {array[row].as_py()!r}", row) from None
             stripped = pc.utf8_trim_whitespace(array)
             array = pc.cast(pc.if_else(pc.equal(stripped, ""), pa.scalar(None, pa.string()), stripped), pa.float64())
-    elif pa.types.is_boolean(array.type) or pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
+    elif pa.types.is_integer(array.type) or pa.types.is_floating(array.type):
+        # One conversion: Arrow turns nulls of integer and float arrays into NaN itself.
+        values = array.to_numpy(zero_copy_only=False)
+        return values if values.dtype == np.float64 else values.astype(np.float64)
+    elif pa.types.is_boolean(array.type):
         array = pc.cast(array, pa.float64())
     elif pa.types.is_null(array.type):
         return np.full(len(array), np.nan)

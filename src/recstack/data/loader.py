@@ -81,6 +81,9 @@ class BatchStream(IterableDataset):
         transformed = (
             pre.transform(chunk, skip_bad_rows=self.source.skip_bad_rows, with_label=self.with_label) for chunk in chunks
         )
+        if not cfg.shuffle_buffer:
+            yield from _rebatch(transformed, cfg.batch_size, cfg.drop_last)
+            return
         generator = torch.Generator().manual_seed(hash((cfg.seed, self.epoch, shard_index)) & 0x7FFFFFFF)
         buffer: list[Batch] = []
         buffered = 0
@@ -102,6 +105,29 @@ class BatchStream(IterableDataset):
             for batch in _split(rows, cfg.batch_size):
                 if len(batch) == cfg.batch_size or not cfg.drop_last:
                     yield batch
+
+
+def _rebatch(batches: Iterator[Batch], batch_size: int, drop_last: bool) -> Iterator[Batch]:
+    """Batches of ``batch_size`` rows in order; only rows that straddle two inputs are copied."""
+    pending: list[Batch] = []  # fewer than batch_size rows
+    pending_rows = 0
+    for batch in batches:
+        start = 0
+        if pending:
+            start = min(batch_size - pending_rows, len(batch))
+            pending.append(batch.select(slice(0, start)))
+            pending_rows += start
+            if pending_rows < batch_size:
+                continue
+            yield Batch.concat(pending)
+            pending, pending_rows = [], 0
+        full_end = start + (len(batch) - start) // batch_size * batch_size
+        for begin in range(start, full_end, batch_size):
+            yield batch.select(slice(begin, begin + batch_size))  # views, no copy
+        if full_end < len(batch):
+            pending, pending_rows = [batch.select(slice(full_end, len(batch)))], len(batch) - full_end
+    if pending_rows and not drop_last:
+        yield Batch.concat(pending)
 
 
 def _split(rows: Batch, batch_size: int) -> Iterator[Batch]:

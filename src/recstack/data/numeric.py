@@ -105,11 +105,12 @@ class NumericNormalizer:
             rows = np.searchsorted(np.asarray(self.boundaries), values, side="right").astype(np.int64) + 2
             rows[missing] = 1
             return rows
-        filled = np.where(missing, self.fill, values)
+        filled = np.where(missing, self.fill, values)  # a new array: the steps below work in place
         if self.transform_kind is NumericTransform.LOG1P:
-            filled = np.log1p(np.maximum(filled, 0.0))
+            np.log1p(np.maximum(filled, 0.0, out=filled), out=filled)
         if self.transform_kind is not NumericTransform.NONE:
-            filled = (filled - self.center) / self.scale
+            filled -= self.center
+            filled /= self.scale
         return filled.astype(np.float32)
 
     def to_dict(self) -> dict[str, Any]:

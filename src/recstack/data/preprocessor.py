@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -136,7 +136,14 @@ class Preprocessor:
         return types
 
     # ---- transforming -----------------------------------------------------------------------
-    def transform(self, chunk: Chunk | pa.RecordBatch | pa.Table, *, skip_bad_rows: bool = False, with_label: bool | None = None) -> Batch:
+    def transform(
+        self,
+        chunk: Chunk | pa.RecordBatch | pa.Table,
+        *,
+        skip_bad_rows: bool = False,
+        with_label: bool | None = None,
+        features: Sequence[str] | None = None,
+    ) -> Batch:
         """A typed batch from one record batch; unknown category values map to the OOV row.
 
         Args:
@@ -144,6 +151,7 @@ class Preprocessor:
             skip_bad_rows: drop rows with unparseable values instead of raising; the count is
                 added to ``self.skipped_rows``.
             with_label: read the label column (default: when the data has it).
+            features: transform only these features (an item catalogue holds only item columns).
         """
         if not isinstance(chunk, Chunk):
             records = chunk.combine_chunks().to_batches()[0] if isinstance(chunk, pa.Table) and chunk.num_rows else chunk
@@ -154,7 +162,8 @@ class Preprocessor:
             chunk = self._drop_bad_rows(chunk)
         records = chunk.records
         batch = Batch()
-        for feature in self.schema.features:
+        selected = self.schema.features if features is None else [self.schema[name] for name in features]
+        for feature in selected:
             self._transform_feature(chunk, feature, batch)
         label = self.schema.label
         if with_label is None:

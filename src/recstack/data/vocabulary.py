@@ -133,12 +133,12 @@ class Vocabulary:
 
     def _dense_rows(self, values: pa.Array, table: tuple[int, np.ndarray]) -> np.ndarray:
         low, direct = table
-        raw = pc.fill_null(values, low - 1).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        slot = raw - low
-        inside = (slot >= 0) & (slot < direct.size)
-        rows = np.full(raw.shape, self.unknown_index, dtype=np.int64)
-        rows[inside] = direct[slot[inside]]
-        return rows
+        if values.null_count:
+            values = pc.fill_null(values, low - 1)  # below the range: unknown (lookup sets OOV)
+        raw = values.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        # direct is framed by an unknown slot at each end; "clip" sends every value outside
+        # [low, high] to one of them: one subtraction and one gather, no masks.
+        return np.take(direct, raw - (low - 1), mode="clip")
 
     def _hashed_rows(self, hashes: np.ndarray, table: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         sorted_hashes, rows_of_sorted = table
@@ -155,8 +155,8 @@ class Vocabulary:
             keys = np.asarray(self.keys, dtype=np.int64)
             low, high = int(keys.min()), int(keys.max())
             if high - low < _DENSE_LOOKUP_LIMIT:
-                direct = np.full(high - low + 1, self.unknown_index, dtype=np.int64)
-                direct[keys - low] = rows
+                direct = np.full(high - low + 3, self.unknown_index, dtype=np.int64)
+                direct[keys - low + 1] = rows
                 return "dense", (low, direct)
             hashes = hash_integers(keys)
             order = np.argsort(hashes, kind="stable")

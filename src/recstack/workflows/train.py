@@ -29,7 +29,7 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
     ensure_dataset(config.data)
     paths = RunPaths(config.output)
     paths.root.mkdir(parents=True, exist_ok=True)
-    save_config(paths, config.raw)
+    save_config(paths, _resolved(config))
     trainer_config = TrainerConfig.from_dict({"seed": config.seed, **config.trainer})
     rank = _rank()
 
@@ -91,3 +91,20 @@ def _rank() -> int:
     import torch.distributed as dist
 
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _resolved(config: RunConfig) -> dict[str, Any]:
+    """The config as written, with data sources as absolute paths so a run folder is portable."""
+    raw = dict(config.raw)
+    data = {"dataset": config.data.dataset} if config.data.dataset else {}
+    for key in ("train", "valid", "test", "catalog", "seen"):
+        source = getattr(config.data, key)
+        if source is not None:
+            data[key] = {"paths": [str(Path(p).resolve()) for p in source.paths], "format": source.format.value}
+            if source.column_names:
+                data[key]["column_names"] = list(source.column_names)
+                data[key]["header"] = source.header
+            if source.delimiter:
+                data[key]["delimiter"] = source.delimiter
+    raw["data"] = data
+    return raw
