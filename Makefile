@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.recstack-installed
 TORCH  := torch==2.13.0
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast serve clean
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -23,3 +23,8 @@ test-fast: setup
 
 clean:
 	rm -rf $(VENV) runs .cache
+
+serve: setup  ## serve recall (DSSM) + rank (DIN) on MovieLens-100K with the demo page (after make demo)
+	$(PY) -m recstack.cli serve --retrieval runs/ml100k_dssm --ranker runs/ml100k_din \
+	  --catalog data/ml100k_retrieval/items.parquet --users data/ml100k_retrieval/users.parquet \
+	  --history data/ml100k_retrieval/train.parquet --port 8000

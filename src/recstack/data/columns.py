@@ -124,15 +124,18 @@ def split_pairs(jagged: Jagged, separator: str, where: Where) -> tuple[Jagged, n
 def pad_recent(flat: np.ndarray, lengths: np.ndarray, maxlen: int, fill: float | int = 0) -> np.ndarray:
     """``(B, maxlen)`` left-aligned rows keeping each row's last ``maxlen`` values, oldest first."""
     batch = lengths.shape[0]
-    out = np.full((batch, maxlen), fill, dtype=flat.dtype)
     if flat.size == 0:
-        return out
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    rows = np.repeat(np.arange(batch), lengths)
-    position = np.arange(flat.size) - starts[rows]
-    dropped = np.maximum(lengths - maxlen, 0)[rows]  # oldest values beyond maxlen
-    keep = position >= dropped
-    out[rows[keep], (position - dropped)[keep]] = flat[keep]
+        return np.full((batch, maxlen), fill, dtype=flat.dtype)
+    if flat.size == batch * maxlen and (lengths == maxlen).all():
+        return flat.reshape(batch, maxlen).copy()
+    kept = np.minimum(lengths, maxlen)  # (B,)
+    first = np.cumsum(lengths) - kept  # (B,) flat index of each row's oldest kept value
+    slots = np.arange(maxlen)
+    # Gather by output slot (B, maxlen) rather than scatter by value: no per-value index arrays.
+    source = first[:, None] + slots  # (B, maxlen)
+    np.minimum(source, flat.size - 1, out=source)
+    out = flat.take(source)
+    np.copyto(out, fill, where=slots >= kept[:, None], casting="unsafe")
     return out
 
 

@@ -7,6 +7,7 @@ worker of one rank per epoch.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from recstack.data.batch import Batch
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
+from recstack.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,10 @@ class LoaderConfig:
         drop_last: drop each shard's final short batch.
         num_workers: DataLoader worker processes (0 = read in the training process).
         seed: the shuffle seed; each epoch and shard derive their own from it.
+        cache: keep the transformed chunks in memory after the first epoch, so later epochs
+            only shuffle and slice (the batches are identical to streaming ones). None (auto)
+            caches when the source files add up to at most ``AUTO_CACHE_BYTES`` on disk and
+            batches are read in this process; False always streams, in bounded memory.
     """
 
     batch_size: int = 1024
@@ -36,6 +42,12 @@ class LoaderConfig:
     drop_last: bool = False
     num_workers: int = 0
     seed: int = 0
+    cache: bool | None = None
+
+
+# Parquet compresses ~10-20x against the padded int64 tensors it becomes: 8 MiB on disk
+# (MovieLens-100K's 6.4 MB train split) is ~100 MB cached.
+AUTO_CACHE_BYTES = 8 << 20
 
 
 class BatchStream(IterableDataset):
@@ -59,6 +71,7 @@ class BatchStream(IterableDataset):
         self.world_size = world_size
         self.with_label = with_label
         self.epoch = 0
+        self._cached: dict[tuple[int, int], list[Batch]] = {}
 
     def set_epoch(self, epoch: int) -> None:
         """Changes the shuffle order; call before iterating each epoch (as DistributedSampler)."""
@@ -105,6 +118,36 @@ class BatchStream(IterableDataset):
             for batch in _split(rows, cfg.batch_size):
                 if len(batch) == cfg.batch_size or not cfg.drop_last:
                     yield batch
+
+
+    def _transformed(self, shard_index: int, num_shards: int) -> Iterator[Batch]:
+        """This shard's chunks as batches: from the cache, or read and transformed (and cached)."""
+        key = (shard_index, num_shards)
+        if key in self._cached:
+            yield from self._cached[key]
+            return
+        pre = self.preprocessor
+        columns = pre.input_columns(with_label=self.with_label)
+        chunks = self.source.chunks(columns=columns, types=pre.csv_types(), shard_index=shard_index, num_shards=num_shards)
+        keep: list[Batch] | None = [] if self._should_cache() else None
+        for chunk in chunks:
+            batch = pre.transform(chunk, skip_bad_rows=self.source.skip_bad_rows, with_label=self.with_label)
+            if keep is not None:
+                keep.append(batch)
+            yield batch
+        if keep is not None:  # only a complete pass is cached
+            self._cached[key] = keep
+
+    def _should_cache(self) -> bool:
+        if self.config.cache is not None:
+            return self.config.cache
+        if get_worker_info() is not None:  # a worker's cache dies with the worker
+            return False
+        try:
+            size = sum(os.path.getsize(path) for path in self.source.files())
+        except (DataError, OSError, TypeError, ValueError):
+            return False
+        return size <= AUTO_CACHE_BYTES
 
 
 def _rebatch(batches: Iterator[Batch], batch_size: int, drop_last: bool) -> Iterator[Batch]:

@@ -15,7 +15,8 @@ _SAMPLE_SIZE = 100_000  # reservoir for quantile boundaries: bounded memory on a
 class NumericStats:
     """Running moments and a uniform reservoir sample of one numeric column (NaN = missing)."""
 
-    def __init__(self, *, seed: int = 0) -> None:
+    def __init__(self, *, seed: int = 0, sample: bool = True) -> None:
+        self.sample = sample  # keep the reservoir; only quantile buckets need it, and it is the slow part
         self.count = 0
         # Mean and sum of squared deviations, merged per batch (Chan et al.): a running sum of
         # squares loses the variance of values far from zero (timestamps, ids) to cancellation.
@@ -38,7 +39,8 @@ class NumericStats:
         self.log_mean, self.log_m2 = _merge_moments(self.count, self.log_mean, self.log_m2, logs)
         self.minimum = min(self.minimum, float(values.min()))
         self.maximum = max(self.maximum, float(values.max()))
-        self._reservoir(values)
+        if self.sample:
+            self._reservoir(values)
         self.count += values.size
 
     def _reservoir(self, values: np.ndarray) -> None:

@@ -74,7 +74,10 @@ class Preprocessor:
             for feature in self.schema.features:
                 where = self._where(chunk, feature, feature.column if hasattr(feature, "column") else "")
                 if isinstance(feature, NumericFeature):
-                    stats.setdefault(feature.name, NumericStats()).update(to_float(chunk.records.column(feature.column), where))
+                    if feature.name not in stats:
+                        quantiles = feature.transform is NumericTransform.BUCKETIZE and feature.boundaries is None
+                        stats[feature.name] = NumericStats(sample=quantiles)
+                    stats[feature.name].update(to_float(chunk.records.column(feature.column), where))
                 elif isinstance(feature, (CategoricalFeature, SequenceFeature)) and feature.table in tables_to_count:
                     values = self._raw_values(chunk.records, feature, where)
                     counters.setdefault(feature.table, VocabularyCounter()).update(values)

@@ -52,10 +52,45 @@ class ActivationUnit(nn.Module):
         Returns:
             (B, L) raw scores (padded positions hold meaningless values).
         """
-        q = query.unsqueeze(1).expand_as(keys)  # (B, L, D)
-        features = torch.cat([q, keys, q - keys, q * keys], dim=-1)  # (B, L, 4D)
-        hidden = self.mlp(features, mask)  # (B, L, H)
-        return self.score(hidden).squeeze(-1)  # (B, L)
+        if mask is None:
+            return self._score(query, keys)  # (B, L)
+        # Only real positions are scored: padding is skipped instead of computed and
+        # masked out of Dice's statistics at every layer (same statistics, same scores).
+        # index_select/index_copy rather than keys[mask]: their backward is a plain
+        # index_add, not the sorting accumulate of index_put.
+        batch_size, length, dim = keys.shape
+        flat = mask.reshape(-1).nonzero().squeeze(-1)  # (N,) positions in B*L
+        rows = torch.div(flat, length, rounding_mode="floor")  # (N,)
+        packed = keys.reshape(-1, dim).index_select(0, flat)  # (N, D)
+        scores = keys.new_zeros(batch_size * length)  # (B*L,)
+        if flat.numel() == 0:
+            return scores.view(batch_size, length)
+        return scores.index_copy(0, flat, self._score(query, packed, rows)).view(batch_size, length)
+
+    def _score(
+        self, query: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Scores (...) of keys (..., D): (B, L, D) against query (B, D), or packed (N, D)
+        against query[rows]."""
+        # The first Linear over [q, k, q - k, q * k] is split by block:
+        # W_q q + W_k k + W_d (q - k) + W_p (q * k) = (W_q + W_d) q + [W_k - W_d, W_p] [k, q * k],
+        # so the query's part is computed once per row instead of once per position, and
+        # the (..., 4D) concatenation is never built.
+        first = self.mlp.layers[0]
+        w_q, w_k, w_d, w_p = first.linear.weight.chunk(4, dim=1)  # (H, D) each
+        query_part = nn.functional.linear(query, w_q + w_d, first.linear.bias)  # (B, H)
+        if rows is None:
+            q = query.unsqueeze(1)  # (B, 1, D)
+            query_part = query_part.unsqueeze(1)  # (B, 1, H)
+        else:
+            q, query_part = query.index_select(0, rows), query_part.index_select(0, rows)  # (N, D), (N, H)
+        key_part = nn.functional.linear(
+            torch.cat([keys, q * keys], dim=-1), torch.cat([w_k - w_d, w_p], dim=1)
+        )  # (..., H)
+        hidden = first.activate(key_part + query_part)  # (..., H)
+        for layer in self.mlp.layers[1:]:
+            hidden = layer(hidden)
+        return self.score(hidden).squeeze(-1)  # (...)
 
 
 class TargetAttention(nn.Module):
@@ -107,8 +142,7 @@ class TargetAttention(nn.Module):
         Returns:
             (B, L) weights; rows sum to 1 (or 0 for an empty row) when ``softmax``.
         """
-        keys = keys.masked_fill(~mask.unsqueeze(-1), 0.0)  # padding may hold anything
-        scores = self.unit(query, keys, mask)  # (B, L)
+        scores = self.unit(query, keys, mask)  # (B, L); padded keys are never read
         if not self.softmax:
             return scores.masked_fill(~mask, 0.0)
         # A finite minimum, not -inf: an all-padding row then gives a uniform softmax,

@@ -66,4 +66,5 @@ class Dice(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Args: x (..., D); mask (...) bool or None. Returns (..., D)."""
         p = torch.sigmoid(masked_batch_norm(self.norm, x, mask))  # (..., D)
-        return p * x + (1.0 - p) * self.alpha * x
+        # p * x + (1 - p) * alpha * x, with two fewer (..., D) temporaries to keep for backward
+        return x * torch.addcmul(self.alpha, p, 1.0 - self.alpha)

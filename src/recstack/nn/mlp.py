@@ -73,7 +73,11 @@ class MLPBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Args: x (..., in_dim); mask (...) bool or None. Returns (..., out_dim)."""
-        h = self.linear(x)  # (..., D)
+        return self.activate(self.linear(x), mask)
+
+    def activate(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Everything after the Linear, for callers that compute it themselves (DIN's
+        activation unit splits it by input block). Args: h (..., D); mask (...) or None."""
         if self.norm is not None:
             h = masked_batch_norm(self.norm, h, mask)
         if isinstance(self.activation, Dice):

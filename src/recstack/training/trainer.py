@@ -276,6 +276,8 @@ class Trainer:
         if path is None:
             warnings.warn("a callback requested a checkpoint but the Trainer has no checkpoint_dir")
             return
+        if _distributed_rank() != 0:  # DDP keeps every rank's state identical: rank 0 writes it
+            return
         save_checkpoint(path, checkpoint_payload(run, self.callbacks.state_dict()))
         self.callbacks.fire("on_save", run.state, run.control, path)
 
@@ -330,6 +332,11 @@ class Trainer:
         now = time.perf_counter()
         run.state.train_seconds += now - run.clock
         run.clock = now
+
+
+def _distributed_rank() -> int:
+    distributed = torch.distributed
+    return distributed.get_rank() if distributed.is_available() and distributed.is_initialized() else 0
 
 
 def _discard(iterator: Iterator[Batch], count: int) -> None:

@@ -68,7 +68,7 @@ def _item_id_feature(model: nn.Module) -> str:
 
 def item_feature_names(model: nn.Module) -> list[str]:
     tower = model.item_tower()
-    return list(getattr(tower, "features", None) or [tower.input_name])
+    return list(getattr(tower, "features", None) or tower.input_names)
 
 
 def user_feature_names(model: nn.Module) -> list[str]:

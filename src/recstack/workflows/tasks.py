@@ -33,15 +33,26 @@ def build_task(config: RunConfig, model: nn.Module, preprocessor: Preprocessor) 
 
 def make_evaluator(config: RunConfig, task: Task, preprocessor: Preprocessor, *, split: str) -> Callable[[nn.Module], dict[str, float]]:
     source: DataSource = getattr(config.data, split)
-    if config.task.type is TaskType.BINARY:
+    if config.task.type is TaskType.BINARY or _labelled_retrieval(config):
         return lambda model: evaluate_source(model, task, preprocessor, source)
     from recstack.workflows.retrieval import make_retrieval_evaluator
 
     return make_retrieval_evaluator(config, preprocessor, split=split)
 
 
+def _labelled_retrieval(config: RunConfig) -> bool:
+    """A pointwise two-tower run without a catalogue (seeds 000/001: labelled (user, item, click)
+    rows) is scored row by row, AUC/logloss over the task's ``predict``, like a ranking run."""
+    return config.data.catalog is None and config.task.params.get("loss") == "pointwise"
+
+
 def evaluate_source(model: nn.Module, task: Task, preprocessor: Preprocessor, source: DataSource) -> dict[str, float]:
-    """Exact ranking metrics over every row of ``source`` (one process, file order)."""
+    """Exact ranking metrics over every row of ``source`` (file order; with several ranks, each
+    scores its shard and the metrics are computed on the gathered union)."""
+    from recstack.workflows.distributed import evaluate_sharded, is_distributed
+
+    if is_distributed():
+        return evaluate_sharded(model, task, preprocessor, source, batch_size=EVAL_BATCH_SIZE)
     stream = BatchStream(
         source=source, preprocessor=preprocessor, config=LoaderConfig(batch_size=EVAL_BATCH_SIZE), rank=0, world_size=1
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,26 +21,35 @@ from recstack.models import build_model
 from recstack.tasks.base import Task
 from recstack.training import MetricHistory, TensorBoardLogger, Trainer, TrainerConfig
 from recstack.workflows.datasets import ensure_dataset
+from recstack.workflows.distributed import DistributedTraining, init_from_env, sum_over_ranks
 from recstack.workflows.tasks import build_task, make_evaluator
 
 
 def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Trains the configured model and writes the run folder; returns metrics.json's content."""
     torch.set_num_threads(config.threads)
-    ensure_dataset(config.data)
+    trainer_config = TrainerConfig.from_dict({"seed": config.seed, **config.trainer})
+    context = init_from_env(trainer_config.device)  # None unless launched by torchrun (WORLD_SIZE > 1)
+    if context is not None:
+        trainer_config = dataclasses.replace(trainer_config, device=str(context.device))
+    rank = _rank()
+    if rank == 0:  # one rank builds a bundled dataset; the others wait at the barrier below
+        ensure_dataset(config.data)
     paths = RunPaths(config.output)
     paths.root.mkdir(parents=True, exist_ok=True)
-    save_config(paths, _resolved(config))
-    trainer_config = TrainerConfig.from_dict({"seed": config.seed, **config.trainer})
-    rank = _rank()
+    if rank == 0:
+        save_config(paths, _resolved(config))
 
     started = time.perf_counter()
     if resume and paths.preprocessor.exists():
         preprocessor = Preprocessor.load(paths.preprocessor)
-    else:
+    elif rank == 0:
         preprocessor = Preprocessor(config.schema).fit(config.data.train)
-        if rank == 0:
-            preprocessor.save(paths.preprocessor)
+        preprocessor.save(paths.preprocessor)
+    if context is not None:  # rank 0 fitted and saved it; the others load that same file
+        torch.distributed.barrier()
+        if rank != 0:
+            preprocessor = Preprocessor.load(paths.preprocessor)
     fit_seconds = time.perf_counter() - started
     feature_map = preprocessor.feature_map()
     model_params = dict(config.model.params)
@@ -47,20 +57,26 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
         model_params.setdefault("sparse_embeddings", True)
     model = build_model(config.model.name, feature_map, model_params)
     task = build_task(config, model, preprocessor)
+    training = None if context is None else DistributedTraining(model=model, task=task, context=context)
 
     stream = BatchStream(source=config.data.train, preprocessor=preprocessor, config=config.loader)
 
     def train_batches(epoch: int):
         stream.set_epoch(epoch)
-        return make_loader(stream)
+        loader = make_loader(stream)
+        return loader if training is None else training.lockstep(loader)
 
     evaluate = make_evaluator(config, task, preprocessor, split="valid") if config.data.valid else None
     history = MetricHistory()
     callbacks = [history] + ([TensorBoardLogger(paths.tensorboard)] if rank == 0 else [])
-    trainer = Trainer(trainer_config, callbacks=callbacks, checkpoint_dir=paths.checkpoints if rank == 0 else None)
+    # every rank reads the checkpoint on resume; only rank 0 writes it (see Trainer._save)
+    trainer = Trainer(trainer_config, callbacks=callbacks, checkpoint_dir=paths.checkpoints)
     train_started = time.perf_counter()
-    state = trainer.fit(model, task, train_batches, evaluate, resume=resume)
+    state = trainer.fit(model, task if training is None else training.task, train_batches, evaluate, resume=resume)
     train_seconds = time.perf_counter() - train_started
+    train_samples = state.samples_seen
+    if training is not None:  # all ranks' rows, without the padding steps
+        train_samples = int(sum_over_ranks(state.samples_seen - training.padding_rows))
 
     metrics: dict[str, Any] = {}
     if evaluate is not None:
@@ -74,9 +90,10 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
             "stopped_early": state.stopped_early,
             "preprocess_fit_seconds": round(fit_seconds, 3),
             "train_seconds": round(train_seconds, 3),
-            "train_samples": state.samples_seen,
-            "samples_per_second": round(state.samples_seen / max(train_seconds, 1e-9), 1),
+            "train_samples": train_samples,
+            "samples_per_second": round(train_samples / max(train_seconds, 1e-9), 1),
             "threads": config.threads,
+            "world_size": 1 if context is None else context.world_size,
         }
     )
     if rank == 0:
@@ -84,6 +101,9 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
         write_json_atomic(paths.metrics, metrics)
         history.plot(paths.learning_curve)
         save_manifest(paths, {"model": config.model.name, "task": config.task.type.value})
+    if context is not None:
+        torch.distributed.barrier()  # no rank leaves before rank 0 has written the run folder
+        context.close()
     return metrics
 
 

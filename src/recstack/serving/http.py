@@ -1,0 +1,160 @@
+"""The HTTP front of ``RecommendationService`` (FastAPI), plus the demo page at ``/``.
+
+Endpoints: ``POST /recommend`` (one request object or ``{"requests": [...]}``), ``GET /health``,
+``GET /items/{id}``, ``GET /users`` (ids, for the demo's picker), ``GET /users/{id}`` (features
+and history with titles), ``/openapi.json``. Unknown body fields are a 422 naming the field.
+
+Example::
+
+    app = create_app(service)
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import numpy as np
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictFloat, StrictInt, StrictStr, Tag
+
+from recstack.serving.service import RecommendationService
+from recstack.serving.types import MAX_CANDIDATES, MAX_K, RecommendRequest, RequestError
+
+STATIC = Path(__file__).parent / "static"
+Id = Union[StrictInt, StrictStr]
+FeatureValue = Union[StrictInt, StrictFloat, StrictStr, None]
+
+
+class RecommendBody(BaseModel):
+    """One user's request: a known ``user_id`` and/or raw ``features`` and ``history``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Id | None = None
+    features: dict[str, FeatureValue] = Field(default_factory=dict, description="raw user features, overriding stored ones")
+    history: list[Id] | None = Field(default=None, description="item ids, oldest first; overrides the stored history")
+    k: Annotated[StrictInt, Field(ge=1, le=MAX_K)] = 10
+    exclude_seen: StrictBool = True
+    candidates: Annotated[StrictInt, Field(ge=1, le=MAX_CANDIDATES)] = 100
+
+    def to_request(self) -> RecommendRequest:
+        return RecommendRequest(user_id=self.user_id, features=dict(self.features), history=self.history, k=self.k, exclude_seen=self.exclude_seen, candidates=self.candidates)
+
+
+class BatchBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests: Annotated[list[RecommendBody], Field(min_length=1, max_length=256)]
+
+
+class ItemOut(BaseModel):
+    item_id: Id
+    title: str | None
+    genres: list[str]
+    recall_score: float | None
+    rank_score: float | None
+    rank: int
+
+
+class RecommendOut(BaseModel):
+    user_id: Id | None
+    items: list[ItemOut]
+    fallback: str | None = None
+
+
+class BatchOut(BaseModel):
+    responses: list[RecommendOut]
+
+
+def _body_kind(value: Any) -> str:
+    """A body with ``requests`` is a batch; anything else is validated as one request."""
+    return "batch" if isinstance(value, dict) and "requests" in value else "single"
+
+
+Body = Annotated[Union[Annotated[BatchBody, Tag("batch")], Annotated[RecommendBody, Tag("single")]], Discriminator(_body_kind)]
+
+
+def create_app(service: RecommendationService) -> FastAPI:
+    """A FastAPI app over an already-built service (models and index are loaded once, here)."""
+    app = FastAPI(title="recstack recommendations", version="1")
+    app.state.service = service
+
+    @app.post("/recommend", response_model=Union[RecommendOut, BatchOut])
+    def recommend(body: Body) -> Any:
+        batched = isinstance(body, BatchBody)
+        requests = [r.to_request() for r in body.requests] if batched else [body.to_request()]
+        try:
+            responses = [r.to_dict() for r in service.recommend(requests)]
+        except RequestError as error:
+            return _unprocessable(error)
+        return {"responses": responses} if batched else responses[0]
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        models = service.models
+        return {"status": "ok", "items": len(service.catalogue.items), "indexed": len(models.index), "retrieval_run": str(models.retrieval.paths.root), "ranking_run": str(models.ranker.paths.root)}
+
+    @app.get("/items/{item_id}")
+    def item(item_id: str) -> dict[str, Any]:
+        row = _row(service.catalogue.items, item_id)
+        if row is None:
+            raise HTTPException(status_code=404, detail=f"unknown item {item_id!r}")
+        return row
+
+    @app.get("/users")
+    def users(limit: int = 2000) -> dict[str, Any]:
+        return {"user_ids": [_plain(u) for u in service.catalogue.users.keys[:limit]]}
+
+    @app.get("/users/{user_id}")
+    def user(user_id: str) -> dict[str, Any]:
+        key = _typed_key(service.catalogue.users.keys, user_id)
+        features = _row(service.catalogue.users, user_id)
+        history = service.catalogue.histories.get(key)
+        if features is None and history is None:
+            raise HTTPException(status_code=404, detail=f"unknown user {user_id!r}")
+        history = history if history is not None else np.zeros(0, np.int64)
+        titles, genres = service.describe(history)
+        return {
+            "user_id": _plain(key),
+            "features": features or {},
+            "history": [{"item_id": _plain(i), "title": t, "genres": g} for i, t, g in zip(history, titles, genres)],
+        }
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app
+
+
+def _unprocessable(error: RequestError) -> JSONResponse:
+    loc = ["body", *error.field.split(".")]
+    return JSONResponse(status_code=422, content={"detail": [{"loc": loc, "msg": str(error), "type": "value_error"}]})
+
+
+def _typed_key(keys: np.ndarray, raw: str) -> Any:
+    """A path parameter as the key column's type (ids are ints in MovieLens)."""
+    if np.issubdtype(keys.dtype, np.integer):
+        try:
+            return int(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _row(table: Any, raw: str) -> dict[str, Any] | None:
+    key = _typed_key(table.keys, raw)
+    rows = table.positions([key])
+    if rows[0] < 0:
+        return None
+    return {k: v[0] for k, v in table.take(rows, table.columns).to_pydict().items()}
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

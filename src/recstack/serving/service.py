@@ -1,0 +1,372 @@
+"""``RecommendationService``: recall top-N items with a two-tower index, rank them, return top-K.
+
+Shape legend: B requests, D user/item vector dim, N recalled candidates per request, C
+candidates of the whole batch (sum of each request's N), K items returned per request.
+
+One ``recommend`` call serves a batch of requests with one user-tower forward, one index
+search and one ranker forward::
+
+    requests (B) --user rows--> retrieval preprocessor --> encode_user        (B, D)
+             --index.search(N, exclude=history)-->   candidate ids            (B, N)
+             --ranker rows: user columns repeated N times + item columns--> ranker probs (C,)
+             --top K by probability--> responses (B)
+
+Users without any history (unknown users, or ``history: []``) get the most popular training
+items instead, flagged ``fallback="popular"``. ``swap`` replaces both models and the index
+while requests are being served: the new state is built completely, then one reference is
+reassigned, so a request sees either the old models or the new ones, never a mix.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from recstack.data.sources import DataSource
+from recstack.export.run_folder import LoadedRun, load_run
+from recstack.retrieval.index import VectorIndex, create_index, load_index
+from recstack.schema import Side
+from recstack.serving.feature_table import FeatureTable, Histories, latest_rows, read_table
+from recstack.serving.types import RecommendedItem, RecommendRequest, RecommendResponse, RequestError
+from recstack.tasks.binary import BinaryClassificationTask
+from recstack.workflows.retrieval import EMBED_BATCH_SIZE, item_feature_names, user_feature_names
+
+# History columns a schema may use, and the catalogue column each one lists (None: the item ids).
+HISTORY_COLUMNS: Mapping[str, str | None] = {
+    "hist_item_ids": None,
+    "hist_liked_item_ids": None,
+    "hist_genres": "genre",
+    "hist_liked_genres": "genre",
+}
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Items (id, title, genres, item features) and users (user features), keyed by raw id."""
+
+    items: FeatureTable
+    users: FeatureTable
+    histories: Histories
+    title_column: str = "title"
+    genres_column: str = "genres"
+
+    @classmethod
+    def from_files(cls, *, catalog: str | Path, users: str | Path | None, history: str | Path | None, item_column: str = "item_id", user_column: str = "user_id", history_length: int = 50) -> "Catalogue":
+        items = FeatureTable(read_table(DataSource.from_config(str(catalog), key="catalog")), key=item_column)
+        user_table = read_table(DataSource.from_config(str(users), key="users")) if users else pa.table({user_column: pa.array([], pa.int64())})
+        if history:
+            histories = Histories.from_source(DataSource.from_config(str(history), key="history"), user_column=user_column, item_column=item_column, maxlen=history_length)
+        else:
+            histories = Histories(np.zeros(0, np.int64), np.zeros(0, np.int64), maxlen=history_length)
+        return cls(items=items, users=FeatureTable(user_table, key=user_column), histories=histories)
+
+
+@dataclass(frozen=True)
+class ServingModels:
+    """Everything tied to one (retrieval run, ranking run) pair; swapped as a whole."""
+
+    retrieval: LoadedRun
+    ranker: LoadedRun
+    index: VectorIndex
+    user_features: list[str]  # the retrieval user tower's features
+    retrieval_columns: list[str]  # raw columns those features read
+    ranker_columns: list[str]  # raw columns the ranker reads
+    item_side: FeatureTable  # catalogue + the latest item aggregates the ranker needs
+    user_side: FeatureTable  # users table + the latest user aggregates the ranker needs
+
+
+class RecommendationService:
+    """Two-stage recommendations over a catalogue. Build once, call ``recommend`` from any thread.
+
+    Args:
+        retrieval_run / ranking_run: run folders (or already loaded runs).
+        catalogue: items, users and histories (``Catalogue.from_files``).
+        index: a saved index folder; None builds one at start-up from the item tower.
+        backend / kind: the index built when ``index`` is None (faiss flat by default).
+
+    Example::
+
+        service = RecommendationService(retrieval_run="runs/ml100k_dssm", ranking_run="runs/ml100k_din",
+                                        catalogue=Catalogue.from_files(catalog="items.parquet", users=..., history=...))
+        [response] = service.recommend([RecommendRequest(user_id=1, k=10)])
+    """
+
+    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat") -> None:
+        self.catalogue = catalogue
+        self.backend, self.kind = backend, kind
+        self._task = BinaryClassificationTask()
+        self._swap_lock = threading.Lock()
+        self._models = self._load(retrieval_run, ranking_run, index)
+
+    # ---- model lifecycle ----------------------------------------------------------------------
+    @property
+    def models(self) -> ServingModels:
+        return self._models
+
+    def swap(self, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, *, index: str | Path | None = None) -> None:
+        """Load new models (and index) completely, then replace the old ones in one assignment."""
+        with self._swap_lock:
+            models = self._load(retrieval_run, ranking_run, index)
+            self._models = models  # a single reference: in-flight requests keep the state they read
+
+    @torch.no_grad()
+    def _load(self, retrieval_run: Any, ranking_run: Any, index_path: str | Path | None) -> ServingModels:
+        retrieval = retrieval_run if isinstance(retrieval_run, LoadedRun) else load_run(retrieval_run)
+        ranker = ranking_run if isinstance(ranking_run, LoadedRun) else load_run(ranking_run)
+        if not hasattr(retrieval.model, "encode_user"):
+            raise ValueError(f"{retrieval.paths.root} is not a two-tower retrieval run (no user tower)")
+        if index_path is not None:
+            index = load_index(index_path)
+        else:
+            ids, vectors = _embed_catalogue(retrieval, self.catalogue.items)
+            index = create_index(self.backend, dim=vectors.shape[1], **({"kind": self.kind} if self.backend == "faiss" else {}))
+            index.add(np.asarray(ids, dtype=np.int64), vectors)
+        user_features = user_feature_names(retrieval.model)
+        retrieval_columns = _feature_columns(retrieval, user_features)
+        ranker_columns = [c for c in ranker.preprocessor.input_columns(with_label=False) if c != ranker.preprocessor.schema.label]
+        item_side, user_side = self._with_aggregates(ranker, ranker_columns)
+        return ServingModels(retrieval, ranker, index, user_features, retrieval_columns, ranker_columns, item_side, user_side)
+
+    def _with_aggregates(self, ranker: LoadedRun, columns: list[str]) -> tuple[FeatureTable, FeatureTable]:
+        """Item and user columns the ranker needs beyond the catalogue and users tables (counts,
+        rates): the latest value per item / user in the ranker's training data, if it is there."""
+        items, users = self.catalogue.items, self.catalogue.users
+        sides = _column_sides(ranker)
+        missing_item = [c for c in columns if sides.get(c) is Side.ITEM and c not in items.columns]
+        missing_user = [c for c in columns if sides.get(c) is Side.USER and c not in users.columns and c not in HISTORY_COLUMNS]
+        train = (ranker.config.get("data") or {}).get("train") or _dataset_train(ranker.config)
+        if not (missing_item or missing_user) or not train or not all(Path(p).exists() for p in _paths(train)):
+            return items, users
+        source = DataSource.from_config(train, key="ranker train")
+        available = set(source.columns_of(source.files()[0]))
+        missing_item = [c for c in missing_item if c in available]
+        missing_user = [c for c in missing_user if c in available]
+        time = "timestamp" if "timestamp" in available else None
+        table = read_table(source, [items.key, users.key, *missing_item, *missing_user, *([time] if time else [])])
+        if missing_item:
+            items = items.merged(latest_rows(table, key=items.key, columns=missing_item, time_column=time))
+        if missing_user:
+            users = users.merged(latest_rows(table, key=users.key, columns=missing_user, time_column=time))
+        return items, users
+
+    # ---- serving -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def recommend(self, requests: Sequence[RecommendRequest]) -> list[RecommendResponse]:
+        """Top-K items for each request, in request order."""
+        models = self._models  # read once: a concurrent swap does not change this batch
+        for request in requests:
+            request.validate()
+            self._check_features(models, request)
+        histories = [self._history(request) for request in requests]
+        personal = [b for b, history in enumerate(histories) if len(history) > 0]
+        responses: list[RecommendResponse | None] = [None] * len(requests)
+        for b in set(range(len(requests))) - set(personal):
+            responses[b] = self._popular(requests[b], histories[b])
+        if personal:
+            chosen = [requests[b] for b in personal]
+            for b, response in zip(personal, self._two_stage(models, chosen, [histories[b] for b in personal])):
+                responses[b] = response
+        return responses  # type: ignore[return-value]
+
+    def _two_stage(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> list[RecommendResponse]:
+        user_rows = self._user_rows(models, requests, histories)  # B rows
+        batch = models.retrieval.preprocessor.transform(user_rows.select(models.retrieval_columns).to_batches()[0] if len(user_rows) else user_rows, features=models.user_features, with_label=False)
+        user_vectors = models.retrieval.model.encode_user(batch).numpy()  # (B, D)
+        n = max(r.candidates for r in requests)
+        exclude = [h if r.exclude_seen else np.zeros(0, np.int64) for r, h in zip(requests, histories)]
+        recall_scores, candidate_ids = models.index.search(user_vectors, n, exclude=exclude)  # (B, N)
+        limit = np.array([r.candidates for r in requests])[:, None]
+        keep = (candidate_ids >= 0) & (np.arange(n)[None, :] < limit)  # (B, N)
+        owner = np.nonzero(keep)[0]  # (C,) request of each candidate
+        flat_ids, flat_recall = candidate_ids[keep], recall_scores[keep]  # (C,)
+        probs = self._rank(models, user_rows, owner, flat_ids)  # (C,)
+        responses = []
+        bounds = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+        for b, request in enumerate(requests):
+            start, stop = bounds[b], bounds[b + 1]
+            order = start + np.argsort(-probs[start:stop], kind="stable")[: request.k]  # ties keep recall order
+            responses.append(self._response(request, flat_ids[order], flat_recall[order], probs[order]))
+        return responses
+
+    def _rank(self, models: ServingModels, user_rows: pa.Table, owner: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+        """``(C,)`` ranker probabilities of each (user row ``owner[c]``, item ``item_ids[c]``) pair."""
+        if len(item_ids) == 0:
+            return np.zeros(0, np.float32)
+        sides = _column_sides(models.ranker)
+        item_rows = models.item_side.lookup(item_ids, [c for c in models.ranker_columns if c in models.item_side.columns and sides.get(c) is not Side.USER])
+        user_part = user_rows.take(pa.array(owner))
+        columns = {}
+        for name in models.ranker_columns:
+            if name in item_rows.column_names:
+                columns[name] = item_rows.column(name)
+            elif name in user_part.column_names:
+                columns[name] = user_part.column(name)
+            else:
+                columns[name] = pa.nulls(len(item_ids))
+        records = pa.table(columns).combine_chunks().to_batches()[0]
+        batch = models.ranker.preprocessor.transform(records, with_label=False)
+        return self._task.predict(models.ranker.model, batch).float().numpy()
+
+    def _user_rows(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> pa.Table:
+        """One row per request holding every user-side column either model reads."""
+        users = models.user_side
+        needed = list(dict.fromkeys(models.retrieval_columns + models.ranker_columns))
+        sides = _column_sides(models.ranker)
+        user_ids = [r.user_id for r in requests]
+        rows = users.positions(np.asarray(user_ids, dtype=object) if any(u is None for u in user_ids) else user_ids)
+        columns: dict[str, pa.Array] = {}
+        for name in needed:
+            if name in HISTORY_COLUMNS:
+                columns[name] = self._history_column(histories, HISTORY_COLUMNS[name])
+            elif name == users.key:
+                columns[name] = _with_type([r.user_id for r in requests], users.table.column(name).type, field="user_id")
+            elif name in users.columns:
+                stored = users.take(rows, [name]).column(name).combine_chunks()
+                columns[name] = _override(stored, requests, name)
+            elif sides.get(name) is Side.ITEM or name in self.catalogue.items.columns and name not in models.retrieval_columns:
+                continue  # an item column of the ranker: filled per candidate
+            else:
+                columns[name] = _override(pa.nulls(len(requests)), requests, name)
+        return pa.table(columns)
+
+    def _history_column(self, histories: list[np.ndarray], catalogue_column: str | None) -> pa.Array:
+        lengths = np.array([len(h) for h in histories])
+        flat = np.concatenate(histories) if len(histories) else np.zeros(0, np.int64)
+        if catalogue_column is None:
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
+        rows = self.catalogue.items.positions(flat)
+        known = rows >= 0  # an unknown history item has no genre to list
+        values = self.catalogue.items.take(rows[known], [catalogue_column]).column(catalogue_column).combine_chunks()
+        owner = np.repeat(np.arange(len(histories)), lengths)
+        counts = np.bincount(owner[known], minlength=len(histories))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+    def _history(self, request: RecommendRequest) -> np.ndarray:
+        item_type = self.catalogue.items.keys.dtype
+        if request.history is not None:
+            try:
+                return np.asarray(list(request.history), dtype=item_type if item_type != object else object)
+            except (TypeError, ValueError):
+                raise RequestError("item ids must match the catalogue's id type", field="history") from None
+        stored = self.catalogue.histories.get(request.user_id)
+        return stored if stored is not None else np.zeros(0, dtype=item_type)
+
+    def _check_features(self, models: ServingModels, request: RecommendRequest) -> None:
+        allowed = self.user_feature_columns(models)
+        for name in request.features:
+            if name not in allowed:
+                raise RequestError(f"unknown user feature; known: {sorted(allowed)}", field=f"features.{name}")
+
+    def user_feature_columns(self, models: ServingModels | None = None) -> set[str]:
+        """Raw user columns a request may set in ``features``."""
+        models = models or self._models
+        sides = _column_sides(models.ranker) | _column_sides(models.retrieval)
+        return {c for c in models.retrieval_columns + models.ranker_columns if sides.get(c) is Side.USER and c not in HISTORY_COLUMNS and c != self.catalogue.users.key}
+
+    def _popular(self, request: RecommendRequest, history: np.ndarray) -> RecommendResponse:
+        ids, shares = self.catalogue.histories.popular()
+        if request.exclude_seen and len(history):
+            keep = ~np.isin(ids, history)
+            ids, shares = ids[keep], shares[keep]
+        ids, shares = ids[: request.k], shares[: request.k]
+        return self._response(request, ids, shares, None, fallback="popular")
+
+    def _response(self, request: RecommendRequest, ids: np.ndarray, recall: np.ndarray, probs: np.ndarray | None, fallback: str | None = None) -> RecommendResponse:
+        titles, genres = self.describe(ids)
+        items = [
+            RecommendedItem(
+                item_id=_plain(item_id),
+                title=titles[r],
+                genres=genres[r],
+                recall_score=float(recall[r]),
+                rank_score=None if probs is None else float(probs[r]),
+                rank=r + 1,
+            )
+            for r, item_id in enumerate(ids)
+        ]
+        return RecommendResponse(user_id=_plain(request.user_id), items=items, fallback=fallback)
+
+    def describe(self, ids: np.ndarray | Sequence[Any]) -> tuple[list[str | None], list[list[str]]]:
+        """Titles and genre lists of catalogue items (None / [] where unknown)."""
+        items = self.catalogue.items
+        rows = items.positions(ids)
+        n = len(rows)
+        titles = items.take(rows, [self.catalogue.title_column]).column(0).to_pylist() if self.catalogue.title_column in items.columns else [None] * n
+        genres = items.take(rows, [self.catalogue.genres_column]).column(0).to_pylist() if self.catalogue.genres_column in items.columns else [None] * n
+        return titles, [g if isinstance(g, list) else ([] if g is None else [g]) for g in genres]
+
+
+def _feature_columns(run: LoadedRun, features: Sequence[str]) -> list[str]:
+    columns: list[str] = []
+    for name in features:
+        spec = run.preprocessor.schema[name]
+        columns += list(getattr(spec, "columns", ()) or [spec.column])
+        if getattr(spec, "weight_column", None):
+            columns.append(spec.weight_column)
+    return list(dict.fromkeys(columns))
+
+
+def _column_sides(run: LoadedRun) -> dict[str, Side]:
+    sides: dict[str, Side] = {}
+    for feature in run.preprocessor.schema.features:
+        for column in getattr(feature, "columns", ()) or [feature.column]:
+            sides.setdefault(column, feature.side)
+    return sides
+
+
+def _override(stored: pa.Array, requests: Sequence[RecommendRequest], name: str) -> pa.Array:
+    """``stored`` with the value of each request that sets ``features[name]``."""
+    if not any(name in r.features for r in requests):
+        return stored
+    values = stored.to_pylist()
+    for b, request in enumerate(requests):
+        if name in request.features:
+            values[b] = request.features[name]
+    target = stored.type if not pa.types.is_null(stored.type) else None
+    return _with_type(values, target, field=f"features.{name}")
+
+
+def _with_type(values: list[Any], type_: pa.DataType | None, *, field: str) -> pa.Array:
+    try:
+        return pa.array(values, type=type_)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        expected = f" (expected {type_})" if type_ is not None else ""
+        raise RequestError(f"wrong value type{expected}", field=field) from None
+
+
+def _embed_catalogue(run: LoadedRun, items: FeatureTable) -> tuple[np.ndarray, np.ndarray]:
+    """``(N,)`` item ids and ``(N, D)`` item-tower vectors of every catalogue row."""
+    features = item_feature_names(run.model)
+    columns = _feature_columns(run, features)
+    vectors = []
+    for start in range(0, len(items), EMBED_BATCH_SIZE):
+        records = items.table.select(columns).slice(start, EMBED_BATCH_SIZE).combine_chunks().to_batches()[0]
+        vectors.append(run.model.encode_item(run.preprocessor.transform(records, features=features, with_label=False)))  # (b, D)
+    return items.keys, torch.cat(vectors).numpy().astype(np.float32)  # (N,), (N, D)
+
+
+def _dataset_train(config: Mapping[str, Any]) -> str | None:
+    data = config.get("data") or {}
+    if data.get("dataset") is None:
+        return None
+    return f"{data.get('dir', 'data/' + data['dataset'])}/train.parquet"
+
+
+def _paths(spec: Any) -> list[str]:
+    if isinstance(spec, str):
+        return [spec]
+    if isinstance(spec, Mapping):
+        return list(_paths(spec.get("path") or spec.get("paths") or []))
+    return [str(p) for p in spec]
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

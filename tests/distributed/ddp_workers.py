@@ -1,0 +1,189 @@
+"""Tiny CTR data, configs, and the functions each spawned rank runs (importable by children).
+
+The data has a ``row_id`` column so tests can check which rows each rank trained on, and row
+groups of a fixed size: with ``row_group_rows == batch_size`` and file order (no shuffle), rank
+``r`` of ``N`` trains on row groups ``r, r + N, ...``, so global step ``s`` sees exactly the rows
+of a one-process run with batch size ``N * batch_size``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import yaml
+
+SCHEMA = {
+    "label": "label",
+    "group": "user_id",
+    "embedding_dim": 8,
+    "features": [
+        {"name": "user_id", "kind": "categorical"},
+        {"name": "item_id", "kind": "categorical"},
+        {"name": "cat_a", "kind": "categorical"},
+        {"name": "num_0", "kind": "numeric"},
+    ],
+}
+
+
+def write_ctr(path: Path, *, rows: int, row_group_rows: int, seed: int) -> Path:
+    """``rows`` rows with a planted logit (user, item and cat_a effects, one numeric)."""
+    rng = np.random.default_rng(seed)
+    user = rng.integers(0, 50, rows)
+    item = rng.integers(0, 80, rows)
+    cat_a = rng.integers(0, 10, rows)
+    num_0 = rng.normal(size=rows).astype(np.float32)
+    effects = np.random.default_rng(1234)  # the same planted model for every split
+    user_bias, item_bias, cat_bias = effects.normal(size=50), effects.normal(size=80), effects.normal(size=10)
+    logit = user_bias[user] + item_bias[item] + cat_bias[cat_a] + 0.8 * num_0 - 0.5
+    label = (rng.random(rows) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    table = pa.table(
+        {
+            "row_id": np.arange(rows, dtype=np.int64),
+            "user_id": user,
+            "item_id": item,
+            "cat_a": cat_a,
+            "num_0": num_0,
+            "label": label,
+        }
+    )
+    pq.write_table(table, path, row_group_size=row_group_rows)
+    return path
+
+
+def write_config(folder: Path, *, train_rows: int = 2000, valid_rows: int = 600, row_group_rows: int = 100, **sections: Any) -> Path:
+    """A DeepFM run config over fresh train/valid files in ``folder``; ``sections`` override keys."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train = write_ctr(folder / "train.parquet", rows=train_rows, row_group_rows=row_group_rows, seed=0)
+    valid = write_ctr(folder / "valid.parquet", rows=valid_rows, row_group_rows=row_group_rows, seed=1)
+    config = {
+        "name": "ddp_test",
+        "data": {"train": str(train), "valid": str(valid)},
+        "schema": SCHEMA,
+        "task": {"type": "binary"},
+        "model": {"name": "deepfm", "params": {"hidden_dims": [16, 8]}},
+        "loader": {"batch_size": row_group_rows, "shuffle_buffer": 0},
+        "trainer": {"epochs": 2, "lr": 0.01, "monitor": "auc", "device": "cpu", "progress": False},
+        "output": str(folder / "run"),
+        "threads": 1,
+        "seed": 0,
+    }
+    for key, value in sections.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn(fn: Callable[..., None], *args: Any, world_size: int = 2) -> None:
+    """Runs ``fn(rank, *args)`` in ``world_size`` processes with a gloo group already joined."""
+    mp.spawn(_rank_main, args=(world_size, free_port(), fn, args), nprocs=world_size, join=True)
+
+
+def _rank_main(rank: int, world_size: int, port: int, fn: Callable[..., None], args: tuple) -> None:
+    # the variables torchrun sets, so init_from_env sees a real launch
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+    )
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        fn(rank, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+# -- what the ranks run ------------------------------------------------------------------------
+
+
+def train_and_save(rank: int, config_path: str, out_dir: str) -> None:
+    """``train_run`` in this rank; saves the final weights and metrics as ``rank{r}.pt``."""
+    from recstack.config import RunConfig
+    from recstack.workflows.train import train_run
+
+    config = RunConfig.from_yaml(config_path)
+    model_holder: dict[str, Any] = {}
+    import recstack.workflows.train as train_module
+
+    build = train_module.build_model
+
+    def keep(*a: Any, **k: Any):  # keep a handle on this rank's model
+        model_holder["model"] = build(*a, **k)
+        return model_holder["model"]
+
+    train_module.build_model = keep
+    metrics = train_run(config, log=lambda _: None)
+    state = {k: v.detach().cpu().clone() for k, v in model_holder["model"].state_dict().items()}
+    torch.save({"state": state, "metrics": metrics}, Path(out_dir) / f"rank{rank}.pt")
+
+
+def record_row_ids(rank: int, config_path: str, out_dir: str, epochs: int) -> None:
+    """The row ids of every step this rank trains on, per epoch, padding steps marked."""
+    from recstack.config import RunConfig
+    from recstack.data.loader import BatchStream, make_loader
+    from recstack.data.preprocessor import Preprocessor
+    from recstack.models import build_model
+    from recstack.tasks.binary import BinaryClassificationTask
+    from recstack.workflows.distributed import DistributedTraining, init_from_env
+
+    config = RunConfig.from_yaml(config_path)
+    schema_with_row_ids = dataclasses.replace(config.schema, group="row_id")  # batch.group = row ids
+    preprocessor = Preprocessor(schema_with_row_ids).fit(config.data.train)
+    context = init_from_env("cpu")
+    model = build_model("lr", preprocessor.feature_map(), {})
+    training = DistributedTraining(model=model, task=BinaryClassificationTask(), context=context)
+    stream = BatchStream(source=config.data.train, preprocessor=preprocessor, config=config.loader)
+    steps: list[list[tuple[list[int], bool]]] = []
+    for epoch in range(epochs):
+        stream.set_epoch(epoch)
+        steps.append([(batch.group.tolist(), training.padding) for batch in training.lockstep(make_loader(stream))])
+    torch.save(steps, Path(out_dir) / f"rows{rank}.pt")
+
+
+def evaluate_both_ways(rank: int, config_path: str, out_dir: str, chunk_rows: int) -> None:
+    """Gathered (sharded) metrics and this rank's one-process metrics on the same weights."""
+    from recstack.config import RunConfig
+    from recstack.data.preprocessor import Preprocessor
+    from recstack.evaluation.ranking_evaluator import collect_predictions
+    from recstack.evaluation.ranking_metrics import Predictions, ranking_report
+    from recstack.data.loader import BatchStream, LoaderConfig
+    from recstack.models import build_model
+    from recstack.tasks.binary import BinaryClassificationTask
+    from recstack.workflows.distributed import gather_predictions
+    from recstack.workflows.tasks import evaluate_source
+
+    config = RunConfig.from_yaml(config_path)
+    preprocessor = Preprocessor(config.schema).fit(config.data.train)
+    torch.manual_seed(7)  # the same random weights on every rank
+    model = build_model("deepfm", preprocessor.feature_map(), {"hidden_dims": [16, 8]})
+    task = BinaryClassificationTask()
+    gathered = evaluate_source(model, task, preprocessor, config.data.valid)  # sharded under dist
+    whole = BatchStream(source=config.data.valid, preprocessor=preprocessor, config=LoaderConfig(batch_size=4096), rank=0, world_size=1)
+    predictions = collect_predictions(model, task, whole)
+    single = ranking_report(*predictions)
+    # the same predictions split as BatchStream shards them (row group k to rank k % 2)
+    chunk = np.arange(len(predictions.labels)) // chunk_rows
+    mine = chunk % dist.get_world_size() == rank
+    shard = Predictions(predictions.labels[mine], predictions.probs[mine], predictions.groups[mine])
+    same_predictions = ranking_report(*gather_predictions(shard))
+    result = {"gathered": gathered, "single": single, "same_predictions": same_predictions}
+    torch.save(result, Path(out_dir) / f"eval{rank}.pt")
