@@ -189,19 +189,19 @@ def run_deep(seeds: list[int], out: Path) -> dict[str, dict]:
 
 
 # ---- torch-rechub, in its own venv ------------------------------------------------------------
-def run_rechub(test: Split, seeds: list[int], out: Path, python: str) -> dict[str, dict]:
+def run_rechub(test: Split, seeds: list[int], out: Path, python: str, epochs: int) -> dict[str, dict]:
     results = {}
     for name, model in RECHUB_MODELS.items():
         runs, seconds = {}, []
         for seed in seeds:
             folder = out / f"rechub_{model}_seed{seed}"
             started = time.perf_counter()
-            command = [python, str(ROOT / "benchmarks" / "_rechub_peer.py"), "--data", str(DATA), "--out", str(folder), "--model", model, "--seed", str(seed)]
+            command = [python, str(ROOT / "benchmarks" / "_rechub_peer.py"), "--data", str(DATA), "--out", str(folder), "--model", model, "--seed", str(seed), "--epochs", str(epochs)]
             subprocess.run(command, check=True)
             seconds.append(time.perf_counter() - started)
             runs[str(seed)] = score_vector_folder(test, folder)
             _log(f"{name} seed {seed}", {}, runs[str(seed)])
-        results[name] = {"seconds": round(statistics.median(seconds), 1), "runs": runs}
+        results[name] = {"epochs": epochs, "seconds": round(statistics.median(seconds), 1), "runs": runs}
     return results
 
 
@@ -243,7 +243,9 @@ def _log(name: str, params: dict, metrics: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--only", nargs="+", choices=(*PARTS, "report"), default=list(PARTS), help="report: only print the table of --out/results.json")
+    parser.add_argument("--rechub-seeds", type=int, nargs="+", default=None, help="default: --seeds")
+    parser.add_argument("--rechub-epochs", type=int, default=10)
     parser.add_argument("--rechub-python", default="/work/bench-venv-rechub/bin/python")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_retrieval")
     args = parser.parse_args(argv)
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
 
-    valid, test = Split("valid"), Split("test")
+    valid, test = (Split("valid"), Split("test")) if set(args.only) & set(PARTS) else (None, None)
     if "baselines" in args.only:
         results.update(run_baselines(valid, test))
     if "item2vec" in args.only:
@@ -260,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     if "deep" in args.only:
         results.update(run_deep(args.seeds, args.out))
     if "rechub" in args.only:
-        results.update(run_rechub(test, args.seeds, args.out, args.rechub_python))
+        results.update(run_rechub(test, args.rechub_seeds or args.seeds, args.out, args.rechub_python, args.rechub_epochs))
+    results = {**json.loads(results_path.read_text()), **results} if results_path.exists() else results
     results_path.write_text(json.dumps(results, indent=1, default=str))
     order = ["popularity", "item-kNN", "EASE", "ALS", "item2vec (mean of history, cosine)", *DEEP_CONFIGS, *RECHUB_MODELS]
     print(table({k: results[k] for k in order if k in results}))

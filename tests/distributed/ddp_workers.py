@@ -131,13 +131,17 @@ def train_and_save(rank: int, config_path: str, out_dir: str) -> None:
         return model_holder["model"]
 
     train_module.build_model = keep
-    metrics = train_run(config, log=lambda _: None)
+    torch.manual_seed(0)  # train_run does not seed the initial weights: the same ones in every run
+    try:
+        metrics = train_run(config, log=lambda _: None)
+    finally:
+        train_module.build_model = build
     state = {k: v.detach().cpu().clone() for k, v in model_holder["model"].state_dict().items()}
     torch.save({"state": state, "metrics": metrics}, Path(out_dir) / f"rank{rank}.pt")
 
 
-def record_row_ids(rank: int, config_path: str, out_dir: str, epochs: int) -> None:
-    """The row ids of every step this rank trains on, per epoch, padding steps marked."""
+def record_row_ids(rank: int, config_paths: dict[str, str], out_dir: str, epochs: int) -> None:
+    """Per config: the row ids of every step this rank trains on, per epoch, padding marked."""
     from recstack.config import RunConfig
     from recstack.data.loader import BatchStream, make_loader
     from recstack.data.preprocessor import Preprocessor
@@ -145,18 +149,21 @@ def record_row_ids(rank: int, config_path: str, out_dir: str, epochs: int) -> No
     from recstack.tasks.binary import BinaryClassificationTask
     from recstack.workflows.distributed import DistributedTraining, init_from_env
 
-    config = RunConfig.from_yaml(config_path)
-    schema_with_row_ids = dataclasses.replace(config.schema, group="row_id")  # batch.group = row ids
-    preprocessor = Preprocessor(schema_with_row_ids).fit(config.data.train)
     context = init_from_env("cpu")
-    model = build_model("lr", preprocessor.feature_map(), {})
-    training = DistributedTraining(model=model, task=BinaryClassificationTask(), context=context)
-    stream = BatchStream(source=config.data.train, preprocessor=preprocessor, config=config.loader)
-    steps: list[list[tuple[list[int], bool]]] = []
-    for epoch in range(epochs):
-        stream.set_epoch(epoch)
-        steps.append([(batch.group.tolist(), training.padding) for batch in training.lockstep(make_loader(stream))])
-    torch.save(steps, Path(out_dir) / f"rows{rank}.pt")
+    result = {}
+    for name, config_path in config_paths.items():
+        config = RunConfig.from_yaml(config_path)
+        schema_with_row_ids = dataclasses.replace(config.schema, group="row_id")  # batch.group = row ids
+        preprocessor = Preprocessor(schema_with_row_ids).fit(config.data.train)
+        model = build_model("lr", preprocessor.feature_map(), {})
+        training = DistributedTraining(model=model, task=BinaryClassificationTask(), context=context)
+        stream = BatchStream(source=config.data.train, preprocessor=preprocessor, config=config.loader)
+        result[name] = []
+        for epoch in range(epochs):
+            stream.set_epoch(epoch)
+            batches = training.lockstep(make_loader(stream))
+            result[name].append([(batch.group.tolist(), training.padding) for batch in batches])
+    torch.save(result, Path(out_dir) / f"rows{rank}.pt")
 
 
 def evaluate_both_ways(rank: int, config_path: str, out_dir: str, chunk_rows: int) -> None:

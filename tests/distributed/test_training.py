@@ -28,9 +28,9 @@ def test_ddp_matches_one_process_with_double_batch(tmp_path):
     assert ranks[0]["metrics"]["valid"] == ranks[1]["metrics"]["valid"]
     assert ranks[0]["metrics"]["train_samples"] == 2 * 2000  # 2 epochs, padding not counted
 
-    # one process, batch 200, in a fresh process too: both start from the same default RNG state
+    # one process (this one), batch 200, from the same seeded initial weights
     single_config = write_config(tmp_path / "single", loader={"batch_size": 200})
-    spawn(train_and_save, str(single_config), str(tmp_path / "single"), world_size=1)
+    train_and_save(0, str(single_config), str(tmp_path / "single"))
     single = torch.load(tmp_path / "single" / "rank0.pt")["state"]
     for name, value in ranks[0]["state"].items():
         torch.testing.assert_close(value, single[name], rtol=TOLERANCE, atol=TOLERANCE, msg=name)

@@ -21,7 +21,7 @@ def write_tiny_data(folder: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     item_ids = np.arange(1, N_ITEMS + 1)
-    item_genres = [[GENRES[i % 5], GENRES[(i * 3 + 1) % 5]] if i % 2 else [GENRES[i % 5]] for i in item_ids]
+    item_genres = [[GENRES[i % 5], GENRES[(i % 5 + 1 + i % 3) % 5]] if i % 2 else [GENRES[i % 5]] for i in item_ids]
     items = {
         "item_id": item_ids,
         "title": [f"Movie {i}" for i in item_ids],

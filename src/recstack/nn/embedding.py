@@ -216,10 +216,12 @@ def _build_table(info: TableInfo, *, sparse: bool, dim: int | None, init_std: fl
     with torch.no_grad():
         if info.pretrained and dim is None:
             table.weight.copy_(_pretrained_weight(info))
-            table.weight.requires_grad_(info.trainable)
         else:
             nn.init.normal_(table.weight, std=init_std)
             table.weight[PADDING_INDEX].zero_()
+    # frozen also when a run folder rebuilds it without its file (rows from model.pt); a table of
+    # another width (LR's 1-d weights) holds no pretrained rows and always trains
+    table.weight.requires_grad_(info.trainable or dim is not None)
     return table
 
 

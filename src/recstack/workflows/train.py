@@ -20,6 +20,7 @@ from recstack.atomic import write_json_atomic
 from recstack.models import build_model
 from recstack.tasks.base import Task
 from recstack.training import MetricHistory, TensorBoardLogger, Trainer, TrainerConfig
+from recstack.training.rng import seed_everything
 from recstack.workflows.datasets import ensure_dataset
 from recstack.workflows.distributed import DistributedTraining, init_from_env, sum_over_ranks
 from recstack.workflows.tasks import build_task, make_evaluator
@@ -55,6 +56,8 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
     model_params = dict(config.model.params)
     if trainer_config.sparse_embeddings:
         model_params.setdefault("sparse_embeddings", True)
+    seed_everything(trainer_config.seed)  # the initial weights too, not only fit's shuffling: reproducible runs
+    torch.manual_seed(config.seed)  # the initial weights are part of a reproducible run
     model = build_model(config.model.name, feature_map, model_params)
     task = build_task(config, model, preprocessor)
     training = None if context is None else DistributedTraining(model=model, task=task, context=context)

@@ -1,0 +1,81 @@
+"""The DeepCTR-Torch side of benchmarks/ranking.py, run with the bench venv's python.
+
+Usage: python _deepctr_peer.py DATA_DIR MODEL SEED EPOCHS  ->  one JSON line on stdout.
+Id-only features (the peer's usual MovieLens setup); vocabularies fitted on train only
+(unknown values -> row 1, padding -> row 0), histories keep their 50 most recent items.
+DeepCTR-Torch must never be a dependency of recstack: this file is not imported by it.
+"""
+
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import log_loss, roc_auc_score
+
+from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat, get_feature_names
+from deepctr_torch.models import DCN, DIN, WDL, DeepFM
+
+SPARSE = ["user_id", "item_id", "gender", "age", "occupation", "zip_prefix", "genre"]
+HISTORIES = {"hist_item_id": ("hist_item_ids", "item_id"), "hist_genre": ("hist_genres", "genre")}
+MAXLEN, DIM = 50, 16
+
+
+def main() -> None:
+    data_dir, name, seed, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    frames = {s: pd.read_parquet(f"{data_dir}/{s}.parquet") for s in ("train", "test")}
+    train = frames["train"]
+    vocab = {c: {v: i + 2 for i, v in enumerate(pd.unique(train[c].astype(str)))} for c in SPARSE}
+    item_vocab, genre_vocab = vocab["item_id"], vocab["genre"]
+    extra = pd.unique(np.concatenate([np.asarray(list(x), dtype=str) for x in train["hist_genres"] if len(x)]))
+    for g in extra:
+        genre_vocab.setdefault(g, len(genre_vocab) + 2)
+
+    def inputs(df: pd.DataFrame) -> dict[str, np.ndarray]:
+        x = {c: df[c].astype(str).map(vocab[c]).fillna(1).astype(np.int64).to_numpy() for c in SPARSE}
+        if name == "din":
+            for feat, (column, base) in HISTORIES.items():
+                table = vocab[base]
+                padded = np.zeros((len(df), MAXLEN), dtype=np.int64)
+                for row, values in enumerate(df[column]):
+                    recent = [table.get(str(v), 1) for v in list(values)[-MAXLEN:]]
+                    padded[row, : len(recent)] = recent
+                x[feat] = padded
+        return x
+
+    columns = [SparseFeat(c, len(vocab[c]) + 2, embedding_dim=DIM) for c in SPARSE]
+    if name == "din":
+        columns += [
+            VarLenSparseFeat(SparseFeat(f, len(vocab[b]) + 2, embedding_dim=DIM, embedding_name=b), maxlen=MAXLEN)
+            for f, (_, b) in HISTORIES.items()
+        ]
+    x_train, x_test = inputs(train), inputs(frames["test"])
+    y_train, y_test = train["label"].to_numpy(np.float32), frames["test"]["label"].to_numpy(np.float32)
+    if name == "din":
+        model = DIN(columns, ["item_id", "genre"], dnn_hidden_units=(256, 128), att_hidden_size=(80, 40), seed=seed)
+    elif name == "dcn":
+        model = DCN(columns, columns, cross_num=2, dnn_hidden_units=(256, 128), seed=seed)
+    else:
+        model = {"wide_deep": WDL, "deepfm": DeepFM}[name](columns, columns, dnn_hidden_units=(256, 128), seed=seed)
+    model.compile(torch.optim.Adam(model.parameters(), lr=1e-3), "binary_crossentropy", metrics=[])
+    names = get_feature_names(columns)
+    started = time.perf_counter()
+    model.fit({n: x_train[n] for n in names}, y_train, batch_size=1024, epochs=epochs, verbose=0, shuffle=True)
+    seconds = time.perf_counter() - started
+    probs = model.predict({n: x_test[n] for n in names}, batch_size=4096).reshape(-1)
+    print(json.dumps({
+        "auc": roc_auc_score(y_test, probs),
+        "logloss": log_loss(y_test, np.clip(probs, 1e-7, 1 - 1e-7)),
+        "samples_per_second": len(y_train) * epochs / seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
+if __name__ == "__main__":
+    main()

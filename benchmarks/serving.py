@@ -1,0 +1,152 @@
+"""Load test of ``POST /recommend`` (recall + rank) on MovieLens-100K over loopback.
+
+Starts ``recstack serve`` in a subprocess, then drives it from a separate load-generator process
+(httpx, one client per thread). Closed loop at concurrency 1, 4, 16 (bounded by --requests and
+--seconds per level), then an open loop at --rate requests/s; prints p50/p99 latency and
+requests/s as JSON. Also times the user tower eager vs ONNX Runtime.
+
+    .venv/bin/python benchmarks/serving.py --requests 300 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_level(url: str, concurrency: int, requests: int, seconds: float, users: list[int], rate: float | None) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+    counter = iter(range(requests))
+    started = time.perf_counter()
+
+    def worker() -> None:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while time.perf_counter() < deadline:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                if rate:  # open loop: request i is due at started + i / rate
+                    wait = started + i / rate - time.perf_counter()
+                    if wait > 0:
+                        time.sleep(wait)
+                t = time.perf_counter()
+                response = client.post("/recommend", json={"user_id": users[i % len(users)], "k": 10})
+                response.raise_for_status()
+                with lock:
+                    latencies.append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    ms = np.array(latencies) * 1000
+    return {"concurrency": concurrency, "target_rate": rate, "requests": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2), "requests_per_s": round(len(ms) / elapsed, 1)}
+
+
+def _generator(url: str, plan: list[tuple[int, float | None]], args: argparse.Namespace, users: list[int], out: multiprocessing.Queue) -> None:
+    out.put([load_level(url, c, args.requests, args.seconds, users, rate) for c, rate in plan])
+
+
+def tower_timing(run: str, rows: int = 1, repeats: int = 200) -> dict:
+    """Milliseconds per user-tower call on ``rows`` users: eager PyTorch vs ONNX Runtime."""
+    import onnxruntime as ort
+    import pyarrow.parquet as pq
+    import torch
+
+    from recstack.export.onnx_towers import export_tower_onnx
+    from recstack.export.run_folder import load_run
+    from recstack.workflows.retrieval import user_feature_names
+
+    torch.set_num_threads(1)
+    loaded = load_run(run)
+    tower = loaded.model.user_tower()
+    table = pq.read_table(ROOT / "data/ml100k_retrieval/valid.parquet").slice(0, rows)
+    batch = loaded.preprocessor.transform(table, features=user_feature_names(loaded.model), with_label=False)
+    inputs = tower.inputs_from_batch(batch)
+    path = Path("/tmp/recstack_bench_user_tower.onnx")
+    export_tower_onnx(tower, inputs, path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    feeds = {n: t.numpy() for n, t in inputs.items() if n in names}
+
+    def clock(fn) -> float:
+        for _ in range(20):
+            fn()
+        t = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return round((time.perf_counter() - t) / repeats * 1000, 3)
+
+    with torch.no_grad():
+        eager = clock(lambda: tower(*inputs.values()))
+    return {"rows": rows, "eager_ms": eager, "onnxruntime_ms": clock(lambda: session.run(None, feeds))}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--retrieval", default="runs/ml100k_dssm")
+    parser.add_argument("--ranker", default="runs/ml100k_din")
+    parser.add_argument("--data", default="data/ml100k_retrieval")
+    parser.add_argument("--requests", type=int, default=300, help="requests per level, at most")
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds per level, at most")
+    parser.add_argument("--rate", type=float, default=100.0, help="open-loop level, requests/s (0: skip)")
+    args = parser.parse_args()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = Path(args.data)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "recstack.cli", "serve", "--retrieval", args.retrieval, "--ranker", args.ranker, "--catalog", str(data / "items.parquet"),
+         "--users", str(data / "users.parquet"), "--history", str(data / "train.parquet"), "--port", str(port)],
+        cwd=ROOT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import httpx
+
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        users = httpx.get(url + "/users").json()["user_ids"]
+        for user in users[:20]:  # warm-up
+            httpx.post(url + "/recommend", json={"user_id": user, "k": 10}, timeout=10)
+        plan: list[tuple[int, float | None]] = [(1, None), (4, None), (16, None)] + ([(16, args.rate)] if args.rate else [])
+        queue: multiprocessing.Queue = multiprocessing.Queue()
+        generator = multiprocessing.Process(target=_generator, args=(url, plan, args, users, queue))
+        generator.start()
+        levels = queue.get()
+        generator.join()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    report = {"levels": levels, "user_tower": [tower_timing(args.retrieval, rows) for rows in (1, 64)]}
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
