@@ -65,7 +65,7 @@ def test_seed001_dssm_production_features(examples_dir: Path, tmp_path: Path) ->
     header = (examples_dir / "seed001" / "train.tsv").read_text().split("\n", 1)[0].split("\t")
     assert header == ["act", "client_id", "post_id", "client_type", "follow_topic_id", "all_topic_fav_7", "topic_id", "read_post_id"]
 
-    metrics = _train(examples_dir, "001", tmp_path, **{"trainer.epochs": 3})
+    metrics = _train(examples_dir, "001", tmp_path, **{"trainer.epochs": 6})
 
     assert metrics["test"]["auc"] > 0.75, metrics["test"]
     run = load_run(tmp_path)

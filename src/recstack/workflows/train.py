@@ -57,7 +57,6 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
     if trainer_config.sparse_embeddings:
         model_params.setdefault("sparse_embeddings", True)
     seed_everything(trainer_config.seed)  # the initial weights too, not only fit's shuffling: reproducible runs
-    torch.manual_seed(config.seed)  # the initial weights are part of a reproducible run
     model = build_model(config.model.name, feature_map, model_params)
     task = build_task(config, model, preprocessor)
     training = None if context is None else DistributedTraining(model=model, task=task, context=context)
