@@ -72,6 +72,7 @@ class BatchStream(IterableDataset):
         self.with_label = with_label
         self.epoch = 0
         self._cached: dict[tuple[int, int], list[Batch]] = {}
+        self._cached_whole: dict[tuple[int, int], Batch] = {}
 
     def set_epoch(self, epoch: int) -> None:
         """Changes the shuffle order; call before iterating each epoch (as DistributedSampler)."""
@@ -88,12 +89,13 @@ class BatchStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Batch]:
         shard_index, num_shards = self._shard()
-        pre, cfg = self.preprocessor, self.config
-        columns = pre.input_columns(with_label=self.with_label)
-        chunks = self.source.chunks(columns=columns, types=pre.csv_types(), shard_index=shard_index, num_shards=num_shards)
-        transformed = (
-            pre.transform(chunk, skip_bad_rows=self.source.skip_bad_rows, with_label=self.with_label) for chunk in chunks
-        )
+        cfg = self.config
+        whole = self._cached_whole.get((shard_index, num_shards))
+        if whole is not None and cfg.shuffle_buffer:  # the shard fits one buffer: gather batches directly
+            generator = torch.Generator().manual_seed(hash((cfg.seed, self.epoch, shard_index)) & 0x7FFFFFFF)
+            yield from self._from_whole(whole, generator)
+            return
+        transformed = self._transformed(shard_index, num_shards)
         if not cfg.shuffle_buffer:
             yield from _rebatch(transformed, cfg.batch_size, cfg.drop_last)
             return
@@ -137,6 +139,20 @@ class BatchStream(IterableDataset):
             yield batch
         if keep is not None:  # only a complete pass is cached
             self._cached[key] = keep
+            cfg = self.config
+            if keep and sum(len(b) for b in keep) < max(cfg.shuffle_buffer, cfg.batch_size):
+                self._cached_whole[key] = Batch.concat(keep)
+
+    def _from_whole(self, rows: Batch, generator: torch.Generator) -> Iterator[Batch]:
+        """The batches the shuffle buffer forms when every row sits in its final buffer (the
+        same permutation, the same slices) without copying the whole shard each epoch."""
+        cfg = self.config
+        order = torch.randperm(len(rows), generator=generator)
+        for start in range(0, len(rows), cfg.batch_size):
+            stop = min(start + cfg.batch_size, len(rows))
+            if stop - start < cfg.batch_size and cfg.drop_last:
+                return
+            yield rows.select(order[start:stop])
 
     def _should_cache(self) -> bool:
         if self.config.cache is not None:
