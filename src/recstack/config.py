@@ -212,10 +212,12 @@ def _model(spec: Any) -> ModelConfig:
 
 
 def _loader(spec: Mapping[str, Any], *, seed: int) -> LoaderConfig:
-    allowed = {"batch_size", "shuffle_buffer", "drop_last", "num_workers"}
+    allowed = {"batch_size", "shuffle_buffer", "drop_last", "num_workers", "cache"}
     unknown = set(spec) - allowed
     if unknown:
         raise ConfigError(f"loader: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    if spec.get("cache") not in (None, True, False):
+        raise ConfigError(f"loader.cache: expected true, false or null (auto), got {spec['cache']!r}")
     for key in ("batch_size", "shuffle_buffer", "num_workers"):
         value = spec.get(key)
         if value is not None and (not isinstance(value, int) or value < (1 if key == "batch_size" else 0)):
@@ -225,6 +227,7 @@ def _loader(spec: Mapping[str, Any], *, seed: int) -> LoaderConfig:
         shuffle_buffer=spec.get("shuffle_buffer", 0),
         drop_last=bool(spec.get("drop_last", False)),
         num_workers=spec.get("num_workers", 0),
+        cache=spec.get("cache"),
         seed=seed,
     )
 
