@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--peer-python", default="/work/bench-venv/bin/python")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=["lr", *MODELS], help="lr = the two-rate LR row")
     parser.add_argument("--worker", nargs=3, metavar=("MODEL", "FEATURES", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -125,8 +125,8 @@ def main() -> None:
         return
 
     rows = []  # (library, model, features, runs)
-    plan = [("recstack", "lr", "rates")]
-    for name in args.models:
+    plan = [("recstack", "lr", "rates")] if "lr" in args.models else []
+    for name in (m for m in args.models if m != "lr"):
         plan += [("DeepCTR-Torch", name, "ids"), ("recstack", name, "ids"), ("recstack", name, "all")]
     for library, name, features in plan:
         runs = []

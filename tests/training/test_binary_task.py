@@ -42,3 +42,26 @@ def test_missing_label_and_bad_pos_weight_are_rejected():
         BinaryClassificationTask().loss(LogisticRegression(), Batch(dense={"x": torch.zeros(2, 8)}))
     with pytest.raises(ValueError, match="pos_weight"):
         BinaryClassificationTask(pos_weight=0.0)
+
+
+def test_a_model_regularization_is_added_to_the_loss() -> None:
+    import torch
+    from torch import nn
+
+    from recstack.data.batch import Batch
+    from recstack.tasks.binary import BinaryClassificationTask
+
+    class Penalised(nn.Module):
+        def forward(self, batch):
+            return torch.zeros(len(batch))  # logits (B,)
+
+        def regularization(self, batch):
+            return torch.tensor(0.25)
+
+    batch = Batch(dense={"x": torch.zeros(4, 2)}, label=torch.tensor([1.0, 0.0, 0.0, 1.0]))
+    task = BinaryClassificationTask()
+
+    class Plain(Penalised):
+        regularization = None
+
+    assert task.loss(Penalised(), batch).item() == pytest.approx(task.loss(Plain(), batch).item() + 0.25)

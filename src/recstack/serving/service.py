@@ -33,6 +33,7 @@ from recstack.export.run_folder import LoadedRun, load_run
 from recstack.retrieval.index import VectorIndex, create_index, load_index
 from recstack.schema import Side
 from recstack.serving.feature_table import FeatureTable, Histories, latest_rows, read_table
+from recstack.serving.ranker_inputs import RankerInputs
 from recstack.serving.types import RecommendedItem, RecommendRequest, RecommendResponse, RequestError
 from recstack.tasks.binary import BinaryClassificationTask
 from recstack.workflows.retrieval import EMBED_BATCH_SIZE, item_feature_names, user_feature_names
@@ -79,6 +80,7 @@ class ServingModels:
     ranker_columns: list[str]  # raw columns the ranker reads
     item_side: FeatureTable  # catalogue + the latest item aggregates the ranker needs
     user_side: FeatureTable  # users table + the latest user aggregates the ranker needs
+    ranker_inputs: RankerInputs  # the ranker's item features, transformed once for the catalogue
 
 
 class RecommendationService:
@@ -131,7 +133,10 @@ class RecommendationService:
         retrieval_columns = _feature_columns(retrieval, user_features)
         ranker_columns = [c for c in ranker.preprocessor.input_columns(with_label=False) if c != ranker.preprocessor.schema.label]
         item_side, user_side = self._with_aggregates(ranker, ranker_columns)
-        return ServingModels(retrieval, ranker, index, user_features, retrieval_columns, ranker_columns, item_side, user_side)
+        sides = _column_sides(ranker)
+        item_columns = [c for c in ranker_columns if c in item_side.columns and sides.get(c) is not Side.USER]
+        ranker_inputs = RankerInputs(ranker=ranker, items=item_side, item_columns=item_columns)
+        return ServingModels(retrieval, ranker, index, user_features, retrieval_columns, ranker_columns, item_side, user_side, ranker_inputs)
 
     def _with_aggregates(self, ranker: LoadedRun, columns: list[str]) -> tuple[FeatureTable, FeatureTable]:
         """Item and user columns the ranker needs beyond the catalogue and users tables (counts,
@@ -156,7 +161,7 @@ class RecommendationService:
         return items, users
 
     # ---- serving -------------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()
     def recommend(self, requests: Sequence[RecommendRequest]) -> list[RecommendResponse]:
         """Top-K items for each request, in request order."""
         models = self._models  # read once: a concurrent swap does not change this batch
@@ -198,19 +203,7 @@ class RecommendationService:
         """``(C,)`` ranker probabilities of each (user row ``owner[c]``, item ``item_ids[c]``) pair."""
         if len(item_ids) == 0:
             return np.zeros(0, np.float32)
-        sides = _column_sides(models.ranker)
-        item_rows = models.item_side.lookup(item_ids, [c for c in models.ranker_columns if c in models.item_side.columns and sides.get(c) is not Side.USER])
-        user_part = user_rows.take(pa.array(owner))
-        columns = {}
-        for name in models.ranker_columns:
-            if name in item_rows.column_names:
-                columns[name] = item_rows.column(name)
-            elif name in user_part.column_names:
-                columns[name] = user_part.column(name)
-            else:
-                columns[name] = pa.nulls(len(item_ids))
-        records = pa.table(columns).combine_chunks().to_batches()[0]
-        batch = models.ranker.preprocessor.transform(records, with_label=False)
+        batch = models.ranker_inputs.batch(user_rows, owner, item_ids)  # (C, ...)
         return self._task.predict(models.ranker.model, batch).float().numpy()
 
     def _user_rows(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> pa.Table:

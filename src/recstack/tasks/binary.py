@@ -18,6 +18,9 @@ class BinaryClassificationTask:
         pos_weight: weight of the positive term, ``-[w·y·log σ(z) + (1-y)·log(1-σ(z))]``;
             above 1 counters rare positives (None: 1).
 
+    A model with a ``regularization(batch) -> scalar`` method (DIN's mini-batch-aware L2) has
+    it added to the loss.
+
     Example:
         >>> from recstack.data.batch import Batch
         >>> class Bias(nn.Module):
@@ -45,7 +48,12 @@ class BinaryClassificationTask:
             if self.pos_weight is None
             else torch.tensor(self.pos_weight, dtype=logits.dtype, device=logits.device)
         )
-        return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
+        loss = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
+        # A model may carry its own penalty (DIN's mini-batch-aware L2); DDP wraps it in .module.
+        regularization = getattr(getattr(model, "module", model), "regularization", None)
+        if callable(regularization):
+            loss = loss + regularization(batch)
+        return loss
 
     def predict(self, model: nn.Module, batch: Batch) -> Tensor:
         logits = model(batch)  # (B,)

@@ -128,37 +128,73 @@ class HeldOut:
     exclude_indices: np.ndarray
 
 
-def held_out(split: DataSource, seen: DataSource | None, catalog_ids: np.ndarray, *, user_column: str, item_column: str, seen_column: str = "seen_item_ids") -> HeldOut:
-    rows = pa.concat_tables(pa.Table.from_batches([c.records]) for c in split.chunks(columns=[user_column, item_column]))
+def held_out(
+    split: DataSource,
+    seen: DataSource | None,
+    catalog_ids: np.ndarray,
+    *,
+    user_column: str,
+    item_column: str,
+    seen_column: str = "seen_item_ids",
+    history_column: str | None = "hist_item_ids",
+) -> HeldOut:
+    """Targets and exclusions of every evaluated row.
+
+    Excluded: the user's training items (``seen``) and the items in the row's own history
+    column, so the validation positive is not recommended again when scoring test.
+    """
+    columns = [user_column, item_column]
+    if history_column and history_column in split.columns_of(split.files()[0]):
+        columns.append(history_column)
+    rows = pa.concat_tables(pa.Table.from_batches([c.records]) for c in split.chunks(columns=columns))
     users = rows.column(user_column).to_numpy()
     order = np.argsort(catalog_ids, kind="stable")
     targets = _positions(catalog_ids, order, rows.column(item_column).to_numpy())
     known = targets >= 0  # a held-out item missing from the catalogue cannot be ranked
     users, targets = users[known], targets[known]
-    indptr = np.zeros(len(users) + 1, dtype=np.int64)
-    indices = np.zeros(0, dtype=np.int64)
+    owners: list[np.ndarray] = []
+    items: list[np.ndarray] = []
     if seen is not None:
         table = pa.concat_tables(pa.Table.from_batches([c.records]) for c in seen.chunks(columns=[user_column, seen_column]))
         seen_users = table.column(user_column).to_numpy()
-        lists = table.column(seen_column).combine_chunks()
         user_order = np.argsort(seen_users, kind="stable")
-        where = np.searchsorted(seen_users, users, sorter=user_order)
-        where = np.minimum(where, len(seen_users) - 1)
-        matched = seen_users[user_order[where]] == users
-        seen_rows = np.where(matched, user_order[where], -1)
-        lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False)
-        take_lengths = np.where(seen_rows >= 0, lengths[np.maximum(seen_rows, 0)], 0)
-        indptr = np.concatenate([[0], np.cumsum(take_lengths)])
-        starts = np.repeat(offsets[np.maximum(seen_rows, 0)], take_lengths)
-        within = np.arange(indptr[-1]) - np.repeat(indptr[:-1], take_lengths)
-        positions = _positions(catalog_ids, order, flat[starts + within])
+        where = np.minimum(np.searchsorted(seen_users, users, sorter=user_order), len(seen_users) - 1)
+        seen_rows = np.where(seen_users[user_order[where]] == users, user_order[where], -1)
+        owner, values = _list_entries(table.column(seen_column).combine_chunks())
+        # entries of seen row r belong to every evaluated user whose seen row is r
+        evaluated_of_seen = np.full(len(seen_users), -1)
+        evaluated_of_seen[seen_rows[seen_rows >= 0]] = np.flatnonzero(seen_rows >= 0)
+        mapped = evaluated_of_seen[owner]
+        owners.append(mapped[mapped >= 0])
+        items.append(values[mapped >= 0])
+    if len(columns) == 3:
+        owner, values = _list_entries(rows.column(history_column).combine_chunks())
+        position = np.full(len(known), -1)
+        position[np.flatnonzero(known)] = np.arange(len(users))
+        mapped = position[owner]
+        owners.append(mapped[mapped >= 0])
+        items.append(values[mapped >= 0])
+    indptr = np.zeros(len(users) + 1, dtype=np.int64)
+    indices = np.zeros(0, dtype=np.int64)
+    if owners:
+        owner = np.concatenate(owners)
+        positions = _positions(catalog_ids, order, np.concatenate(items))
         keep = positions >= 0
-        owner = np.repeat(np.arange(len(users)), take_lengths)
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(owner[keep], minlength=len(users)))])
-        indices = positions[keep]
+        owner, positions = owner[keep], positions[keep]
+        by_owner = np.lexsort((positions, owner))
+        owner, positions = owner[by_owner], positions[by_owner]
+        distinct = np.ones(len(owner), dtype=bool)
+        distinct[1:] = (owner[1:] != owner[:-1]) | (positions[1:] != positions[:-1])
+        owner, indices = owner[distinct], positions[distinct]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(users)))])
     return HeldOut(users, targets, indptr, indices)
+
+
+def _list_entries(lists: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Row index and value of every entry of a list column."""
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    owner = np.repeat(np.arange(len(lists)), lengths)
+    return owner, pc.list_flatten(lists).to_numpy(zero_copy_only=False)
 
 
 def _positions(sorted_source: np.ndarray, order: np.ndarray, wanted: np.ndarray) -> np.ndarray:
