@@ -2,7 +2,10 @@
 
 Usage: python _deepctr_peer.py DATA_DIR MODEL SEED EPOCHS  ->  one JSON line on stdout.
 Id-only features (the peer's usual MovieLens setup); vocabularies fitted on train only
-(unknown values -> row 1, padding -> row 0), histories keep their 50 most recent items.
+(unknown values -> row 1, padding -> row 0), histories keep their 50 most recent items and
+their length goes in ``hist_length`` (DeepCTR-Torch's DIN masks its attention with it).
+``prep_seconds`` times the vocabularies and the conversion to arrays; ``fit`` (timed apart)
+converts the arrays to tensors itself.
 DeepCTR-Torch must never be a dependency of recstack: this file is not imported by it.
 """
 
@@ -29,6 +32,7 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     np.random.seed(seed)
+    started = time.perf_counter()
     frames = {s: pd.read_parquet(f"{data_dir}/{s}.parquet") for s in ("train", "test")}
     train = frames["train"]
     vocab = {c: {v: i + 2 for i, v in enumerate(pd.unique(train[c].astype(str)))} for c in SPARSE}
@@ -47,15 +51,18 @@ def main() -> None:
                     recent = [table.get(str(v), 1) for v in list(values)[-MAXLEN:]]
                     padded[row, : len(recent)] = recent
                 x[feat] = padded
+            x["hist_length"] = np.minimum(df["hist_item_ids"].map(len).to_numpy(), MAXLEN).astype(np.int64)
         return x
 
     columns = [SparseFeat(c, len(vocab[c]) + 2, embedding_dim=DIM) for c in SPARSE]
     if name == "din":
         columns += [
-            VarLenSparseFeat(SparseFeat(f, len(vocab[b]) + 2, embedding_dim=DIM, embedding_name=b), maxlen=MAXLEN)
+            VarLenSparseFeat(SparseFeat(f, len(vocab[b]) + 2, embedding_dim=DIM, embedding_name=b), maxlen=MAXLEN, length_name="hist_length")
             for f, (_, b) in HISTORIES.items()
         ]
-    x_train, x_test = inputs(train), inputs(frames["test"])
+    x_train = inputs(train)
+    prep_seconds = time.perf_counter() - started
+    x_test = inputs(frames["test"])
     y_train, y_test = train["label"].to_numpy(np.float32), frames["test"]["label"].to_numpy(np.float32)
     if name == "din":
         model = DIN(columns, ["item_id", "genre"], dnn_hidden_units=(256, 128), att_hidden_size=(80, 40), seed=seed)
@@ -64,7 +71,7 @@ def main() -> None:
     else:
         model = {"wide_deep": WDL, "deepfm": DeepFM}[name](columns, columns, dnn_hidden_units=(256, 128), seed=seed)
     model.compile(torch.optim.Adam(model.parameters(), lr=1e-3), "binary_crossentropy", metrics=[])
-    names = get_feature_names(columns)
+    names = get_feature_names(columns)  # with hist_length for DIN
     started = time.perf_counter()
     model.fit({n: x_train[n] for n in names}, y_train, batch_size=1024, epochs=epochs, verbose=0, shuffle=True)
     seconds = time.perf_counter() - started
@@ -73,6 +80,8 @@ def main() -> None:
         "auc": roc_auc_score(y_test, probs),
         "logloss": log_loss(y_test, np.clip(probs, 1e-7, 1 - 1e-7)),
         "samples_per_second": len(y_train) * epochs / seconds,
+        "samples_per_second_with_prep": len(y_train) * epochs / (seconds + prep_seconds),
+        "prep_seconds": prep_seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))
 

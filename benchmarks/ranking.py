@@ -6,8 +6,14 @@ recstack dependency). Same split, embedding 16, MLP 256-128, batch 1024, Adam lr
 epochs, one thread. recstack runs twice: on the peer's id-only features, and on every schema
 feature (the aggregate rates included); plus an LR on the two positive rates alone.
 
+Both sides time preparation (vocabularies + converting the training rows) apart from training:
+"train samples/s" is the training call alone (the peer's includes its array -> tensor step),
+"samples/s with prep" divides by both. recstack converts only the features the model reads, as
+the peer does (``--baseline`` adds rows that convert every schema feature, the old behaviour).
+Runs are interleaved seed by seed, so each seed's rows share the machine's load.
+
     .venv/bin/python benchmarks/ranking.py --peer-python /work/bench-venv/bin/python \\
-        --seeds 0 1 2 --epochs 2
+        --seeds 0 1 2 --epochs 1
 
 Prints a Markdown table: medians over seeds, with the min-max spread.
 """
@@ -52,8 +58,24 @@ def model_params(name: str, features: str) -> dict:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def run_recstack(name: str, features: str, seed: int, epochs: int) -> dict:
-    """One training run in this process; returns test metrics, samples/s and peak RSS."""
+def read_features(name: str, features: str) -> list[str] | None:
+    """The schema features the model reads (None: every one), histories included."""
+    if name == "lr":
+        return list(RATE_FEATURES)
+    if features == "all":
+        return None
+    return list(ID_FEATURES) + (list(HISTORIES) if name == "din" else [])
+
+
+def run_recstack(name: str, features: str, seed: int, epochs: int, transform: str) -> dict:
+    """One training run in this process; returns test metrics, samples/s and peak RSS.
+
+    ``prep_seconds`` times what the peer's does: fitting the vocabularies and one pass that
+    transforms (and caches) every training batch; ``trainer.fit`` is timed apart. The
+    vocabularies are fitted on every schema feature whatever the model reads (so both
+    ``transform`` modes see the same ids); ``transform="model"`` then converts only the
+    features the model reads, as the peer does, ``"schema"`` all of them.
+    """
     import torch
 
     torch.set_num_threads(1)
@@ -66,15 +88,22 @@ def run_recstack(name: str, features: str, seed: int, epochs: int) -> dict:
     from recstack.training import Trainer, TrainerConfig
     from recstack.workflows.tasks import evaluate_source
 
+    started = time.perf_counter()
     schema = Schema.from_yaml(SCHEMA)
     train, test = (DataSource(paths=(str(DATA_DIR / f"{s}.parquet"),)) for s in ("train", "test"))
     preprocessor = Preprocessor(schema).fit(train)
+    read = read_features(name, features)
+    if transform == "model" and read is not None:
+        preprocessor = _restricted(preprocessor, read)
     model = build_model(name, preprocessor.feature_map(), model_params(name, features))
     task = BinaryClassificationTask()
     stream = BatchStream(
         source=train, preprocessor=preprocessor,
         config=LoaderConfig(batch_size=1024, shuffle_buffer=100_000, seed=seed, cache=True),
     )
+    for _ in stream:  # the first pass transforms and caches; fit's epoch 0 gets the same batches
+        pass
+    prep_seconds = time.perf_counter() - started
 
     def train_batches(epoch: int):
         stream.set_epoch(epoch)
@@ -85,14 +114,25 @@ def run_recstack(name: str, features: str, seed: int, epochs: int) -> dict:
     trainer = Trainer(TrainerConfig.from_dict({"epochs": epochs, "lr": lr, "seed": seed, "log_every_steps": 10_000}))
     started = time.perf_counter()
     state = trainer.fit(model, task, train_batches)
-    seconds = time.perf_counter() - started  # the first epoch's transforms included, as the peer's tensor conversion
+    seconds = time.perf_counter() - started
     metrics = evaluate_source(model, task, preprocessor, test)
     return {
         "auc": metrics["auc"],
         "logloss": metrics["logloss"],
         "samples_per_second": state.samples_seen / seconds,
+        "samples_per_second_with_prep": state.samples_seen / (seconds + prep_seconds),
+        "prep_seconds": prep_seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def _restricted(preprocessor, names: list[str]):
+    """The fitted preprocessor with only ``names`` in its schema (same vocabularies)."""
+    from recstack.data.preprocessor import Preprocessor
+
+    data = preprocessor.to_dict()
+    data["schema"] = {**data["schema"], "features": [f for f in data["schema"]["features"] if f["name"] in names]}
+    return Preprocessor.from_dict(data)
 
 
 def subprocess_json(command: list[str]) -> dict:
@@ -111,41 +151,54 @@ def summarise(runs: list[dict], key: str, digits: int) -> str:
     return f"{median:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+COLUMNS = (
+    ("test AUC", "auc", 4), ("test logloss", "logloss", 4), ("train samples/s", "samples_per_second", 0),
+    ("samples/s with prep", "samples_per_second_with_prep", 0), ("prep s", "prep_seconds", 1),
+    ("peak RSS MiB", "peak_rss_mib", 0),
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peer-python", default="/work/bench-venv/bin/python")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--models", nargs="+", default=["lr", *MODELS], help="lr = the two-rate LR row")
-    parser.add_argument("--worker", nargs=3, metavar=("MODEL", "FEATURES", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--features", nargs="+", default=["ids", "all"], help="recstack rows per model")
+    parser.add_argument(
+        "--baseline", action="store_true",
+        help="add recstack id rows that transform every schema feature (the behaviour before 2026-11-22)",
+    )
+    parser.add_argument("--worker", nargs=4, metavar=("MODEL", "FEATURES", "SEED", "TRANSFORM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        name, features, seed = args.worker
-        print(json.dumps(run_recstack(name, features, int(seed), args.epochs)))
+        name, features, seed, transform = args.worker
+        print(json.dumps(run_recstack(name, features, int(seed), args.epochs, transform)))
         return
 
-    rows = []  # (library, model, features, runs)
-    plan = [("recstack", "lr", "rates")] if "lr" in args.models else []
+    plan = [("recstack", "lr", "rates", "model")] if "lr" in args.models else []
     for name in (m for m in args.models if m != "lr"):
-        plan += [("DeepCTR-Torch", name, "ids"), ("recstack", name, "ids"), ("recstack", name, "all")]
-    for library, name, features in plan:
-        runs = []
-        for seed in args.seeds:
+        plan.append(("DeepCTR-Torch", name, "ids", "model"))
+        if args.baseline:
+            plan.append(("recstack", name, "ids", "schema"))
+        plan += [("recstack", name, features, "model") for features in args.features]
+    runs: dict[tuple, list[dict]] = {row: [] for row in plan}
+    for seed in args.seeds:  # seed-major: the rows of one seed run side by side in time
+        for row in plan:
+            library, name, features, transform = row
             if library == "recstack":
-                command = [sys.executable, __file__, "--epochs", str(args.epochs), "--worker", name, features, str(seed)]
+                command = [sys.executable, __file__, "--epochs", str(args.epochs), "--worker", name, features, str(seed), transform]
             else:
                 command = [args.peer_python, str(ROOT / "benchmarks" / "_deepctr_peer.py"), str(DATA_DIR), name, str(seed), str(args.epochs)]
-            runs.append(subprocess_json(command))
-            print(f"# {library} {name} {features} seed {seed}: {runs[-1]}", file=sys.stderr, flush=True)
-        rows.append((library, name, features, runs))
+            runs[row].append(subprocess_json(command))
+            print(f"# {library} {name} {features} {transform} seed {seed}: {runs[row][-1]}", file=sys.stderr, flush=True)
 
-    print(f"| library | model | features | test AUC | test logloss | train samples/s | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
-    for library, name, features, runs in rows:
-        print(
-            f"| {library} | {name} | {features} | {summarise(runs, 'auc', 4)} | {summarise(runs, 'logloss', 4)} "
-            f"| {summarise(runs, 'samples_per_second', 0)} | {summarise(runs, 'peak_rss_mib', 0)} |"
-        )
+    print("| library | model | features | transformed | seeds | " + " | ".join(c[0] for c in COLUMNS) + " |")
+    print("|---" * (5 + len(COLUMNS)) + "|")
+    for (library, name, features, transform), results in runs.items():
+        cells = " | ".join(summarise(results, key, digits) for _, key, digits in COLUMNS)
+        shown = "its own" if library != "recstack" else ("model's" if transform == "model" else "whole schema")
+        print(f"| {library} | {name} | {features} | {shown} | {len(results)} | {cells} |")
 
 
 if __name__ == "__main__":

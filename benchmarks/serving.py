@@ -3,7 +3,9 @@
 Starts ``recstack serve`` in a subprocess, then drives it from a separate load-generator process
 (httpx, one client per thread). Closed loop at concurrency 1, 4, 16 (bounded by --requests and
 --seconds per level), then an open loop at --rate requests/s; prints p50/p99 latency and
-requests/s as JSON. Also times the user tower eager vs ONNX Runtime.
+requests/s as JSON. Also times the user tower eager vs ONNX Runtime, and the ranker on one
+request's 100 candidates eager vs torch.export vs ONNX Runtime (a form that fails to export is
+reported with its error).
 
     .venv/bin/python benchmarks/serving.py --requests 300 --seconds 20
 """
@@ -102,6 +104,73 @@ def tower_timing(run: str, rows: int = 1, repeats: int = 200) -> dict:
     return {"rows": rows, "eager_ms": eager, "onnxruntime_ms": clock(lambda: session.run(None, feeds))}
 
 
+def ranker_timing(retrieval: str, ranker: str, data: Path, users: int = 30, candidates: int = 100, repeats: int = 5) -> dict:
+    """Milliseconds per ranker forward on one request's candidates (the service's own batches),
+    eager vs torch.export vs ONNX Runtime, interleaved in one process; medians of ``repeats``."""
+    import torch
+
+    from recstack.data.batch import Batch
+    from recstack.serving.types import RecommendRequest
+    from recstack.workflows.serve import build_service
+
+    torch.set_num_threads(1)
+    service = build_service(retrieval=retrieval, ranker=ranker, catalog=data / "items.parquet", users=data / "users.parquet", history=data / "train.parquet")
+    models = service.models
+    batches = []
+    captured: list[Batch] = []
+    rank = models.ranker_inputs.batch
+    models.ranker_inputs.batch = lambda *a: captured.append(rank(*a)) or captured[-1]  # type: ignore[method-assign]
+    for user in service.catalogue.users.keys[:users]:
+        service.recommend([RecommendRequest(user_id=int(user), k=10, candidates=candidates)])
+    batches, models.ranker_inputs.batch = captured, rank  # type: ignore[method-assign]
+    spec = [(kind, name) for kind in ("ids", "sequences", "weights", "dense") for name in getattr(batches[0], kind)]
+
+    class Flat(torch.nn.Module):  # the ranker over positional tensors, as exporters take it
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            batch = Batch()
+            for (kind, name), tensor in zip(spec, tensors):
+                getattr(batch, kind)[name] = tensor
+            return torch.sigmoid(self.model(batch))
+
+    flat = Flat(models.ranker.model).eval()
+    args = [tuple(getattr(b, kind)[name] for kind, name in spec) for b in batches]
+    forms: dict[str, object] = {"eager": lambda a: flat(*a)}
+    errors: dict[str, str] = {}
+    rows = torch.export.Dim("C", min=2, max=1 << 20)
+    try:
+        with torch.no_grad():
+            exported = torch.export.export(flat, args[0], dynamic_shapes=(tuple({0: rows} for _ in spec),)).module()
+        forms["torch.export"] = lambda a: exported(*a)
+    except Exception as error:  # noqa: BLE001 - reported, not fatal
+        errors["torch.export"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    try:
+        import onnxruntime as ort
+
+        path = "/tmp/recstack_bench_ranker.onnx"
+        with torch.no_grad():
+            torch.onnx.export(flat, args[0], path, input_names=[n for _, n in spec], output_names=["probs"], dynamic_axes={n: {0: "C"} for _, n in spec}, dynamo=False)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        names = {i.name for i in session.get_inputs()}
+        forms["onnxruntime"] = lambda a: session.run(None, {n: t.numpy() for (_, n), t in zip(spec, a) if n in names})
+    except Exception as error:  # noqa: BLE001
+        errors["onnxruntime"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    times: dict[str, list[float]] = {name: [] for name in forms}
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # the first round warms up
+            for name, form in forms.items():
+                t = time.perf_counter()
+                for a in args:
+                    form(a)  # type: ignore[operator]
+                times[name].append((time.perf_counter() - t) / len(args) * 1000)
+    return {"candidates": candidates, "ms": {n: round(float(np.median(v[1:])), 3) for n, v in times.items()}, "failed": errors}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--retrieval", default="runs/ml100k_dssm")
@@ -143,7 +212,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=10)
-    report = {"levels": levels, "user_tower": [tower_timing(args.retrieval, rows) for rows in (1, 64)]}
+    report = {"levels": levels, "user_tower": [tower_timing(args.retrieval, rows) for rows in (1, 64)], "ranker": ranker_timing(args.retrieval, args.ranker, data)}
     print(json.dumps(report, indent=2))
     return 0
 

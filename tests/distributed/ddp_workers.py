@@ -194,3 +194,33 @@ def evaluate_both_ways(rank: int, config_path: str, out_dir: str, chunk_rows: in
     same_predictions = ranking_report(*gather_predictions(shard))
     result = {"gathered": gathered, "single": single, "same_predictions": same_predictions}
     torch.save(result, Path(out_dir) / f"eval{rank}.pt")
+
+
+def in_batch_loss_with_gathered_negatives(rank: int, out_dir: str) -> None:
+    """Rank r holds rows of a global toy batch (3 rows on rank 0, 2 on rank 1); saves its loss
+    with gathered negatives and the gradient of the summed losses for its own item vectors."""
+    from torch import nn
+
+    from recstack.data.batch import Batch
+    from recstack.tasks.retrieval import InBatchSoftmaxTask
+
+    generator = torch.Generator().manual_seed(0)
+    users = torch.nn.functional.normalize(torch.randn(5, 4, generator=generator), dim=1)
+    items = torch.nn.functional.normalize(torch.randn(5, 4, generator=generator), dim=1)
+    rows = torch.tensor([7, 8, 9, 8, 10])  # item 8 appears on both ranks: an accidental hit
+    mine = slice(0, 3) if rank == 0 else slice(3, 5)
+
+    class Towers(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.items = nn.Parameter(items[mine].clone())
+
+        def forward(self, batch: Batch):
+            return users[mine], self.items
+
+    model = Towers()
+    task = InBatchSoftmaxTask(temperature=0.5, gather_negatives=True)
+    task.set_item_frequencies(torch.tensor([0, 0, 0, 0, 0, 0, 0, 1, 2, 1, 1.0]))
+    loss = task.loss(model, Batch(ids={"item_id": rows[mine]}))
+    loss.backward()
+    torch.save({"loss": loss.detach(), "grad": model.items.grad.clone()}, Path(out_dir) / f"gather{rank}.pt")

@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictFloat, StrictInt, StrictStr, Tag
 
+from recstack.serving.micro_batcher import MicroBatcher
 from recstack.serving.service import RecommendationService
 from recstack.serving.types import MAX_CANDIDATES, MAX_K, RecommendRequest, RequestError
 
@@ -78,17 +79,22 @@ def _body_kind(value: Any) -> str:
 Body = Annotated[Union[Annotated[BatchBody, Tag("batch")], Annotated[RecommendBody, Tag("single")]], Discriminator(_body_kind)]
 
 
-def create_app(service: RecommendationService) -> FastAPI:
-    """A FastAPI app over an already-built service (models and index are loaded once, here)."""
+def create_app(service: RecommendationService, *, batch_window_ms: float | None = 1.0) -> FastAPI:
+    """A FastAPI app over an already-built service (models and index are loaded once, here).
+
+    ``batch_window_ms``: concurrent ``/recommend`` calls arriving within this window share one
+    ``service.recommend`` call (``MicroBatcher``); None serves each call on its own.
+    """
     app = FastAPI(title="recstack recommendations", version="1")
     app.state.service = service
+    run_batch = service.recommend if batch_window_ms is None else MicroBatcher(service.recommend, window_ms=batch_window_ms).submit
 
     @app.post("/recommend", response_model=Union[RecommendOut, BatchOut])
     def recommend(body: Body) -> Any:
         batched = isinstance(body, BatchBody)
         requests = [r.to_request() for r in body.requests] if batched else [body.to_request()]
         try:
-            responses = [r.to_dict() for r in service.recommend(requests)]
+            responses = [r.to_dict() for r in run_batch(requests)]
         except RequestError as error:
             return _unprocessable(error)
         return {"responses": responses} if batched else responses[0]

@@ -163,6 +163,8 @@ class InBatchSoftmaxTask:
         remove_accidental_hits: mask columns that hold the query's own item (j != i).
         item_feature: the categorical feature whose table row identifies an item; only read by
             the two refinements above (turn both off for towers without an item id).
+        gather_negatives: under torch.distributed, score each row against the items of every
+            rank's batch (world x more negatives); gradients flow back to each rank's own items.
 
     Example:
         >>> task = InBatchSoftmaxTask(temperature=0.1, logq_correction=False)
@@ -181,6 +183,7 @@ class InBatchSoftmaxTask:
         logq_correction: bool = True,
         remove_accidental_hits: bool = True,
         item_feature: str = "item_id",
+        gather_negatives: bool = False,
     ) -> None:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -188,6 +191,7 @@ class InBatchSoftmaxTask:
         self.logq_correction = logq_correction
         self.remove_accidental_hits = remove_accidental_hits
         self.item_feature = item_feature
+        self.gather_negatives = gather_negatives
         self.item_log_probs: Tensor | None = None  # (N,) by item table row
 
     def set_item_frequencies(self, counts: Tensor) -> "InBatchSoftmaxTask":
@@ -196,12 +200,20 @@ class InBatchSoftmaxTask:
         return self
 
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
-        """``(B, B)`` refined logits; row i's target is column i."""
+        """``(B, B)`` refined logits; row i's target is column i (see :meth:`logits_and_targets`)."""
+        return self.logits_and_targets(model, batch)[0]
+
+    def logits_and_targets(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+        """``(B, C)`` refined logits and ``(B,)`` target columns; C = B, or the items of every
+        rank's batch with ``gather_negatives``."""
         user_vectors, item_vectors = model(batch)  # (B, D), (B, D)
-        logits = user_vectors.float() @ item_vectors.float().T  # (B, B) cosines
+        needs_rows = self.logq_correction or self.remove_accidental_hits
+        item_rows = self._item_rows(batch, user_vectors.device) if needs_rows else None  # (B,)
+        candidates, candidate_rows, targets, padded = item_vectors.float(), item_rows, None, None
+        if self.gather_negatives and _world_size() > 1:
+            candidates, candidate_rows, targets, padded = _gather_items(item_vectors.float(), item_rows)
+        logits = user_vectors.float() @ candidates.T  # (B, C) cosines
         logits = apply_temperature(logits, temperature=self.temperature)
-        if self.logq_correction or self.remove_accidental_hits:
-            item_rows = self._item_rows(batch, logits.device)  # (B,)
         if self.logq_correction:
             if self.item_log_probs is None:
                 raise ValueError(
@@ -209,14 +221,20 @@ class InBatchSoftmaxTask:
                     "(see count_item_rows), or build the task with logq_correction=False"
                 )
             self.item_log_probs = self.item_log_probs.to(logits.device)
-            logits = apply_logq_correction(logits, item_log_probs=self.item_log_probs[item_rows])
+            logits = apply_logq_correction(logits, item_log_probs=self.item_log_probs[candidate_rows])
+        if targets is None:
+            targets = torch.arange(logits.shape[0], device=logits.device)  # (B,) the diagonal
+            if self.remove_accidental_hits:
+                logits = mask_accidental_hits(logits, query_item_rows=item_rows, candidate_item_rows=candidate_rows)
+            return logits, targets
         if self.remove_accidental_hits:
-            logits = mask_accidental_hits(logits, query_item_rows=item_rows, candidate_item_rows=item_rows)
-        return logits
+            hits = item_rows.unsqueeze(1) == candidate_rows.unsqueeze(0)  # (B, C)
+            hits[torch.arange(len(targets), device=hits.device), targets] = False
+            logits = logits.masked_fill(hits, torch.finfo(logits.dtype).min)
+        return logits.masked_fill(padded.unsqueeze(0), torch.finfo(logits.dtype).min), targets
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        logits = self.logits(model, batch)  # (B, B)
-        targets = torch.arange(logits.shape[0], device=logits.device)  # (B,) the diagonal
+        logits, targets = self.logits_and_targets(model, batch)  # (B, C), (B,)
         per_row = F.cross_entropy(logits, targets, reduction="none")  # (B,)
         return _weighted_mean(per_row, _row_weights(batch, per_row.dtype, per_row.device))
 
@@ -238,6 +256,42 @@ class InBatchSoftmaxTask:
             f"InBatchSoftmaxTask(temperature={self.temperature}, logq_correction={self.logq_correction}, "
             f"remove_accidental_hits={self.remove_accidental_hits}, item_feature={self.item_feature!r})"
         )
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _gather_items(item_vectors: Tensor, item_rows: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
+    """Every rank's item vectors ``(W * Bmax, D)`` (batches padded to the largest), their rows,
+    this rank's target columns ``(B,)`` and the padded-column mask ``(W * Bmax,)``.
+
+    ``torch.distributed.nn.functional.all_gather`` is differentiable: each rank's gradient for
+    its own items sums the contributions of every rank's loss (DDP then averages them).
+    """
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_gather
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    size = torch.tensor([item_vectors.shape[0]], device=item_vectors.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes_list = [int(s.item()) for s in sizes]
+    largest = max(sizes_list)
+    pad = largest - item_vectors.shape[0]
+    vectors = torch.cat(all_gather(F.pad(item_vectors, (0, 0, 0, pad))))  # (W * Bmax, D)
+    padded = torch.ones(world, largest, dtype=torch.bool, device=item_vectors.device)
+    for other, count in enumerate(sizes_list):
+        padded[other, :count] = False
+    rows = None
+    if item_rows is not None:
+        gathered_rows = [torch.zeros(largest, dtype=item_rows.dtype, device=item_rows.device) for _ in range(world)]
+        dist.all_gather(gathered_rows, F.pad(item_rows, (0, pad)))
+        rows = torch.cat(gathered_rows)
+    targets = rank * largest + torch.arange(item_vectors.shape[0], device=item_vectors.device)
+    return vectors, rows, targets, padded.reshape(-1)
 
 
 class PointwiseTask:

@@ -13,14 +13,14 @@ def build_service(*, retrieval: str | Path, ranker: str | Path, catalog: str | P
     return RecommendationService(retrieval_run=retrieval, ranking_run=ranker, catalogue=catalogue, index=index, backend=backend, kind=kind)
 
 
-def serve(*, host: str = "127.0.0.1", port: int = 8000, threads: int = 1, **service_options: object) -> None:
-    """Blocks serving HTTP until interrupted."""
+def serve(*, host: str = "127.0.0.1", port: int = 8000, threads: int = 1, batch_window_ms: float | None = 1.0, **service_options: object) -> None:
+    """Blocks serving HTTP until interrupted. ``batch_window_ms``: see ``create_app``."""
     import torch
     import uvicorn
 
     from recstack.serving.http import create_app
 
     torch.set_num_threads(threads)
-    app = create_app(build_service(**service_options))  # type: ignore[arg-type]
+    app = create_app(build_service(**service_options), batch_window_ms=batch_window_ms)  # type: ignore[arg-type]
     print(f"serving on http://{host}:{port}/", flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
