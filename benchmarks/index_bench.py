@@ -107,6 +107,8 @@ def main() -> None:
     parser.add_argument("--ef-search", type=int, default=128)
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--item-vectors", type=Path, help="dataset 'files': (N, D) .npy, e.g. from recstack embed-items")
+    parser.add_argument("--query-vectors", type=Path, help="dataset 'files': (Q, D) .npy, e.g. from recstack embed-users")
     args = parser.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = sorted(set(backends) - set(BACKENDS))
@@ -121,9 +123,16 @@ def main() -> None:
         f"torch {torch.__version__} faiss {faiss.__version__}"
     )
     print(f"{'dataset':<10} {'backend':<12} {'build_s':>9} {'queries/s':>11} {f'recall@{args.k}':>11}")
-    ids = np.arange(args.n, dtype=np.int64)
     for dataset in args.datasets.split(","):
-        vectors, queries = make_data(dataset, args.n, args.queries, args.dim, args.seed)
+        if dataset == "files":  # a real catalogue: item vectors indexed, user vectors as queries
+            vectors = np.ascontiguousarray(np.load(args.item_vectors), dtype=np.float32)
+            queries = np.ascontiguousarray(np.load(args.query_vectors), dtype=np.float32)
+            args.n, args.dim = vectors.shape
+            args.k = min(args.k, len(vectors))
+            print(f"# files: {len(vectors):,} item vectors (dim {args.dim}), {len(queries):,} queries; --n/--dim/--queries unused")
+        else:
+            vectors, queries = make_data(dataset, args.n, args.queries, args.dim, args.seed)
+        ids = np.arange(len(vectors), dtype=np.int64)
         tmp = Path(tempfile.mkdtemp(prefix="index_bench_"))
         try:
             # exact search is the ground truth, so it always runs first (and is reported if asked)
