@@ -1,6 +1,7 @@
 """The DeepCTR-Torch side of benchmarks/ranking.py, run with the bench venv's python.
 
-Usage: python _deepctr_peer.py DATA_DIR MODEL SEED EPOCHS  ->  one JSON line on stdout.
+Usage: python _deepctr_peer.py DATA_DIR MODEL SEED EPOCHS  ->  one JSON line on stdout;
+       python _deepctr_peer.py --criteo FOLDER SEED EPOCHS  (DeepFM on the Criteo-like files).
 Id-only features (the peer's usual MovieLens setup); vocabularies fitted on train only
 (unknown values -> row 1, padding -> row 0), histories keep their 50 most recent items and
 their length goes in ``hist_length`` (DeepCTR-Torch's DIN masks its attention with it).
@@ -19,7 +20,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
-from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat, get_feature_names
+from deepctr_torch.inputs import DenseFeat, SparseFeat, VarLenSparseFeat, get_feature_names
 from deepctr_torch.models import DCN, DIN, WDL, DeepFM
 
 SPARSE = ["user_id", "item_id", "gender", "age", "occupation", "zip_prefix", "genre"]
@@ -86,5 +87,48 @@ def main() -> None:
     }))
 
 
+def criteo_main() -> None:
+    """DeepFM as in DeepCTR-Torch's Criteo example: everything in memory as arrays, ids
+    label-encoded on train (unseen test values -> 0), counts log1p then min-max scaled."""
+    folder, seed, epochs = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    started = time.perf_counter()
+    train, test = (pd.read_parquet(f"{folder}/{s}.parquet") for s in ("train", "test"))
+    dense, sparse = [f"I{k}" for k in range(1, 14)], [f"C{j}" for j in range(1, 27)]
+    x_train, x_test, columns = {}, {}, []
+    for c in dense:
+        values = np.log1p(train[c].fillna(0).to_numpy(np.float64))
+        low, high = values.min(), values.max()
+        scale = (high - low) or 1.0
+        x_train[c] = (values - low) / scale
+        x_test[c] = (np.log1p(test[c].fillna(0).to_numpy(np.float64)) - low) / scale
+        columns.append(DenseFeat(c, 1))
+    for c in sparse:
+        codes, uniques = pd.factorize(train[c])
+        x_train[c] = codes + 1
+        x_test[c] = pd.Index(uniques).get_indexer(test[c]) + 1  # unseen: -1 + 1 = 0
+        columns.append(SparseFeat(c, len(uniques) + 1, embedding_dim=DIM))
+    y_train, y_test = train["label"].to_numpy(np.float32), test["label"].to_numpy(np.float32)
+    del train, test
+    prep_seconds = time.perf_counter() - started
+    model = DeepFM(columns, columns, dnn_hidden_units=(256, 128), seed=seed)
+    model.compile(torch.optim.Adam(model.parameters(), lr=1e-3), "binary_crossentropy", metrics=[])
+    names = get_feature_names(columns)
+    started = time.perf_counter()
+    model.fit({n: x_train[n] for n in names}, y_train, batch_size=1024, epochs=epochs, verbose=0, shuffle=True)
+    seconds = time.perf_counter() - started
+    probs = model.predict({n: x_test[n] for n in names}, batch_size=4096).reshape(-1)
+    print(json.dumps({
+        "auc": roc_auc_score(y_test, probs),
+        "logloss": log_loss(y_test, np.clip(probs, 1e-7, 1 - 1e-7)),
+        "samples_per_second": len(y_train) * epochs / seconds,
+        "samples_per_second_with_prep": len(y_train) * epochs / (seconds + prep_seconds),
+        "prep_seconds": prep_seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))
+
+
 if __name__ == "__main__":
-    main()
+    criteo_main() if sys.argv[1] == "--criteo" else main()

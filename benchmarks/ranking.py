@@ -151,6 +151,106 @@ def summarise(runs: list[dict], key: str, digits: int) -> str:
     return f"{median:.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+# ---- the synthetic Criteo-like comparison (DeepFM, streamed by recstack) -------------------
+CRITEO_TEST_ROWS = 200_000
+
+
+def criteo_data(rows: int, seed: int = 0) -> Path:
+    """``rows`` training rows and ``CRITEO_TEST_ROWS`` test rows of one planted model, as
+    ``train.parquet`` / ``test.parquet`` under /tmp (written once)."""
+    import pyarrow.parquet as pq
+
+    from recstack.datasets import generate_criteo_like
+
+    folder = Path(f"/tmp/recstack-bench/criteo_{rows}_{seed}")
+    if (folder / "test.parquet").exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    whole = folder / "whole.parquet"
+    generate_criteo_like(whole, rows=rows + CRITEO_TEST_ROWS, seed=seed, chunk_rows=CRITEO_TEST_ROWS)
+    file = pq.ParquetFile(whole)
+    writers = {split: pq.ParquetWriter(folder / f"{split}.parquet", file.schema_arrow) for split in ("train", "test")}
+    seen = 0
+    for records in file.iter_batches(batch_size=CRITEO_TEST_ROWS):
+        cut = min(max(rows - seen, 0), records.num_rows)  # rows before the cut are training rows
+        for split, part in (("train", records.slice(0, cut)), ("test", records.slice(cut))):
+            if part.num_rows:
+                writers[split].write_batch(part)
+        seen += records.num_rows
+    for writer in writers.values():
+        writer.close()
+    whole.unlink()
+    return folder
+
+
+def run_recstack_criteo(folder: Path, seed: int, epochs: int) -> dict:
+    """DeepFM on the Criteo-like files, streamed: only the vocabularies and one shuffle buffer
+    (100k rows) are held; every batch is transformed inside the training loop."""
+    import torch
+
+    torch.set_num_threads(1)
+    from recstack.data.loader import BatchStream, LoaderConfig
+    from recstack.data.preprocessor import Preprocessor
+    from recstack.data.sources import DataSource
+    from recstack.models import build_model
+    from recstack.schema import Schema
+    from recstack.tasks.binary import BinaryClassificationTask
+    from recstack.training import Trainer, TrainerConfig
+    from recstack.workflows.tasks import evaluate_source
+
+    features = [{"name": f"I{k}", "kind": "numeric", "transform": "log1p"} for k in range(1, 14)]
+    features += [{"name": f"C{j}", "kind": "categorical"} for j in range(1, 27)]
+    schema = Schema.from_dict({"label": "label", "embedding_dim": 16, "features": features})
+    train, test = (DataSource(paths=(str(folder / f"{s}.parquet"),)) for s in ("train", "test"))
+    started = time.perf_counter()
+    preprocessor = Preprocessor(schema).fit(train)
+    prep_seconds = time.perf_counter() - started
+    # 1M-row tables: sparse gradients and SparseAdam touch only a batch's rows
+    model = build_model("deepfm", preprocessor.feature_map(), {"hidden_dims": [256, 128], "sparse_embeddings": True})
+    stream = BatchStream(
+        source=train, preprocessor=preprocessor,
+        config=LoaderConfig(batch_size=1024, shuffle_buffer=100_000, seed=seed, cache=False),
+    )
+
+    def train_batches(epoch: int):
+        stream.set_epoch(epoch)
+        return stream
+
+    trainer = Trainer(TrainerConfig.from_dict(
+        {"epochs": epochs, "lr": 1e-3, "seed": seed, "sparse_embeddings": True, "log_every_steps": 100_000, "progress": False}
+    ))
+    started = time.perf_counter()
+    state = trainer.fit(model, BinaryClassificationTask(), train_batches)
+    seconds = time.perf_counter() - started
+    metrics = evaluate_source(model, BinaryClassificationTask(), preprocessor, test)
+    return {
+        "auc": metrics["auc"],
+        "logloss": metrics["logloss"],
+        "samples_per_second": state.samples_seen / seconds,
+        "samples_per_second_with_prep": state.samples_seen / (seconds + prep_seconds),
+        "prep_seconds": prep_seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def criteo_main(rows: int, seeds: list[int], epochs: int, peer_python: str) -> None:
+    folder = criteo_data(rows)
+    runs: dict[str, list[dict]] = {"DeepCTR-Torch": [], "recstack": []}
+    for seed in seeds:
+        for library in runs:
+            if library == "recstack":
+                command = [sys.executable, __file__, "--epochs", str(epochs), "--criteo-worker", str(folder), str(seed)]
+            else:
+                command = [peer_python, str(ROOT / "benchmarks" / "_deepctr_peer.py"), "--criteo", str(folder), str(seed), str(epochs)]
+            runs[library].append(subprocess_json(command))
+            print(f"# criteo {library} seed {seed}: {runs[library][-1]}", file=sys.stderr, flush=True)
+    print(f"| library | model | rows | seeds | " + " | ".join(c[0] for c in COLUMNS) + " |")
+    print("|---" * (4 + len(COLUMNS)) + "|")
+    for library, results in runs.items():
+        cells = " | ".join(summarise(results, key, digits) for _, key, digits in COLUMNS)
+        print(f"| {library} | deepfm | {rows:,} | {len(results)} | {cells} |")
+
+
 COLUMNS = (
     ("test AUC", "auc", 4), ("test logloss", "logloss", 4), ("train samples/s", "samples_per_second", 0),
     ("samples/s with prep", "samples_per_second_with_prep", 0), ("prep s", "prep_seconds", 1),
@@ -169,11 +269,19 @@ def main() -> None:
         "--baseline", action="store_true",
         help="add recstack id rows that transform every schema feature (the behaviour before 2026-11-22)",
     )
+    parser.add_argument("--criteo", type=int, metavar="ROWS", help="run the synthetic Criteo-like DeepFM comparison instead")
+    parser.add_argument("--criteo-worker", nargs=2, metavar=("FOLDER", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=4, metavar=("MODEL", "FEATURES", "SEED", "TRANSFORM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         name, features, seed, transform = args.worker
         print(json.dumps(run_recstack(name, features, int(seed), args.epochs, transform)))
+        return
+    if args.criteo_worker:
+        print(json.dumps(run_recstack_criteo(Path(args.criteo_worker[0]), int(args.criteo_worker[1]), args.epochs)))
+        return
+    if args.criteo:
+        criteo_main(args.criteo, args.seeds, args.epochs, args.peer_python)
         return
 
     plan = [("recstack", "lr", "rates", "model")] if "lr" in args.models else []

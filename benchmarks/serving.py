@@ -13,6 +13,7 @@ reported with its error).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import socket
@@ -151,7 +152,7 @@ def ranker_timing(retrieval: str, ranker: str, data: Path, users: int = 30, cand
         import onnxruntime as ort
 
         path = "/tmp/recstack_bench_ranker.onnx"
-        with torch.no_grad():
+        with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # a failed export prints its graph
             torch.onnx.export(flat, args[0], path, input_names=[n for _, n in spec], output_names=["probs"], dynamic_axes={n: {0: "C"} for _, n in spec}, dynamo=False)
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1

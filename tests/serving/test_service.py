@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from recstack.data.sources import DataSource
 from recstack.export.run_folder import load_run
@@ -104,3 +105,25 @@ def test_swap_replaces_models_without_failing_requests(tiny_runs: dict[str, Path
     assert not failures
     assert answered and set(answered) == {5}
     assert service.models is not before
+
+
+def test_served_user_tower_and_ranker_inputs_equal_eager_pytorch_on_raw_rows(service: RecommendationService) -> None:
+    """The ONNX Runtime user tower and the cached item-feature table change no number."""
+    models = service.models
+    assert models.user_encoder is not None and models.user_encoder.backend == "onnxruntime"
+    example = service._example_users(models)
+    np.testing.assert_allclose(models.user_encoder(example), models.retrieval.model.encode_user(example).detach().numpy(), atol=1e-5)
+
+    requests = [RecommendRequest(user_id=u) for u in (1, 2)]
+    user_rows = service._user_rows(models, requests, [service._history(r) for r in requests])
+    owner, item_ids = np.array([0, 0, 1, 1, 1]), service.catalogue.items.keys[[0, 3, 1, 2, 3]]
+    cached = models.ranker_inputs.batch(user_rows, owner, item_ids)
+    items = models.item_side.lookup(item_ids, models.ranker_inputs.item_columns)
+    rows = user_rows.take(pa.array(owner))
+    for name in items.column_names:
+        rows = rows.append_column(name, items.column(name)) if name not in rows.column_names else rows
+    full = models.ranker.preprocessor.transform(rows.select(models.ranker_columns), with_label=False)
+    for kind in ("ids", "sequences", "weights", "dense"):
+        assert getattr(cached, kind).keys() == getattr(full, kind).keys()
+        for name, tensor in getattr(full, kind).items():
+            assert torch.equal(getattr(cached, kind)[name], tensor), name

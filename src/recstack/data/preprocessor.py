@@ -12,12 +12,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 
 from recstack.atomic import write_json_atomic
+from recstack.data.bad_rows import bad_rows
 from recstack.data.batch import Batch, PADDING_INDEX
-from recstack.data.columns import Where, bad_number_rows, pad_recent, split_pairs, split_values, stack_vectors, to_float
+from recstack.data.columns import Where, pad_recent, split_pairs, split_values, stack_vectors, to_float
 from recstack.data.feature_map import FeatureMap, TableInfo, table_name
 from recstack.data.numeric import NumericNormalizer, NumericStats
 from recstack.data.sources import Chunk, DataSource
@@ -32,6 +32,7 @@ from recstack.schema import (
     VectorFeature,
     WeightFormat,
     is_embedded,
+    source_columns,
 )
 
 FORMAT_VERSION = 1
@@ -187,7 +188,7 @@ class Preprocessor:
 
     def _transform_feature(self, chunk: Chunk, feature: Any, batch: Batch) -> None:
         records = chunk.records
-        for column in _columns_of(feature):
+        for column in source_columns(feature):
             if column not in records.schema.names:
                 raise DataError("missing column", path=chunk.path, column=column, feature=feature.name)
         if isinstance(feature, CategoricalFeature):
@@ -238,23 +239,11 @@ class Preprocessor:
             batch.weights[feature.name] = torch.from_numpy(padded_weights)
 
     def _drop_bad_rows(self, chunk: Chunk) -> Chunk:
-        records = chunk.records
-        bad = np.zeros(records.num_rows, dtype=bool)
-        for feature in self.schema.features:
-            if isinstance(feature, NumericFeature) and feature.column in records.schema.names:
-                bad |= bad_number_rows(records.column(feature.column))
-            elif isinstance(feature, VectorFeature) and feature.columns:
-                for column in feature.columns:
-                    if column in records.schema.names:
-                        bad |= bad_number_rows(records.column(column))
-            elif isinstance(feature, SequenceFeature) and feature.weights is WeightFormat.PAIRS and feature.column in records.schema.names:
-                bad |= _bad_pair_rows(records.column(feature.column), feature)
-        if self.schema.label and self.schema.label in records.schema.names:
-            bad |= bad_number_rows(records.column(self.schema.label))
+        bad = bad_rows(self.schema, chunk.records)
         if not bad.any():
             return chunk
         self.skipped_rows += int(bad.sum())
-        return Chunk(records.filter(pa.array(~bad)), chunk.path, chunk.first_row)
+        return Chunk(chunk.records.filter(pa.array(~bad)), chunk.path, chunk.first_row)
 
     @staticmethod
     def _where(chunk: Chunk, feature: Any, column: str) -> Where:
@@ -312,25 +301,3 @@ class Preprocessor:
         with open(path, encoding="utf-8") as handle:
             return cls.from_dict(json.load(handle))
 
-
-def _columns_of(feature: Any) -> tuple[str, ...]:
-    if isinstance(feature, VectorFeature):
-        return feature.columns or (feature.column,)
-    if isinstance(feature, SequenceFeature) and feature.weights is WeightFormat.COLUMN:
-        return (feature.column, feature.weight_column)
-    return (feature.column,)
-
-
-def _bad_pair_rows(column: pa.Array, feature: SequenceFeature) -> np.ndarray:
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        return np.zeros(len(column), dtype=bool)
-    where = Where("<records>", 1, feature.column, feature.name)
-    jagged = split_values(column, feature.delimiter, where)
-    parts = pc.split_pattern(jagged.values, feature.pair_separator, max_splits=1)
-    malformed = pc.list_value_length(parts).to_numpy(zero_copy_only=False) != 2
-    weights = pc.list_element(pc.if_else(pa.array(malformed), pa.scalar(["", "0"], parts.type), parts), 1)
-    malformed |= bad_number_rows(weights) | pc.equal(pc.utf8_trim_whitespace(weights), "").to_numpy(zero_copy_only=False)
-    rows = np.repeat(np.arange(len(column)), jagged.lengths)
-    bad = np.zeros(len(column), dtype=bool)
-    bad[rows[malformed]] = True
-    return bad

@@ -18,6 +18,9 @@ from recstack.data.hashing import hash_array, hash_integers, hash_strings
 FIRST_VALUE_INDEX = 2
 # Integer keys spanning at most this many slots are looked up by direct addressing.
 _DENSE_LOOKUP_LIMIT = 1 << 24
+# Up to this many string values (a served request's row), a dict lookup is several times
+# faster than hashing through Arrow kernels, whose fixed cost per call dominates tiny arrays.
+_SMALL_LOOKUP = 64
 
 
 class VocabularyCounter:
@@ -93,6 +96,7 @@ class Vocabulary:
     unknown_index: int = OOV_INDEX
     _lookup: Any = field(default=None, init=False, repr=False)
     _string_table: Any = field(default=None, init=False, repr=False)
+    _string_rows: Any = field(default=None, init=False, repr=False)
 
     @property
     def is_integer(self) -> bool:
@@ -112,7 +116,10 @@ class Vocabulary:
         if not self.is_integer and pa.types.is_integer(values.type):
             values = values.cast(pa.string())  # string keys (a CSV fit, a delimited sequence) match 42 as "42"
         kind, table = self._lookup
-        if kind == "dense" and pa.types.is_integer(values.type):
+        is_text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+        if is_text and len(values) <= _SMALL_LOOKUP and (kind == "dense" or not self.is_integer):
+            rows = self._small_string_rows(values)  # the same rows as the hashed paths below
+        elif kind == "dense" and pa.types.is_integer(values.type):
             rows = self._dense_rows(values, table)
         elif kind == "dense":
             rows = self._hashed_rows(hash_strings(values.cast(pa.string())), self._string_lookup())
@@ -124,6 +131,15 @@ class Vocabulary:
         if values.null_count:
             rows[np.asarray(values.is_null())] = OOV_INDEX if self.unknown_index else PADDING_INDEX
         return rows
+
+    def _small_string_rows(self, values: pa.Array) -> np.ndarray:
+        if self._string_rows is None:
+            rows: dict[str, int] = {}
+            for row, key in enumerate(self.keys, FIRST_VALUE_INDEX):
+                rows.setdefault(str(key), row)  # the first of equal texts, as the hashed table finds
+            self._string_rows = rows
+        get, unknown = self._string_rows.get, self.unknown_index
+        return np.fromiter((get(v, unknown) for v in values.to_pylist()), dtype=np.int64, count=len(values))
 
     def _as_int(self, values: pa.Array) -> pa.Array:
         try:

@@ -49,6 +49,7 @@ class RankerInputs:
 
     def __init__(self, *, ranker: LoadedRun, items: FeatureTable, item_columns: Sequence[str]) -> None:
         self.items = items
+        self.item_columns = list(item_columns)
         preprocessor = ranker.preprocessor
         self._preprocessor = preprocessor
         item_set = set(item_columns)

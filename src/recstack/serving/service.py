@@ -20,7 +20,7 @@ reassigned, so a request sees either the old models or the new ones, never a mix
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from recstack.data.batch import Batch
 from recstack.data.sources import DataSource
 from recstack.export.run_folder import LoadedRun, load_run
 from recstack.retrieval.index import VectorIndex, create_index, load_index
@@ -35,6 +36,7 @@ from recstack.schema import Side
 from recstack.serving.feature_table import FeatureTable, Histories, latest_rows, read_table
 from recstack.serving.ranker_inputs import RankerInputs
 from recstack.serving.types import RecommendedItem, RecommendRequest, RecommendResponse, RequestError
+from recstack.serving.user_encoder import UserEncoder
 from recstack.tasks.binary import BinaryClassificationTask
 from recstack.workflows.retrieval import EMBED_BATCH_SIZE, item_feature_names, user_feature_names
 
@@ -81,6 +83,7 @@ class ServingModels:
     item_side: FeatureTable  # catalogue + the latest item aggregates the ranker needs
     user_side: FeatureTable  # users table + the latest user aggregates the ranker needs
     ranker_inputs: RankerInputs  # the ranker's item features, transformed once for the catalogue
+    user_encoder: UserEncoder | None = None  # the user tower as served (ONNX Runtime when exact)
 
 
 class RecommendationService:
@@ -91,6 +94,8 @@ class RecommendationService:
         catalogue: items, users and histories (``Catalogue.from_files``).
         index: a saved index folder; None builds one at start-up from the item tower.
         backend / kind: the index built when ``index`` is None (faiss flat by default).
+        onnx_user_tower: serve the user tower through ONNX Runtime when its export matches
+            PyTorch within 1e-5 (``UserEncoder``); False keeps eager PyTorch.
 
     Example::
 
@@ -99,8 +104,9 @@ class RecommendationService:
         [response] = service.recommend([RecommendRequest(user_id=1, k=10)])
     """
 
-    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat") -> None:
+    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", onnx_user_tower: bool = True) -> None:
         self.catalogue = catalogue
+        self.onnx_user_tower = onnx_user_tower
         self.backend, self.kind = backend, kind
         self._task = BinaryClassificationTask()
         self._swap_lock = threading.Lock()
@@ -136,7 +142,14 @@ class RecommendationService:
         sides = _column_sides(ranker)
         item_columns = [c for c in ranker_columns if c in item_side.columns and sides.get(c) is not Side.USER]
         ranker_inputs = RankerInputs(ranker=ranker, items=item_side, item_columns=item_columns)
-        return ServingModels(retrieval, ranker, index, user_features, retrieval_columns, ranker_columns, item_side, user_side, ranker_inputs)
+        models = ServingModels(retrieval, ranker, index, user_features, retrieval_columns, ranker_columns, item_side, user_side, ranker_inputs)
+        return replace(models, user_encoder=UserEncoder(retrieval.model, example=self._example_users(models), onnx=self.onnx_user_tower))
+
+    def _example_users(self, models: ServingModels, count: int = 16) -> Batch:
+        """Transformed user rows of up to ``count`` stored users, to export and check the user tower on."""
+        requests = [RecommendRequest(user_id=_plain(u)) for u in self.catalogue.users.keys[:count]]
+        rows = self._user_rows(models, requests, [self._history(r) for r in requests])
+        return models.retrieval.preprocessor.transform(rows.select(models.retrieval_columns), features=models.user_features, with_label=False)
 
     def _with_aggregates(self, ranker: LoadedRun, columns: list[str]) -> tuple[FeatureTable, FeatureTable]:
         """Item and user columns the ranker needs beyond the catalogue and users tables (counts,
@@ -182,7 +195,7 @@ class RecommendationService:
     def _two_stage(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> list[RecommendResponse]:
         user_rows = self._user_rows(models, requests, histories)  # B rows
         batch = models.retrieval.preprocessor.transform(user_rows.select(models.retrieval_columns).to_batches()[0] if len(user_rows) else user_rows, features=models.user_features, with_label=False)
-        user_vectors = models.retrieval.model.encode_user(batch).numpy()  # (B, D)
+        user_vectors = models.user_encoder(batch) if models.user_encoder else models.retrieval.model.encode_user(batch).numpy()  # (B, D)
         n = max(r.candidates for r in requests)
         exclude = [h if r.exclude_seen else np.zeros(0, np.int64) for r, h in zip(requests, histories)]
         recall_scores, candidate_ids = models.index.search(user_vectors, n, exclude=exclude)  # (B, N)

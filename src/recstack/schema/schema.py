@@ -1,18 +1,7 @@
-"""Feature schema: what each column is, declared once in YAML or Python.
+"""The :class:`Schema`: features and tables, parsed from plain data (YAML) and validated once.
 
-A schema lists features and the embedding tables they use. Features that name the same
-table share one vocabulary and one embedding matrix (``item_id`` and ``hist_item_ids``;
-seed 001's ``follow_topic_id`` and ``all_topic_fav_7`` sharing ``topic_id``'s table)::
-
-    schema = Schema.from_dict({
-        "label": "label",
-        "tables": {"item": {"dim": 16}},
-        "features": [
-            {"name": "item_id", "kind": "categorical", "table": "item", "side": "item"},
-            {"name": "hist_item_ids", "kind": "sequence", "table": "item", "maxlen": 50},
-            {"name": "age", "kind": "numeric", "transform": "standard", "side": "user"},
-        ],
-    })
+Parsing happens at the edge: :meth:`Schema.from_dict` turns strings into enums and lists into
+tuples, and every error names the feature or table and the key at fault.
 """
 
 from __future__ import annotations
@@ -21,136 +10,24 @@ import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Mapping
 
 import yaml
 
 from recstack.errors import SchemaError
+from recstack.schema.enums import NumericTransform, Pooling, Side, VectorFormat, WeightFormat
+from recstack.schema.specs import (
+    CategoricalFeature,
+    Feature,
+    NumericFeature,
+    SequenceFeature,
+    TableSpec,
+    VectorFeature,
+    is_embedded,
+    source_columns,
+)
 
-
-class Side(str, Enum):
-    """Which tower a feature belongs to in two-tower models."""
-
-    USER = "user"
-    ITEM = "item"
-    CONTEXT = "context"
-
-
-class Pooling(str, Enum):
-    """How a sequence of embeddings becomes one vector."""
-
-    MEAN = "mean"
-    SUM = "sum"
-    MAX = "max"
-    WEIGHTED_SUM = "weighted_sum"
-    WEIGHTED_MEAN = "weighted_mean"
-
-
-class NumericTransform(str, Enum):
-    """Normalisation of a numeric feature; on (standard) by default, as seed 003's readers found."""
-
-    STANDARD = "standard"
-    MINMAX = "minmax"
-    LOG1P = "log1p"  # log1p(max(x, 0)), then standardised
-    BUCKETIZE = "bucketize"  # becomes an embedded id: one row per bucket
-    NONE = "none"
-
-
-class WeightFormat(str, Enum):
-    """Where a multi-valued feature's per-value weights come from."""
-
-    NONE = "none"
-    PAIRS = "pairs"  # "502:0.34,278:0.09"
-    COLUMN = "column"  # a parallel column of weights, same delimiter / list layout
-
-
-class VectorFormat(str, Enum):
-    NPY = "npy"
-    PARQUET = "parquet"
-    WORD2VEC = "word2vec"
-
-
-@dataclass(frozen=True)
-class TableSpec:
-    """An embedding table and its vocabulary, shared by every feature that names it.
-
-    Row 0 is padding (a zero vector), row 1 is the out-of-vocabulary slot, rows 2.. are values.
-    A pretrained table takes its vocabulary and initial rows from a vector file; ids without a
-    vector map to padding (a zero row that pooling ignores), as in seed 001.
-    """
-
-    name: str
-    dim: int = 16
-    min_count: int = 1
-    max_size: int | None = None
-    hash_buckets: int | None = None
-    pretrained: str | None = None
-    pretrained_format: VectorFormat | None = None
-    trainable: bool = True
-
-
-@dataclass(frozen=True)
-class CategoricalFeature:
-    name: str
-    column: str = ""
-    table: str = ""
-    side: Side = Side.CONTEXT
-
-    kind = "categorical"
-
-
-@dataclass(frozen=True)
-class NumericFeature:
-    name: str
-    column: str = ""
-    side: Side = Side.CONTEXT
-    transform: NumericTransform = NumericTransform.STANDARD
-    fill: float | None = None  # None: the training mean
-    boundaries: tuple[float, ...] | None = None  # bucketize with given boundaries
-    num_buckets: int = 10  # bucketize at training quantiles when no boundaries are given
-    dim: int = 8  # embedding dim of a bucketised feature
-
-    kind = "numeric"
-
-    @property
-    def table(self) -> str:
-        return self.name
-
-
-@dataclass(frozen=True)
-class SequenceFeature:
-    """A variable-length list: a delimited string (``"3,7,9"``) or a list column."""
-
-    name: str
-    column: str = ""
-    table: str = ""
-    side: Side = Side.CONTEXT
-    maxlen: int = 50  # longer lists keep their most recent (last) values
-    delimiter: str = ","
-    weights: WeightFormat = WeightFormat.NONE
-    weight_column: str | None = None
-    pair_separator: str = ":"
-    pooling: Pooling = Pooling.MEAN
-
-    kind = "sequence"
-
-
-@dataclass(frozen=True)
-class VectorFeature:
-    """A dense vector: several float columns, or one list<float> / delimited string column."""
-
-    name: str
-    dim: int
-    columns: tuple[str, ...] = ()
-    column: str = ""
-    delimiter: str = " "
-    side: Side = Side.CONTEXT
-
-    kind = "vector"
-
-
-Feature = Union[CategoricalFeature, NumericFeature, SequenceFeature, VectorFeature]
-EmbeddedFeature = Union[CategoricalFeature, SequenceFeature, NumericFeature]
+__all__ = ["Schema"]
 
 _FEATURE_CLASSES: dict[str, type] = {
     "categorical": CategoricalFeature,
@@ -165,22 +42,6 @@ _ENUM_FIELDS: dict[str, type[Enum]] = {
     "weights": WeightFormat,
     "pretrained_format": VectorFormat,
 }
-
-
-def is_embedded(feature: Feature) -> bool:
-    """True when the feature is looked up in an embedding table."""
-    if isinstance(feature, NumericFeature):
-        return feature.transform is NumericTransform.BUCKETIZE
-    return isinstance(feature, (CategoricalFeature, SequenceFeature))
-
-
-def source_columns(feature: Feature) -> tuple[str, ...]:
-    """The data columns a feature reads."""
-    if isinstance(feature, VectorFeature):
-        return feature.columns or (feature.column,)
-    if isinstance(feature, SequenceFeature) and feature.weights is WeightFormat.COLUMN:
-        return (feature.column, feature.weight_column or "")
-    return (feature.column,)
 
 
 @dataclass(frozen=True)

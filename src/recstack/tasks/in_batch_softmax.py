@@ -1,0 +1,145 @@
+"""In-batch softmax: each row's positive item against every other row's item.
+
+Shape legend: B batch, C candidate columns, D vector dim, N item rows (vocabulary).
+
+A two-tower model's ``forward(batch)`` returns ``(user_vectors (B, D), item_vectors (B, D))``,
+both already L2-normalised, so ``user @ item.T`` is a cosine in [-1, 1]; a temperature (or its
+inverse, seed 001's ``gamma``) stretches it into a logit. The refinements are the named steps
+of :mod:`recstack.tasks.retrieval_steps`, applied in this order::
+
+    logits = user_vectors @ item_vectors.T                        # (B, B) cosines
+    logits = apply_temperature(logits, temperature=0.05)          # sharpen
+    logits = apply_logq_correction(logits, item_log_probs=...)    # popular items are over-sampled
+    logits = mask_accidental_hits(logits, item_rows=...)          # the same item twice in a batch
+    loss = weighted cross-entropy with targets = the diagonal
+
+Labels. Retrieval data is implicit: every row is a (user, positive item) pair. When the batch has
+a label, it weights each row's loss term, so rows labelled 0 are dropped as queries; their items
+stay in the candidate set as extra negatives for the other rows.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recstack.data.batch import Batch
+from recstack.tasks.retrieval_steps import (
+    _gather_items,
+    _log_probs_from_counts,
+    _row_weights,
+    _weighted_mean,
+    _world_size,
+    apply_logq_correction,
+    apply_temperature,
+    mask_accidental_hits,
+    scaled_cosine,
+)
+
+__all__ = ["InBatchSoftmaxTask"]
+
+
+class InBatchSoftmaxTask:
+    """Softmax over the batch's items: each row's positive against every other row's item.
+
+    Args:
+        temperature: logits = cosine / temperature.
+        logq_correction: subtract log sampling probability of each in-batch item; needs
+            :meth:`set_item_frequencies` (exact counts from one pass: :func:`count_item_rows`).
+        remove_accidental_hits: mask columns that hold the query's own item (j != i).
+        item_feature: the categorical feature whose table row identifies an item; only read by
+            the two refinements above (turn both off for towers without an item id).
+        gather_negatives: under torch.distributed, score each row against the items of every
+            rank's batch (world x more negatives); gradients flow back to each rank's own items.
+
+    Example:
+        >>> task = InBatchSoftmaxTask(temperature=0.1, logq_correction=False)
+        >>> class Towers(nn.Module):
+        ...     def forward(self, batch):
+        ...         return torch.eye(2), torch.eye(2)  # (B, D) users, (B, D) items
+        >>> batch = Batch(ids={"item_id": torch.tensor([2, 3])})
+        >>> round(task.loss(Towers(), batch).item(), 6)  # log(1 + e^-10)
+        4.5e-05
+    """
+
+    def __init__(
+        self,
+        *,
+        temperature: float = 0.05,
+        logq_correction: bool = True,
+        remove_accidental_hits: bool = True,
+        item_feature: str = "item_id",
+        gather_negatives: bool = False,
+    ) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+        self.logq_correction = logq_correction
+        self.remove_accidental_hits = remove_accidental_hits
+        self.item_feature = item_feature
+        self.gather_negatives = gather_negatives
+        self.item_log_probs: Tensor | None = None  # (N,) by item table row
+
+    def set_item_frequencies(self, counts: Tensor) -> "InBatchSoftmaxTask":
+        """``(N,)`` occurrences of each item table row in the training data."""
+        self.item_log_probs = _log_probs_from_counts(counts)
+        return self
+
+    def logits(self, model: nn.Module, batch: Batch) -> Tensor:
+        """``(B, B)`` refined logits; row i's target is column i (see :meth:`logits_and_targets`)."""
+        return self.logits_and_targets(model, batch)[0]
+
+    def logits_and_targets(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
+        """``(B, C)`` refined logits and ``(B,)`` target columns; C = B, or the items of every
+        rank's batch with ``gather_negatives``."""
+        user_vectors, item_vectors = model(batch)  # (B, D), (B, D)
+        needs_rows = self.logq_correction or self.remove_accidental_hits
+        item_rows = self._item_rows(batch, user_vectors.device) if needs_rows else None  # (B,)
+        candidates, candidate_rows, targets, padded = item_vectors.float(), item_rows, None, None
+        if self.gather_negatives and _world_size() > 1:
+            candidates, candidate_rows, targets, padded = _gather_items(item_vectors.float(), item_rows)
+        logits = user_vectors.float() @ candidates.T  # (B, C) cosines
+        logits = apply_temperature(logits, temperature=self.temperature)
+        if self.logq_correction:
+            if self.item_log_probs is None:
+                raise ValueError(
+                    "logq_correction needs item frequencies: call task.set_item_frequencies(counts) "
+                    "(see count_item_rows), or build the task with logq_correction=False"
+                )
+            self.item_log_probs = self.item_log_probs.to(logits.device)
+            logits = apply_logq_correction(logits, item_log_probs=self.item_log_probs[candidate_rows])
+        if targets is None:
+            targets = torch.arange(logits.shape[0], device=logits.device)  # (B,) the diagonal
+            if self.remove_accidental_hits:
+                logits = mask_accidental_hits(logits, query_item_rows=item_rows, candidate_item_rows=candidate_rows)
+            return logits, targets
+        if self.remove_accidental_hits:
+            hits = item_rows.unsqueeze(1) == candidate_rows.unsqueeze(0)  # (B, C)
+            hits[torch.arange(len(targets), device=hits.device), targets] = False
+            logits = logits.masked_fill(hits, torch.finfo(logits.dtype).min)
+        return logits.masked_fill(padded.unsqueeze(0), torch.finfo(logits.dtype).min), targets
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        logits, targets = self.logits_and_targets(model, batch)  # (B, C), (B,)
+        per_row = F.cross_entropy(logits, targets, reduction="none")  # (B,)
+        return _weighted_mean(per_row, _row_weights(batch, per_row.dtype, per_row.device))
+
+    def predict(self, model: nn.Module, batch: Batch) -> Tensor:
+        """``(B,)`` cosine / temperature of each row's (user, item) pair."""
+        user_vectors, item_vectors = model(batch)
+        return scaled_cosine(user_vectors.float(), item_vectors.float(), scale=1.0 / self.temperature)
+
+    def _item_rows(self, batch: Batch, device: torch.device) -> Tensor:
+        if self.item_feature not in batch.ids:
+            raise ValueError(
+                f"log-Q correction and accidental-hit removal read batch.ids[{self.item_feature!r}], "
+                f"which this batch lacks (ids: {sorted(batch.ids)}); set item_feature or turn both off"
+            )
+        return batch.ids[self.item_feature].to(device)
+
+    def __repr__(self) -> str:
+        return (
+            f"InBatchSoftmaxTask(temperature={self.temperature}, logq_correction={self.logq_correction}, "
+            f"remove_accidental_hits={self.remove_accidental_hits}, item_feature={self.item_feature!r})"
+        )
