@@ -28,11 +28,9 @@ HISTORIES = {"hist_item_id": ("hist_item_ids", "item_id"), "hist_genre": ("hist_
 MAXLEN, DIM = 50, 16
 
 
-def main() -> None:
-    data_dir, name, seed, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
-    np.random.seed(seed)
+def prepare(data_dir: str, name: str) -> dict:
+    """Vocabularies and arrays for ``name``: x/y for train and test, the feature columns, and
+    ``prep_seconds`` (reading both splits, the vocabularies, converting train)."""
     started = time.perf_counter()
     frames = {s: pd.read_parquet(f"{data_dir}/{s}.parquet") for s in ("train", "test")}
     train = frames["train"]
@@ -63,8 +61,16 @@ def main() -> None:
         ]
     x_train = inputs(train)
     prep_seconds = time.perf_counter() - started
-    x_test = inputs(frames["test"])
-    y_train, y_test = train["label"].to_numpy(np.float32), frames["test"]["label"].to_numpy(np.float32)
+    return {
+        "x_train": x_train, "y_train": train["label"].to_numpy(np.float32),
+        "x_test": inputs(frames["test"]), "y_test": frames["test"]["label"].to_numpy(np.float32),
+        "columns": columns, "names": get_feature_names(columns),  # with hist_length for DIN
+        "prep_seconds": prep_seconds,
+    }
+
+
+def build(name: str, columns: list, seed: int):
+    """The compiled DeepCTR-Torch model (Adam lr 1e-3, binary cross-entropy)."""
     if name == "din":
         model = DIN(columns, ["item_id", "genre"], dnn_hidden_units=(256, 128), att_hidden_size=(80, 40), seed=seed)
     elif name == "dcn":
@@ -72,7 +78,18 @@ def main() -> None:
     else:
         model = {"wide_deep": WDL, "deepfm": DeepFM}[name](columns, columns, dnn_hidden_units=(256, 128), seed=seed)
     model.compile(torch.optim.Adam(model.parameters(), lr=1e-3), "binary_crossentropy", metrics=[])
-    names = get_feature_names(columns)  # with hist_length for DIN
+    return model
+
+
+def main() -> None:
+    data_dir, name, seed, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    data = prepare(data_dir, name)
+    x_train, y_train, x_test, y_test, names = (data[k] for k in ("x_train", "y_train", "x_test", "y_test", "names"))
+    prep_seconds = data["prep_seconds"]
+    model = build(name, data["columns"], seed)
     started = time.perf_counter()
     model.fit({n: x_train[n] for n in names}, y_train, batch_size=1024, epochs=epochs, verbose=0, shuffle=True)
     seconds = time.perf_counter() - started

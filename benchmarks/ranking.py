@@ -79,24 +79,46 @@ def run_recstack(name: str, features: str, seed: int, epochs: int, transform: st
     import torch
 
     torch.set_num_threads(1)
+    from recstack.data.sources import DataSource
+    from recstack.workflows.tasks import evaluate_source
+
+    setup = recstack_setup(name, features, seed, transform)
+    model, task, preprocessor, prep_seconds = (setup[k] for k in ("model", "task", "preprocessor", "prep_seconds"))
+    started = time.perf_counter()
+    state = recstack_trainer(name, seed, epochs).fit(model, task, setup["train_batches"])
+    seconds = time.perf_counter() - started
+    metrics = evaluate_source(model, task, preprocessor, DataSource(paths=(str(DATA_DIR / "test.parquet"),)))
+    return {
+        "auc": metrics["auc"],
+        "logloss": metrics["logloss"],
+        "samples_per_second": state.samples_seen / seconds,
+        "samples_per_second_with_prep": state.samples_seen / (seconds + prep_seconds),
+        "prep_seconds": prep_seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def recstack_setup(name: str, features: str, seed: int, transform: str) -> dict:
+    """Model, task, preprocessor and cached training batches; ``prep_seconds`` times the
+    vocabularies and the first (transforming, caching) pass over the training file."""
+    import torch
+
     from recstack.data.loader import BatchStream, LoaderConfig
     from recstack.data.preprocessor import Preprocessor
     from recstack.data.sources import DataSource
     from recstack.models import build_model
     from recstack.schema import Schema
     from recstack.tasks.binary import BinaryClassificationTask
-    from recstack.training import Trainer, TrainerConfig
-    from recstack.workflows.tasks import evaluate_source
 
     started = time.perf_counter()
-    schema = Schema.from_yaml(SCHEMA)
-    train, test = (DataSource(paths=(str(DATA_DIR / f"{s}.parquet"),)) for s in ("train", "test"))
-    preprocessor = Preprocessor(schema).fit(train)
+    train = DataSource(paths=(str(DATA_DIR / "train.parquet"),))
+    preprocessor = Preprocessor(Schema.from_yaml(SCHEMA)).fit(train)
     read = read_features(name, features)
     if transform == "model" and read is not None:
         preprocessor = _restricted(preprocessor, read)
+    # Trainer.fit seeds only after the model exists: seed its initial weights here, as the peer does
+    torch.manual_seed(seed)
     model = build_model(name, preprocessor.feature_map(), model_params(name, features))
-    task = BinaryClassificationTask()
     stream = BatchStream(
         source=train, preprocessor=preprocessor,
         config=LoaderConfig(batch_size=1024, shuffle_buffer=100_000, seed=seed, cache=True),
@@ -109,21 +131,67 @@ def run_recstack(name: str, features: str, seed: int, epochs: int, transform: st
         stream.set_epoch(epoch)
         return stream
 
+    return {
+        "model": model, "task": BinaryClassificationTask(), "preprocessor": preprocessor,
+        "train_batches": train_batches, "prep_seconds": prep_seconds,
+    }
+
+
+def recstack_trainer(name: str, seed: int, epochs: int):
+    from recstack.training import Trainer, TrainerConfig
+
     # the 3-weight LR on two rates needs a larger step to move from its init in a few epochs
     lr = 0.05 if name == "lr" else 1e-3
-    trainer = Trainer(TrainerConfig.from_dict({"epochs": epochs, "lr": lr, "seed": seed, "log_every_steps": 10_000}))
-    started = time.perf_counter()
-    state = trainer.fit(model, task, train_batches)
-    seconds = time.perf_counter() - started
-    metrics = evaluate_source(model, task, preprocessor, test)
-    return {
-        "auc": metrics["auc"],
-        "logloss": metrics["logloss"],
-        "samples_per_second": state.samples_seen / seconds,
-        "samples_per_second_with_prep": state.samples_seen / (seconds + prep_seconds),
-        "prep_seconds": prep_seconds,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    return Trainer(TrainerConfig.from_dict({"epochs": epochs, "lr": lr, "seed": seed, "log_every_steps": 10_000}))
+
+
+def speed_main(models: list[str], rounds: int, peer_python: str) -> None:
+    """Training samples/s of both libraries in one process, epochs interleaved round by round
+    (peer, recstack converting the whole schema, recstack converting the model's features),
+    so machine load hits all three alike; medians over rounds."""
+    import torch
+
+    torch.set_num_threads(1)
+    printed = subprocess.run(
+        [peer_python, "-c", "import deepctr_torch, os; print(os.path.dirname(os.path.dirname(deepctr_torch.__file__)))"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    site = next(line for line in printed.splitlines() if Path(line).is_dir())  # it also prints a version notice
+    sys.path.append(site)  # last: torch, numpy, pandas come from this venv (same versions)
+    import _deepctr_peer as peer
+
+    print("| model | library | transformed | prep s | train samples/s | samples/s with prep | train x peer | with prep x peer |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in models:
+        data = peer.prepare(str(DATA_DIR), name)
+        peer_model = peer.build(name, data["columns"], 0)
+        x_train = {n: data["x_train"][n] for n in data["names"]}
+        contenders = {("DeepCTR-Torch", "its own"): data["prep_seconds"]}
+        setups = {}
+        for transform, shown in (("schema", "whole schema"), ("model", "model's")):
+            setups[shown] = recstack_setup(name, "ids", 0, transform)
+            contenders[("recstack", shown)] = setups[shown]["prep_seconds"]
+        speeds: dict[tuple[str, str], list[float]] = {key: [] for key in contenders}
+        rows = len(data["y_train"])
+        for _ in range(rounds):
+            for key in contenders:
+                started = time.perf_counter()
+                if key[0] == "DeepCTR-Torch":
+                    peer_model.fit(x_train, data["y_train"], batch_size=1024, epochs=1, verbose=0, shuffle=True)
+                else:
+                    setup = setups[key[1]]
+                    recstack_trainer(name, 0, 1).fit(setup["model"], setup["task"], setup["train_batches"])
+                speeds[key].append(rows / (time.perf_counter() - started))
+        base = statistics.median(speeds[("DeepCTR-Torch", "its own")])
+        base_with_prep = rows / (contenders[("DeepCTR-Torch", "its own")] + rows / base)
+        for key, prep in contenders.items():
+            speed = statistics.median(speeds[key])
+            with_prep = rows / (prep + rows / speed)
+            print(
+                f"| {name} | {key[0]} | {key[1]} | {prep:.1f} | {speed:.0f} ({min(speeds[key]):.0f}-{max(speeds[key]):.0f}) "
+                f"| {with_prep:.0f} | {speed / base:.2f} | {with_prep / base_with_prep:.2f} |",
+                flush=True,
+            )
 
 
 def _restricted(preprocessor, names: list[str]):
@@ -206,6 +274,7 @@ def run_recstack_criteo(folder: Path, seed: int, epochs: int) -> dict:
     preprocessor = Preprocessor(schema).fit(train)
     prep_seconds = time.perf_counter() - started
     # 1M-row tables: sparse gradients and SparseAdam touch only a batch's rows
+    torch.manual_seed(seed)
     model = build_model("deepfm", preprocessor.feature_map(), {"hidden_dims": [256, 128], "sparse_embeddings": True})
     stream = BatchStream(
         source=train, preprocessor=preprocessor,
@@ -269,6 +338,7 @@ def main() -> None:
         "--baseline", action="store_true",
         help="add recstack id rows that transform every schema feature (the behaviour before 2026-11-22)",
     )
+    parser.add_argument("--speed", type=int, metavar="ROUNDS", help="interleaved in-process training speed comparison instead")
     parser.add_argument("--criteo", type=int, metavar="ROWS", help="run the synthetic Criteo-like DeepFM comparison instead")
     parser.add_argument("--criteo-worker", nargs=2, metavar=("FOLDER", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=4, metavar=("MODEL", "FEATURES", "SEED", "TRANSFORM"), help=argparse.SUPPRESS)
@@ -279,6 +349,9 @@ def main() -> None:
         return
     if args.criteo_worker:
         print(json.dumps(run_recstack_criteo(Path(args.criteo_worker[0]), int(args.criteo_worker[1]), args.epochs)))
+        return
+    if args.speed:
+        speed_main([m for m in args.models if m != "lr"], args.speed, args.peer_python)
         return
     if args.criteo:
         criteo_main(args.criteo, args.seeds, args.epochs, args.peer_python)

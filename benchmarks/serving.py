@@ -13,7 +13,6 @@ reported with its error).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing
 import socket
@@ -28,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_level(url: str, concurrency: int, requests: int, seconds: float, users: list[int], rate: float | None) -> dict:
+def load_level(url: str, concurrency: int, requests: int, seconds: float, users: list[int], rate: float | None, candidates: int = 100) -> dict:
     import httpx
 
     latencies: list[float] = []
@@ -49,7 +48,7 @@ def load_level(url: str, concurrency: int, requests: int, seconds: float, users:
                     if wait > 0:
                         time.sleep(wait)
                 t = time.perf_counter()
-                response = client.post("/recommend", json={"user_id": users[i % len(users)], "k": 10})
+                response = client.post("/recommend", json={"user_id": users[i % len(users)], "k": 10, "candidates": candidates})
                 response.raise_for_status()
                 with lock:
                     latencies.append(time.perf_counter() - t)
@@ -65,7 +64,7 @@ def load_level(url: str, concurrency: int, requests: int, seconds: float, users:
 
 
 def _generator(url: str, plan: list[tuple[int, float | None]], args: argparse.Namespace, users: list[int], out: multiprocessing.Queue) -> None:
-    out.put([load_level(url, c, args.requests, args.seconds, users, rate) for c, rate in plan])
+    out.put([load_level(url, c, args.requests, args.seconds, users, rate, args.candidates) for c, rate in plan])
 
 
 def tower_timing(run: str, rows: int = 1, repeats: int = 200) -> dict:
@@ -111,6 +110,7 @@ def ranker_timing(retrieval: str, ranker: str, data: Path, users: int = 30, cand
     import torch
 
     from recstack.data.batch import Batch
+    from recstack.serving.ranker_scorer import _quiet_stdout
     from recstack.serving.types import RecommendRequest
     from recstack.workflows.serve import build_service
 
@@ -152,7 +152,7 @@ def ranker_timing(retrieval: str, ranker: str, data: Path, users: int = 30, cand
         import onnxruntime as ort
 
         path = "/tmp/recstack_bench_ranker.onnx"
-        with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):  # a failed export prints its graph
+        with torch.no_grad(), _quiet_stdout():  # a failed export prints its whole graph
             torch.onnx.export(flat, args[0], path, input_names=[n for _, n in spec], output_names=["probs"], dynamic_axes={n: {0: "C"} for _, n in spec}, dynamo=False)
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = 1
@@ -180,6 +180,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300, help="requests per level, at most")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per level, at most")
     parser.add_argument("--rate", type=float, default=100.0, help="open-loop level, requests/s (0: skip)")
+    parser.add_argument("--candidates", type=int, default=100, help="N recalled and ranked per request")
+    parser.add_argument("--no-timings", action="store_true", help="skip the user tower and ranker timings")
     args = parser.parse_args()
 
     with socket.socket() as s:
@@ -203,7 +205,7 @@ def main() -> int:
                 time.sleep(0.2)
         users = httpx.get(url + "/users").json()["user_ids"]
         for user in users[:20]:  # warm-up
-            httpx.post(url + "/recommend", json={"user_id": user, "k": 10}, timeout=10)
+            httpx.post(url + "/recommend", json={"user_id": user, "k": 10, "candidates": args.candidates}, timeout=10)
         plan: list[tuple[int, float | None]] = [(1, None), (4, None), (16, None)] + ([(16, args.rate)] if args.rate else [])
         queue: multiprocessing.Queue = multiprocessing.Queue()
         generator = multiprocessing.Process(target=_generator, args=(url, plan, args, users, queue))
@@ -213,7 +215,10 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=10)
-    report = {"levels": levels, "user_tower": [tower_timing(args.retrieval, rows) for rows in (1, 64)], "ranker": ranker_timing(args.retrieval, args.ranker, data)}
+    report: dict = {"candidates": args.candidates, "levels": levels}
+    if not args.no_timings:
+        report["user_tower"] = [tower_timing(args.retrieval, rows) for rows in (1, 64)]
+        report["ranker"] = ranker_timing(args.retrieval, args.ranker, data, candidates=args.candidates)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -111,7 +111,7 @@ def test_served_user_tower_and_ranker_inputs_equal_eager_pytorch_on_raw_rows(ser
     """The ONNX Runtime user tower and the cached item-feature table change no number."""
     models = service.models
     assert models.user_encoder is not None and models.user_encoder.backend == "onnxruntime"
-    example = service._example_users(models)
+    example, pairs = service._examples(models)
     np.testing.assert_allclose(models.user_encoder(example), models.retrieval.model.encode_user(example).detach().numpy(), atol=1e-5)
 
     requests = [RecommendRequest(user_id=u) for u in (1, 2)]
@@ -127,3 +127,15 @@ def test_served_user_tower_and_ranker_inputs_equal_eager_pytorch_on_raw_rows(ser
         assert getattr(cached, kind).keys() == getattr(full, kind).keys()
         for name, tensor in getattr(full, kind).items():
             assert torch.equal(getattr(cached, kind)[name], tensor), name
+
+
+def test_served_ranker_equals_eager_pytorch(service: RecommendationService) -> None:
+    """ONNX Runtime serves the ranker only where it exports and matches; the probabilities do not move."""
+    models = service.models
+    _, pairs = service._examples(models)
+    scorer = models.ranker_scorer
+    assert scorer is not None and scorer.backend in ("onnxruntime", "eager")
+    assert scorer.backend == "onnxruntime" or scorer.failure
+    with torch.no_grad():
+        eager = service._task.predict(models.ranker.model, pairs).numpy()
+    np.testing.assert_allclose(scorer(pairs), eager, atol=1e-5)

@@ -8,11 +8,13 @@ search and one ranker forward::
 
     requests (B) --user rows--> retrieval preprocessor --> encode_user        (B, D)
              --index.search(N, exclude=history)-->   candidate ids            (B, N)
-             --ranker rows: user columns repeated N times + item columns--> ranker probs (C,)
+             --ranker batch: B user rows transformed, each candidate's row of the item-feature
+               tensor table transformed once at start-up (RankerInputs)--> ranker probs (C,)
              --top K by probability--> responses (B)
 
 Users without any history (unknown users, or ``history: []``) get the most popular training
-items instead, flagged ``fallback="popular"``. ``swap`` replaces both models and the index
+items instead, flagged ``fallback="popular"``. The user tower and the ranker run in ONNX Runtime
+where their export reproduces PyTorch (``UserEncoder``, ``RankerScorer``), else eagerly. ``swap`` replaces both models and the index
 while requests are being served: the new state is built completely, then one reference is
 reassigned, so a request sees either the old models or the new ones, never a mix.
 """
@@ -35,6 +37,7 @@ from recstack.retrieval.index import VectorIndex, create_index, load_index
 from recstack.schema import Side
 from recstack.serving.feature_table import FeatureTable, Histories, latest_rows, read_table
 from recstack.serving.ranker_inputs import RankerInputs
+from recstack.serving.ranker_scorer import RankerScorer
 from recstack.serving.types import RecommendedItem, RecommendRequest, RecommendResponse, RequestError
 from recstack.serving.user_encoder import UserEncoder
 from recstack.tasks.binary import BinaryClassificationTask
@@ -84,6 +87,7 @@ class ServingModels:
     user_side: FeatureTable  # users table + the latest user aggregates the ranker needs
     ranker_inputs: RankerInputs  # the ranker's item features, transformed once for the catalogue
     user_encoder: UserEncoder | None = None  # the user tower as served (ONNX Runtime when exact)
+    ranker_scorer: RankerScorer | None = None  # the ranker as served (ONNX Runtime when it exports, exact)
 
 
 class RecommendationService:
@@ -94,8 +98,9 @@ class RecommendationService:
         catalogue: items, users and histories (``Catalogue.from_files``).
         index: a saved index folder; None builds one at start-up from the item tower.
         backend / kind: the index built when ``index`` is None (faiss flat by default).
-        onnx_user_tower: serve the user tower through ONNX Runtime when its export matches
-            PyTorch within 1e-5 (``UserEncoder``); False keeps eager PyTorch.
+        onnx_runtime: serve the user tower and the ranker through ONNX Runtime where their
+            export matches PyTorch within 1e-5 (``UserEncoder``, ``RankerScorer``); False keeps
+            eager PyTorch for both.
 
     Example::
 
@@ -104,9 +109,9 @@ class RecommendationService:
         [response] = service.recommend([RecommendRequest(user_id=1, k=10)])
     """
 
-    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", onnx_user_tower: bool = True) -> None:
+    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", onnx_runtime: bool = True) -> None:
         self.catalogue = catalogue
-        self.onnx_user_tower = onnx_user_tower
+        self.onnx_runtime = onnx_runtime
         self.backend, self.kind = backend, kind
         self._task = BinaryClassificationTask()
         self._swap_lock = threading.Lock()
@@ -143,13 +148,20 @@ class RecommendationService:
         item_columns = [c for c in ranker_columns if c in item_side.columns and sides.get(c) is not Side.USER]
         ranker_inputs = RankerInputs(ranker=ranker, items=item_side, item_columns=item_columns)
         models = ServingModels(retrieval, ranker, index, user_features, retrieval_columns, ranker_columns, item_side, user_side, ranker_inputs)
-        return replace(models, user_encoder=UserEncoder(retrieval.model, example=self._example_users(models), onnx=self.onnx_user_tower))
+        users, pairs = self._examples(models)
+        user_encoder = UserEncoder(retrieval.model, example=users, onnx=self.onnx_runtime)
+        ranker_scorer = RankerScorer(model=ranker.model, task=self._task, example=pairs, onnx=self.onnx_runtime)
+        return replace(models, user_encoder=user_encoder, ranker_scorer=ranker_scorer)
 
-    def _example_users(self, models: ServingModels, count: int = 16) -> Batch:
-        """Transformed user rows of up to ``count`` stored users, to export and check the user tower on."""
-        requests = [RecommendRequest(user_id=_plain(u)) for u in self.catalogue.users.keys[:count]]
+    def _examples(self, models: ServingModels, users: int = 16, items: int = 50) -> tuple[Batch, Batch]:
+        """Up to ``users`` stored users' transformed rows, and the ranker batch of each of them
+        with the first ``items`` catalogue items: what the exported forms are checked on."""
+        requests = [RecommendRequest(user_id=_plain(u)) for u in self.catalogue.users.keys[:users]]
         rows = self._user_rows(models, requests, [self._history(r) for r in requests])
-        return models.retrieval.preprocessor.transform(rows.select(models.retrieval_columns), features=models.user_features, with_label=False)
+        user_batch = models.retrieval.preprocessor.transform(rows.select(models.retrieval_columns), features=models.user_features, with_label=False)
+        item_ids = models.item_side.keys[:items]
+        owner = np.repeat(np.arange(len(requests)), len(item_ids))  # (B * items,)
+        return user_batch, models.ranker_inputs.batch(rows, owner, np.tile(item_ids, len(requests)))
 
     def _with_aggregates(self, ranker: LoadedRun, columns: list[str]) -> tuple[FeatureTable, FeatureTable]:
         """Item and user columns the ranker needs beyond the catalogue and users tables (counts,
@@ -217,6 +229,8 @@ class RecommendationService:
         if len(item_ids) == 0:
             return np.zeros(0, np.float32)
         batch = models.ranker_inputs.batch(user_rows, owner, item_ids)  # (C, ...)
+        if models.ranker_scorer is not None:
+            return models.ranker_scorer(batch)
         return self._task.predict(models.ranker.model, batch).float().numpy()
 
     def _user_rows(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> pa.Table:

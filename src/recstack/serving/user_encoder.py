@@ -45,7 +45,8 @@ class UserEncoder:
 
     def __call__(self, batch: Batch) -> np.ndarray:
         if self.session is None:
-            return self.model.encode_user(batch).numpy()  # (B, D)
+            with torch.inference_mode():
+                return self.model.encode_user(batch).numpy()  # (B, D)
         session, names = self.session
         inputs = self.model.user_tower().inputs_from_batch(batch)
         (vectors,) = session.run(None, {n: t.numpy() for n, t in inputs.items() if n in names})
