@@ -63,7 +63,7 @@ class ActivationUnit(nn.Module):
         rows = torch.div(flat, length, rounding_mode="floor")  # (N,)
         packed = keys.reshape(-1, dim).index_select(0, flat)  # (N, D)
         scores = keys.new_zeros(batch_size * length)  # (B*L,)
-        if flat.numel() == 0:
+        if self.training and flat.numel() == 0:  # batch statistics need at least one position
             return scores.view(batch_size, length)
         return scores.index_copy(0, flat, self._score(query, packed, rows)).view(batch_size, length)
 

@@ -24,6 +24,11 @@ def masked_batch_norm(
     Returns:
         (..., D) normalised values.
     """
+    if not norm.training and norm.track_running_stats:
+        # Inference written out elementwise: it broadcasts over any leading dims and exports to
+        # ONNX for any batch size (the exporter rejects batch_norm of a reshaped input).
+        normed = (x - norm.running_mean) * torch.rsqrt(norm.running_var + norm.eps)  # (..., D)
+        return normed * norm.weight + norm.bias if norm.affine else normed
     flat = x.reshape(-1, x.shape[-1])  # (N, D), N = product of leading dims
     if mask is None or not norm.training:
         return norm(flat).reshape(x.shape)
