@@ -26,8 +26,29 @@ def splitmix64(values: np.ndarray) -> np.ndarray:
     return z
 
 
+_DICTIONARY_MIN_LENGTH = 4096
+
+
 def hash_strings(array: pa.Array) -> np.ndarray:
     """Polynomial hash of each UTF-8 string, mixed; nulls hash like the empty string.
+
+    Long arrays are dictionary-encoded first (Arrow's C++ hash pass) so each distinct string is
+    hashed once: behaviour sequences repeat a few genre names millions of times.
+    """
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    if len(array) >= _DICTIONARY_MIN_LENGTH:
+        encoded = pc.dictionary_encode(array)
+        if len(encoded.dictionary) * 4 < len(array):
+            distinct = _hash_distinct_strings(encoded.dictionary)  # (U,)
+            indices = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+            empty = _hash_distinct_strings(pa.array([""], pa.string()))[0]
+            return np.where(indices >= 0, distinct[np.maximum(indices, 0)], empty)
+    return _hash_distinct_strings(array)
+
+
+def _hash_distinct_strings(array: pa.Array) -> np.ndarray:
+    """The hash of :func:`hash_strings`, computed for every element.
 
     Computed from the Arrow buffers: every byte is multiplied by ``P ** (distance to the end
     of its string)`` and the products are summed per string with a cumulative sum
