@@ -181,6 +181,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per level, at most")
     parser.add_argument("--rate", type=float, default=100.0, help="open-loop level, requests/s (0: skip)")
     parser.add_argument("--candidates", type=int, default=100, help="N recalled and ranked per request")
+    parser.add_argument("--batch-window-ms", type=float, default=1.0, help="the server's micro-batching window (0: off)")
     parser.add_argument("--no-timings", action="store_true", help="skip the user tower and ranker timings")
     args = parser.parse_args()
 
@@ -190,7 +191,8 @@ def main() -> int:
     data = Path(args.data)
     server = subprocess.Popen(
         [sys.executable, "-m", "recstack.cli", "serve", "--retrieval", args.retrieval, "--ranker", args.ranker, "--catalog", str(data / "items.parquet"),
-         "--users", str(data / "users.parquet"), "--history", str(data / "train.parquet"), "--port", str(port)],
+         "--users", str(data / "users.parquet"), "--history", str(data / "train.parquet"), "--port", str(port),
+         "--batch-window-ms", str(args.batch_window_ms)],
         cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
