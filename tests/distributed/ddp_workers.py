@@ -224,3 +224,16 @@ def in_batch_loss_with_gathered_negatives(rank: int, out_dir: str) -> None:
     loss = task.loss(model, Batch(ids={"item_id": rows[mine]}))
     loss.backward()
     torch.save({"loss": loss.detach(), "grad": model.items.grad.clone()}, Path(out_dir) / f"gather{rank}.pt")
+
+
+def resume_and_save(rank: int, config_path: str, out_dir: str) -> None:
+    """``train_run(resume=True)`` from the run folder's last checkpoint; saves ``rank{r}.pt``."""
+    from recstack.config import RunConfig
+    from recstack.export.run_folder import load_run
+    from recstack.workflows.train import train_run
+
+    config = RunConfig.from_yaml(config_path)
+    metrics = train_run(config, resume=True, log=lambda _: None)
+    dist.barrier()  # rank 0 has written model.pt
+    state = {k: v.clone() for k, v in load_run(config.output).model.state_dict().items()}
+    torch.save({"state": state, "metrics": metrics}, Path(out_dir) / f"rank{rank}.pt")
