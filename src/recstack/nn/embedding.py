@@ -37,7 +37,6 @@ from torch import Tensor, nn
 from recstack.data.batch import PADDING_INDEX, Batch
 from recstack.data.feature_map import FeatureMap, TableInfo, table_name
 from recstack.errors import ConfigError
-from recstack.nn.pooling import Pooling as PoolingMode
 from recstack.nn.pooling import masked_pool
 from recstack.schema import Feature, SequenceFeature, VectorFeature, is_embedded
 
@@ -136,7 +135,7 @@ class EmbeddingCollection(nn.Module):
         return masked_pool(
             values,  # (B, L, D)
             batch.mask(name),  # (B, L)
-            mode=PoolingMode(feature.pooling.value),
+            mode=feature.pooling,
             weights=batch.weights.get(name),  # (B, L) or None
         )  # (B, D)
 

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import enum
-
 import torch
 
-
-class Pooling(str, enum.Enum):
-    """How :func:`masked_pool` reduces the L positions of a padded sequence."""
-
-    MEAN = "mean"
-    SUM = "sum"
-    MAX = "max"
-    WEIGHTED_SUM = "weighted_sum"
-    WEIGHTED_MEAN = "weighted_mean"
+from recstack.schema import Pooling  # one enum for the schema and the layers
 
 
 def masked_pool(
