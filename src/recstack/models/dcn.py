@@ -9,11 +9,10 @@ from torch import nn
 
 from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
-from recstack.models.params import ModelParams, require, require_dims, require_dropout, select_features
+from recstack.models.params import DeepParams, require, select_features
 from recstack.models.registry import register_model
 from recstack.nn.cross import CrossNetwork
 from recstack.nn.embedding import EmbeddingCollection
-from recstack.nn.mlp import MLP, Activation
 
 
 @register_model("dcn")
@@ -31,17 +30,12 @@ class DCN(nn.Module):
     """
 
     @dataclass(frozen=True, kw_only=True)
-    class Params(ModelParams):
+    class Params(DeepParams):
         num_cross_layers: int = 3
-        hidden_dims: tuple[int, ...] = (256, 128)
-        activation: Activation = Activation.RELU
-        batch_norm: bool = False
-        dropout: float = 0.0
 
         def validate(self) -> None:
+            super().validate()
             require(self.num_cross_layers >= 1, "num_cross_layers", f"must be >= 1, got {self.num_cross_layers}")
-            require_dims("hidden_dims", self.hidden_dims)
-            require_dropout("dropout", self.dropout)
 
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
         super().__init__()
@@ -50,9 +44,7 @@ class DCN(nn.Module):
         self.embeddings = EmbeddingCollection(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
         width = self.embeddings.output_dim(self.inputs)
         self.cross = CrossNetwork(in_dim=width, num_layers=p.num_cross_layers)
-        self.deep = MLP(
-            in_dim=width, hidden_dims=p.hidden_dims, activation=p.activation, batch_norm=p.batch_norm, dropout=p.dropout
-        )
+        self.deep = p.mlp(width)
         self.score = nn.Linear(width + self.deep.out_dim, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -11,11 +11,11 @@ from torch import nn
 
 from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
-from recstack.models.params import ModelParams, require, require_dims, require_dropout, select_features
+from recstack.models.params import DeepParams, require, select_features
 from recstack.models.registry import register_model
 from recstack.nn.cross import CrossNetworkV2
 from recstack.nn.embedding import EmbeddingCollection
-from recstack.nn.mlp import MLP, Activation
+from recstack.nn.mlp import Activation
 
 
 class Structure(str, enum.Enum):
@@ -40,24 +40,19 @@ class DCNv2(nn.Module):
     """
 
     @dataclass(frozen=True, kw_only=True)
-    class Params(ModelParams):
+    class Params(DeepParams):
         num_cross_layers: int = 3
         low_rank: int | None = None  # None: full-rank W_l
         num_experts: int = 1  # more than 1 needs low_rank
         expert_activation: Activation = Activation.RELU
         structure: Structure = Structure.PARALLEL
-        hidden_dims: tuple[int, ...] = (256, 128)
-        activation: Activation = Activation.RELU
-        batch_norm: bool = False
-        dropout: float = 0.0
 
         def validate(self) -> None:
+            super().validate()
             require(self.num_cross_layers >= 1, "num_cross_layers", f"must be >= 1, got {self.num_cross_layers}")
             require(self.low_rank is None or self.low_rank >= 1, "low_rank", f"must be >= 1 or null, got {self.low_rank}")
             require(self.num_experts >= 1, "num_experts", f"must be >= 1, got {self.num_experts}")
             require(self.num_experts == 1 or self.low_rank is not None, "num_experts", "a mixture of experts needs low_rank")
-            require_dims("hidden_dims", self.hidden_dims)
-            require_dropout("dropout", self.dropout)
 
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
         super().__init__()
@@ -72,9 +67,7 @@ class DCNv2(nn.Module):
             num_experts=p.num_experts,
             expert_activation=p.expert_activation,
         )
-        self.deep = MLP(
-            in_dim=width, hidden_dims=p.hidden_dims, activation=p.activation, batch_norm=p.batch_norm, dropout=p.dropout
-        )
+        self.deep = p.mlp(width)
         self.stacked = p.structure is Structure.STACKED
         self.score = nn.Linear(self.deep.out_dim if self.stacked else width + self.deep.out_dim, 1)
 

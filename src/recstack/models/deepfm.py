@@ -10,11 +10,10 @@ from torch import nn
 from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
 from recstack.models.lr import LR
-from recstack.models.params import ModelParams, param_errors, require, require_dims, require_dropout, select_features
+from recstack.models.params import DeepParams, param_errors, require, select_features
 from recstack.models.registry import register_model
 from recstack.nn.embedding import EmbeddingCollection
 from recstack.nn.fm import FactorizationMachine
-from recstack.nn.mlp import MLP, Activation
 
 
 @register_model("deepfm")
@@ -32,15 +31,8 @@ class DeepFM(nn.Module):
     """
 
     @dataclass(frozen=True, kw_only=True)
-    class Params(ModelParams):
+    class Params(DeepParams):
         hidden_dims: tuple[int, ...] = (200, 200, 200)  # the paper's 200-200-200
-        activation: Activation = Activation.RELU
-        batch_norm: bool = False
-        dropout: float = 0.0
-
-        def validate(self) -> None:
-            require_dims("hidden_dims", self.hidden_dims)
-            require_dropout("dropout", self.dropout)
 
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
         super().__init__()
@@ -53,13 +45,7 @@ class DeepFM(nn.Module):
         with param_errors("features"):
             dim = self.embeddings.check_equal_dims(self.fields)
         self.fm = FactorizationMachine()
-        self.dnn = MLP(
-            in_dim=len(self.fields) * dim + self.embeddings.output_dim(self.dense_features),
-            hidden_dims=p.hidden_dims,
-            activation=p.activation,
-            batch_norm=p.batch_norm,
-            dropout=p.dropout,
-        )
+        self.dnn = p.mlp(len(self.fields) * dim + self.embeddings.output_dim(self.dense_features))
         self.dnn_score = nn.Linear(self.dnn.out_dim, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -11,16 +11,15 @@ from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
 from recstack.models.params import (
     CheckedParams,
-    ModelParams,
+    DeepParams,
     require,
     require_dims,
-    require_dropout,
     select_features,
 )
 from recstack.models.registry import register_model
 from recstack.nn.attention import TargetAttention
 from recstack.nn.embedding import EmbeddingCollection
-from recstack.nn.mlp import MLP, Activation
+from recstack.nn.mlp import Activation
 from recstack.schema import CategoricalFeature, Schema, SequenceFeature
 
 
@@ -59,26 +58,23 @@ class DIN(nn.Module):
     """
 
     @dataclass(frozen=True, kw_only=True)
-    class Params(ModelParams):
+    class Params(DeepParams):
         behaviours: tuple[Behaviour, ...] = ()
         attention_hidden_dims: tuple[int, ...] = (80, 40)
         attention_activation: Activation = Activation.DICE
         attention_softmax: bool = False  # the paper keeps raw scores
         hidden_dims: tuple[int, ...] = (200, 80)
         activation: Activation = Activation.DICE
-        batch_norm: bool = False
-        dropout: float = 0.0
         # lambda of the mini-batch-aware L2 on embedding rows; see DIN.regularization
         l2_reg: float = 0.0
 
         def validate(self) -> None:
+            super().validate()
             require(len(self.behaviours) > 0, "behaviours", "DIN needs at least one {candidate, history} pair")
             histories = [b.history for b in self.behaviours]
             repeated = sorted({h for h in histories if histories.count(h) > 1})
             require(not repeated, "behaviours", f"history feature(s) {repeated} appear in two pairs")
             require_dims("attention_hidden_dims", self.attention_hidden_dims)
-            require_dims("hidden_dims", self.hidden_dims)
-            require_dropout("dropout", self.dropout)
             require(self.l2_reg >= 0, "l2_reg", f"must be >= 0, got {self.l2_reg}")
 
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
@@ -104,13 +100,7 @@ class DIN(nn.Module):
             )
             for dim in group_dims
         )
-        self.mlp = MLP(
-            in_dim=self.embeddings.output_dim(self.other_inputs) + sum(group_dims),
-            hidden_dims=p.hidden_dims,
-            activation=p.activation,
-            batch_norm=p.batch_norm,
-            dropout=p.dropout,
-        )
+        self.mlp = p.mlp(self.embeddings.output_dim(self.other_inputs) + sum(group_dims))
         self.score = nn.Linear(self.mlp.out_dim, 1)
 
     def interests(self, batch: Batch) -> list[torch.Tensor]:

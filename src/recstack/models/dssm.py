@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap, table_name
-from recstack.models.params import ModelParams, param_errors, require, require_dims, require_dropout, select_features
+from recstack.models.params import DeepParams, param_errors, require, select_features
 from recstack.models.registry import register_model
 from recstack.nn.embedding import EmbeddingCollection
 from recstack.nn.mlp import MLP, Activation
@@ -141,7 +141,7 @@ class TwoTower(nn.Module):
     """
 
     @dataclass(frozen=True, kw_only=True)
-    class Params(ModelParams):
+    class Params(DeepParams):
         """DSSM parameters (``features``: all the model reads, split by side unless listed).
 
         Attributes:
@@ -159,15 +159,8 @@ class TwoTower(nn.Module):
         user_features: tuple[str, ...] | None = None
         item_features: tuple[str, ...] | None = None
         hidden_dims: tuple[int, ...] = (256, 256, 128)
-        activation: Activation = Activation.RELU
         output_activation: Activation = Activation.TANH
-        batch_norm: bool = False
-        dropout: float = 0.0
         item_id_feature: str = "item_id"
-
-        def validate(self) -> None:
-            require_dims("hidden_dims", self.hidden_dims)
-            require_dropout("dropout", self.dropout)
 
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
         super().__init__()

@@ -9,10 +9,9 @@ from torch import nn
 
 from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
-from recstack.models.params import ModelParams, require_dims, require_dropout, select_features
+from recstack.models.params import DeepParams, select_features
 from recstack.models.registry import register_model
 from recstack.nn.embedding import EmbeddingCollection
-from recstack.nn.mlp import MLP, Activation
 
 
 @register_model("embedding_mlp")
@@ -29,28 +28,15 @@ class EmbeddingMLP(nn.Module):
     """
 
     @dataclass(frozen=True, kw_only=True)
-    class Params(ModelParams):
+    class Params(DeepParams):
         hidden_dims: tuple[int, ...] = (128, 128)  # seed 003: two 128-wide ReLU layers
-        activation: Activation = Activation.RELU
-        batch_norm: bool = False
-        dropout: float = 0.0
-
-        def validate(self) -> None:
-            require_dims("hidden_dims", self.hidden_dims)
-            require_dropout("dropout", self.dropout)
 
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
         super().__init__()
         self.params = p = params or self.Params()
         self.inputs = select_features(feature_map, p.features).all
         self.embeddings = EmbeddingCollection(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
-        self.mlp = MLP(
-            in_dim=self.embeddings.output_dim(self.inputs),
-            hidden_dims=p.hidden_dims,
-            activation=p.activation,
-            batch_norm=p.batch_norm,
-            dropout=p.dropout,
-        )
+        self.mlp = p.mlp(self.embeddings.output_dim(self.inputs))
         self.score = nn.Linear(self.mlp.out_dim, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:

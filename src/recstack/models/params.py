@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from recstack.data.feature_map import FeatureMap
 from recstack.errors import ConfigError
 from recstack.nn.inputs import FeatureSplit, split_features
+from recstack.nn.mlp import MLP, Activation
 
 P = TypeVar("P", bound="CheckedParams")
 
@@ -95,6 +96,31 @@ class ModelParams(CheckedParams):
 
     features: tuple[str, ...] | None = None
     sparse_embeddings: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeepParams(ModelParams):
+    """Parameters of a model's MLP (its "deep" part); models redeclare a field to change a default.
+
+    Attributes:
+        hidden_dims: the MLP's layer widths.
+        activation: the activation of every layer.
+        batch_norm: batch-normalise each layer.
+        dropout: dropout after each layer.
+    """
+
+    hidden_dims: tuple[int, ...] = (256, 128)
+    activation: Activation = Activation.RELU
+    batch_norm: bool = False
+    dropout: float = 0.0
+
+    def validate(self) -> None:
+        require_dims("hidden_dims", self.hidden_dims)
+        require_dropout("dropout", self.dropout)
+
+    def mlp(self, in_dim: int) -> MLP:
+        """The MLP these parameters describe, reading ``in_dim`` inputs."""
+        return MLP(in_dim=in_dim, hidden_dims=self.hidden_dims, activation=self.activation, batch_norm=self.batch_norm, dropout=self.dropout)
 
 
 def require(ok: bool, key: str, problem: str) -> None:

@@ -11,10 +11,9 @@ from torch import nn
 from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
 from recstack.models.lr import LR
-from recstack.models.params import ModelParams, require, require_dims, require_dropout, select_features
+from recstack.models.params import DeepParams, require, select_features
 from recstack.models.registry import register_model
 from recstack.nn.embedding import EmbeddingCollection
-from recstack.nn.mlp import MLP, Activation
 from recstack.schema import CategoricalFeature
 
 _HASH_MODULUS = 2_147_483_647  # 2**31 - 1, a prime: every intermediate stays inside int64
@@ -38,21 +37,16 @@ class WideDeep(nn.Module):
     """
 
     @dataclass(frozen=True, kw_only=True)
-    class Params(ModelParams):
+    class Params(DeepParams):
         wide_features: tuple[str, ...] | None = None  # None: every feature of the schema
         cross_features: tuple[tuple[str, ...], ...] = ()  # groups of categorical features
         cross_buckets: int = 100_000  # hashed weights per cross product
-        hidden_dims: tuple[int, ...] = (256, 128)
-        activation: Activation = Activation.RELU
-        batch_norm: bool = False
-        dropout: float = 0.0
 
         def validate(self) -> None:
+            super().validate()
             for i, group in enumerate(self.cross_features):
                 require(len(group) >= 2, f"cross_features[{i}]", f"a cross needs two features or more, got {list(group)}")
             require(self.cross_buckets >= 1, "cross_buckets", f"must be >= 1, got {self.cross_buckets}")
-            require_dims("hidden_dims", self.hidden_dims)
-            require_dropout("dropout", self.dropout)
 
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
         super().__init__()
@@ -65,13 +59,7 @@ class WideDeep(nn.Module):
             for i, group in enumerate(p.cross_features)
         )
         self.embeddings = EmbeddingCollection(feature_map, features=self.deep_inputs, sparse=p.sparse_embeddings)
-        self.deep = MLP(
-            in_dim=self.embeddings.output_dim(self.deep_inputs),
-            hidden_dims=p.hidden_dims,
-            activation=p.activation,
-            batch_norm=p.batch_norm,
-            dropout=p.dropout,
-        )
+        self.deep = p.mlp(self.embeddings.output_dim(self.deep_inputs))
         self.deep_score = nn.Linear(self.deep.out_dim, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
