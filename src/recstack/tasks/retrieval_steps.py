@@ -123,15 +123,42 @@ def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+class _AllGatherRows(torch.autograd.Function):
+    """Concatenates every rank's equally-sized ``(Bmax, D)`` block; the backward all-reduces the
+    full gradient and keeps this rank's block.
+
+    Not ``torch.distributed.nn.functional.all_gather``: on gloo its backward is an all-to-all
+    that aborted about one process exit in four here ("terminate called without an active
+    exception"); an all-reduce is supported everywhere and costs W times the traffic of a
+    reduce-scatter, negligible for a batch of item vectors.
+    """
+
+    @staticmethod
+    def forward(ctx, block: Tensor) -> Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        ctx.rank, ctx.rows = dist.get_rank(), block.shape[0]
+        blocks = [torch.empty_like(block) for _ in range(dist.get_world_size())]
+        dist.all_gather(blocks, block.contiguous())
+        return torch.cat(blocks)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        import torch.distributed as dist
+
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
 def _gather_items(item_vectors: Tensor, item_rows: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
     """Every rank's item vectors ``(W * Bmax, D)`` (batches padded to the largest), their rows,
     this rank's target columns ``(B,)`` and the padded-column mask ``(W * Bmax,)``.
 
-    ``torch.distributed.nn.functional.all_gather`` is differentiable: each rank's gradient for
-    its own items sums the contributions of every rank's loss (DDP then averages them).
+    The gather is differentiable (:class:`_AllGatherRows`): each rank's gradient for its own
+    items sums the contributions of every rank's loss (DDP then averages them).
     """
     import torch.distributed as dist
-    from torch.distributed.nn.functional import all_gather
 
     rank, world = dist.get_rank(), dist.get_world_size()
     size = torch.tensor([item_vectors.shape[0]], device=item_vectors.device)
@@ -140,7 +167,7 @@ def _gather_items(item_vectors: Tensor, item_rows: Tensor | None) -> tuple[Tenso
     sizes_list = [int(s.item()) for s in sizes]
     largest = max(sizes_list)
     pad = largest - item_vectors.shape[0]
-    vectors = torch.cat(all_gather(F.pad(item_vectors, (0, 0, 0, pad))))  # (W * Bmax, D)
+    vectors = _AllGatherRows.apply(F.pad(item_vectors, (0, 0, 0, pad)))  # (W * Bmax, D)
     padded = torch.ones(world, largest, dtype=torch.bool, device=item_vectors.device)
     for other, count in enumerate(sizes_list):
         padded[other, :count] = False
