@@ -18,13 +18,16 @@ import httpx
 import numpy as np
 
 
-async def run(url: str, rate: float, seconds: float, users: int, k: int, seed: int) -> dict:
+async def run(url: str, rate: float, seconds: float, users: int, k: int, seed: int, warm_users: bool) -> dict:
     rng = random.Random(seed)
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=64)
     async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as client:
         for _ in range(20):  # warm-up: connections, first-call paths
             await client.post("/recommend", json={"user_id": 1, "k": k})
+        if warm_users:  # every user once, sequentially: the server's user cache is then warm
+            for user in range(1, users + 1):
+                await client.post("/recommend", json={"user_id": user, "k": k})
         start = time.perf_counter()
 
         async def one(i: int) -> None:
@@ -53,8 +56,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=943, help="user ids drawn from 1..users")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warm-users", action="store_true", help="request every user once before timing")
     args = parser.parse_args()
-    print(asyncio.run(run(args.url, args.rate, args.seconds, args.users, args.k, args.seed)))
+    print(asyncio.run(run(args.url, args.rate, args.seconds, args.users, args.k, args.seed, args.warm_users)))
 
 
 if __name__ == "__main__":

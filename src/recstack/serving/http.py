@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Annotated, Any, Union
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, StrictBool, StrictFloat, StrictInt, StrictStr, Tag
 
 from recstack.serving.micro_batcher import MicroBatcher
@@ -87,22 +89,31 @@ def create_app(service: RecommendationService, *, batch_window_ms: float | None 
     """
     app = FastAPI(title="recstack recommendations", version="1")
     app.state.service = service
-    run_batch = service.recommend if batch_window_ms is None else MicroBatcher(service.recommend, window_ms=batch_window_ms).submit
+    if batch_window_ms is None:
 
+        async def run_batch(requests: list[RecommendRequest]) -> list[Any]:
+            return await run_in_threadpool(service.recommend, requests)
+
+    else:
+        run_batch = MicroBatcher(service.recommend, window_ms=batch_window_ms).submit_async
+
+    # The response is serialised here with orjson and returned as is: FastAPI then skips
+    # re-validating it against response_model, which only documents it in the OpenAPI schema.
     @app.post("/recommend", response_model=Union[RecommendOut, BatchOut])
-    def recommend(body: Body) -> Any:
+    async def recommend(body: Body) -> Response:
         batched = isinstance(body, BatchBody)
         requests = [r.to_request() for r in body.requests] if batched else [body.to_request()]
         try:
-            responses = [r.to_dict() for r in run_batch(requests)]
+            responses = [r.to_dict() for r in await run_batch(requests)]
         except RequestError as error:
             return _unprocessable(error)
-        return {"responses": responses} if batched else responses[0]
+        content = {"responses": responses} if batched else responses[0]
+        return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     @app.get("/health")
     def health() -> dict[str, Any]:
         models = service.models
-        return {"status": "ok", "items": len(service.catalogue.items), "indexed": len(models.index), "retrieval_run": str(models.retrieval.paths.root), "ranking_run": str(models.ranker.paths.root)}
+        return {"status": "ok", "items": len(service.catalogue.items), "indexed": len(models.index), "retrieval_run": str(models.retrieval.paths.root), "ranking_run": str(models.ranker.paths.root), "user_cache": models.user_cache.stats()}
 
     @app.get("/items/{item_id}")
     def item(item_id: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 import time
@@ -52,6 +53,12 @@ class MicroBatcher:
         future: Future = Future()
         self._queue.put((list(requests), future))
         return future.result()
+
+    async def submit_async(self, requests: Sequence[RecommendRequest]) -> list[RecommendResponse]:
+        """``submit`` for an event loop: awaits the batch without holding a thread."""
+        future: Future = Future()
+        self._queue.put((list(requests), future))
+        return await asyncio.wrap_future(future)
 
     def _run(self) -> None:
         while True:

@@ -76,10 +76,17 @@ class RankerInputs:
             owner: (C,) the request (user row) of each candidate.
             item_ids: (C,) the candidate item ids.
         """
+        return self.pairs(self.user_batch(user_rows), owner, item_ids)
+
+    def user_batch(self, user_rows: pa.Table) -> Batch:
+        """The ranker's user-side features of B user rows, transformed: ``(B, ...)``."""
         for name in self.user_columns:  # a column neither side holds reads as null, as offline
             if name not in user_rows.column_names:
                 user_rows = user_rows.append_column(name, pa.nulls(len(user_rows)))
-        users = self._preprocessor.transform(user_rows.select(self.user_columns), features=self.user_features, with_label=False)  # (B, ...)
+        return self._preprocessor.transform(user_rows.select(self.user_columns), features=self.user_features, with_label=False)
+
+    def pairs(self, users: Batch, owner: np.ndarray, item_ids: np.ndarray) -> Batch:
+        """The ranker batch of C pairs from already-transformed user rows (``user_batch``)."""
         return combine(self.item_batch, self.item_rows(item_ids), users, torch.from_numpy(np.asarray(owner, dtype=np.int64)))
 
 

@@ -22,7 +22,7 @@ reassigned, so a request sees either the old models or the new ones, never a mix
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -39,6 +39,7 @@ from recstack.serving.feature_table import FeatureTable, Histories, latest_rows,
 from recstack.serving.ranker_inputs import RankerInputs
 from recstack.serving.ranker_scorer import RankerScorer
 from recstack.serving.types import RecommendedItem, RecommendRequest, RecommendResponse, RequestError
+from recstack.serving.user_cache import UserCache, UserState
 from recstack.serving.user_encoder import UserEncoder
 from recstack.tasks.binary import BinaryClassificationTask
 from recstack.workflows.retrieval import EMBED_BATCH_SIZE, item_feature_names, user_feature_names
@@ -88,6 +89,7 @@ class ServingModels:
     ranker_inputs: RankerInputs  # the ranker's item features, transformed once for the catalogue
     user_encoder: UserEncoder | None = None  # the user tower as served (ONNX Runtime when exact)
     ranker_scorer: RankerScorer | None = None  # the ranker as served (ONNX Runtime when it exports, exact)
+    user_cache: UserCache = field(default_factory=UserCache)  # stored users' vectors and ranker rows
 
 
 class RecommendationService:
@@ -101,6 +103,8 @@ class RecommendationService:
         onnx_runtime: serve the user tower and the ranker through ONNX Runtime where their
             export matches PyTorch within 1e-5 (``UserEncoder``, ``RankerScorer``); False keeps
             eager PyTorch for both.
+        user_cache_size: stored users whose user vector and ranker row are kept between
+            requests (``UserCache``; 0 turns the cache off).
 
     Example::
 
@@ -109,9 +113,10 @@ class RecommendationService:
         [response] = service.recommend([RecommendRequest(user_id=1, k=10)])
     """
 
-    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", onnx_runtime: bool = True) -> None:
+    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", onnx_runtime: bool = True, user_cache_size: int = 65536) -> None:
         self.catalogue = catalogue
         self.onnx_runtime = onnx_runtime
+        self.user_cache_size = user_cache_size
         self.backend, self.kind = backend, kind
         self._task = BinaryClassificationTask()
         self._swap_lock = threading.Lock()
@@ -151,7 +156,7 @@ class RecommendationService:
         users, pairs = self._examples(models)
         user_encoder = UserEncoder(retrieval.model, example=users, onnx=self.onnx_runtime)
         ranker_scorer = RankerScorer(model=ranker.model, task=self._task, example=pairs, onnx=self.onnx_runtime)
-        return replace(models, user_encoder=user_encoder, ranker_scorer=ranker_scorer)
+        return replace(models, user_encoder=user_encoder, ranker_scorer=ranker_scorer, user_cache=UserCache(self.user_cache_size))
 
     def _examples(self, models: ServingModels, users: int = 16, items: int = 50) -> tuple[Batch, Batch]:
         """Up to ``users`` stored users' transformed rows, and the ranker batch of each of them
@@ -205,9 +210,7 @@ class RecommendationService:
         return responses  # type: ignore[return-value]
 
     def _two_stage(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> list[RecommendResponse]:
-        user_rows = self._user_rows(models, requests, histories)  # B rows
-        batch = models.retrieval.preprocessor.transform(user_rows.select(models.retrieval_columns).to_batches()[0] if len(user_rows) else user_rows, features=models.user_features, with_label=False)
-        user_vectors = models.user_encoder(batch) if models.user_encoder else models.retrieval.model.encode_user(batch).numpy()  # (B, D)
+        user_vectors, ranker_users = self._users(models, requests, histories)  # (B, D), B rows
         n = max(r.candidates for r in requests)
         exclude = [h if r.exclude_seen else np.zeros(0, np.int64) for r, h in zip(requests, histories)]
         recall_scores, candidate_ids = models.index.search(user_vectors, n, exclude=exclude)  # (B, N)
@@ -215,7 +218,7 @@ class RecommendationService:
         keep = (candidate_ids >= 0) & (np.arange(n)[None, :] < limit)  # (B, N)
         owner = np.nonzero(keep)[0]  # (C,) request of each candidate
         flat_ids, flat_recall = candidate_ids[keep], recall_scores[keep]  # (C,)
-        probs = self._rank(models, user_rows, owner, flat_ids)  # (C,)
+        probs = self._rank(models, ranker_users, owner, flat_ids)  # (C,)
         responses = []
         bounds = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
         for b, request in enumerate(requests):
@@ -224,11 +227,32 @@ class RecommendationService:
             responses.append(self._response(request, flat_ids[order], flat_recall[order], probs[order]))
         return responses
 
-    def _rank(self, models: ServingModels, user_rows: pa.Table, owner: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
+    def _users(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> tuple[np.ndarray, Batch]:
+        """``(B, D)`` user vectors and the ranker's B transformed user rows; a stored user who
+        overrides nothing is served from ``models.user_cache`` when there."""
+        cache = models.user_cache
+        keys = [r.user_id if r.user_id is not None and not r.features and r.history is None else None for r in requests]
+        states: list[UserState | None] = [cache.get(key) if key is not None else None for key in keys]
+        missing = [b for b, state in enumerate(states) if state is None]
+        if missing:
+            chosen = [requests[b] for b in missing]
+            user_rows = self._user_rows(models, chosen, [histories[b] for b in missing])  # M rows
+            batch = models.retrieval.preprocessor.transform(user_rows.select(models.retrieval_columns).to_batches()[0], features=models.user_features, with_label=False)
+            vectors = models.user_encoder(batch) if models.user_encoder else models.retrieval.model.encode_user(batch).numpy()  # (M, D)
+            ranker_users = models.ranker_inputs.user_batch(user_rows)  # M rows
+            if len(missing) == len(requests) and not any(k is not None for k in keys):
+                return vectors, ranker_users  # nothing to cache or to merge
+            for j, b in enumerate(missing):
+                states[b] = UserState.of_row(vectors, ranker_users, j)
+                if keys[b] is not None:
+                    cache.put(keys[b], states[b])
+        return np.stack([s.vector for s in states]), Batch.concat(s.ranker_row for s in states)  # type: ignore[union-attr]
+
+    def _rank(self, models: ServingModels, ranker_users: Batch, owner: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
         """``(C,)`` ranker probabilities of each (user row ``owner[c]``, item ``item_ids[c]``) pair."""
         if len(item_ids) == 0:
             return np.zeros(0, np.float32)
-        batch = models.ranker_inputs.batch(user_rows, owner, item_ids)  # (C, ...)
+        batch = models.ranker_inputs.pairs(ranker_users, owner, item_ids)  # (C, ...)
         if models.ranker_scorer is not None:
             return models.ranker_scorer(batch)
         return self._task.predict(models.ranker.model, batch).float().numpy()

@@ -7,10 +7,10 @@ from pathlib import Path
 from recstack.serving.service import Catalogue, RecommendationService
 
 
-def build_service(*, retrieval: str | Path, ranker: str | Path, catalog: str | Path, users: str | Path | None = None, history: str | Path | None = None, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat") -> RecommendationService:
+def build_service(*, retrieval: str | Path, ranker: str | Path, catalog: str | Path, users: str | Path | None = None, history: str | Path | None = None, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", user_cache_size: int = 65536) -> RecommendationService:
     """Load both runs, the catalogue, users and histories, and the index (built if not given)."""
     catalogue = Catalogue.from_files(catalog=catalog, users=users, history=history)
-    return RecommendationService(retrieval_run=retrieval, ranking_run=ranker, catalogue=catalogue, index=index, backend=backend, kind=kind)
+    return RecommendationService(retrieval_run=retrieval, ranking_run=ranker, catalogue=catalogue, index=index, backend=backend, kind=kind, user_cache_size=user_cache_size)
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, threads: int = 1, batch_window_ms: float | None = 1.0, **service_options: object) -> None:
