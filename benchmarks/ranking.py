@@ -67,7 +67,7 @@ def read_features(name: str, features: str) -> list[str] | None:
     return list(ID_FEATURES) + (list(HISTORIES) if name == "din" else [])
 
 
-def run_recstack(name: str, features: str, seed: int, epochs: int, transform: str) -> dict:
+def run_recstack(name: str, features: str, seed: int, epochs: int, transform: str, precision: str = "no") -> dict:
     """One training run in this process; returns test metrics, samples/s and peak RSS.
 
     ``prep_seconds`` times what the peer's does: fitting the vocabularies and one pass that
@@ -85,7 +85,7 @@ def run_recstack(name: str, features: str, seed: int, epochs: int, transform: st
     setup = recstack_setup(name, features, seed, transform)
     model, task, preprocessor, prep_seconds = (setup[k] for k in ("model", "task", "preprocessor", "prep_seconds"))
     started = time.perf_counter()
-    state = recstack_trainer(name, seed, epochs).fit(model, task, setup["train_batches"])
+    state = recstack_trainer(name, seed, epochs, precision).fit(model, task, setup["train_batches"])
     seconds = time.perf_counter() - started
     metrics = evaluate_source(model, task, preprocessor, DataSource(paths=(str(DATA_DIR / "test.parquet"),)))
     return {
@@ -141,12 +141,12 @@ def recstack_setup(name: str, features: str, seed: int, transform: str) -> dict:
     }
 
 
-def recstack_trainer(name: str, seed: int, epochs: int):
+def recstack_trainer(name: str, seed: int, epochs: int, precision: str = "no"):
     from recstack.training import Trainer, TrainerConfig
 
     # the 3-weight LR on two rates needs a larger step to move from its init in a few epochs
     lr = 0.05 if name == "lr" else 1e-3
-    return Trainer(TrainerConfig.from_dict({"epochs": epochs, "lr": lr, "seed": seed, "log_every_steps": 10_000}))
+    return Trainer(TrainerConfig.from_dict({"epochs": epochs, "lr": lr, "seed": seed, "log_every_steps": 10_000, "mixed_precision": precision}))
 
 
 def speed_main(models: list[str], rounds: int, peer_python: str) -> None:
@@ -342,6 +342,10 @@ def main() -> None:
         "--baseline", action="store_true",
         help="add recstack id rows that transform every schema feature (the behaviour before 2026-11-22)",
     )
+    parser.add_argument(
+        "--precisions", nargs="+", default=["no"], choices=["no", "bf16"],
+        help="recstack rows per precision (bf16: CPU autocast where the CPU has native bfloat16)",
+    )
     parser.add_argument("--speed", type=int, metavar="ROUNDS", help="interleaved in-process training speed comparison instead")
     parser.add_argument("--criteo", type=int, metavar="ROWS", help="run the synthetic Criteo-like DeepFM comparison instead")
     parser.add_argument("--criteo-worker", nargs=2, metavar=("FOLDER", "SEED"), help=argparse.SUPPRESS)
@@ -349,7 +353,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         name, features, seed, transform = args.worker
-        print(json.dumps(run_recstack(name, features, int(seed), args.epochs, transform)))
+        print(json.dumps(run_recstack(name, features, int(seed), args.epochs, transform, args.precisions[0])))
         return
     if args.criteo_worker:
         print(json.dumps(run_recstack_criteo(Path(args.criteo_worker[0]), int(args.criteo_worker[1]), args.epochs)))
@@ -361,29 +365,29 @@ def main() -> None:
         criteo_main(args.criteo, args.seeds, args.epochs, args.peer_python)
         return
 
-    plan = [("recstack", "lr", "rates", "model")] if "lr" in args.models else []
+    plan = [("recstack", "lr", "rates", "model", "no")] if "lr" in args.models else []
     for name in (m for m in args.models if m != "lr"):
-        plan.append(("DeepCTR-Torch", name, "ids", "model"))
+        plan.append(("DeepCTR-Torch", name, "ids", "model", "no"))
         if args.baseline:
-            plan.append(("recstack", name, "ids", "schema"))
-        plan += [("recstack", name, features, "model") for features in args.features]
+            plan.append(("recstack", name, "ids", "schema", "no"))
+        plan += [("recstack", name, features, "model", precision) for features in args.features for precision in args.precisions]
     runs: dict[tuple, list[dict]] = {row: [] for row in plan}
     for seed in args.seeds:  # seed-major: the rows of one seed run side by side in time
         for row in plan:
-            library, name, features, transform = row
+            library, name, features, transform, precision = row
             if library == "recstack":
-                command = [sys.executable, __file__, "--epochs", str(args.epochs), "--worker", name, features, str(seed), transform]
+                command = [sys.executable, __file__, "--epochs", str(args.epochs), "--precisions", precision, "--worker", name, features, str(seed), transform]
             else:
                 command = [args.peer_python, str(ROOT / "benchmarks" / "_deepctr_peer.py"), str(DATA_DIR), name, str(seed), str(args.epochs)]
             runs[row].append(subprocess_json(command))
             print(f"# {library} {name} {features} {transform} seed {seed}: {runs[row][-1]}", file=sys.stderr, flush=True)
 
-    print("| library | model | features | transformed | seeds | " + " | ".join(c[0] for c in COLUMNS) + " |")
-    print("|---" * (5 + len(COLUMNS)) + "|")
-    for (library, name, features, transform), results in runs.items():
+    print("| library | model | features | transformed | precision | seeds | " + " | ".join(c[0] for c in COLUMNS) + " |")
+    print("|---" * (6 + len(COLUMNS)) + "|")
+    for (library, name, features, transform, precision), results in runs.items():
         cells = " | ".join(summarise(results, key, digits) for _, key, digits in COLUMNS)
         shown = "its own" if library != "recstack" else ("model's" if transform == "model" else "whole schema")
-        print(f"| {library} | {name} | {features} | {shown} | {len(results)} | {cells} |")
+        print(f"| {library} | {name} | {features} | {shown} | {'fp32' if precision == 'no' else precision} | {len(results)} | {cells} |")
 
 
 if __name__ == "__main__":

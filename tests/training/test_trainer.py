@@ -150,8 +150,35 @@ def test_sparse_embedding_without_the_flag_is_a_config_error():
         Trainer(config()).fit(SparseItemModel(), TASK, epoch_batches(planted_data()))
 
 
-def test_mixed_precision_is_ignored_with_a_warning_on_cpu():
-    with pytest.warns(UserWarning, match="mixed_precision=bf16 is ignored on cpu"):
-        trainer = Trainer(config(epochs=1, mixed_precision="bf16"))
+def test_fp16_is_ignored_with_a_warning_on_cpu():
+    with pytest.warns(UserWarning, match="mixed_precision=fp16 is ignored on cpu"):
+        trainer = Trainer(config(epochs=1, mixed_precision="fp16"))
     state = trainer.fit(LogisticRegression(), TASK, epoch_batches(planted_data()))
     assert state.global_step == 8
+
+
+def test_bf16_on_a_cpu_without_native_bfloat16_is_ignored_with_a_warning(monkeypatch):
+    import recstack.training.device as device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no native bfloat16"):
+        trainer = Trainer(config(epochs=1, mixed_precision="bf16"))
+    assert trainer.precision.value == "no"
+
+
+@pytest.mark.skipif(not __import__("recstack.training.device", fromlist=["x"]).cpu_has_native_bf16(), reason="needs a CPU with native bfloat16")
+def test_bf16_on_cpu_runs_the_forward_in_bfloat16_and_learns():
+    seen_dtypes = []
+
+    class Recording(LogisticRegression):
+        def forward(self, batch):
+            logits = super().forward(batch)
+            seen_dtypes.append(logits.dtype)
+            return logits
+
+    data = planted_data()
+    model = Recording()
+    state = Trainer(config(epochs=3, mixed_precision="bf16")).fit(model, TASK, epoch_batches(data), auc_evaluator(data, TASK))
+    assert seen_dtypes and seen_dtypes[0] == torch.bfloat16  # the Linear ran under bf16 autocast
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 master weights
+    assert state.best_metric > 0.8

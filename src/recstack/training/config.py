@@ -97,8 +97,8 @@ class TrainerConfig:
     grad_clip_norm: float | None = None  # clip the global L2 norm of all gradients
     seed: int = 0  # python, numpy and torch RNGs are seeded at the start of fit
     device: str = "auto"  # "auto" picks cuda when available, else cpu; or "cpu", "cuda:1" ...
-    # Autocast on CUDA only: CPU autocast is slow and numerically different, so on CPU it is
-    # ignored with a warning.
+    # Autocast on CUDA; on CPU only bf16, and only where the CPU has native bfloat16
+    # (otherwise ignored with a warning: emulated bf16 is slower than fp32).
     mixed_precision: MixedPrecision = MixedPrecision.NO
     monitor: str = "auc"  # metric from evaluate() that picks the best weights
     monitor_mode: MonitorMode = MonitorMode.MAX

@@ -10,7 +10,7 @@ import torch
 
 from recstack.training.config import MixedPrecision
 
-__all__ = ["autocast", "effective_precision", "resolve_device"]
+__all__ = ["autocast", "cpu_has_native_bf16", "effective_precision", "resolve_device"]
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -29,14 +29,30 @@ def resolve_device(spec: str) -> torch.device:
 
 
 def effective_precision(precision: MixedPrecision, device: torch.device) -> MixedPrecision:
-    """Mixed precision is only used on CUDA; elsewhere it is turned off with a warning."""
-    if precision is not MixedPrecision.NO and device.type != "cuda":
-        warnings.warn(
-            f"mixed_precision={precision.value} is ignored on {device.type}: it needs CUDA",
-            stacklevel=2,
-        )
-        return MixedPrecision.NO
-    return precision
+    """The precision the loop really uses on ``device``.
+
+    CUDA: as asked. CPU: bf16 where the CPU computes it natively (AVX512-BF16 or AMX, through
+    oneDNN: about 2x faster matmuls here), since bf16 keeps fp32's exponent range and needs no
+    loss scaling; fp16, or bf16 on a CPU without it, is turned off with a warning.
+    """
+    if precision is MixedPrecision.NO or device.type == "cuda":
+        return precision
+    if device.type == "cpu" and precision is MixedPrecision.BF16:
+        if cpu_has_native_bf16():
+            return precision
+        reason = "this CPU has no native bfloat16 (AVX512-BF16 or AMX)"
+    else:
+        reason = f"it needs CUDA{' (or bf16 on a CPU with native bfloat16)' if device.type == 'cpu' else ''}"
+    warnings.warn(f"mixed_precision={precision.value} is ignored on {device.type}: {reason}", stacklevel=2)
+    return MixedPrecision.NO
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 matmuls natively on this CPU."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def autocast(precision: MixedPrecision, device: torch.device) -> ContextManager[object]:
