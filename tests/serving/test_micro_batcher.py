@@ -59,3 +59,28 @@ def test_a_bad_request_fails_only_its_caller(service: RecommendationService) -> 
 def test_rejects_a_negative_window() -> None:
     with pytest.raises(ValueError):
         MicroBatcher(lambda requests: [], window_ms=-1)
+
+
+def test_a_caller_that_gives_up_does_not_stop_the_worker() -> None:
+    import asyncio
+
+    release = threading.Event()
+
+    def recommend(requests: Sequence[RecommendRequest]):
+        release.wait(5)
+        return [r.user_id for r in requests]
+
+    batcher = MicroBatcher(recommend, window_ms=0.0)
+
+    async def scenario() -> list:
+        busy = asyncio.ensure_future(batcher.submit_async([RecommendRequest(user_id=1)]))  # holds the worker
+        await asyncio.sleep(0.05)
+        abandoned = asyncio.ensure_future(batcher.submit_async([RecommendRequest(user_id=2)]))  # queued
+        await asyncio.sleep(0.05)
+        abandoned.cancel()  # its HTTP client went away
+        await asyncio.sleep(0.05)  # the cancellation reaches the worker's future
+        release.set()
+        later = await asyncio.wait_for(batcher.submit_async([RecommendRequest(user_id=3)]), timeout=5)
+        return [await busy, abandoned.cancelled(), later]
+
+    assert asyncio.run(scenario()) == [[1], True, [3]]

@@ -81,6 +81,11 @@ class MicroBatcher:
             self._serve(jobs)
 
     def _serve(self, jobs: list[tuple[list[RecommendRequest], Future]]) -> None:
+        # A caller that gave up (an awaiting HTTP handler cancelled) is dropped here; after
+        # this call a future can no longer be cancelled, so setting its result cannot fail.
+        jobs = [job for job in jobs if job[1].set_running_or_notify_cancel()]
+        if not jobs:
+            return
         try:
             responses = self._recommend([r for requests, _ in jobs for r in requests])
         except RequestError as error:
@@ -88,7 +93,7 @@ class MicroBatcher:
                 jobs[0][1].set_exception(error)
                 return
             for job in jobs:  # find the caller at fault; the others still get answers
-                self._serve([job])
+                self._serve_one(job)
             return
         except BaseException as error:  # noqa: BLE001 - the callers must not hang
             for _, future in jobs:
@@ -99,3 +104,10 @@ class MicroBatcher:
             future.set_result(responses[start : start + len(requests)])
             start += len(requests)
 
+    def _serve_one(self, job: tuple[list[RecommendRequest], Future]) -> None:
+        """One (already running) caller's requests on their own."""
+        requests, future = job
+        try:
+            future.set_result(self._recommend(requests))
+        except BaseException as error:  # noqa: BLE001 - the caller must not hang
+            future.set_exception(error)
