@@ -183,6 +183,8 @@ def main() -> int:
     parser.add_argument("--candidates", type=int, default=100, help="N recalled and ranked per request")
     parser.add_argument("--batch-window-ms", type=float, default=1.0, help="the server's micro-batching window (0: off)")
     parser.add_argument("--no-timings", action="store_true", help="skip the user tower and ranker timings")
+    parser.add_argument("--user-cache", type=int, default=65536, help="the server's stored-user cache size (0: off)")
+    parser.add_argument("--warm-users", action="store_true", help="request every user once before the timed levels")
     args = parser.parse_args()
 
     with socket.socket() as s:
@@ -192,7 +194,7 @@ def main() -> int:
     server = subprocess.Popen(
         [sys.executable, "-m", "recstack.cli", "serve", "--retrieval", args.retrieval, "--ranker", args.ranker, "--catalog", str(data / "items.parquet"),
          "--users", str(data / "users.parquet"), "--history", str(data / "train.parquet"), "--port", str(port),
-         "--batch-window-ms", str(args.batch_window_ms)],
+         "--batch-window-ms", str(args.batch_window_ms), "--user-cache", str(args.user_cache)],
         cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"
@@ -206,7 +208,7 @@ def main() -> int:
             except httpx.TransportError:
                 time.sleep(0.2)
         users = httpx.get(url + "/users").json()["user_ids"]
-        for user in users[:20]:  # warm-up
+        for user in users if args.warm_users else users[:20]:  # warm-up (every user: a warm user cache)
             httpx.post(url + "/recommend", json={"user_id": user, "k": 10, "candidates": args.candidates}, timeout=10)
         plan: list[tuple[int, float | None]] = [(1, None), (4, None), (16, None)] + ([(16, args.rate)] if args.rate else [])
         queue: multiprocessing.Queue = multiprocessing.Queue()
@@ -217,7 +219,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=10)
-    report: dict = {"candidates": args.candidates, "levels": levels}
+    report: dict = {"candidates": args.candidates, "user_cache": args.user_cache, "warm_users": args.warm_users, "levels": levels}
     if not args.no_timings:
         report["user_tower"] = [tower_timing(args.retrieval, rows) for rows in (1, 64)]
         report["ranker"] = ranker_timing(args.retrieval, args.ranker, data, candidates=args.candidates)
