@@ -96,6 +96,50 @@ def test_every_shard_is_disjoint_and_together_they_cover_the_data(files):
     assert all(shards)
 
 
+def test_parquet_shards_by_row_group_and_decode_only_their_own(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = np.arange(400)
+    pq.write_table(pa.table({"row_id": ids, "item": ids % 7, "x": ids.astype(float), "label": ids % 2}), tmp_path / "a.parquet", row_group_size=50)  # 8 groups
+    pq.write_table(pa.table({"row_id": ids + 400, "item": ids % 7, "x": ids.astype(float), "label": ids % 2}), tmp_path / "b.parquet", row_group_size=100)  # 4 groups
+    source = DataSource(paths=(str(tmp_path / "*.parquet"),), parquet_batch_rows=16)
+    decoded: list[int] = []
+    real = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, row_groups=None, **kwargs):
+        decoded.extend(row_groups)
+        return real(self, *args, row_groups=row_groups, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    group_starts = [*range(0, 400, 50), *range(400, 800, 100)]  # row_id at the start of global row group k
+    shards = []
+    for index in range(3):
+        decoded.clear()
+        chunks = list(source.chunks(shard_index=index, num_shards=3))
+        rows = [int(i) for c in chunks for i in c.records.column("row_id").to_pylist()]
+        shards.append(rows)
+        assert len(decoded) == 4  # 12 row groups in all: this shard decoded its 4, skipped 8
+        mine = {start for k, start in enumerate(group_starts) if k % 3 == index}
+        assert {r for r in rows if r in set(group_starts)} == mine
+        for chunk in chunks:  # first_row still counts every row of the file, skipped groups too
+            first_id = chunk.records.column("row_id")[0].as_py()
+            assert chunk.first_row == (first_id if first_id < 400 else first_id - 400) + 1
+    assert sorted(sum(shards, [])) == list(range(800))
+
+
+def test_too_few_row_groups_fall_back_to_batch_sharding(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ids = np.arange(100)
+    pq.write_table(pa.table({"row_id": ids, "label": ids % 2}), tmp_path / "one.parquet")  # one row group
+    source = DataSource(paths=(str(tmp_path / "one.parquet"),), parquet_batch_rows=10)
+    shards = [[int(i) for c in source.chunks(shard_index=r, num_shards=2) for i in c.records.column("row_id").to_pylist()] for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == list(range(100))
+    assert len(shards[0]) == len(shards[1]) == 50  # both ranks get a share, not one rank all of it
+
+
 def test_the_shuffle_buffer_permutes_rows_and_keeps_them_all(files):
     source, pre = files
     config = LoaderConfig(batch_size=50, shuffle_buffer=200, seed=1)

@@ -135,7 +135,22 @@ class DataSource:
         shard_index: int = 0,
         num_shards: int = 1,
     ) -> Iterator[Chunk]:
-        """Record batches of every file; chunk ``k`` (counted over all files) goes to shard ``k % num_shards``."""
+        """Record batches of every file, split into ``num_shards`` disjoint shards that together
+        hold every row once.
+
+        Parquet sources with at least ``num_shards`` row groups in all are split by row group:
+        row group ``k`` (counted over all files) goes to shard ``k % num_shards``, and a shard
+        decodes only its own row groups. Otherwise (CSV/TSV, whose blocks can only be found by
+        reading, or too few row groups) record batch ``k`` goes to shard ``k % num_shards``, and
+        every shard reads the whole source to keep its part.
+        """
+        if num_shards > 1 and self._row_groups_at_least(num_shards):
+            group = 0
+            for path in self.files():
+                mine = lambda g, first=group: (first + g) % num_shards == shard_index  # noqa: E731
+                yield from self._file_chunks(path, columns, types or {}, keep_group=mine)
+                group += _open_parquet(path).num_row_groups
+            return
         counter = 0
         for path in self.files():
             for chunk in self._file_chunks(path, columns, types or {}):
@@ -143,7 +158,18 @@ class DataSource:
                     yield chunk
                 counter += 1
 
-    def _file_chunks(self, path: str, columns: Sequence[str] | None, types: Mapping[str, pa.DataType]) -> Iterator[Chunk]:
+    def _row_groups_at_least(self, count: int) -> bool:
+        """Whether every file is Parquet and they hold at least ``count`` row groups in all."""
+        files = self.files()
+        if not all(self.format_of(path) is FileFormat.PARQUET for path in files):
+            return False
+        return sum(_open_parquet(path).num_row_groups for path in files) >= count
+
+    def _file_chunks(
+        self, path: str, columns: Sequence[str] | None, types: Mapping[str, pa.DataType], keep_group: Any = None
+    ) -> Iterator[Chunk]:
+        """The chunks of one file; ``keep_group(g)`` False skips Parquet row group ``g`` without
+        decoding it."""
         if columns is not None:
             self._check_columns(path, columns)
         next_row = 1
@@ -154,6 +180,9 @@ class DataSource:
             # One row group at a time: over a whole file, iter_batches pre-buffers every row group
             # (the file's size in memory); per row group it holds one.
             for group in range(parquet.num_row_groups):
+                if keep_group is not None and not keep_group(group):
+                    next_row += parquet.metadata.row_group(group).num_rows
+                    continue
                 batches = parquet.iter_batches(
                     batch_size=self.parquet_batch_rows, row_groups=[group], columns=list(columns) if columns else None
                 )
