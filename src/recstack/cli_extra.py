@@ -126,7 +126,8 @@ def _serve(sub: Any) -> None:
     p.add_argument("--kind", choices=["flat", "hnsw", "ivf"], default="flat")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (per worker)")
+    p.add_argument("--workers", type=int, default=1, help="server processes on the port, each with its own models and caches")
     p.add_argument("--batch-window-ms", type=float, default=1.0, help="concurrent requests within this window share one model pass (0: off)")
     p.add_argument("--user-cache", type=int, default=65536, help="stored users whose user vector and ranker row are kept between requests (0: off)")
 
@@ -134,7 +135,7 @@ def _serve(sub: Any) -> None:
         from recstack.workflows.serve import serve
 
         window = args.batch_window_ms if args.batch_window_ms > 0 else None
-        serve(host=args.host, port=args.port, threads=args.threads, batch_window_ms=window, retrieval=args.retrieval, ranker=args.ranker, catalog=args.catalog, users=args.users, history=args.history, index=args.index, backend=args.backend, kind=args.kind, user_cache_size=args.user_cache)
+        serve(host=args.host, port=args.port, workers=args.workers, threads=args.threads, batch_window_ms=window, retrieval=args.retrieval, ranker=args.ranker, catalog=args.catalog, users=args.users, history=args.history, index=args.index, backend=args.backend, kind=args.kind, user_cache_size=args.user_cache)
         return 0
 
     p.set_defaults(handler=run)

@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -113,7 +114,7 @@ def create_app(service: RecommendationService, *, batch_window_ms: float | None 
     @app.get("/health")
     def health() -> dict[str, Any]:
         models = service.models
-        return {"status": "ok", "items": len(service.catalogue.items), "indexed": len(models.index), "retrieval_run": str(models.retrieval.paths.root), "ranking_run": str(models.ranker.paths.root), "user_cache": models.user_cache.stats()}
+        return {"status": "ok", "pid": os.getpid(), "items": len(service.catalogue.items), "indexed": len(models.index), "retrieval_run": str(models.retrieval.paths.root), "ranking_run": str(models.ranker.paths.root), "user_cache": models.user_cache.stats()}
 
     @app.get("/items/{item_id}")
     def item(item_id: str) -> dict[str, Any]:
