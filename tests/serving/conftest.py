@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from recstack.serving.service import Catalogue, RecommendationService
+from recstack.serving.catalogue import Catalogue
+from recstack.serving.service import RecommendationService
 
 from .tiny_runs import train_tiny_runs
 

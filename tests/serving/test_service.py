@@ -13,7 +13,8 @@ import torch
 
 from recstack.data.sources import DataSource
 from recstack.export.run_folder import load_run
-from recstack.serving.service import Catalogue, RecommendationService
+from recstack.serving.catalogue import Catalogue
+from recstack.serving.service import RecommendationService
 from recstack.serving.types import RecommendRequest
 from recstack.workflows.predict import score_rows
 from recstack.workflows.retrieval import embed_items, embed_users

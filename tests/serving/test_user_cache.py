@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recstack.serving.service import Catalogue, RecommendationService
+from recstack.serving.catalogue import Catalogue
+from recstack.serving.service import RecommendationService
 from recstack.serving.types import RecommendRequest, RecommendResponse
 from recstack.serving.user_cache import UserCache, UserState
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from recstack.serving.service import Catalogue, RecommendationService
+from recstack.serving.catalogue import Catalogue
+from recstack.serving.service import RecommendationService
 from recstack.serving.types import RecommendRequest
 
 pytestmark = pytest.mark.slow

@@ -35,7 +35,8 @@ from recstack.data.sources import DataSource
 from recstack.export.run_folder import LoadedRun, load_run
 from recstack.retrieval.index import VectorIndex, create_index, load_index
 from recstack.schema import Side
-from recstack.serving.feature_table import FeatureTable, Histories, latest_rows, read_table
+from recstack.serving.catalogue import HISTORY_COLUMNS, Catalogue
+from recstack.serving.feature_table import FeatureTable, latest_rows, read_table
 from recstack.serving.ranker_inputs import RankerInputs
 from recstack.serving.ranker_scorer import RankerScorer
 from recstack.serving.types import RecommendedItem, RecommendRequest, RecommendResponse, RequestError
@@ -43,36 +44,6 @@ from recstack.serving.user_cache import UserCache, UserState
 from recstack.serving.user_encoder import UserEncoder
 from recstack.tasks.binary import BinaryClassificationTask
 from recstack.workflows.retrieval import EMBED_BATCH_SIZE, item_feature_names, user_feature_names
-
-# History columns a schema may use, and the catalogue column each one lists (None: the item ids).
-HISTORY_COLUMNS: Mapping[str, str | None] = {
-    "hist_item_ids": None,
-    "hist_liked_item_ids": None,
-    "hist_genres": "genre",
-    "hist_liked_genres": "genre",
-}
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    """Items (id, title, genres, item features) and users (user features), keyed by raw id."""
-
-    items: FeatureTable
-    users: FeatureTable
-    histories: Histories
-    title_column: str = "title"
-    genres_column: str = "genres"
-
-    @classmethod
-    def from_files(cls, *, catalog: str | Path, users: str | Path | None, history: str | Path | None, item_column: str = "item_id", user_column: str = "user_id", history_length: int = 50) -> "Catalogue":
-        items = FeatureTable(read_table(DataSource.from_config(str(catalog), key="catalog")), key=item_column)
-        user_table = read_table(DataSource.from_config(str(users), key="users")) if users else pa.table({user_column: pa.array([], pa.int64())})
-        if history:
-            histories = Histories.from_source(DataSource.from_config(str(history), key="history"), user_column=user_column, item_column=item_column, maxlen=history_length)
-        else:
-            histories = Histories(np.zeros(0, np.int64), np.zeros(0, np.int64), maxlen=history_length)
-        return cls(items=items, users=FeatureTable(user_table, key=user_column), histories=histories)
-
 
 @dataclass(frozen=True)
 class ServingModels:

@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from recstack.serving.service import Catalogue, RecommendationService
+from recstack.serving.catalogue import Catalogue
+from recstack.serving.service import RecommendationService
 
 OPTIONS_VARIABLE = "RECSTACK_SERVE_OPTIONS"
 
