@@ -1,8 +1,9 @@
 """Batches streamed from files: shard, transform, shuffle in a bounded buffer, re-batch.
 
-The stream is split by record batch: chunk ``k`` goes to shard ``k % num_shards``, where a
-shard is one (distributed rank, DataLoader worker) pair, so every row is read by exactly one
-worker of one rank per epoch.
+The stream is split into shards, one per (distributed rank, DataLoader worker) pair, so every
+row is read by exactly one worker of one rank per epoch: Parquet by row group where there are
+enough of them (a shard then decodes only its own), otherwise by record batch
+(``DataSource.chunks``).
 """
 
 from __future__ import annotations
