@@ -202,7 +202,8 @@ class RecommendationService:
         """``(B, D)`` user vectors and the ranker's B transformed user rows; a stored user who
         overrides nothing is served from ``models.user_cache`` when there."""
         cache = models.user_cache
-        keys = [r.user_id if r.user_id is not None and not r.features and r.history is None else None for r in requests]
+        cacheable = cache.max_users > 0
+        keys = [r.user_id if cacheable and r.user_id is not None and not r.features and r.history is None else None for r in requests]
         states: list[UserState | None] = [cache.get(key) if key is not None else None for key in keys]
         missing = [b for b, state in enumerate(states) if state is None]
         if missing:
