@@ -108,3 +108,46 @@ def test_bad_configs_name_the_key(tmp_path: Path, ctr_dir: Path) -> None:
         RunConfig.from_yaml(path, overrides={"optimiser": "adam"})
     with pytest.raises(ConfigError, match="model.name"):
         train_run(RunConfig.from_yaml(path, overrides={"model.name": "nope"}), log=lambda _: None)
+
+
+def test_skipped_bad_rows_are_counted_in_metrics(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+
+    def write(split: str, rows: int, bad_numbers: list[int]) -> Path:
+        lines = ["user_id,item_id,num_0,label"]
+        for r in range(rows):
+            num = "n/a" if r in bad_numbers else f"{rng.normal():.3f}"
+            lines.append(f"u{rng.integers(20)},i{rng.integers(30)},{num},{int(rng.random() < 0.5)}")
+        lines[6] += ",extra"  # one row with a field too many
+        path = tmp_path / f"{split}.csv"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    config = {
+        "name": "skips",
+        "data": {
+            "train": {"path": str(write("train", 600, [10, 20, 30])), "skip_bad_rows": True},
+            "valid": {"path": str(write("valid", 200, [10, 20])), "skip_bad_rows": True},
+        },
+        "schema": {
+            "label": "label",
+            "features": [
+                {"name": "user_id", "kind": "categorical", "dim": 4},
+                {"name": "item_id", "kind": "categorical", "dim": 4},
+                {"name": "num_0", "kind": "numeric"},
+            ],
+        },
+        "task": {"type": "binary"},
+        "model": {"name": "lr"},
+        "loader": {"batch_size": 128},
+        "trainer": {"epochs": 1, "progress": False},
+        "output": str(tmp_path / "run"),
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    logged: list[str] = []
+    metrics = train_run(RunConfig.from_yaml(path), log=logged.append)
+    assert metrics["skipped_bad_rows"] == 4  # 3 unparseable numbers + 1 wrong field count, counted once
+    assert metrics["valid"]["skipped_bad_rows"] == 3
+    assert any("dropped 4 bad row(s)" in line for line in logged)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["skipped_bad_rows"] == 4

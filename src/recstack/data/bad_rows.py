@@ -6,6 +6,8 @@ rows instead of raising on them; every check is vectorised over a whole column.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -13,7 +15,7 @@ import pyarrow.compute as pc
 from recstack.data.columns import Where, bad_number_rows, split_values
 from recstack.schema import NumericFeature, Schema, SequenceFeature, VectorFeature, WeightFormat
 
-__all__ = ["bad_rows"]
+__all__ = ["bad_rows", "skipped_rows"]
 
 
 def bad_rows(schema: Schema, records: pa.RecordBatch) -> np.ndarray:
@@ -49,3 +51,12 @@ def _bad_pair_rows(column: pa.Array, feature: SequenceFeature) -> np.ndarray:
     bad = np.zeros(len(column), dtype=bool)
     bad[rows[malformed]] = True
     return bad
+
+
+def skipped_rows(preprocessor: Any, source: Any) -> int:
+    """Rows dropped so far in this process by ``skip_bad_rows``: unparseable values dropped by
+    ``preprocessor`` plus rows with the wrong number of fields dropped by ``source``'s CSV reader.
+
+    Counts made inside DataLoader worker processes stay there; compare two calls around one pass.
+    """
+    return int(preprocessor.skipped_rows) + len(source.skipped)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from recstack.config import RunConfig, TaskType
+from recstack.data.bad_rows import skipped_rows
 from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
@@ -57,4 +58,8 @@ def evaluate_source(model: nn.Module, task: Task, preprocessor: Preprocessor, so
         source=source, preprocessor=preprocessor, config=LoaderConfig(batch_size=EVAL_BATCH_SIZE), rank=0, world_size=1
     )
     device = next(model.parameters()).device
-    return evaluate_ranking(model, task, stream, device=device)
+    before = skipped_rows(preprocessor, source)
+    metrics = evaluate_ranking(model, task, stream, device=device)
+    if source.skip_bad_rows:  # rows the metrics leave out, so the reader of metrics.json knows
+        metrics["skipped_bad_rows"] = skipped_rows(preprocessor, source) - before
+    return metrics

@@ -13,6 +13,7 @@ from torch import nn
 from recstack.config import RunConfig, TaskType
 from recstack.data.batch import Batch
 from recstack.data.loader import BatchStream, LoaderConfig, make_loader
+from recstack.data.bad_rows import skipped_rows
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
 from recstack.export.run_folder import RunPaths, save_config, save_manifest, save_model
@@ -42,11 +43,17 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
         save_config(paths, _resolved(config))
 
     started = time.perf_counter()
+    skipped_train = None  # bad rows dropped from the training data (skip_bad_rows), counted by the fit
     if resume and paths.preprocessor.exists():
         preprocessor = Preprocessor.load(paths.preprocessor)
     elif rank == 0:
-        preprocessor = Preprocessor(config.schema).fit(config.data.train)
+        preprocessor = Preprocessor(config.schema)
+        before = skipped_rows(preprocessor, config.data.train)
+        preprocessor.fit(config.data.train)
         preprocessor.save(paths.preprocessor)
+        if config.data.train.skip_bad_rows:
+            skipped_train = skipped_rows(preprocessor, config.data.train) - before
+            log(f"skip_bad_rows: dropped {skipped_train} bad row(s) of the training data")
     if context is not None:  # rank 0 fitted and saved it; the others load that same file
         torch.distributed.barrier()
         if rank != 0:
@@ -98,6 +105,8 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
             "world_size": 1 if context is None else context.world_size,
         }
     )
+    if skipped_train is not None:
+        metrics["skipped_bad_rows"] = skipped_train
     if rank == 0:
         save_model(paths, model, name=config.model.name, params=model_params, task={"type": config.task.type.value, **config.task.params})
         write_json_atomic(paths.metrics, metrics)
