@@ -183,7 +183,7 @@ def main() -> int:
     parser.add_argument("--candidates", type=int, default=100, help="N recalled and ranked per request")
     parser.add_argument("--batch-window-ms", type=float, default=1.0, help="the server's micro-batching window (0: off)")
     parser.add_argument("--no-timings", action="store_true", help="skip the user tower and ranker timings")
-    parser.add_argument("--user-cache", type=int, default=65536, help="the server's stored-user cache size (0: off)")
+    parser.add_argument("--user-cache", type=int, default=16_384, help="the server's stored-user cache size (0: off)")
     parser.add_argument("--warm-users", action="store_true", help="request every user once before the timed levels")
     args = parser.parse_args()
 

@@ -33,7 +33,7 @@ def main() -> None:
 
     files = {"catalog": f"{args.data}/items.parquet", "users": f"{args.data}/users.parquet", "history": f"{args.data}/train.parquet"}
     services = {
-        "cache": build_service(retrieval=args.retrieval, ranker=args.ranker, user_cache_size=65536, **files),
+        "cache": build_service(retrieval=args.retrieval, ranker=args.ranker, user_cache_size=16_384, **files),
         "no cache": build_service(retrieval=args.retrieval, ranker=args.ranker, user_cache_size=0, **files),
     }
     users = [int(u) for u in services["cache"].catalogue.users.keys]

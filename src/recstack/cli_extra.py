@@ -115,6 +115,8 @@ def _index(sub: Any) -> None:
 
 @registrar
 def _serve(sub: Any) -> None:
+    from recstack.serving.types import DEFAULT_USER_CACHE  # plain constants: cheap at parser build
+
     p = sub.add_parser("serve", help="serve two-stage recommendations (recall + rank) over HTTP, with a demo page")
     p.add_argument("--retrieval", required=True, help="two-tower run folder")
     p.add_argument("--ranker", required=True, help="ranking (CTR) run folder")
@@ -129,7 +131,7 @@ def _serve(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (per worker)")
     p.add_argument("--workers", type=int, default=1, help="server processes on the port, each with its own models and caches")
     p.add_argument("--batch-window-ms", type=float, default=1.0, help="concurrent requests within this window share one model pass (0: off)")
-    p.add_argument("--user-cache", type=int, default=65536, help="stored users whose user vector and ranker row are kept between requests (0: off)")
+    p.add_argument("--user-cache", type=int, default=DEFAULT_USER_CACHE, help="stored users whose user vector and ranker row are kept between requests, ~6 KB each (0: off)")
 
     def run(args: argparse.Namespace) -> int:
         from recstack.workflows.serve import serve

@@ -39,7 +39,7 @@ from recstack.serving.catalogue import HISTORY_COLUMNS, Catalogue
 from recstack.serving.feature_table import FeatureTable, latest_rows, read_table
 from recstack.serving.ranker_inputs import RankerInputs
 from recstack.serving.ranker_scorer import RankerScorer
-from recstack.serving.types import RecommendedItem, RecommendRequest, RecommendResponse, RequestError
+from recstack.serving.types import DEFAULT_USER_CACHE, RecommendedItem, RecommendRequest, RecommendResponse, RequestError
 from recstack.serving.user_cache import UserCache, UserState
 from recstack.serving.user_encoder import UserEncoder
 from recstack.tasks.binary import BinaryClassificationTask
@@ -84,7 +84,7 @@ class RecommendationService:
         [response] = service.recommend([RecommendRequest(user_id=1, k=10)])
     """
 
-    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", onnx_runtime: bool = True, user_cache_size: int = 65536) -> None:
+    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", onnx_runtime: bool = True, user_cache_size: int = DEFAULT_USER_CACHE) -> None:
         self.catalogue = catalogue
         self.onnx_runtime = onnx_runtime
         self.user_cache_size = user_cache_size

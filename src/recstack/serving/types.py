@@ -7,6 +7,8 @@ from typing import Any, Mapping, Sequence
 
 MAX_K = 100
 MAX_CANDIDATES = 1000
+# Stored users whose served inputs are kept (UserCache): ~6 KB each for the MovieLens DIN schema.
+DEFAULT_USER_CACHE = 16_384
 
 
 class RequestError(ValueError):

@@ -12,7 +12,7 @@ new run folders starts an empty one, so a cached entry never outlives the models
 
 Example::
 
-    cache = UserCache(max_users=65536)
+    cache = UserCache(max_users=16_384)
     cache.put(42, UserState(vector=v, ranker_row=row))
     state = cache.get(42)  # None on a miss
 """
@@ -27,6 +27,7 @@ from typing import Any, Hashable
 import numpy as np
 
 from recstack.data.batch import Batch
+from recstack.serving.types import DEFAULT_USER_CACHE
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,11 @@ class UserCache:
     """A thread-safe LRU of ``UserState`` keyed by user id; ``max_users=0`` keeps nothing.
 
     Args:
-        max_users: the most users kept; the least recently used is dropped first.
+        max_users: the most users kept; the least recently used is dropped first. An entry is
+            ~6 KB for the MovieLens DIN schema (measured: 942 users, +5.8 MB RSS).
     """
 
-    def __init__(self, max_users: int = 65536) -> None:
+    def __init__(self, max_users: int = DEFAULT_USER_CACHE) -> None:
         if max_users < 0:
             raise ValueError(f"max_users must be >= 0, got {max_users}")
         self.max_users = max_users

@@ -14,11 +14,12 @@ from typing import Any
 
 from recstack.serving.catalogue import Catalogue
 from recstack.serving.service import RecommendationService
+from recstack.serving.types import DEFAULT_USER_CACHE
 
 OPTIONS_VARIABLE = "RECSTACK_SERVE_OPTIONS"
 
 
-def build_service(*, retrieval: str | Path, ranker: str | Path, catalog: str | Path, users: str | Path | None = None, history: str | Path | None = None, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", user_cache_size: int = 65536) -> RecommendationService:
+def build_service(*, retrieval: str | Path, ranker: str | Path, catalog: str | Path, users: str | Path | None = None, history: str | Path | None = None, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", user_cache_size: int = DEFAULT_USER_CACHE) -> RecommendationService:
     """Load both runs, the catalogue, users and histories, and the index (built if not given)."""
     catalogue = Catalogue.from_files(catalog=catalog, users=users, history=history)
     return RecommendationService(retrieval_run=retrieval, ranking_run=ranker, catalogue=catalogue, index=index, backend=backend, kind=kind, user_cache_size=user_cache_size)
