@@ -41,6 +41,7 @@ from recstack.serving.ranker_inputs import RankerInputs
 from recstack.serving.ranker_scorer import RankerScorer
 from recstack.serving.types import DEFAULT_USER_CACHE, RecommendedItem, RecommendRequest, RecommendResponse, RequestError
 from recstack.serving.user_cache import UserCache, UserState
+from recstack.serving.user_rows import assemble_user_rows
 from recstack.serving.user_encoder import UserEncoder
 from recstack.tasks.binary import BinaryClassificationTask
 from recstack.workflows.retrieval import EMBED_BATCH_SIZE, item_feature_names, user_feature_names
@@ -231,39 +232,15 @@ class RecommendationService:
 
     def _user_rows(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> pa.Table:
         """One row per request holding every user-side column either model reads."""
-        users = models.user_side
-        needed = list(dict.fromkeys(models.retrieval_columns + models.ranker_columns))
-        sides = _column_sides(models.ranker)
-        user_ids = [r.user_id for r in requests]
-        rows = users.positions(np.asarray(user_ids, dtype=object) if any(u is None for u in user_ids) else user_ids)
-        columns: dict[str, pa.Array] = {}
-        for name in needed:
-            if name in HISTORY_COLUMNS:
-                columns[name] = self._history_column(histories, HISTORY_COLUMNS[name])
-            elif name == users.key:
-                columns[name] = _with_type([r.user_id for r in requests], users.table.column(name).type, field="user_id")
-            elif name in users.columns:
-                stored = users.take(rows, [name]).column(name).combine_chunks()
-                columns[name] = _override(stored, requests, name)
-            elif sides.get(name) is Side.ITEM or name in self.catalogue.items.columns and name not in models.retrieval_columns:
-                continue  # an item column of the ranker: filled per candidate
-            else:
-                columns[name] = _override(pa.nulls(len(requests)), requests, name)
-        return pa.table(columns)
-
-    def _history_column(self, histories: list[np.ndarray], catalogue_column: str | None) -> pa.Array:
-        lengths = np.array([len(h) for h in histories])
-        flat = np.concatenate(histories) if len(histories) else np.zeros(0, np.int64)
-        if catalogue_column is None:
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
-            return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat))
-        rows = self.catalogue.items.positions(flat)
-        known = rows >= 0  # an unknown history item has no genre to list
-        values = self.catalogue.items.take(rows[known], [catalogue_column]).column(catalogue_column).combine_chunks()
-        owner = np.repeat(np.arange(len(histories)), lengths)
-        counts = np.bincount(owner[known], minlength=len(histories))
-        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-        return pa.ListArray.from_arrays(pa.array(offsets), values)
+        item_columns = {c for c in self.catalogue.items.columns if c not in models.retrieval_columns}
+        return assemble_user_rows(
+            requests,
+            histories,
+            users=models.user_side,
+            items=self.catalogue.items,
+            columns=list(dict.fromkeys(models.retrieval_columns + models.ranker_columns)),
+            per_candidate=item_columns | {c for c, side in _column_sides(models.ranker).items() if side is Side.ITEM},
+        )
 
     def _history(self, request: RecommendRequest) -> np.ndarray:
         item_type = self.catalogue.items.keys.dtype
@@ -336,26 +313,6 @@ def _column_sides(run: LoadedRun) -> dict[str, Side]:
         for column in getattr(feature, "columns", ()) or [feature.column]:
             sides.setdefault(column, feature.side)
     return sides
-
-
-def _override(stored: pa.Array, requests: Sequence[RecommendRequest], name: str) -> pa.Array:
-    """``stored`` with the value of each request that sets ``features[name]``."""
-    if not any(name in r.features for r in requests):
-        return stored
-    values = stored.to_pylist()
-    for b, request in enumerate(requests):
-        if name in request.features:
-            values[b] = request.features[name]
-    target = stored.type if not pa.types.is_null(stored.type) else None
-    return _with_type(values, target, field=f"features.{name}")
-
-
-def _with_type(values: list[Any], type_: pa.DataType | None, *, field: str) -> pa.Array:
-    try:
-        return pa.array(values, type=type_)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-        expected = f" (expected {type_})" if type_ is not None else ""
-        raise RequestError(f"wrong value type{expected}", field=field) from None
 
 
 def _embed_catalogue(run: LoadedRun, items: FeatureTable) -> tuple[np.ndarray, np.ndarray]:
