@@ -24,28 +24,21 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
-import types
-import typing
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from recstack.data.feature_map import FeatureMap
-from recstack.errors import ConfigError
+from recstack.typed_fields import FieldError, coerce_fields
 from recstack.nn.inputs import FeatureSplit, split_features
 from recstack.nn.mlp import MLP, Activation
 
 P = TypeVar("P", bound="CheckedParams")
 
 
-class ParamError(ConfigError):
+class ParamError(FieldError):
     """A model parameter is unknown or invalid; ``key`` names it (``hidden_dims``)."""
-
-    def __init__(self, key: str, problem: str):
-        self.key = key
-        self.problem = problem
-        super().__init__(f"{key}: {problem}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,10 +47,10 @@ class CheckedParams:
     subclasses check value ranges in :meth:`validate` with :func:`require`."""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for spec in dataclasses.fields(self):
-            value = _coerce(spec.name, hints[spec.name], getattr(self, spec.name))
-            object.__setattr__(self, spec.name, value)  # frozen: lists -> tuples, str -> Enum
+        try:
+            coerce_fields(self)  # lists -> tuples, str -> Enum, mappings -> nested Params
+        except FieldError as error:
+            raise ParamError(error.key, error.problem) from None
         self.validate()
 
     def validate(self) -> None:
@@ -159,57 +152,6 @@ def select_features(
         split = split_features(feature_map, names, exclude=exclude)
     require(len(split.all) > 0, key, "the model has no input feature")
     return split
-
-
-def _coerce(key: str, hint: Any, value: Any) -> Any:
-    """Check ``value`` against the annotation ``hint``, converting YAML shapes to Python ones."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return _coerce(key, inner, value)
-    if origin is tuple:
-        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
-            raise ParamError(key, f"expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(f"{key}[{i}]", args[0], v) for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise ParamError(key, f"expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint) and issubclass(hint, CheckedParams):
-        if isinstance(value, hint):
-            return value
-        if not isinstance(value, Mapping):
-            raise ParamError(key, f"expected a mapping, got {value!r}")
-        try:
-            return hint.from_dict(value)
-        except ParamError as error:
-            raise ParamError(f"{key}.{error.key}", error.problem) from None
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        if isinstance(value, hint):
-            return value
-        choices = [member.value for member in hint]
-        if isinstance(value, str) and value.lower() in choices:
-            return hint(value.lower())
-        raise ParamError(key, f"expected one of {choices}, got {value!r}")
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ParamError(key, f"expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamError(key, f"expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamError(key, f"expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ParamError(key, f"expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{key}: no conversion for annotation {hint!r}")  # a bug in a Params class
 
 
 def _plain(value: Any) -> Any:

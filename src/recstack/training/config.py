@@ -16,8 +16,6 @@ import dataclasses
 import difflib
 import enum
 import math
-import types
-import typing
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -26,6 +24,7 @@ import torch
 # ConfigError lives in recstack.errors (shared by every config section); re-exported here so
 # `from recstack.training.config import ConfigError` keeps working wherever it ends up.
 from recstack.errors import ConfigError
+from recstack.typed_fields import coerce_fields
 
 __all__ = [
     "ConfigError",
@@ -109,10 +108,7 @@ class TrainerConfig:
     progress: bool = True  # tqdm bar (off by itself when stderr is not a terminal)
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for spec in dataclasses.fields(self):
-            value = _coerce(spec.name, hints[spec.name], getattr(self, spec.name))
-            object.__setattr__(self, spec.name, value)  # frozen: converting strings to Enums
+        coerce_fields(self)  # strings -> Enums, ints -> floats; FieldError names the key
         self._check_ranges()
 
     def _check_ranges(self) -> None:
@@ -179,36 +175,3 @@ def _plain(value: Any) -> Any:
 def _require(ok: bool, key: str, problem: str) -> None:
     if not ok:
         raise ConfigError(f"{key}: {problem}")
-
-
-def _coerce(key: str, hint: Any, value: Any) -> Any:
-    """Check ``value`` against the annotation ``hint``; convert strings to Enums, ints to floats."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        return _coerce(key, inner, value)
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        if isinstance(value, hint):
-            return value
-        choices = [member.value for member in hint]
-        if isinstance(value, str) and value.lower() in choices:
-            return hint(value.lower())
-        raise ConfigError(f"{key}: expected one of {choices}, got {value!r}")
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"{key}: no validation for annotation {hint!r}")  # a bug in this file
