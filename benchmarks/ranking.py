@@ -88,11 +88,16 @@ def run_recstack(name: str, features: str, seed: int, epochs: int, transform: st
     state = recstack_trainer(name, seed, epochs, precision).fit(model, task, setup["train_batches"])
     seconds = time.perf_counter() - started
     metrics = evaluate_source(model, task, preprocessor, DataSource(paths=(str(DATA_DIR / "test.parquet"),)))
+    return run_result(metrics, state.samples_seen, seconds, prep_seconds)
+
+
+def run_result(metrics: dict, samples: int, seconds: float, prep_seconds: float) -> dict:
+    """The result line of one recstack run (the same keys as the peer's)."""
     return {
         "auc": metrics["auc"],
         "logloss": metrics["logloss"],
-        "samples_per_second": state.samples_seen / seconds,
-        "samples_per_second_with_prep": state.samples_seen / (seconds + prep_seconds),
+        "samples_per_second": samples / seconds,
+        "samples_per_second_with_prep": samples / (seconds + prep_seconds),
         "prep_seconds": prep_seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -296,14 +301,7 @@ def run_recstack_criteo(folder: Path, seed: int, epochs: int) -> dict:
     state = trainer.fit(model, BinaryClassificationTask(), train_batches)
     seconds = time.perf_counter() - started
     metrics = evaluate_source(model, BinaryClassificationTask(), preprocessor, test)
-    return {
-        "auc": metrics["auc"],
-        "logloss": metrics["logloss"],
-        "samples_per_second": state.samples_seen / seconds,
-        "samples_per_second_with_prep": state.samples_seen / (seconds + prep_seconds),
-        "prep_seconds": prep_seconds,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    return run_result(metrics, state.samples_seen, seconds, prep_seconds)
 
 
 def criteo_main(rows: int, seeds: list[int], epochs: int, peer_python: str) -> None:
