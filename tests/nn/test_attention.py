@@ -82,3 +82,40 @@ def test_gradients_flow_to_the_activation_unit():
     attention(query, keys, MASK).pow(2).sum().backward()
     for name, param in attention.unit.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_packed_training_path_matches_the_padded_one(softmax):
+    """forward_packed (DIN's training path) gives forward's output and gradients."""
+    from recstack.nn import PackedPositions
+
+    torch.manual_seed(1)
+    attention = TargetAttention(dim=D, softmax=softmax).train()
+    query, keys = _inputs()
+    positions = PackedPositions.from_mask(MASK)
+    results = []
+    for packed in (False, True):
+        q, k = query.clone().requires_grad_(), keys.clone().requires_grad_()
+        attention.zero_grad()
+        if packed:
+            out = attention.forward_packed(q, k.reshape(-1, D).index_select(0, positions.flat), positions)
+        else:
+            out = attention(q, k, MASK)
+        (out * torch.arange(B * D, dtype=out.dtype).view(B, D)).sum().backward()
+        results.append((out, q.grad, k.grad, [p.grad.clone() for p in attention.parameters()]))
+    (out, gq, gk, gp), (out_p, gq_p, gk_p, gp_p) = results
+    torch.testing.assert_close(out_p, out)
+    assert (out_p[3] == 0).all()  # the row without behaviours
+    torch.testing.assert_close(gq_p, gq)
+    torch.testing.assert_close(gk_p, gk)
+    for grad_p, grad in zip(gp_p, gp):
+        torch.testing.assert_close(grad_p, grad)
+
+
+def test_packed_path_with_no_real_position_gives_zeros():
+    from recstack.nn import PackedPositions
+
+    attention = TargetAttention(dim=D).train()
+    positions = PackedPositions.from_mask(torch.zeros(B, L, dtype=torch.bool))
+    out = attention.forward_packed(torch.randn(B, D), torch.zeros(0, D), positions)
+    assert out.shape == (B, D) and (out == 0).all()

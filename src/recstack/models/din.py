@@ -17,7 +17,7 @@ from recstack.models.params import (
     select_features,
 )
 from recstack.models.registry import register_model
-from recstack.nn.attention import TargetAttention
+from recstack.nn.attention import PackedPositions, TargetAttention
 from recstack.nn.embedding import EmbeddingCollection
 from recstack.nn.mlp import Activation
 from recstack.schema import CategoricalFeature, Schema, SequenceFeature
@@ -108,11 +108,18 @@ class DIN(nn.Module):
         interests = []
         for group, attention in zip(self.groups, self.attentions):
             query = torch.cat([self.embeddings.lookup(batch, b.candidate) for b in group], dim=-1)  # (B, D_g)
-            keys = torch.cat([self.embeddings.lookup(batch, b.history) for b in group], dim=-1)  # (B, L, D_g)
             mask = batch.mask(group[0].history)  # (B, L)
             for behaviour in group[1:]:
                 mask = mask | batch.mask(behaviour.history)  # a position is real if any part is
-            interests.append(attention(query, keys, mask))  # (B, D_g)
+            if self.training:  # only real positions are looked up, scored and pooled
+                positions = PackedPositions.from_mask(mask)
+                keys = torch.cat(
+                    [self.embeddings.lookup_positions(batch, b.history, positions.flat) for b in group], dim=-1
+                )  # (N, D_g)
+                interests.append(attention.forward_packed(query, keys, positions))  # (B, D_g)
+            else:  # the padded layout: what ONNX export traces (same values)
+                keys = torch.cat([self.embeddings.lookup(batch, b.history) for b in group], dim=-1)  # (B, L, D_g)
+                interests.append(attention(query, keys, mask))  # (B, D_g)
         return interests
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -14,6 +14,7 @@ from recstack.models.lr import LR
 from recstack.models.params import DeepParams, require, select_features
 from recstack.models.registry import register_model
 from recstack.nn.embedding import EmbeddingCollection
+from recstack.nn.table import Embedding
 from recstack.schema import CategoricalFeature
 
 _HASH_MODULUS = 2_147_483_647  # 2**31 - 1, a prime: every intermediate stays inside int64
@@ -95,7 +96,7 @@ class HashedCross(nn.Module):
             require(isinstance(feature, CategoricalFeature), key, f"{name!r} is {feature.kind}; crosses take categorical features")
         self.features = tuple(features)
         self.buckets = buckets
-        self.weights = nn.Embedding(buckets, 1, sparse=sparse)
+        self.weights = Embedding(buckets, 1, sparse=sparse)
         nn.init.zeros_(self.weights.weight)
 
     def bucket(self, batch: Batch) -> torch.Tensor:

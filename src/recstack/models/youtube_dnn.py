@@ -38,6 +38,7 @@ from recstack.models.dssm import Tower, tower_features
 from recstack.models.params import ModelParams, param_errors, require, require_dims, require_dropout, select_features
 from recstack.models.registry import register_model
 from recstack.nn.embedding import EmbeddingCollection
+from recstack.nn.table import Embedding
 from recstack.nn.mlp import MLP, Activation
 from recstack.schema import CategoricalFeature, SequenceFeature, Side
 
@@ -158,7 +159,7 @@ class YoutubeDNN(nn.Module):
                 f"the last width must equal table {item_table!r}'s dim {output.embedding_dim} to share it",
             )
         else:
-            output = nn.Embedding(
+            output = Embedding(
                 self.num_item_rows, p.hidden_dims[-1], padding_idx=PADDING_INDEX, sparse=p.sparse_embeddings
             )
             with torch.no_grad():

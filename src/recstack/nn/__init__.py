@@ -1,6 +1,6 @@
 """Neural building blocks: pure tensor modules, with no knowledge of features or batches."""
 
-from recstack.nn.attention import ActivationUnit, TargetAttention
+from recstack.nn.attention import ActivationUnit, PackedPositions, TargetAttention
 from recstack.nn.cross import (
     CrossNetwork,
     CrossNetworkV2,
@@ -13,6 +13,7 @@ from recstack.nn.fm import FactorizationMachine
 from recstack.nn.mlp import MLP, Activation, MLPBlock, make_activation
 from recstack.nn.pooling import Pooling, masked_pool
 from recstack.nn.residual import ResidualUnit
+from recstack.nn.table import Embedding
 
 __all__ = [
     "MLP",
@@ -21,11 +22,13 @@ __all__ = [
     "CrossNetwork",
     "CrossNetworkV2",
     "Dice",
+    "Embedding",
     "FactorizationMachine",
     "FullRankCrossLayer",
     "LowRankCrossLayer",
     "MLPBlock",
     "MixtureCrossLayer",
+    "PackedPositions",
     "Pooling",
     "ResidualUnit",
     "TargetAttention",

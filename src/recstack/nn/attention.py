@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -66,6 +67,10 @@ class ActivationUnit(nn.Module):
         if self.training and flat.numel() == 0:  # batch statistics need at least one position
             return scores.view(batch_size, length)
         return scores.index_copy(0, flat, self._score(query, packed, rows)).view(batch_size, length)
+
+    def score_packed(self, query: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Scores (N,) of packed keys (N, D), each against ``query[rows]`` (query (B, D))."""
+        return self._score(query, keys, rows)
 
     def _score(
         self, query: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor | None = None
@@ -155,3 +160,48 @@ class TargetAttention(nn.Module):
         weights = self.attention_weights(query, keys, mask)  # (B, L)
         keys = keys.masked_fill(~mask.unsqueeze(-1), 0.0)  # (B, L, D)
         return torch.einsum("bl,bld->bd", weights, keys)  # (B, D)
+
+    def forward_packed(self, query: torch.Tensor, keys: torch.Tensor, positions: PackedPositions) -> torch.Tensor:
+        """The same output as :meth:`forward`, from the real behaviours only.
+
+        The training path: no (B, L, D) tensor is built, looked up or masked, and the pooling
+        is one ``index_add``. Export keeps :meth:`forward` (the ONNX exporter mistranslates an
+        ``index_add`` with repeated rows).
+
+        Args:
+            query: (B, D) the target item.
+            keys: (N, D) the real behaviours, in ``positions.flat`` order.
+            positions: where they sit in the padded (B, L) layout.
+
+        Returns:
+            (B, D).
+        """
+        pooled = keys.new_zeros(positions.batch_size, keys.shape[-1])  # (B, D)
+        if positions.flat.numel() == 0:  # Dice's batch statistics need at least one position
+            return pooled
+        scores = self.unit.score_packed(query, keys, positions.rows)  # (N,)
+        if self.softmax:
+            padded = scores.new_full((positions.batch_size * positions.length,), torch.finfo(scores.dtype).min)
+            padded = padded.index_copy(0, positions.flat, scores).view(positions.batch_size, positions.length)
+            scores = torch.softmax(padded, dim=-1).reshape(-1).index_select(0, positions.flat)  # (N,)
+        return pooled.index_add(0, positions.rows, keys * scores.to(keys.dtype).unsqueeze(-1))  # (B, D)
+
+
+@dataclass(frozen=True)
+class PackedPositions:
+    """The real positions of a padded (B, L) layout, row-major.
+
+    ``flat`` (N,) indexes the (B * L) flattened layout, ``rows`` (N,) is each one's row.
+    """
+
+    flat: torch.Tensor
+    rows: torch.Tensor
+    batch_size: int
+    length: int
+
+    @classmethod
+    def from_mask(cls, mask: torch.Tensor) -> "PackedPositions":
+        """From a (B, L) bool mask, True at real positions."""
+        batch_size, length = mask.shape
+        flat = mask.reshape(-1).nonzero().squeeze(-1)  # (N,)
+        return cls(flat=flat, rows=torch.div(flat, length, rounding_mode="floor"), batch_size=batch_size, length=length)

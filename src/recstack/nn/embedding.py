@@ -38,6 +38,7 @@ from recstack.data.batch import PADDING_INDEX, Batch
 from recstack.data.feature_map import FeatureMap, TableInfo, table_name
 from recstack.errors import ConfigError
 from recstack.nn.pooling import masked_pool
+from recstack.nn.table import Embedding
 from recstack.schema import Feature, SequenceFeature, VectorFeature, is_embedded
 
 FIRST_VALUE_ROW = 2
@@ -125,6 +126,11 @@ class EmbeddingCollection(nn.Module):
             return table(batch.sequences[name])  # (B, L, D)
         return table(batch.ids[name])  # (B, D)
 
+    def lookup_positions(self, batch: Batch, name: str, flat: Tensor) -> Tensor:
+        """``(N, D)`` embeddings of sequence ``name`` at ``flat`` (N,), indexes of its
+        ``(B * L)`` flattened ids: only those positions are looked up (and get gradients)."""
+        return self.table(name)(batch.sequences[name].reshape(-1).index_select(0, flat))  # (N, D)
+
     def pooled(self, batch: Batch, name: str) -> Tensor:
         """One ``(B, D)`` vector per row: a sequence pooled with its feature's pooling over
         real positions (weighted modes use ``batch.weights``); an id feature's lookup."""
@@ -211,7 +217,7 @@ class EmbeddingCollection(nn.Module):
 
 def _build_table(info: TableInfo, *, sparse: bool, dim: int | None, init_std: float) -> nn.Embedding:
     width = dim if dim is not None else info.dim
-    table = nn.Embedding(info.num_rows, width, padding_idx=PADDING_INDEX, sparse=sparse)
+    table = Embedding(info.num_rows, width, padding_idx=PADDING_INDEX, sparse=sparse)
     with torch.no_grad():
         if info.pretrained and dim is None:
             table.weight.copy_(_pretrained_weight(info))

@@ -99,6 +99,9 @@ class TrainerConfig:
     # Autocast on CUDA; on CPU only bf16, and only where the CPU has native bfloat16
     # (otherwise ignored with a warning: emulated bf16 is slower than fp32).
     mixed_precision: MixedPrecision = MixedPrecision.NO
+    # On CPU under glibc, keep freed activations in the heap instead of returning them to the
+    # OS every step (training/allocator.py): DIN trains ~20% faster; RSS stays at its peak.
+    keep_freed_memory: bool = True
     monitor: str = "auc"  # metric from evaluate() that picks the best weights
     monitor_mode: MonitorMode = MonitorMode.MAX
     min_delta: float = 0.0  # smallest change of `monitor` that counts as an improvement

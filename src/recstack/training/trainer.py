@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from recstack.data.batch import Batch
 from recstack.tasks.base import Task
+from recstack.training.allocator import keep_freed_memory
 from recstack.training.callbacks import (
     CallbackHandler,
     CheckpointCallback,
@@ -117,6 +118,8 @@ class Trainer:
             warnings.warn("patience is set but fit() has no evaluate: early stopping is off")
         total_steps = self._total_steps(train_batches)  # before seeding: only cosine needs it
         seed_everything(config.seed)
+        if config.keep_freed_memory and self.device.type == "cpu":
+            keep_freed_memory()
         model.to(self.device)
         optimizers = build_optimizers(model, config)
         run = TrainingRun(
