@@ -154,10 +154,10 @@ def recstack_trainer(name: str, seed: int, epochs: int, precision: str = "no"):
     return Trainer(TrainerConfig.from_dict({"epochs": epochs, "lr": lr, "seed": seed, "log_every_steps": 10_000, "mixed_precision": precision}))
 
 
-def speed_main(models: list[str], rounds: int, peer_python: str) -> None:
-    """Training samples/s of both libraries in one process, epochs interleaved round by round
-    (peer, recstack converting the whole schema, recstack converting the model's features),
-    so machine load hits all three alike; medians over rounds."""
+def speed_main(models: list[str], rounds: int, peer_python: str, precisions: list[str]) -> None:
+    """Steady-state training samples/s of both libraries in one warm process: one epoch of
+    each contender per round (the peer, then recstack in each precision), rounds interleaved
+    so machine load hits all alike; medians over rounds, the first round (warm-up) included."""
     import torch
 
     torch.set_num_threads(1)
@@ -169,38 +169,29 @@ def speed_main(models: list[str], rounds: int, peer_python: str) -> None:
     sys.path.append(site)  # last: torch, numpy, pandas come from this venv (same versions)
     import _deepctr_peer as peer
 
-    print("| model | library | transformed | prep s | train samples/s | samples/s with prep | train x peer | with prep x peer |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | library | precision | train samples/s, median (min-max) | x peer |")
+    print("|---|---|---|---|---|")
     for name in models:
         data = peer.prepare(str(DATA_DIR), name)
         peer_model = peer.build(name, data["columns"], 0)
         x_train = {n: data["x_train"][n] for n in data["names"]}
-        contenders = {("DeepCTR-Torch", "its own"): data["prep_seconds"]}
-        setups = {}
-        for transform, shown in (("schema", "whole schema"), ("model", "model's")):
-            setups[shown] = recstack_setup(name, "ids", 0, transform)
-            contenders[("recstack", shown)] = setups[shown]["prep_seconds"]
-        speeds: dict[tuple[str, str], list[float]] = {key: [] for key in contenders}
+        setups = {precision: recstack_setup(name, "ids", 0, "model") for precision in precisions}
+        speeds: dict[str, list[float]] = {"peer": [], **{precision: [] for precision in precisions}}
         rows = len(data["y_train"])
         for _ in range(rounds):
-            for key in contenders:
+            for key in speeds:
                 started = time.perf_counter()
-                if key[0] == "DeepCTR-Torch":
+                if key == "peer":
                     peer_model.fit(x_train, data["y_train"], batch_size=1024, epochs=1, verbose=0, shuffle=True)
                 else:
-                    setup = setups[key[1]]
-                    recstack_trainer(name, 0, 1).fit(setup["model"], setup["task"], setup["train_batches"])
+                    setup = setups[key]
+                    recstack_trainer(name, 0, 1, key).fit(setup["model"], setup["task"], setup["train_batches"])
                 speeds[key].append(rows / (time.perf_counter() - started))
-        base = statistics.median(speeds[("DeepCTR-Torch", "its own")])
-        base_with_prep = rows / (contenders[("DeepCTR-Torch", "its own")] + rows / base)
-        for key, prep in contenders.items():
-            speed = statistics.median(speeds[key])
-            with_prep = rows / (prep + rows / speed)
-            print(
-                f"| {name} | {key[0]} | {key[1]} | {prep:.1f} | {speed:.0f} ({min(speeds[key]):.0f}-{max(speeds[key]):.0f}) "
-                f"| {with_prep:.0f} | {speed / base:.2f} | {with_prep / base_with_prep:.2f} |",
-                flush=True,
-            )
+        base = statistics.median(speeds["peer"])
+        for key, values in speeds.items():
+            library, precision = ("DeepCTR-Torch", "fp32") if key == "peer" else ("recstack", "fp32" if key == "no" else key)
+            speed = statistics.median(values)
+            print(f"| {name} | {library} | {precision} | {speed:.0f} ({min(values):.0f}-{max(values):.0f}) | {speed / base:.2f} |", flush=True)
 
 
 def _restricted(preprocessor, names: list[str]):
@@ -357,7 +348,7 @@ def main() -> None:
         print(json.dumps(run_recstack_criteo(Path(args.criteo_worker[0]), int(args.criteo_worker[1]), args.epochs)))
         return
     if args.speed:
-        speed_main([m for m in args.models if m != "lr"], args.speed, args.peer_python)
+        speed_main([m for m in args.models if m != "lr"], args.speed, args.peer_python, args.precisions)
         return
     if args.criteo:
         criteo_main(args.criteo, args.seeds, args.epochs, args.peer_python)

@@ -53,3 +53,31 @@ def test_no_grad_and_frozen_tables_give_the_same_lookup():
     out = fast(ids)
     torch.testing.assert_close(out, reference(ids).detach())
     assert not out.requires_grad
+
+
+def test_lookup_many_is_one_node_with_each_tables_gradient():
+    from recstack.nn import lookup_many
+
+    torch.manual_seed(0)
+    tables = [Embedding(ROWS, DIM, padding_idx=0), Embedding(5, 1, padding_idx=0)]
+    reference = [nn.Embedding(ROWS, DIM, padding_idx=0), nn.Embedding(5, 1, padding_idx=0)]
+    for fast, ref in zip(tables, reference):
+        ref.load_state_dict(fast.state_dict())
+    ids = [torch.tensor([0, 3, 3, 7]), torch.tensor([[1, 4], [4, 0]])]
+    outs = lookup_many(tables, ids)
+    assert outs[0].grad_fn is outs[1].grad_fn  # one autograd node
+    for out, ref, i in zip(outs, reference, ids):
+        torch.testing.assert_close(out, ref(i))
+    (outs[0].pow(2).sum() + outs[1].sum() * 3).backward()
+    (reference[0](ids[0]).pow(2).sum() + reference[1](ids[1]).sum() * 3).backward()
+    for fast, ref in zip(tables, reference):
+        torch.testing.assert_close(fast.weight.grad, ref.weight.grad)
+
+
+def test_lookup_many_falls_back_to_each_table_when_one_is_not_fast():
+    from recstack.nn import lookup_many
+
+    tables = [Embedding(ROWS, DIM), nn.Embedding(ROWS, DIM)]
+    outs = lookup_many(tables, [torch.tensor([1]), torch.tensor([2])])
+    assert outs[0].grad_fn is not outs[1].grad_fn
+    torch.testing.assert_close(outs[1], tables[1].weight[2:3])

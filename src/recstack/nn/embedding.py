@@ -38,7 +38,7 @@ from recstack.data.batch import PADDING_INDEX, Batch
 from recstack.data.feature_map import FeatureMap, TableInfo, table_name
 from recstack.errors import ConfigError
 from recstack.nn.pooling import masked_pool
-from recstack.nn.table import Embedding
+from recstack.nn.table import Embedding, lookup_many
 from recstack.schema import Feature, SequenceFeature, VectorFeature, is_embedded
 
 FIRST_VALUE_ROW = 2
@@ -148,7 +148,14 @@ class EmbeddingCollection(nn.Module):
     def embed_fields(self, batch: Batch, names: Sequence[str]) -> Tensor:
         """Pooled embeddings of ``names`` stacked as fields, ``(B, F, D)``; dims must be equal."""
         self.check_equal_dims(names)
-        return torch.stack([self.pooled(batch, n) for n in names], dim=1)  # (B, F, D)
+        return torch.stack(self._pooled_many(batch, names), dim=1)  # (B, F, D)
+
+    def _pooled_many(self, batch: Batch, names: Sequence[str]) -> list[Tensor]:
+        """:meth:`pooled` of every name; the id features' lookups as one call (one autograd
+        node on CPU: see ``nn/table.py``)."""
+        ids = [n for n in names if self.is_embedded(n) and not isinstance(self.feature(n), SequenceFeature)]
+        looked_up = dict(zip(ids, lookup_many([self.table(n) for n in ids], [batch.ids[n] for n in ids])))
+        return [looked_up[n] if n in looked_up else self.pooled(batch, n) for n in names]
 
     def check_equal_dims(self, names: Sequence[str]) -> int:
         """The common embedding dim of ``names``; a ValueError naming each dim otherwise.
@@ -179,7 +186,9 @@ class EmbeddingCollection(nn.Module):
     def concat(self, batch: Batch, names: Sequence[str]) -> Tensor:
         """Every feature of ``names`` as one row vector: pooled embeddings and dense values in
         the given order, ``(B, output_dim(names))``: the stacking layer of Embedding+MLP."""
-        parts = [self.pooled(batch, n) if self.is_embedded(n) else self.dense_input(batch, [n]) for n in names]
+        embedded = [n for n in names if self.is_embedded(n)]
+        pooled = dict(zip(embedded, self._pooled_many(batch, embedded)))
+        parts = [pooled[n] if n in pooled else self.dense_input(batch, [n]) for n in names]
         if not parts:
             return torch.zeros(len(batch), 0, device=_device_of(batch))
         return torch.cat(parts, dim=-1)  # (B, N)

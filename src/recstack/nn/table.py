@@ -1,9 +1,12 @@
-"""An ``nn.Embedding`` whose dense CPU backward is one ``index_add_``.
+"""An ``nn.Embedding`` whose dense CPU backward is one ``index_add_``, and one autograd node
+for many lookups.
 
 torch's CPU ``embedding_dense_backward`` (2.13) costs ~80 us for a 1,024-id batch whatever the
-table size, and ~2.7 ms for a 1,024 x 50 history (``benchmarks/embedding_backward.py``);
+table size, and ~2.7 ms for a 1,024 x 50 history (``benchmarks/cpu_kernels.py``);
 ``zeros(table).index_add_(0, ids, grad)`` computes the same gradient in ~20 us and ~0.9 ms.
 A ranking step looks up 10-20 tables, so that is ~10% of a DeepFM step and more of DIN's.
+:func:`lookup_many` also makes those 10-20 lookups one autograd node instead of 10-20 (less
+Python per step in forward and backward).
 
 Everything else is ``nn.Embedding``'s: the same parameters and state_dict, ``sparse=True``
 (sparse gradients), ``max_norm`` and ``scale_grad_by_freq`` take torch's own path, and so do
@@ -13,46 +16,74 @@ CUDA tensors (``index_add_`` there uses atomics: not deterministic), evaluation 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["Embedding"]
+__all__ = ["Embedding", "lookup_many"]
 
 
 class Embedding(nn.Embedding):
     """``nn.Embedding`` with the faster dense backward on CPU; same arguments, same output."""
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - nn.Embedding's name
-        weight = self.weight
-        if (
-            self.sparse
-            or self.max_norm is not None
-            or self.scale_grad_by_freq
-            or weight.device.type != "cpu"
-            or not (weight.requires_grad and torch.is_grad_enabled())
-        ):
+        if not self.fast_backward():
             return super().forward(input)
-        return _IndexAddEmbedding.apply(weight, input, self.padding_idx)
+        return _IndexAddLookups.apply((self.padding_idx,), self.weight, input)[0]
+
+    def fast_backward(self) -> bool:
+        """Whether a lookup now goes through the index_add backward (a trainable dense CPU
+        table, gradients on); torch's own path otherwise."""
+        weight = self.weight
+        return (
+            not self.sparse
+            and self.max_norm is None
+            and not self.scale_grad_by_freq
+            and weight.device.type == "cpu"
+            and weight.requires_grad
+            and torch.is_grad_enabled()
+        )
 
 
-class _IndexAddEmbedding(torch.autograd.Function):
+def lookup_many(tables: Sequence[nn.Embedding], ids: Sequence[Tensor]) -> list[Tensor]:
+    """``[tables[i](ids[i]) ...]``, as one autograd node when every table is an
+    :class:`Embedding` on its fast path; table by table otherwise. Same values, same gradients."""
+    if tables and all(isinstance(t, Embedding) and t.fast_backward() for t in tables):
+        padding = tuple(t.padding_idx for t in tables)
+        return list(_IndexAddLookups.apply(padding, *(t.weight for t in tables), *ids))
+    return [table(i) for table, i in zip(tables, ids)]
+
+
+class _IndexAddLookups(torch.autograd.Function):
+    """Lookups of ids[k] in weights[k]; inputs ``(padding_idxs, *weights, *ids)``."""
+
     @staticmethod
-    def forward(ctx, weight: Tensor, ids: Tensor, padding_idx: int | None) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(ids)
-        ctx.num_rows = weight.shape[0]
-        ctx.padding_idx = padding_idx
-        return F.embedding(ids, weight)  # (*ids.shape, D)
+    def forward(ctx, padding_idxs: tuple[int | None, ...], *tensors: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        count = len(padding_idxs)
+        weights, ids = tensors[:count], tensors[count:]
+        ctx.save_for_backward(*ids)
+        ctx.num_rows = [w.shape[0] for w in weights]
+        ctx.padding_idxs = padding_idxs
+        return tuple(F.embedding(i, w) for w, i in zip(weights, ids))  # each (*ids.shape, D)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
-        (ids,) = ctx.saved_tensors
-        width = grad.shape[-1]
-        grad_weight = grad.new_zeros(ctx.num_rows, width)  # (V, D)
-        # contiguous: index_add_ from a strided source (a slice of a cat's gradient) is ~4x slower
-        grad_weight.index_add_(0, ids.reshape(-1), grad.reshape(-1, width).contiguous())
-        if ctx.padding_idx is not None:
-            grad_weight[ctx.padding_idx] = 0  # as nn.Embedding: the padding row never learns
-        return grad_weight, None, None
+    def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        ids = ctx.saved_tensors
+        count = len(ids)
+        weight_grads: list[Tensor | None] = []
+        for k, (grad, rows, padding_idx) in enumerate(zip(grads, ctx.num_rows, ctx.padding_idxs)):
+            if grad is None or not ctx.needs_input_grad[1 + k]:
+                weight_grads.append(None)
+                continue
+            width = grad.shape[-1]
+            grad_weight = grad.new_zeros(rows, width)  # (V, D)
+            # contiguous: index_add_ from a strided source (a slice of a cat's gradient) is ~4x slower
+            grad_weight.index_add_(0, ids[k].reshape(-1), grad.reshape(-1, width).contiguous())
+            if padding_idx is not None:
+                grad_weight[padding_idx] = 0  # as nn.Embedding: the padding row never learns
+            weight_grads.append(grad_weight)
+        return (None, *weight_grads, *([None] * count))

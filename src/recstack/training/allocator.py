@@ -6,7 +6,7 @@ threshold, so the next step's allocation of the same size page-faults its memory
 DIN's attention unit (40,000 x 80 float32 activations, 12.8 MB each) spent about half of its
 Dice time there. Raising both thresholds keeps that memory mapped and reused, as the
 jemalloc/tcmalloc preload that PyTorch's CPU tuning guide recommends does, without a preload.
-Measured with ``benchmarks/allocator.py``; figures in ``docs/benchmarks.md``.
+Measured with ``benchmarks/cpu_kernels.py``; figures in ``docs/benchmarks.md``.
 
 The cost: memory freed below 32 MB per block stays with the process (resident at its peak)
 until it exits. Peak RSS is what bounds a run, and it does not change.
