@@ -1,7 +1,8 @@
 """The CPU training kernels recstack replaces or tunes, each against torch's default, one thread.
 
-1. Embedding backward: ``nn.Embedding`` (torch's ``embedding_dense_backward``) vs
-   ``recstack.nn.Embedding`` (``zeros + index_add_``), forward + backward of one lookup.
+1. Embedding lookups: ``nn.Embedding`` table by table (torch's ``embedding_dense_backward``)
+   vs ``recstack.nn.lookup_many`` over ``recstack.nn.Embedding`` tables (one autograd node,
+   ``zeros + index_add_`` backward), forward + backward.
 2. Batch gather: ``tensor[index]`` vs ``tensor.index_select(0, index)`` for a shuffled batch.
 3. Heap: DIN's Dice (40,000 x 80 activations) forward + backward with glibc's default
    thresholds vs after ``keep_freed_memory()`` (each in its own process: the setting is global).
@@ -57,22 +58,51 @@ def timed(fn, repeats: int = 5, number: int = 100) -> float:
     return statistics.median(times)
 
 
-def embedding_rows() -> list[str]:
-    from recstack.nn import Embedding
+def interleaved(fns: dict, repeats: int = 9, number: int = 50) -> dict[str, float]:
+    """Median milliseconds per call of each fn, their repeats interleaved (shared machine)."""
+    for fn in fns.values():
+        for _ in range(10):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            started = time.perf_counter()
+            for _ in range(number):
+                fn()
+            times[name].append((time.perf_counter() - started) / number * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
 
+
+def embedding_rows() -> list[str]:
+    """One table, and the 7 id tables of the MovieLens CTR benchmark (sizes as fitted, ids
+    skewed as there: a 2-value and a 7-value field): torch table by table vs recstack."""
+    from recstack.nn import Embedding, lookup_many
+
+    cases = {
+        "1 table, 1,000 rows, 1,024 ids": ([1_000], [torch.randint(1, 1_000, (1024,))]),
+        "1 table, 100,000 rows, 1,024 ids": ([100_000], [torch.randint(1, 100_000, (1024,))]),
+        "1 history table, 1,700 rows, 1,024 x 50 ids": ([1_700], [torch.randint(0, 1_700, (1024, 50))]),
+    }
+    sizes = [945, 1684, 4, 9, 23, 800, 20]
+    ids = [torch.randint(1, size, (1024,)) for size in sizes]
+    ids[2], ids[3] = torch.randint(2, 4, (1024,)), torch.randint(2, 9, (1024,))
+    cases["7 MovieLens id tables, 1,024 ids each"] = (sizes, ids)
     rows = []
-    for num_rows, ids_shape in ((1_000, (1024,)), (100_000, (1024,)), (1_700, (1024, 50))):
-        ids = torch.randint(0, num_rows, ids_shape)
-        grad = torch.randn(*ids_shape, 16)
-        times = {}
-        for name, table in (("nn.Embedding", torch.nn.Embedding(num_rows, 16, padding_idx=0)),
-                            ("recstack.nn.Embedding", Embedding(num_rows, 16, padding_idx=0))):
-            def step(table=table):
-                table(ids).backward(grad)
+    for label, (sizes, ids) in cases.items():
+        grads = [torch.randn(*i.shape, 16) for i in ids]
+        torch_tables = [torch.nn.Embedding(size, 16, padding_idx=0) for size in sizes]
+        our_tables = [Embedding(size, 16, padding_idx=0) for size in sizes]
+
+        def step(outputs, tables):
+            torch.autograd.backward(outputs, grads)
+            for table in tables:
                 table.weight.grad = None
-            times[name] = timed(step, number=20 if len(ids_shape) > 1 else 100)
-        torch_ms, ours_ms = times["nn.Embedding"], times["recstack.nn.Embedding"]
-        rows.append(f"| embedding fwd+bwd, {num_rows:,} rows, ids {ids_shape} | {torch_ms:.3f} | {ours_ms:.3f} | {torch_ms / ours_ms:.2f}x |")
+
+        times = interleaved({
+            "torch": lambda: step([t(i) for t, i in zip(torch_tables, ids)], torch_tables),
+            "recstack": lambda: step(lookup_many(our_tables, ids), our_tables),
+        })
+        rows.append(f"| embedding fwd+bwd: {label} | {times['torch']:.3f} | {times['recstack']:.3f} | {times['torch'] / times['recstack']:.2f}x |")
     return rows
 
 

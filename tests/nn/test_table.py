@@ -5,8 +5,17 @@ import torch
 from torch import nn
 
 from recstack.nn import Embedding
+from recstack.nn import table as table_module
 
 ROWS, DIM = 11, 4
+
+
+@pytest.fixture(autouse=True, params=["index_add path", "torch path"])
+def one_table_path(request, monkeypatch):
+    """Every test runs with single-table lookups on each path (the threshold is a speed choice)."""
+    if request.param == "index_add path":
+        monkeypatch.setattr(table_module, "MIN_IDS_FOR_ONE_TABLE", 0)
+    return request.param
 
 
 def _pair(**kwargs):
@@ -18,7 +27,7 @@ def _pair(**kwargs):
 
 
 @pytest.mark.parametrize("shape", [(7,), (5, 6)])
-def test_outputs_and_gradients_match_nn_embedding(shape):
+def test_outputs_and_gradients_match_nn_embedding(shape, one_table_path):
     reference, fast = _pair()
     ids = torch.randint(0, ROWS, shape)
     ids.view(-1)[:3] = torch.tensor([0, 3, 3])  # padding and a repeated id
@@ -28,6 +37,8 @@ def test_outputs_and_gradients_match_nn_embedding(shape):
     torch.testing.assert_close(fast(ids), reference(ids))
     torch.testing.assert_close(fast.weight.grad, reference.weight.grad)
     assert (fast.weight.grad[0] == 0).all()  # the padding row never learns
+    took_index_add = type(fast(ids).grad_fn).__name__.startswith("_IndexAddLookups")
+    assert took_index_add == (one_table_path == "index_add path")
 
 
 def test_gradient_from_a_strided_upstream_matches():

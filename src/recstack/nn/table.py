@@ -1,12 +1,12 @@
 """An ``nn.Embedding`` whose dense CPU backward is one ``index_add_``, and one autograd node
 for many lookups.
 
-torch's CPU ``embedding_dense_backward`` (2.13) costs ~80 us for a 1,024-id batch whatever the
-table size, and ~2.7 ms for a 1,024 x 50 history (``benchmarks/cpu_kernels.py``);
-``zeros(table).index_add_(0, ids, grad)`` computes the same gradient in ~20 us and ~0.9 ms.
-A ranking step looks up 10-20 tables, so that is ~10% of a DeepFM step and more of DIN's.
-:func:`lookup_many` also makes those 10-20 lookups one autograd node instead of 10-20 (less
-Python per step in forward and backward).
+torch's CPU ``embedding_dense_backward`` (2.13) costs ~60-80 us for a 1,024-id batch whatever
+the table size, and ~2.7 ms for a 1,024 x 50 history; ``zeros(table).index_add_(0, ids, grad)``
+computes the same gradient in ~15-20 us and ~0.9 ms. The saving only shows where it is not
+eaten by the Python of an autograd Function (~25 us a call): for a long history, and for the
+10-20 id tables of a ranking model looked up together by :func:`lookup_many`, one node for
+all of them (``benchmarks/cpu_kernels.py``: 2-3x and ~1.4x forward + backward).
 
 Everything else is ``nn.Embedding``'s: the same parameters and state_dict, ``sparse=True``
 (sparse gradients), ``max_norm`` and ``scale_grad_by_freq`` take torch's own path, and so do
@@ -19,18 +19,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
 
 __all__ = ["Embedding", "lookup_many"]
+
+# One table's lookup takes the index_add path from this many ids (a 1,024 x 50 history: yes;
+# a batch of 1,024 ids: no, torch's path is as fast there; benchmarks/cpu_kernels.py).
+MIN_IDS_FOR_ONE_TABLE = 4096
 
 
 class Embedding(nn.Embedding):
     """``nn.Embedding`` with the faster dense backward on CPU; same arguments, same output."""
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - nn.Embedding's name
-        if not self.fast_backward():
+        # below a few thousand ids the autograd Function's Python costs what index_add_ saves
+        if input.numel() < MIN_IDS_FOR_ONE_TABLE or not self.fast_backward():
             return super().forward(input)
         return _IndexAddLookups.apply((self.padding_idx,), self.weight, input)[0]
 
@@ -51,7 +54,7 @@ class Embedding(nn.Embedding):
 def lookup_many(tables: Sequence[nn.Embedding], ids: Sequence[Tensor]) -> list[Tensor]:
     """``[tables[i](ids[i]) ...]``, as one autograd node when every table is an
     :class:`Embedding` on its fast path; table by table otherwise. Same values, same gradients."""
-    if tables and all(isinstance(t, Embedding) and t.fast_backward() for t in tables):
+    if len(tables) > 1 and all(isinstance(t, Embedding) and t.fast_backward() for t in tables):
         padding = tuple(t.padding_idx for t in tables)
         return list(_IndexAddLookups.apply(padding, *(t.weight for t in tables), *ids))
     return [table(i) for table, i in zip(tables, ids)]
@@ -67,10 +70,9 @@ class _IndexAddLookups(torch.autograd.Function):
         ctx.save_for_backward(*ids)
         ctx.num_rows = [w.shape[0] for w in weights]
         ctx.padding_idxs = padding_idxs
-        return tuple(F.embedding(i, w) for w, i in zip(weights, ids))  # each (*ids.shape, D)
+        return tuple(torch.embedding(w, i) for w, i in zip(weights, ids))  # each (*ids.shape, D)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         ids = ctx.saved_tensors
         count = len(ids)
@@ -84,6 +86,6 @@ class _IndexAddLookups(torch.autograd.Function):
             # contiguous: index_add_ from a strided source (a slice of a cat's gradient) is ~4x slower
             grad_weight.index_add_(0, ids[k].reshape(-1), grad.reshape(-1, width).contiguous())
             if padding_idx is not None:
-                grad_weight[padding_idx] = 0  # as nn.Embedding: the padding row never learns
+                grad_weight.select(0, padding_idx).zero_()  # as nn.Embedding: the padding row never learns
             weight_grads.append(grad_weight)
         return (None, *weight_grads, *([None] * count))
