@@ -33,13 +33,13 @@ class Embedding(nn.Embedding):
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - nn.Embedding's name
         # below a few thousand ids the autograd Function's Python costs what index_add_ saves
-        if input.numel() < MIN_IDS_FOR_ONE_TABLE or not self.fast_backward():
+        if not self.fast_backward() or input.numel() < MIN_IDS_FOR_ONE_TABLE:
             return super().forward(input)
         return _IndexAddLookups.apply((self.padding_idx,), self.weight, input)[0]
 
     def fast_backward(self) -> bool:
         """Whether a lookup now goes through the index_add backward (a trainable dense CPU
-        table, gradients on); torch's own path otherwise."""
+        table, gradients on, not being traced for export); torch's own path otherwise."""
         weight = self.weight
         return (
             not self.sparse
@@ -48,6 +48,7 @@ class Embedding(nn.Embedding):
             and weight.device.type == "cpu"
             and weight.requires_grad
             and torch.is_grad_enabled()
+            and not torch.jit.is_tracing()  # export records torch's own op
         )
 
 
