@@ -146,18 +146,21 @@ def recstack_setup(name: str, features: str, seed: int, transform: str) -> dict:
     }
 
 
-def recstack_trainer(name: str, seed: int, epochs: int, precision: str = "no"):
+def recstack_trainer(name: str, seed: int, epochs: int, precision: str = "no", compile: bool = False):
     from recstack.training import Trainer, TrainerConfig
 
     # the 3-weight LR on two rates needs a larger step to move from its init in a few epochs
     lr = 0.05 if name == "lr" else 1e-3
-    return Trainer(TrainerConfig.from_dict({"epochs": epochs, "lr": lr, "seed": seed, "log_every_steps": 10_000, "mixed_precision": precision}))
+    return Trainer(TrainerConfig.from_dict({
+        "epochs": epochs, "lr": lr, "seed": seed, "log_every_steps": 10_000, "mixed_precision": precision, "compile": compile,
+    }))
 
 
-def speed_main(models: list[str], rounds: int, peer_python: str, precisions: list[str]) -> None:
+def speed_main(models: list[str], rounds: int, peer_python: str, precisions: list[str], with_compile: bool = False) -> None:
     """Steady-state training samples/s of both libraries in one warm process: one epoch of
-    each contender per round (the peer, then recstack in each precision), rounds interleaved
-    so machine load hits all alike; medians over rounds, the first round (warm-up) included."""
+    each contender per round (the peer, then recstack in each precision, and compiled with
+    ``with_compile``), rounds interleaved so machine load hits all alike; medians over rounds,
+    the first round (warm-up, and compilation) included; its seconds are printed apart."""
     import torch
 
     torch.set_num_threads(1)
@@ -169,14 +172,16 @@ def speed_main(models: list[str], rounds: int, peer_python: str, precisions: lis
     sys.path.append(site)  # last: torch, numpy, pandas come from this venv (same versions)
     import _deepctr_peer as peer
 
-    print("| model | library | precision | train samples/s, median (min-max) | x peer |")
-    print("|---|---|---|---|---|")
+    print("| model | library | precision | train samples/s, median (min-max) | x peer (ratio of medians) | x peer, per round: median (min-max) | first epoch s |")
+    print("|---|---|---|---|---|---|---|")
     for name in models:
         data = peer.prepare(str(DATA_DIR), name)
         peer_model = peer.build(name, data["columns"], 0)
         x_train = {n: data["x_train"][n] for n in data["names"]}
-        setups = {precision: recstack_setup(name, "ids", 0, "model") for precision in precisions}
-        speeds: dict[str, list[float]] = {"peer": [], **{precision: [] for precision in precisions}}
+        variants = [(p, False) for p in precisions] + ([(p, True) for p in precisions] if with_compile else [])
+        keys = {f"{p}+compile" if c else p: (p, c) for p, c in variants}
+        setups = {key: recstack_setup(name, "ids", 0, "model") for key in keys}
+        speeds: dict[str, list[float]] = {"peer": [], **{key: [] for key in keys}}
         rows = len(data["y_train"])
         for _ in range(rounds):
             for key in speeds:
@@ -185,13 +190,19 @@ def speed_main(models: list[str], rounds: int, peer_python: str, precisions: lis
                     peer_model.fit(x_train, data["y_train"], batch_size=1024, epochs=1, verbose=0, shuffle=True)
                 else:
                     setup = setups[key]
-                    recstack_trainer(name, 0, 1, key).fit(setup["model"], setup["task"], setup["train_batches"])
+                    recstack_trainer(name, 0, 1, *keys[key]).fit(setup["model"], setup["task"], setup["train_batches"])
                 speeds[key].append(rows / (time.perf_counter() - started))
         base = statistics.median(speeds["peer"])
         for key, values in speeds.items():
-            library, precision = ("DeepCTR-Torch", "fp32") if key == "peer" else ("recstack", "fp32" if key == "no" else key)
+            library, precision = ("DeepCTR-Torch", "fp32") if key == "peer" else ("recstack", key.replace("no", "fp32"))
             speed = statistics.median(values)
-            print(f"| {name} | {library} | {precision} | {speed:.0f} ({min(values):.0f}-{max(values):.0f}) | {speed / base:.2f} |", flush=True)
+            # each round's epochs ran next to each other: their ratio cancels most of the load
+            ratios = [mine / theirs for mine, theirs in zip(values, speeds["peer"])]
+            print(
+                f"| {name} | {library} | {precision} | {speed:.0f} ({min(values):.0f}-{max(values):.0f}) | {speed / base:.2f} "
+                f"| {statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | {rows / values[0]:.1f} |",
+                flush=True,
+            )
 
 
 def _restricted(preprocessor, names: list[str]):
@@ -336,6 +347,7 @@ def main() -> None:
         help="recstack rows per precision (bf16: CPU autocast where the CPU has native bfloat16)",
     )
     parser.add_argument("--speed", type=int, metavar="ROUNDS", help="interleaved in-process training speed comparison instead")
+    parser.add_argument("--compile", action="store_true", help="--speed: add recstack rows with trainer.compile")
     parser.add_argument("--criteo", type=int, metavar="ROWS", help="run the synthetic Criteo-like DeepFM comparison instead")
     parser.add_argument("--criteo-worker", nargs=2, metavar=("FOLDER", "SEED"), help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=4, metavar=("MODEL", "FEATURES", "SEED", "TRANSFORM"), help=argparse.SUPPRESS)
@@ -348,7 +360,7 @@ def main() -> None:
         print(json.dumps(run_recstack_criteo(Path(args.criteo_worker[0]), int(args.criteo_worker[1]), args.epochs)))
         return
     if args.speed:
-        speed_main([m for m in args.models if m != "lr"], args.speed, args.peer_python, args.precisions)
+        speed_main([m for m in args.models if m != "lr"], args.speed, args.peer_python, args.precisions, args.compile)
         return
     if args.criteo:
         criteo_main(args.criteo, args.seeds, args.epochs, args.peer_python)

@@ -33,6 +33,7 @@ class TrainingRun:
 
     model: nn.Module
     task: Task
+    train_model: nn.Module  # what the training forward calls: model, or its compiled wrapper
     optimizers: list[Optimizer]  # dense, then sparse
     schedulers: list[LambdaLR]  # one per optimizer, or none
     scaler: torch.amp.GradScaler  # disabled unless fp16 on CUDA

@@ -42,6 +42,7 @@ from recstack.training.checkpoint import (
     restore_run,
     save_checkpoint,
 )
+from recstack.training.compile import compile_for_training
 from recstack.training.config import ConfigError, MixedPrecision, SchedulerName, TrainerConfig
 from recstack.training.device import autocast, effective_precision, resolve_device
 from recstack.training.optim import build_optimizers, build_schedulers, clip_grad_norm
@@ -125,6 +126,7 @@ class Trainer:
         run = TrainingRun(
             model=model,
             task=task,
+            train_model=compile_for_training(model, self.device) if config.compile else model,
             optimizers=optimizers,
             schedulers=build_schedulers(optimizers, config, total_steps=total_steps),
             scaler=torch.amp.GradScaler(
@@ -187,7 +189,7 @@ class Trainer:
     def _train_step(self, run: TrainingRun, batch: Batch) -> None:
         config, state = self.config, run.state
         with autocast(self.precision, self.device):
-            loss = run.task.loss(run.model, batch)  # ()
+            loss = run.task.loss(run.train_model, batch)  # ()
         run.scaler.scale(loss).backward()
         if config.grad_clip_norm is not None:
             for optimizer in run.optimizers:
