@@ -56,3 +56,15 @@ def test_without_a_compiler_training_runs_eagerly_with_a_warning(monkeypatch):
     assert losses == eager_losses
     for name, value in eager_weights.items():
         assert torch.equal(weights[name], value)
+
+
+def test_a_toolchain_that_fails_on_the_probe_means_eager_with_the_reason(monkeypatch):
+    def broken_compile(*args, **kwargs):
+        raise RuntimeError("cannot find omp.h")
+
+    monkeypatch.setattr(compile_module, "_probed", {})
+    monkeypatch.setattr(compile_module.shutil, "which", lambda name: f"/usr/bin/{name}")  # a compiler is "there"
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    model = ReluMLP()
+    with pytest.warns(UserWarning, match="probe function .*omp.h"):
+        assert compile_module.compile_for_training(model, torch.device("cpu")) is model

@@ -7,8 +7,9 @@ in bf16, DeepFM bf16 +13%, Wide&Deep and DCN within the noise. The price is a on
 compilation, 4-50 s for a ranking model here, so it pays off for long runs of attention
 models, not for a seconds-long epoch of a small MLP model.
 
-Inductor needs a C++ compiler on CPU and Triton on CUDA; without one, training runs eagerly
-with a warning rather than failing at the first step.
+Inductor needs a working C++ toolchain on CPU (a compiler, OpenMP) and Triton on CUDA. A tiny
+function is compiled first, once per process and device type: when that fails, training runs
+eagerly with a warning rather than failing at the first step.
 """
 
 from __future__ import annotations
@@ -36,13 +37,31 @@ def compile_for_training(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def _missing_toolchain(device: torch.device) -> str | None:
+    """Why inductor cannot compile for ``device`` here, or None when it can."""
+    if device.type not in _probed:
+        _probed[device.type] = _probe(device)
+    return _probed[device.type]
+
+
+_probed: dict[str, str | None] = {}
+
+
+def _probe(device: torch.device) -> str | None:
     if device.type == "cuda":
         from torch.utils._triton import has_triton
 
-        return None if has_triton() else "Triton is not installed"
-    wanted = os.environ.get("CXX")
-    if wanted and shutil.which(wanted):
-        return None
-    if any(shutil.which(name) for name in CPU_COMPILERS):
-        return None
-    return f"no C++ compiler ({', '.join(CPU_COMPILERS)}) is on PATH"
+        if not has_triton():
+            return "Triton is not installed"
+    else:
+        wanted = os.environ.get("CXX")
+        if not (wanted and shutil.which(wanted)) and not any(shutil.which(name) for name in CPU_COMPILERS):
+            return f"no C++ compiler ({', '.join(CPU_COMPILERS)}) is on PATH"
+    try:
+        torch.compile(_probe_function)(torch.ones(4, device=device))
+    except Exception as error:  # noqa: BLE001 - any toolchain failure means: run eagerly
+        return f"torch.compile failed on a probe function ({type(error).__name__}: {str(error)[:200]})"
+    return None
+
+
+def _probe_function(x: torch.Tensor) -> torch.Tensor:
+    return torch.relu(x * 2.0 + 1.0)
