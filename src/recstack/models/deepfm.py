@@ -51,8 +51,10 @@ class DeepFM(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
         fields = self.embeddings.embed_fields(batch, self.fields)  # (B, F, D)
-        dense = self.embeddings.dense_input(batch, self.dense_features)  # (B, N)
         fm_logits = self.linear(batch) + self.fm(fields)  # (B,)
-        dnn_input = torch.cat([fields.flatten(start_dim=1), dense], dim=-1)  # (B, F*D + N)
+        dnn_input = fields.flatten(start_dim=1)  # (B, F*D)
+        if self.dense_features:  # no copy of the fields when there is nothing to append
+            dense = self.embeddings.dense_input(batch, self.dense_features)  # (B, N)
+            dnn_input = torch.cat([dnn_input, dense], dim=-1)  # (B, F*D + N)
         dnn_logits = self.dnn_score(self.dnn(dnn_input)).squeeze(-1)  # (B,)
         return fm_logits + dnn_logits

@@ -20,6 +20,6 @@ class FactorizationMachine(nn.Module):
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Args: embeddings (B, F, D). Returns the interaction term (B,)."""
-        square_of_sum = embeddings.sum(dim=1).pow(2)  # (B, D)
-        sum_of_square = embeddings.pow(2).sum(dim=1)  # (B, D)
-        return 0.5 * (square_of_sum - sum_of_square).sum(dim=1)  # (B,)
+        summed = embeddings.sum(dim=1)  # (B, D)
+        # sum_d (sum_i v_id)^2 - sum_{i,d} v_id^2: the two sums over d taken before subtracting
+        return 0.5 * ((summed * summed).sum(dim=1) - (embeddings * embeddings).sum(dim=(1, 2)))  # (B,)
