@@ -7,7 +7,7 @@
 3. Heap: DIN's Dice (40,000 x 80 activations) forward + backward with glibc's default
    thresholds vs after ``keep_freed_memory()`` (each in its own process: the setting is global).
 
-Medians of 5 repeats, interleaved where they share a process.
+Medians of interleaved repeats (the heap rows: of interleaved processes).
 
     .venv/bin/python benchmarks/cpu_kernels.py
 """
@@ -43,19 +43,6 @@ for _ in range(5):
     times.append((time.perf_counter() - started) / 10 * 1e3)
 print(statistics.median(times))
 """
-
-
-def timed(fn, repeats: int = 5, number: int = 100) -> float:
-    """Median milliseconds per call."""
-    for _ in range(10):
-        fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for _ in range(number):
-            fn()
-        times.append((time.perf_counter() - started) / number * 1e3)
-    return statistics.median(times)
 
 
 def interleaved(fns: dict, repeats: int = 9, number: int = 50) -> dict[str, float]:
@@ -111,8 +98,8 @@ def gather_rows() -> list[str]:
     for shape in ((80_000,), (80_000, 50)):
         values = torch.randint(0, 1000, shape)
         index = torch.randperm(shape[0])[:1024]
-        indexing = timed(lambda: values[index])
-        selecting = timed(lambda: values.index_select(0, index))
+        times = interleaved({"indexing": lambda: values[index], "index_select": lambda: values.index_select(0, index)})
+        indexing, selecting = times["indexing"], times["index_select"]
         rows.append(f"| batch gather of 1,024 rows from {shape} | {indexing:.3f} | {selecting:.3f} | {indexing / selecting:.2f}x |")
     return rows
 
