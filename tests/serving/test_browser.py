@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .processes import stop
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
 pytestmark = [
@@ -52,11 +54,7 @@ def server(tiny_runs: dict[str, Path]):
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout=10)
 
 
 def _dump_dom(url: str, profile: Path) -> str:

@@ -15,6 +15,8 @@ from recstack.serving.catalogue import Catalogue
 from recstack.serving.service import RecommendationService
 from recstack.serving.types import RecommendRequest
 
+from .processes import stop
+
 pytestmark = pytest.mark.slow
 
 
@@ -54,8 +56,4 @@ def test_two_workers_share_the_port_and_answer_like_the_service(tiny_runs: dict[
             [expected] = reference.recommend([RecommendRequest(user_id=user, k=5)])
             assert [i["item_id"] for i in body["items"]] == [i.item_id for i in expected.items]
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process, timeout=20)
