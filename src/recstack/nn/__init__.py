@@ -13,7 +13,7 @@ from recstack.nn.fm import FactorizationMachine
 from recstack.nn.mlp import MLP, Activation, MLPBlock, make_activation
 from recstack.nn.pooling import Pooling, masked_pool
 from recstack.nn.residual import ResidualUnit
-from recstack.nn.table import Embedding, lookup_many
+from recstack.nn.table import Embedding, lookup_fields, lookup_many
 
 __all__ = [
     "MLP",
@@ -32,6 +32,7 @@ __all__ = [
     "Pooling",
     "ResidualUnit",
     "TargetAttention",
+    "lookup_fields",
     "lookup_many",
     "make_activation",
     "masked_batch_norm",

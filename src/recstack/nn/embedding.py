@@ -38,7 +38,7 @@ from recstack.data.batch import PADDING_INDEX, Batch
 from recstack.data.feature_map import FeatureMap, TableInfo, table_name
 from recstack.errors import ConfigError
 from recstack.nn.pooling import masked_pool
-from recstack.nn.table import Embedding, lookup_many
+from recstack.nn.table import Embedding, lookup_fields, lookup_many
 from recstack.schema import Feature, SequenceFeature, VectorFeature, is_embedded
 
 FIRST_VALUE_ROW = 2
@@ -148,12 +148,26 @@ class EmbeddingCollection(nn.Module):
     def embed_fields(self, batch: Batch, names: Sequence[str]) -> Tensor:
         """Pooled embeddings of ``names`` stacked as fields, ``(B, F, D)``; dims must be equal."""
         self.check_equal_dims(names)
+        if self._all_ids(names):
+            return self._lookup_ids(batch, names)  # (B, F, D)
         return torch.stack(self._pooled_many(batch, names), dim=1)  # (B, F, D)
+
+    def _all_ids(self, names: Sequence[str]) -> bool:
+        """Whether ``names`` are id features (one id per row) of one embedding dim."""
+        ids = self._id_features(names)
+        return bool(names) and len(ids) == len(names) and len({self.dim(n) for n in ids}) == 1
+
+    def _id_features(self, names: Sequence[str]) -> list[str]:
+        return [n for n in names if self.is_embedded(n) and not isinstance(self.feature(n), SequenceFeature)]
+
+    def _lookup_ids(self, batch: Batch, names: Sequence[str]) -> Tensor:
+        """``(B, F, D)`` lookups of id features of one dim, as one autograd node on CPU."""
+        return lookup_fields([self.table(n) for n in names], [batch.ids[n] for n in names])
 
     def _pooled_many(self, batch: Batch, names: Sequence[str]) -> list[Tensor]:
         """:meth:`pooled` of every name; the id features' lookups as one call (one autograd
         node on CPU: see ``nn/table.py``)."""
-        ids = [n for n in names if self.is_embedded(n) and not isinstance(self.feature(n), SequenceFeature)]
+        ids = self._id_features(names)
         looked_up = dict(zip(ids, lookup_many([self.table(n) for n in ids], [batch.ids[n] for n in ids])))
         return [looked_up[n] if n in looked_up else self.pooled(batch, n) for n in names]
 
@@ -186,6 +200,8 @@ class EmbeddingCollection(nn.Module):
     def concat(self, batch: Batch, names: Sequence[str]) -> Tensor:
         """Every feature of ``names`` as one row vector: pooled embeddings and dense values in
         the given order, ``(B, output_dim(names))``: the stacking layer of Embedding+MLP."""
+        if self._all_ids(names):  # the common ranking input: no copies but the stacking
+            return self._lookup_ids(batch, names).flatten(start_dim=-2)  # (B, F*D)
         embedded = [n for n in names if self.is_embedded(n)]
         pooled = dict(zip(embedded, self._pooled_many(batch, embedded)))
         parts = [pooled[n] if n in pooled else self.dense_input(batch, [n]) for n in names]

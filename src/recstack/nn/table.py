@@ -1,12 +1,13 @@
-"""An ``nn.Embedding`` whose dense CPU backward is one ``index_add_``, and one autograd node
-for many lookups.
+"""An ``nn.Embedding`` whose dense CPU backward is one ``index_add_``, and many tables looked
+up as one autograd node.
 
 torch's CPU ``embedding_dense_backward`` (2.13) costs ~60-80 us for a 1,024-id batch whatever
 the table size, and ~2.7 ms for a 1,024 x 50 history; ``zeros(table).index_add_(0, ids, grad)``
 computes the same gradient in ~15-20 us and ~0.9 ms. The saving only shows where it is not
 eaten by the Python of an autograd Function (~25 us a call): for a long history, and for the
-10-20 id tables of a ranking model looked up together by :func:`lookup_many`, one node for
-all of them (``benchmarks/cpu_kernels.py``: 2-3x and ~1.4x forward + backward).
+10-20 id tables of a ranking model looked up together by :func:`lookup_fields`: one node
+whose backward is one ``zeros`` and one ``index_add_`` for all the tables (each table's
+gradient is a slice of that buffer), instead of one pair per table.
 
 Everything else is ``nn.Embedding``'s: the same parameters and state_dict, ``sparse=True``
 (sparse gradients), ``max_norm`` and ``scale_grad_by_freq`` take torch's own path, and so do
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Embedding", "lookup_many"]
+__all__ = ["Embedding", "lookup_fields", "lookup_many"]
 
 # One table's lookup takes the index_add path from this many ids (a 1,024 x 50 history: yes;
 # a batch of 1,024 ids: no, torch's path is as fast there; benchmarks/cpu_kernels.py).
@@ -35,7 +36,7 @@ class Embedding(nn.Embedding):
         # below a few thousand ids the autograd Function's Python costs what index_add_ saves
         if not self.fast_backward() or input.numel() < MIN_IDS_FOR_ONE_TABLE:
             return super().forward(input)
-        return _IndexAddLookups.apply((self.padding_idx,), self.weight, input)[0]
+        return _StackedLookups.apply(((0,), (self.padding_idx,)), self.weight, input).squeeze(-2)
 
     def fast_backward(self) -> bool:
         """Whether a lookup now goes through the index_add backward (a trainable dense CPU
@@ -52,41 +53,78 @@ class Embedding(nn.Embedding):
         )
 
 
+def lookup_fields(tables: Sequence[nn.Embedding], ids: Sequence[Tensor]) -> Tensor:
+    """``torch.stack([tables[k](ids[k]) ...], dim=-2)``: ``(*S, F, D)`` for F tables of one
+    dim D and ids of one shape S; tables may repeat (shared tables). One autograd node when
+    every table is an :class:`Embedding` on its fast path; table by table otherwise.
+    Same values, same gradients."""
+    if len(tables) != len(ids) or not tables:
+        raise ValueError(f"lookup_fields needs one ids tensor per table, got {len(tables)} tables and {len(ids)} ids")
+    dims = {t.embedding_dim for t in tables}
+    shapes = {tuple(i.shape) for i in ids}
+    if len(dims) > 1 or len(shapes) > 1:
+        raise ValueError(f"lookup_fields needs tables of one dim and ids of one shape, got dims {sorted(dims)}, shapes {sorted(shapes)}")
+    if not all(isinstance(t, Embedding) and t.fast_backward() for t in tables):
+        return torch.stack([table(i) for table, i in zip(tables, ids)], dim=-2)
+    unique: dict[int, int] = {}  # id(table) -> its position among the distinct tables
+    table_of_field = tuple(unique.setdefault(id(t), len(unique)) for t in tables)
+    distinct = list({id(t): t for t in tables}.values())
+    padding = tuple(t.padding_idx for t in distinct)
+    return _StackedLookups.apply((table_of_field, padding), *(t.weight for t in distinct), *ids)
+
+
 def lookup_many(tables: Sequence[nn.Embedding], ids: Sequence[Tensor]) -> list[Tensor]:
-    """``[tables[i](ids[i]) ...]``, as one autograd node when every table is an
-    :class:`Embedding` on its fast path; table by table otherwise. Same values, same gradients."""
-    if len(tables) > 1 and all(isinstance(t, Embedding) and t.fast_backward() for t in tables):
-        padding = tuple(t.padding_idx for t in tables)
-        return list(_IndexAddLookups.apply(padding, *(t.weight for t in tables), *ids))
-    return [table(i) for table, i in zip(tables, ids)]
+    """``[tables[k](ids[k]) ...]``; lookups of one dim and one ids shape share one
+    :func:`lookup_fields` node. Same values, same gradients."""
+    groups: dict[tuple, list[int]] = {}
+    for k, (table, i) in enumerate(zip(tables, ids)):
+        groups.setdefault((table.embedding_dim, tuple(i.shape)), []).append(k)
+    looked_up: list[Tensor | None] = [None] * len(tables)
+    for members in groups.values():
+        if len(members) == 1:
+            looked_up[members[0]] = tables[members[0]](ids[members[0]])
+            continue
+        stacked = lookup_fields([tables[k] for k in members], [ids[k] for k in members])
+        for k, values in zip(members, stacked.unbind(-2)):
+            looked_up[k] = values
+    return looked_up  # type: ignore[return-value]
 
 
-class _IndexAddLookups(torch.autograd.Function):
-    """Lookups of ids[k] in weights[k]; inputs ``(padding_idxs, *weights, *ids)``."""
+class _StackedLookups(torch.autograd.Function):
+    """``(*S, F, D)`` lookups of ids[f] in weights[table_of_field[f]]; inputs
+    ``((table_of_field, padding_idxs), *weights, *ids)`` with one entry of padding_idxs per
+    distinct weight. The backward adds every gradient row into one zero buffer holding all
+    the tables one after another, and hands each table its slice."""
 
     @staticmethod
-    def forward(ctx, padding_idxs: tuple[int | None, ...], *tensors: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
-        count = len(padding_idxs)
-        weights, ids = tensors[:count], tensors[count:]
+    def forward(ctx, layout: tuple[tuple[int, ...], tuple[int | None, ...]], *tensors: Tensor) -> Tensor:  # type: ignore[override]
+        table_of_field, padding_idxs = layout
+        weights, ids = tensors[: len(padding_idxs)], tensors[len(padding_idxs) :]
         ctx.save_for_backward(*ids)
-        ctx.num_rows = [w.shape[0] for w in weights]
-        ctx.padding_idxs = padding_idxs
-        return tuple(torch.embedding(w, i) for w, i in zip(weights, ids))  # each (*ids.shape, D)
+        ctx.layout = layout
+        ctx.rows = [w.shape[0] for w in weights]
+        ctx.dtype = weights[0].dtype
+        looked_up = [torch.embedding(weights[t], i) for t, i in zip(table_of_field, ids)]
+        return torch.stack(looked_up, dim=-2) if len(looked_up) > 1 else looked_up[0].unsqueeze(-2)
 
     @staticmethod
-    def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         ids = ctx.saved_tensors
-        count = len(ids)
-        weight_grads: list[Tensor | None] = []
-        for k, (grad, rows, padding_idx) in enumerate(zip(grads, ctx.num_rows, ctx.padding_idxs)):
-            if grad is None or not ctx.needs_input_grad[1 + k]:
-                weight_grads.append(None)
-                continue
-            width = grad.shape[-1]
-            grad_weight = grad.new_zeros(rows, width)  # (V, D)
-            # contiguous: index_add_ from a strided source (a slice of a cat's gradient) is ~4x slower
-            grad_weight.index_add_(0, ids[k].reshape(-1), grad.reshape(-1, width).contiguous())
-            if padding_idx is not None:
-                grad_weight.select(0, padding_idx).zero_()  # as nn.Embedding: the padding row never learns
-            weight_grads.append(grad_weight)
-        return (None, *weight_grads, *([None] * count))
+        table_of_field, padding_idxs = ctx.layout
+        offsets = [0]
+        for rows in ctx.rows[:-1]:
+            offsets.append(offsets[-1] + rows)
+        if len(ctx.rows) == 1:  # one table: no offsets to add
+            flat = torch.stack(ids, dim=-1) if len(ids) > 1 else ids[0]
+        else:
+            shift = torch.tensor([offsets[t] for t in table_of_field], dtype=ids[0].dtype)
+            flat = torch.stack(ids, dim=-1) + shift  # (*S, F)
+        width = grad.shape[-1]
+        grad_all = torch.zeros(sum(ctx.rows), width, dtype=ctx.dtype)  # every table's rows, stacked
+        # contiguous: index_add_ from a strided source (a slice of a cat's gradient) is ~4x slower
+        grad_all.index_add_(0, flat.reshape(-1), grad.reshape(-1, width).to(ctx.dtype).contiguous())
+        padding_rows = [offset + p for offset, p in zip(offsets, padding_idxs) if p is not None]
+        if padding_rows:  # as nn.Embedding: the padding row never learns
+            grad_all.index_fill_(0, torch.tensor(padding_rows), 0.0)
+        weight_grads = [g if ctx.needs_input_grad[1 + t] else None for t, g in enumerate(grad_all.split(ctx.rows))]
+        return (None, *weight_grads, *([None] * len(ids)))
