@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from recstack.nn.dice import Dice, masked_batch_norm
+from recstack.nn.relu_mlp import relu_mlp
 
 
 class Activation(str, enum.Enum):
@@ -144,6 +145,10 @@ class MLP(nn.Module):
             for i in range(len(hidden_dims))
         )
         self._out_dim = widths[-1]
+        # Linear -> ReLU|identity layers with nothing else can train as one fused node (relu_mlp)
+        plain = batch_norm is False and dropout == 0.0
+        self._relu_after = tuple(a is Activation.RELU for a in activations)
+        self._fusable = plain and all(a in (Activation.RELU, Activation.IDENTITY) for a in activations)
 
     @property
     def out_dim(self) -> int:
@@ -161,6 +166,18 @@ class MLP(nn.Module):
         Returns:
             (..., out_dim)
         """
+        if self._fusable and _fused_path_applies(x):
+            return relu_mlp(x, [layer.linear for layer in self.layers], self._relu_after)
         for layer in self.layers:
             x = layer(x, mask)
         return x
+
+
+def _fused_path_applies(x: torch.Tensor) -> bool:
+    """Training on CPU in eager mode: ONNX export and torch.compile record the layers' own ops."""
+    return (
+        x.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+    )
