@@ -33,6 +33,44 @@ def test_cross_network_has_vector_parameters_only():
     assert out.shape == (4, d)
 
 
+def _plain_cross(net: CrossNetwork, x0: torch.Tensor) -> torch.Tensor:
+    x = x0
+    for w, b in zip(net.weight, net.bias):
+        x = x0 * (x @ w.unsqueeze(1)) + b + x
+    return x
+
+
+def test_cross_network_training_node_has_the_formulas_gradients():
+    from recstack.nn.cross import _CrossNetworkFunction
+
+    torch.manual_seed(0)
+    x0 = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_CrossNetworkFunction.apply, (x0, weight, bias))
+
+
+def test_cross_network_training_matches_evaluation_path_and_stays_fp32_under_autocast():
+    torch.manual_seed(0)
+    net = CrossNetwork(in_dim=6, num_layers=3)
+    with torch.no_grad():
+        net.bias.normal_()
+    x0 = torch.randn(8, 6, requires_grad=True)
+    upstream = torch.randn(8, 6)
+    fused = net(x0)
+    assert type(fused.grad_fn).__name__ == "_CrossNetworkFunctionBackward"
+    grads = torch.autograd.grad((fused * upstream).sum(), [x0, net.weight, net.bias])
+    plain = _plain_cross(net, x0)
+    expected = torch.autograd.grad((plain * upstream).sum(), [x0, net.weight, net.bias])
+    torch.testing.assert_close(fused, plain)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x0), plain)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net(x0).dtype is torch.float32
+
+
 # ---- DCN-v2: x_{l+1} = x_0 * (W_l x_l + b_l) + x_l ---------------------------------------
 
 

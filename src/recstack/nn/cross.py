@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from recstack.nn.fused import fused_training_applies
 from recstack.nn.mlp import Activation, make_activation
 
 
@@ -33,11 +34,51 @@ class CrossNetwork(nn.Module):
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         """Args: x0 (B, D). Returns (B, D)."""
+        if fused_training_applies(x0) and x0.dim() == 2:
+            # one node, in x0's precision: its O(B*D) work gains nothing from bf16 on CPU, and
+            # autocast's casts of x and w at every layer cost more than the layer itself
+            return _CrossNetworkFunction.apply(x0, self.weight, self.bias)
         x = x0
         for w, b in zip(self.weight, self.bias):
             xw = x @ w.unsqueeze(1)  # (B, 1): one scalar per sample
             x = x0 * xw + b + x  # (B, D)
         return x
+
+
+class _CrossNetworkFunction(torch.autograd.Function):
+    """:class:`CrossNetwork`'s layers with a hand-written backward, one node. With
+    ``s_l = x_l . w_l`` and ``g`` the gradient of ``x_{l+1}``: ``db_l = sum_B g``,
+    ``ds_l = g . x_0``, ``dw_l = x_l^T ds_l``, ``dx_l = g + ds_l w_l^T`` and ``dx_0 += g s_l``."""
+
+    @staticmethod
+    def forward(ctx, x0: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        with torch.autocast("cpu", enabled=False):
+            weight, bias = weight.to(x0.dtype), bias.to(x0.dtype)
+            x, inputs, scales = x0, [], []
+            for w, b in zip(weight, bias):
+                s = torch.mv(x, w)  # (B,)
+                inputs.append(x)
+                scales.append(s)
+                x = torch.addcmul(x + b, x0, s.unsqueeze(1))  # x0 * s + b + x, (B, D)
+        ctx.save_for_backward(x0, weight, torch.stack(inputs), torch.stack(scales))
+        ctx.param_dtype = bias.dtype
+        return x
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        x0, weight, inputs, scales = ctx.saved_tensors
+        g = grad.to(x0.dtype)
+        grad_weight = torch.empty_like(weight)  # (L, D)
+        grad_bias = torch.empty_like(weight)
+        grad_x0 = torch.zeros_like(x0)
+        for layer in reversed(range(weight.shape[0])):
+            torch.sum(g, 0, out=grad_bias[layer])
+            ds = (g * x0).sum(1)  # (B,)
+            torch.mv(inputs[layer].t(), ds, out=grad_weight[layer])
+            grad_x0.addcmul_(g, scales[layer].unsqueeze(1))
+            g = torch.addr(g, ds, weight[layer])  # the gradient of x_layer
+        return grad_x0 + g, grad_weight, grad_bias  # x_0 is also the first layer's x
 
 
 class FullRankCrossLayer(nn.Module):

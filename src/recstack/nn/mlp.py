@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from recstack.nn.dice import Dice, masked_batch_norm
+from recstack.nn.fused import fused_training_applies
 from recstack.nn.relu_mlp import relu_mlp
 
 
@@ -166,18 +167,9 @@ class MLP(nn.Module):
         Returns:
             (..., out_dim)
         """
-        if self._fusable and _fused_path_applies(x):
+        if self._fusable and fused_training_applies(x):
             return relu_mlp(x, [layer.linear for layer in self.layers], self._relu_after)
         for layer in self.layers:
             x = layer(x, mask)
         return x
 
-
-def _fused_path_applies(x: torch.Tensor) -> bool:
-    """Training on CPU in eager mode: ONNX export and torch.compile record the layers' own ops."""
-    return (
-        x.device.type == "cpu"
-        and torch.is_grad_enabled()
-        and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
-    )

@@ -1,0 +1,19 @@
+"""When a hand-fused training node (``relu_mlp``, the DCN cross network) may replace a
+module's own ops: eager training on CPU. Evaluation keeps the modules' ops, ONNX export
+(``torch.jit`` tracing) records them, and ``torch.compile`` fuses them itself."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["fused_training_applies"]
+
+
+def fused_training_applies(x: torch.Tensor) -> bool:
+    """Whether a step on input ``x`` may run through a fused autograd Function."""
+    return (
+        x.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and not torch.jit.is_tracing()
+        and not torch.compiler.is_compiling()
+    )
