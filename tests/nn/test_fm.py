@@ -23,3 +23,16 @@ def test_single_field_has_no_interaction_and_output_is_one_value_per_sample():
     out = FactorizationMachine()(torch.randn(6, 1, 4))
     assert out.shape == (6,)
     torch.testing.assert_close(out, torch.zeros(6), atol=1e-6, rtol=0)
+
+
+def test_training_node_has_the_interactions_gradient_and_value():
+    from recstack.nn.fm import _FMFunction
+
+    torch.manual_seed(0)
+    fields = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_FMFunction.apply, (fields,))
+    fm = FactorizationMachine()
+    trained = fm(fields)
+    assert type(trained.grad_fn).__name__ == "_FMFunctionBackward"
+    with torch.no_grad():
+        torch.testing.assert_close(trained, fm(fields))  # the evaluation path

@@ -56,5 +56,5 @@ class DeepFM(nn.Module):
         if self.dense_features:  # no copy of the fields when there is nothing to append
             dense = self.embeddings.dense_input(batch, self.dense_features)  # (B, N)
             dnn_input = torch.cat([dnn_input, dense], dim=-1)  # (B, F*D + N)
-        dnn_logits = self.dnn_score(self.dnn(dnn_input)).squeeze(-1)  # (B,)
+        dnn_logits = self.dnn.score(dnn_input, self.dnn_score).squeeze(-1)  # (B,)
         return fm_logits + dnn_logits

@@ -126,7 +126,7 @@ class DIN(nn.Module):
         """Returns logits (B,)."""
         others = self.embeddings.concat(batch, self.other_inputs)  # (B, N)
         combined = torch.cat([others, *self.interests(batch)], dim=-1)  # (B, N + sum D_g)
-        return self.score(self.mlp(combined)).squeeze(-1)  # (B,)
+        return self.mlp.score(combined, self.score).squeeze(-1)  # (B,)
 
     def regularization(self, batch: Batch) -> torch.Tensor:
         """Mini-batch-aware L2 of the paper: ``l2_reg * sum_j ||w_j||^2 / n_j``, a scalar.

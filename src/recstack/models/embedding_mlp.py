@@ -42,5 +42,4 @@ class EmbeddingMLP(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
         stacked = self.embeddings.concat(batch, self.inputs)  # (B, N)
-        hidden = self.mlp(stacked)  # (B, H)
-        return self.score(hidden).squeeze(-1)  # (B,)
+        return self.mlp.score(stacked, self.score).squeeze(-1)  # (B,)

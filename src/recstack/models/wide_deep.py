@@ -69,7 +69,7 @@ class WideDeep(nn.Module):
         for cross in self.crosses:
             wide_logits = wide_logits + cross(batch)  # (B,)
         stacked = self.embeddings.concat(batch, self.deep_inputs)  # (B, N)
-        deep_logits = self.deep_score(self.deep(stacked)).squeeze(-1)  # (B,)
+        deep_logits = self.deep.score(stacked, self.deep_score).squeeze(-1)  # (B,)
         return wide_logits + deep_logits
 
 

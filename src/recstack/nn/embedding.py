@@ -77,6 +77,7 @@ class EmbeddingCollection(nn.Module):
             key = _module_key(name, taken=set(self._module_keys.values()))
             self._module_keys[name] = key
             self.tables[key] = _build_table(info, sparse=sparse, dim=dim, init_std=init_std)
+        self._id_tables_of: dict[tuple[str, ...], list[nn.Embedding] | None] = {}
 
     # ---- what is here ----------------------------------------------------------------------
     @property
@@ -147,10 +148,20 @@ class EmbeddingCollection(nn.Module):
 
     def embed_fields(self, batch: Batch, names: Sequence[str]) -> Tensor:
         """Pooled embeddings of ``names`` stacked as fields, ``(B, F, D)``; dims must be equal."""
+        tables = self._id_tables(names)
+        if tables is not None:
+            return lookup_fields(tables, [batch.ids[n] for n in names])  # (B, F, D)
         self.check_equal_dims(names)
-        if self._all_ids(names):
-            return self._lookup_ids(batch, names)  # (B, F, D)
         return torch.stack(self._pooled_many(batch, names), dim=1)  # (B, F, D)
+
+    def _id_tables(self, names: Sequence[str]) -> list[nn.Embedding] | None:
+        """The tables of ``names`` when they are all id features (one id per row) of one dim,
+        the common ranking input, looked up as one node; None otherwise. Decided once per
+        list of names: it runs at every step."""
+        key = tuple(names)
+        if key not in self._id_tables_of:
+            self._id_tables_of[key] = [self.table(n) for n in names] if self._all_ids(names) else None
+        return self._id_tables_of[key]
 
     def _all_ids(self, names: Sequence[str]) -> bool:
         """Whether ``names`` are id features (one id per row) of one embedding dim."""
@@ -159,10 +170,6 @@ class EmbeddingCollection(nn.Module):
 
     def _id_features(self, names: Sequence[str]) -> list[str]:
         return [n for n in names if self.is_embedded(n) and not isinstance(self.feature(n), SequenceFeature)]
-
-    def _lookup_ids(self, batch: Batch, names: Sequence[str]) -> Tensor:
-        """``(B, F, D)`` lookups of id features of one dim, as one autograd node on CPU."""
-        return lookup_fields([self.table(n) for n in names], [batch.ids[n] for n in names])
 
     def _pooled_many(self, batch: Batch, names: Sequence[str]) -> list[Tensor]:
         """:meth:`pooled` of every name; the id features' lookups as one call (one autograd
@@ -200,8 +207,9 @@ class EmbeddingCollection(nn.Module):
     def concat(self, batch: Batch, names: Sequence[str]) -> Tensor:
         """Every feature of ``names`` as one row vector: pooled embeddings and dense values in
         the given order, ``(B, output_dim(names))``: the stacking layer of Embedding+MLP."""
-        if self._all_ids(names):  # the common ranking input: no copies but the stacking
-            return self._lookup_ids(batch, names).flatten(start_dim=-2)  # (B, F*D)
+        tables = self._id_tables(names)
+        if tables is not None:  # no copies but the stacking
+            return lookup_fields(tables, [batch.ids[n] for n in names]).flatten(start_dim=-2)  # (B, F*D)
         embedded = [n for n in names if self.is_embedded(n)]
         pooled = dict(zip(embedded, self._pooled_many(batch, embedded)))
         parts = [pooled[n] if n in pooled else self.dense_input(batch, [n]) for n in names]

@@ -173,3 +173,10 @@ class MLP(nn.Module):
             x = layer(x, mask)
         return x
 
+    def score(self, x: torch.Tensor, head: nn.Linear) -> torch.Tensor:
+        """``head(self(x))``, e.g. a model's logit layer; on the fused training path the head
+        joins the MLP's node. Args: x (..., in_dim). Returns (..., head.out_features)."""
+        if self._fusable and head.bias is not None and fused_training_applies(x):
+            return relu_mlp(x, [*(layer.linear for layer in self.layers), head], (*self._relu_after, False))
+        return head(self(x))
+

@@ -38,8 +38,9 @@ def relu_mlp(x: Tensor, linears: Sequence[nn.Linear], relu_after: Sequence[bool]
     """
     dtype = _autocast_dtype() or x.dtype
     params = [p for linear in linears for p in (linear.weight, linear.bias)]
-    flat = x.reshape(-1, x.shape[-1])
-    out = _ReluMLP.apply(tuple(relu_after), dtype, flat, *params)
+    if x.dim() == 2:
+        return _ReluMLP.apply(tuple(relu_after), dtype, x, *params)
+    out = _ReluMLP.apply(tuple(relu_after), dtype, x.reshape(-1, x.shape[-1]), *params)
     return out.reshape(*x.shape[:-1], out.shape[-1])
 
 

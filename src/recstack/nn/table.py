@@ -17,6 +17,7 @@ CUDA tensors (``index_add_`` there uses atomics: not deterministic), evaluation 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -110,21 +111,34 @@ class _StackedLookups(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         ids = ctx.saved_tensors
-        table_of_field, padding_idxs = ctx.layout
-        offsets = [0]
-        for rows in ctx.rows[:-1]:
-            offsets.append(offsets[-1] + rows)
-        if len(ctx.rows) == 1:  # one table: no offsets to add
-            flat = torch.stack(ids, dim=-1) if len(ids) > 1 else ids[0]
-        else:
-            shift = torch.tensor([offsets[t] for t in table_of_field], dtype=ids[0].dtype)
-            flat = torch.stack(ids, dim=-1) + shift  # (*S, F)
+        shift, padding_rows = _row_layout(tuple(ctx.rows), *ctx.layout)
+        flat = torch.stack(ids, dim=-1) if len(ids) > 1 else ids[0].unsqueeze(-1)  # (*S, F)
+        if shift is not None:
+            flat = flat + shift  # rows in the stacked buffer
         width = grad.shape[-1]
         grad_all = torch.zeros(sum(ctx.rows), width, dtype=ctx.dtype)  # every table's rows, stacked
         # contiguous: index_add_ from a strided source (a slice of a cat's gradient) is ~4x slower
-        grad_all.index_add_(0, flat.reshape(-1), grad.reshape(-1, width).to(ctx.dtype).contiguous())
-        padding_rows = [offset + p for offset, p in zip(offsets, padding_idxs) if p is not None]
-        if padding_rows:  # as nn.Embedding: the padding row never learns
-            grad_all.index_fill_(0, torch.tensor(padding_rows), 0.0)
+        source = grad.reshape(-1, width).to(ctx.dtype).contiguous()
+        if width == 1:  # 1-d weights (a linear model's): the 1-d index_add_ is ~2x faster
+            grad_all.view(-1).index_add_(0, flat.reshape(-1), source.view(-1))
+        else:
+            grad_all.index_add_(0, flat.reshape(-1), source)
+        if padding_rows is not None:  # as nn.Embedding: the padding row never learns
+            grad_all.index_fill_(0, padding_rows, 0.0)
         weight_grads = [g if ctx.needs_input_grad[1 + t] else None for t, g in enumerate(grad_all.split(ctx.rows))]
         return (None, *weight_grads, *([None] * len(ids)))
+
+
+@functools.lru_cache(maxsize=256)
+def _row_layout(
+    rows: tuple[int, ...], table_of_field: tuple[int, ...], padding_idxs: tuple[int | None, ...]
+) -> tuple[Tensor | None, Tensor | None]:
+    """For tables of ``rows`` rows stacked in one buffer: each field's row offset (None when
+    all are 0) and the buffer rows of the padding rows (None when there are none). Built
+    once per model layout (read-only tensors, shared by every step)."""
+    offsets = [0]
+    for count in rows[:-1]:
+        offsets.append(offsets[-1] + count)
+    shift = torch.tensor([offsets[t] for t in table_of_field]) if len(rows) > 1 else None
+    padding = [offset + p for offset, p in zip(offsets, padding_idxs) if p is not None]
+    return shift, (torch.tensor(padding) if padding else None)
