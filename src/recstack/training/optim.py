@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 from recstack.training.config import ConfigError, OptimizerName, SchedulerName, TrainerConfig
+from recstack.training.fused_adam import FusedAdam, FusedAdamW
 
 __all__ = ["build_optimizers", "build_schedulers", "clip_grad_norm", "lr_factor"]
 
@@ -27,7 +28,7 @@ def build_optimizers(model: nn.Module, config: TrainerConfig) -> list[Optimizer]
         >>> model = nn.ModuleDict({"ids": nn.Embedding(9, 4, sparse=True), "out": nn.Linear(4, 1)})
         >>> optimizers = build_optimizers(model, TrainerConfig(sparse_embeddings=True))
         >>> [type(optimizer).__name__ for optimizer in optimizers]
-        ['Adam', 'SparseAdam']
+        ['FusedAdam', 'SparseAdam']
     """
     sparse = _sparse_embedding_parameters(model)
     if sparse and not config.sparse_embeddings:
@@ -65,9 +66,10 @@ def _dense_optimizer(params: list[nn.Parameter], config: TrainerConfig) -> Optim
         OptimizerName.SGD: torch.optim.SGD,
     }
     factory = factories[config.optimizer]
-    if config.optimizer in (OptimizerName.ADAM, OptimizerName.ADAMW):
+    fused = {OptimizerName.ADAM: FusedAdam, OptimizerName.ADAMW: FusedAdamW}.get(config.optimizer)
+    if fused is not None:
         try:  # the fused kernel: ~5x faster steps than the per-parameter loop on CPU (torch >= 2.4)
-            return factory(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
+            return fused(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
         except (RuntimeError, TypeError, ValueError):
             pass
     return factory(params, lr=config.lr, weight_decay=config.weight_decay)
