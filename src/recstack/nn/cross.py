@@ -60,25 +60,27 @@ class _CrossNetworkFunction(torch.autograd.Function):
                 inputs.append(x)
                 scales.append(s)
                 x = torch.addcmul(x + b, x0, s.unsqueeze(1))  # x0 * s + b + x, (B, D)
-        ctx.save_for_backward(x0, weight, torch.stack(inputs), torch.stack(scales))
-        ctx.param_dtype = bias.dtype
+        ctx.save_for_backward(x0, weight, *inputs, *scales)
         return x
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        x0, weight, inputs, scales = ctx.saved_tensors
+        x0, weight, *saved = ctx.saved_tensors
+        layers = weight.shape[0]
+        inputs, scales = saved[:layers], saved[layers:]
         g = grad.to(x0.dtype)
         grad_weight = torch.empty_like(weight)  # (L, D)
         grad_bias = torch.empty_like(weight)
-        grad_x0 = torch.zeros_like(x0)
-        for layer in reversed(range(weight.shape[0])):
+        grad_x0 = None
+        for layer in reversed(range(layers)):
             torch.sum(g, 0, out=grad_bias[layer])
             ds = (g * x0).sum(1)  # (B,)
             torch.mv(inputs[layer].t(), ds, out=grad_weight[layer])
-            grad_x0.addcmul_(g, scales[layer].unsqueeze(1))
+            scale = scales[layer].unsqueeze(1)
+            grad_x0 = g * scale if grad_x0 is None else grad_x0.addcmul_(g, scale)
             g = torch.addr(g, ds, weight[layer])  # the gradient of x_layer
-        return grad_x0 + g, grad_weight, grad_bias  # x_0 is also the first layer's x
+        return grad_x0.add_(g), grad_weight, grad_bias  # x_0 is also the first layer's x
 
 
 class FullRankCrossLayer(nn.Module):
