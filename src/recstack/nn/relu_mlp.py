@@ -45,9 +45,9 @@ def relu_mlp(x: Tensor, linears: Sequence[nn.Linear], relu_after: Sequence[bool]
 
 
 def _autocast_dtype() -> torch.dtype | None:
-    if not torch.is_autocast_enabled("cpu"):
-        return None
-    return torch.get_autocast_dtype("cpu")
+    if not hasattr(torch, "get_autocast_dtype"):  # torch < 2.4
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
 
 
 class _ReluMLP(torch.autograd.Function):
