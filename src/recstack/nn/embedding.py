@@ -38,7 +38,7 @@ from recstack.data.batch import PADDING_INDEX, Batch
 from recstack.data.feature_map import FeatureMap, TableInfo, table_name
 from recstack.errors import ConfigError
 from recstack.nn.pooling import masked_pool
-from recstack.nn.table import Embedding, lookup_fields, lookup_many
+from recstack.nn.table import Embedding, FieldLookup, lookup_many
 from recstack.schema import Feature, SequenceFeature, VectorFeature, is_embedded
 
 FIRST_VALUE_ROW = 2
@@ -77,7 +77,7 @@ class EmbeddingCollection(nn.Module):
             key = _module_key(name, taken=set(self._module_keys.values()))
             self._module_keys[name] = key
             self.tables[key] = _build_table(info, sparse=sparse, dim=dim, init_std=init_std)
-        self._id_tables_of: dict[tuple[str, ...], list[nn.Embedding] | None] = {}
+        self._id_lookups: dict[tuple[str, ...], FieldLookup | None] = {}
 
     # ---- what is here ----------------------------------------------------------------------
     @property
@@ -148,20 +148,20 @@ class EmbeddingCollection(nn.Module):
 
     def embed_fields(self, batch: Batch, names: Sequence[str]) -> Tensor:
         """Pooled embeddings of ``names`` stacked as fields, ``(B, F, D)``; dims must be equal."""
-        tables = self._id_tables(names)
-        if tables is not None:
-            return lookup_fields(tables, [batch.ids[n] for n in names])  # (B, F, D)
+        lookup = self._id_lookup(names)
+        if lookup is not None:
+            return lookup([batch.ids[n] for n in names])  # (B, F, D)
         self.check_equal_dims(names)
         return torch.stack(self._pooled_many(batch, names), dim=1)  # (B, F, D)
 
-    def _id_tables(self, names: Sequence[str]) -> list[nn.Embedding] | None:
-        """The tables of ``names`` when they are all id features (one id per row) of one dim,
-        the common ranking input, looked up as one node; None otherwise. Decided once per
-        list of names: it runs at every step."""
+    def _id_lookup(self, names: Sequence[str]) -> FieldLookup | None:
+        """One lookup of ``names`` when they are all id features (one id per row) of one dim,
+        the common ranking input, as one node; None otherwise. Decided once per list of
+        names: it runs at every step."""
         key = tuple(names)
-        if key not in self._id_tables_of:
-            self._id_tables_of[key] = [self.table(n) for n in names] if self._all_ids(names) else None
-        return self._id_tables_of[key]
+        if key not in self._id_lookups:
+            self._id_lookups[key] = FieldLookup([self.table(n) for n in names]) if self._all_ids(names) else None
+        return self._id_lookups[key]
 
     def _all_ids(self, names: Sequence[str]) -> bool:
         """Whether ``names`` are id features (one id per row) of one embedding dim."""
@@ -207,9 +207,9 @@ class EmbeddingCollection(nn.Module):
     def concat(self, batch: Batch, names: Sequence[str]) -> Tensor:
         """Every feature of ``names`` as one row vector: pooled embeddings and dense values in
         the given order, ``(B, output_dim(names))``: the stacking layer of Embedding+MLP."""
-        tables = self._id_tables(names)
-        if tables is not None:  # no copies but the stacking
-            return lookup_fields(tables, [batch.ids[n] for n in names]).flatten(start_dim=-2)  # (B, F*D)
+        lookup = self._id_lookup(names)
+        if lookup is not None:  # no copies but the stacking
+            return lookup([batch.ids[n] for n in names]).flatten(start_dim=-2)  # (B, F*D)
         embedded = [n for n in names if self.is_embedded(n)]
         pooled = dict(zip(embedded, self._pooled_many(batch, embedded)))
         parts = [pooled[n] if n in pooled else self.dense_input(batch, [n]) for n in names]

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Embedding", "lookup_fields", "lookup_many"]
+__all__ = ["Embedding", "FieldLookup", "lookup_fields", "lookup_many"]
 
 # One table's lookup takes the index_add path from this many ids (a 1,024 x 50 history: yes;
 # a batch of 1,024 ids: no, torch's path is as fast there; benchmarks/cpu_kernels.py).
@@ -42,36 +42,60 @@ class Embedding(nn.Embedding):
     def fast_backward(self) -> bool:
         """Whether a lookup now goes through the index_add backward (a trainable dense CPU
         table, gradients on, not being traced for export); torch's own path otherwise."""
-        weight = self.weight
-        return (
-            not self.sparse
-            and self.max_norm is None
-            and not self.scale_grad_by_freq
-            and weight.device.type == "cpu"
-            and weight.requires_grad
-            and torch.is_grad_enabled()
-            and not torch.jit.is_tracing()  # export records torch's own op
-        )
+        return self.fast_backward_possible() and _fast_weight(self.weight) and _fast_now()
+
+    def fast_backward_possible(self) -> bool:
+        """The fixed half of :meth:`fast_backward`: dense gradients, no max_norm, no
+        scale_grad_by_freq."""
+        return not self.sparse and self.max_norm is None and not self.scale_grad_by_freq
 
 
 def lookup_fields(tables: Sequence[nn.Embedding], ids: Sequence[Tensor]) -> Tensor:
     """``torch.stack([tables[k](ids[k]) ...], dim=-2)``: ``(*S, F, D)`` for F tables of one
     dim D and ids of one shape S; tables may repeat (shared tables). One autograd node when
     every table is an :class:`Embedding` on its fast path; table by table otherwise.
-    Same values, same gradients."""
-    if len(tables) != len(ids) or not tables:
-        raise ValueError(f"lookup_fields needs one ids tensor per table, got {len(tables)} tables and {len(ids)} ids")
-    dims = {t.embedding_dim for t in tables}
-    shapes = {tuple(i.shape) for i in ids}
-    if len(dims) > 1 or len(shapes) > 1:
-        raise ValueError(f"lookup_fields needs tables of one dim and ids of one shape, got dims {sorted(dims)}, shapes {sorted(shapes)}")
-    if not all(isinstance(t, Embedding) and t.fast_backward() for t in tables):
-        return torch.stack([table(i) for table, i in zip(tables, ids)], dim=-2)
-    unique: dict[int, int] = {}  # id(table) -> its position among the distinct tables
-    table_of_field = tuple(unique.setdefault(id(t), len(unique)) for t in tables)
-    distinct = list({id(t): t for t in tables}.values())
-    padding = tuple(t.padding_idx for t in distinct)
-    return _StackedLookups.apply((table_of_field, padding), *(t.weight for t in distinct), *ids)
+    Same values, same gradients. Code that looks the same tables up at every step keeps a
+    :class:`FieldLookup` instead, which does the table bookkeeping once."""
+    return FieldLookup(tables)(ids)
+
+
+class FieldLookup:
+    """:func:`lookup_fields` over fixed ``tables``, with their layout worked out once
+    (~60 us of Python a call otherwise, twice a step in a DeepFM)."""
+
+    def __init__(self, tables: Sequence[nn.Embedding]):
+        if not tables:
+            raise ValueError("lookup_fields needs at least one table")
+        dims = {t.embedding_dim for t in tables}
+        if len(dims) > 1:
+            raise ValueError(f"lookup_fields needs tables of one dim, got dims {sorted(dims)}")
+        self.tables = list(tables)
+        positions: dict[int, int] = {}  # id(table) -> its position among the distinct tables
+        self._table_of_field = tuple(positions.setdefault(id(t), len(positions)) for t in tables)
+        self._distinct = list({id(t): t for t in tables}.values())
+        self._layout = (self._table_of_field, tuple(t.padding_idx for t in self._distinct))
+        self._can_be_fast = all(isinstance(t, Embedding) and t.fast_backward_possible() for t in self._distinct)
+
+    def __call__(self, ids: Sequence[Tensor]) -> Tensor:
+        """Args: ids, one ``S``-shaped tensor per table. Returns ``(*S, F, D)``."""
+        if len(ids) != len(self.tables):
+            raise ValueError(f"lookup_fields needs one ids tensor per table, got {len(self.tables)} tables and {len(ids)} ids")
+        shape = ids[0].shape
+        if any(i.shape != shape for i in ids):
+            raise ValueError(f"lookup_fields needs ids of one shape, got shapes {sorted({tuple(i.shape) for i in ids})}")
+        if not (self._can_be_fast and _fast_now() and all(_fast_weight(t.weight) for t in self._distinct)):
+            return torch.stack([table(i) for table, i in zip(self.tables, ids)], dim=-2)
+        return _StackedLookups.apply(self._layout, *(t.weight for t in self._distinct), *ids)
+
+
+def _fast_now() -> bool:
+    """Gradients on and not being traced for export (which records torch's own op)."""
+    return torch.is_grad_enabled() and not torch.jit.is_tracing()
+
+
+def _fast_weight(weight: Tensor) -> bool:
+    """A trainable CPU table."""
+    return weight.requires_grad and weight.device.type == "cpu"
 
 
 def lookup_many(tables: Sequence[nn.Embedding], ids: Sequence[Tensor]) -> list[Tensor]:
