@@ -1,11 +1,16 @@
 """The CPU training kernels recstack replaces or tunes, each against torch's default, one thread.
 
 1. Embedding lookups: ``nn.Embedding`` table by table (torch's ``embedding_dense_backward``)
-   vs ``recstack.nn.lookup_many`` over ``recstack.nn.Embedding`` tables (one autograd node,
-   ``zeros + index_add_`` backward), forward + backward.
+   vs ``recstack.nn.Embedding`` (``zeros + index_add_`` backward), forward + backward; for
+   the 7 MovieLens id fields, torch's lookups stacked into ``(B, F, D)`` fields vs
+   ``recstack.nn.FieldLookup`` (one node, one ``index_add_`` for all tables).
 2. Batch gather: ``tensor[index]`` vs ``tensor.index_select(0, index)`` for a shuffled batch.
 3. Heap: DIN's Dice (40,000 x 80 activations) forward + backward with glibc's default
    thresholds vs after ``keep_freed_memory()`` (each in its own process: the setting is global).
+4. Fused training nodes, forward + backward, the layers' own autograd ops vs recstack's node:
+   the ReLU MLP with its logit head (``MLP.score``: ``relu_mlp``), DCN's cross network, the FM
+   interaction, and an Adam step over a DeepFM's 21 parameters (torch's fused Adam vs
+   ``FusedAdam``). These run last, after ``keep_freed_memory()``, as the Trainer runs them.
 
 Medians of interleaved repeats (the heap rows: of interleaved processes).
 
@@ -63,7 +68,7 @@ def interleaved(fns: dict, repeats: int = 9, number: int = 50) -> dict[str, floa
 def embedding_rows() -> list[str]:
     """One table, and the 7 id tables of the MovieLens CTR benchmark (sizes as fitted, ids
     skewed as there: a 2-value and a 7-value field): torch table by table vs recstack."""
-    from recstack.nn import Embedding, lookup_many
+    from recstack.nn import Embedding, FieldLookup
 
     cases = {
         "1 table, 1,000 rows, 1,024 ids": ([1_000], [torch.randint(1, 1_000, (1024,))]),
@@ -76,19 +81,23 @@ def embedding_rows() -> list[str]:
     cases["7 MovieLens id tables, 1,024 ids each"] = (sizes, ids)
     rows = []
     for label, (sizes, ids) in cases.items():
-        grads = [torch.randn(*i.shape, 16) for i in ids]
         torch_tables = [torch.nn.Embedding(size, 16, padding_idx=0) for size in sizes]
         our_tables = [Embedding(size, 16, padding_idx=0) for size in sizes]
+        fields = FieldLookup(our_tables)
+        grad = torch.randn(*ids[0].shape, len(ids), 16) if len(ids) > 1 else torch.randn(*ids[0].shape, 16)
 
-        def step(outputs, tables):
-            torch.autograd.backward(outputs, grads)
+        def step(output, tables):
+            output.backward(grad)
             for table in tables:
                 table.weight.grad = None
 
-        times = interleaved({
-            "torch": lambda: step([t(i) for t, i in zip(torch_tables, ids)], torch_tables),
-            "recstack": lambda: step(lookup_many(our_tables, ids), our_tables),
-        })
+        if len(ids) > 1:  # a ranking model's fields, (B, F, D)
+            ours = lambda: step(fields(ids), our_tables)  # noqa: E731
+            theirs = lambda: step(torch.stack([t(i) for t, i in zip(torch_tables, ids)], dim=1), torch_tables)  # noqa: E731
+        else:
+            ours = lambda: step(our_tables[0](ids[0]), our_tables)  # noqa: E731
+            theirs = lambda: step(torch_tables[0](ids[0]), torch_tables)  # noqa: E731
+        times = interleaved({"torch": theirs, "recstack": ours})
         rows.append(f"| embedding fwd+bwd: {label} | {times['torch']:.3f} | {times['recstack']:.3f} | {times['torch'] / times['recstack']:.2f}x |")
     return rows
 
@@ -114,11 +123,73 @@ def heap_rows() -> list[str]:
     return [f"| Dice 40,000 x 80 fwd+bwd, default heap vs keep_freed_memory | {default:.2f} | {keep:.2f} | {default / keep:.2f}x |"]
 
 
+def fused_rows() -> list[str]:
+    """Autograd over the modules' own ops vs the fused training nodes, on MovieLens shapes."""
+    from recstack.nn import MLP, CrossNetwork, FactorizationMachine
+    from recstack.training.allocator import keep_freed_memory
+    from recstack.training.fused_adam import FusedAdam
+
+    keep_freed_memory()
+    torch.manual_seed(0)
+    mlp, head = MLP(in_dim=112, hidden_dims=(256, 128)), torch.nn.Linear(128, 1)
+    x = torch.randn(1024, 112, requires_grad=True)
+
+    def layers(v):
+        for layer in mlp.layers:
+            v = torch.relu(layer.linear(v))
+        return head(v)
+
+    cross = CrossNetwork(in_dim=112, num_layers=3)
+
+    def cross_layers(x0):
+        v = x0
+        for w, b in zip(cross.weight, cross.bias):
+            v = x0 * (v @ w.unsqueeze(1)) + b + v
+        return v
+
+    fields = torch.randn(1024, 7, 16, requires_grad=True)
+    fm = FactorizationMachine()
+
+    def fm_formula(v):
+        summed = v.sum(dim=1)
+        return 0.5 * ((summed * summed).sum(dim=1) - (v * v).sum(dim=(1, 2)))
+
+    def backward(fn, bf16: bool = False):
+        def run():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = fn()
+            out.float().sum().backward()
+        return run
+
+    cases = {
+        "ReLU MLP 112-256-128-1, 1,024 rows, fp32": (backward(lambda: layers(x)), backward(lambda: mlp.score(x, head))),
+        "ReLU MLP 112-256-128-1, 1,024 rows, bf16 autocast": (
+            backward(lambda: layers(x), True), backward(lambda: mlp.score(x, head), True)),
+        "DCN cross network, 3 layers, 1,024 x 112, bf16 autocast": (
+            backward(lambda: cross_layers(x), True), backward(lambda: cross(x), True)),
+        "FM interaction, 1,024 x 7 fields x 16": (backward(lambda: fm_formula(fields)), backward(lambda: fm(fields))),
+    }
+    shapes = [(945, 16), (1684, 16), (4, 16), (9, 16), (23, 16), (800, 16), (20, 16)]
+    shapes += [(rows, 1) for rows, _ in shapes] + [(256, 112), (256,), (128, 256), (128,), (1, 128), (1,), (1,)]
+    optimizers = {}
+    for name, kind in (("torch", torch.optim.Adam), ("recstack", FusedAdam)):
+        params = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
+        for p in params:
+            p.grad = torch.randn(p.shape)
+        optimizers[name] = kind(params, lr=1e-3, fused=True)
+    cases["Adam step, a DeepFM's 21 parameters (fused kernel both)"] = (optimizers["torch"].step, optimizers["recstack"].step)
+    rows = []
+    for label, (reference, ours) in cases.items():
+        times = interleaved({"torch": reference, "recstack": ours})
+        rows.append(f"| {label} | {times['torch']:.3f} | {times['recstack']:.3f} | {times['torch'] / times['recstack']:.2f}x |")
+    return rows
+
+
 def main() -> None:
     torch.set_num_threads(1)
     print("| kernel | torch default, ms | recstack, ms | speed-up |")
     print("|---|---|---|---|")
-    for row in embedding_rows() + gather_rows() + heap_rows():
+    for row in embedding_rows() + gather_rows() + heap_rows() + fused_rows():
         print(row)
 
 

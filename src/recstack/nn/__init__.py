@@ -13,7 +13,7 @@ from recstack.nn.fm import FactorizationMachine
 from recstack.nn.mlp import MLP, Activation, MLPBlock, make_activation
 from recstack.nn.pooling import Pooling, masked_pool
 from recstack.nn.residual import ResidualUnit
-from recstack.nn.table import Embedding, lookup_fields, lookup_many
+from recstack.nn.table import Embedding, FieldLookup, lookup_fields, lookup_many
 
 __all__ = [
     "MLP",
@@ -24,6 +24,7 @@ __all__ = [
     "Dice",
     "Embedding",
     "FactorizationMachine",
+    "FieldLookup",
     "FullRankCrossLayer",
     "LowRankCrossLayer",
     "MLPBlock",
