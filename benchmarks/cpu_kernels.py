@@ -78,7 +78,7 @@ def embedding_rows() -> list[str]:
     sizes = [945, 1684, 4, 9, 23, 800, 20]
     ids = [torch.randint(1, size, (1024,)) for size in sizes]
     ids[2], ids[3] = torch.randint(2, 4, (1024,)), torch.randint(2, 9, (1024,))
-    cases["7 MovieLens id tables, 1,024 ids each"] = (sizes, ids)
+    cases["7 MovieLens id fields as (B, 7, 16), 1,024 ids each"] = (sizes, ids)
     rows = []
     for label, (sizes, ids) in cases.items():
         torch_tables = [torch.nn.Embedding(size, 16, padding_idx=0) for size in sizes]
