@@ -3,16 +3,16 @@
 An :class:`~recstack.nn.mlp.MLP` of Linear -> ReLU layers (no batch norm, no dropout) is most
 of a ranking model's step. Through autograd each layer costs an ``addmm``, a separate ``relu``
 pass, and under autocast casts of its weight, bias and input, each with a backward node;
-here the whole stack is one node whose forward runs oneDNN's linear with the ReLU fused
-into it (``torch.ops.mkldnn._linear_pointwise``, the kernel inductor uses on CPU) and whose
-backward is the same ``threshold_backward``, two ``mm`` and a bias ``sum`` per layer that
-autograd would run, without the separate ReLU outputs. Measured in whole training steps
+here the whole stack is one node whose forward runs, under bf16 autocast, oneDNN's linear
+with the ReLU fused into it (``torch.ops.mkldnn._linear_pointwise``, the kernel inductor uses
+on CPU), in fp32 ``addmm`` + in-place ReLU (bit-identical to ``nn.Linear`` + ``nn.ReLU``), and
+whose backward is the same ``threshold_backward``, two ``mm`` and a bias ``sum`` per layer
+that autograd would run, without the separate ReLU outputs. Measured in whole training steps
 (epochs interleaved in one process, bf16): DeepFM ~6% and Wide&Deep ~12% faster; the MLP
 timed alone is within noise of autograd (``benchmarks/cpu_kernels.py``), so the gain is in
 fewer tensors and nodes around it rather than in the matmuls.
 Values and gradients are those of the modules (``tests/nn/test_relu_mlp.py``); under CPU
-autocast the stack computes in the autocast dtype, as autocast would (oneDNN's kernel for
-fp32 and bf16 only).
+autocast the stack computes in the autocast dtype, as autocast would.
 
 Where ``_linear_pointwise`` is missing or fails (a build without oneDNN), each layer is
 ``addmm`` + in-place ``relu``, still one node.
@@ -95,7 +95,9 @@ class _ReluMLP(torch.autograd.Function):
 
 
 def _linear(h: Tensor, weight: Tensor, bias: Tensor, *, relu: bool) -> Tensor:
-    if h.dtype in (torch.float32, torch.bfloat16) and _has_linear_pointwise():
+    # fp32 keeps addmm: the same kernel as nn.Linear, so fp32 training is bit-identical to the
+    # layers' own ops (oneDNN's rounds differently, and was no faster in fp32 here)
+    if h.dtype == torch.bfloat16 and _has_linear_pointwise():
         return torch.ops.mkldnn._linear_pointwise(h, weight, bias, "relu" if relu else "none", [], "")
     out = torch.addmm(bias, h, weight.t())
     return out.relu_() if relu else out
