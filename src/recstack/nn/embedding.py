@@ -175,7 +175,10 @@ class EmbeddingCollection(nn.Module):
         """:meth:`pooled` of every name; the id features' lookups as one call (one autograd
         node on CPU: see ``nn/table.py``)."""
         ids = self._id_features(names)
-        looked_up = dict(zip(ids, lookup_many([self.table(n) for n in ids], [batch.ids[n] for n in ids])))
+        lookup = self._id_lookup(ids) if len(ids) > 1 else None  # the common case, set up once
+        values = [batch.ids[n] for n in ids]
+        found = lookup(values).unbind(-2) if lookup is not None else lookup_many([self.table(n) for n in ids], values)
+        looked_up = dict(zip(ids, found))
         return [looked_up[n] if n in looked_up else self.pooled(batch, n) for n in names]
 
     def check_equal_dims(self, names: Sequence[str]) -> int:
