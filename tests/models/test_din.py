@@ -115,3 +115,30 @@ def test_regularization_is_zero_without_l2_reg(world):
     feature_map, batch = world
     model = build_model("din", feature_map, model_params("din"))
     assert model.regularization(batch).item() == 0.0
+
+
+def test_padding_the_packed_history_changes_no_training_output_or_gradient(world, monkeypatch):
+    """Under CPU autocast DIN rounds its packed history size up (oneDNN kernel reuse): the
+    same logits, gradients and Dice statistics as without."""
+    import copy
+
+    import recstack.models.din as din_module
+
+    feature_map, batch = world
+    torch.manual_seed(0)
+    original = build_model("din", feature_map, model_params("din")).train()
+    results = []
+    for multiple in (1, 64):
+        monkeypatch.setattr(din_module, "packing_multiple", lambda device, m=multiple: m)
+        model = copy.deepcopy(original)
+        logits = model(batch)
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.label).backward()
+        results.append((logits.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None},
+                        {n: b.clone() for n, b in model.named_buffers()}))
+    (logits, grads, buffers), (logits_p, grads_p, buffers_p) = results
+    torch.testing.assert_close(logits_p, logits)
+    assert grads.keys() == grads_p.keys() and any("attentions" in n for n in grads)
+    for name in grads:
+        torch.testing.assert_close(grads_p[name], grads[name], msg=name)
+    for name in buffers:
+        torch.testing.assert_close(buffers_p[name], buffers[name], msg=name)

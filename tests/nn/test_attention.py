@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -119,3 +121,57 @@ def test_packed_path_with_no_real_position_gives_zeros():
     positions = PackedPositions.from_mask(torch.zeros(B, L, dtype=torch.bool))
     out = attention.forward_packed(torch.randn(B, D), torch.zeros(0, D), positions)
     assert out.shape == (B, D) and (out == 0).all()
+
+
+def test_from_mask_pads_the_packed_size_with_the_last_real_position():
+    from recstack.nn import PackedPositions
+
+    plain = PackedPositions.from_mask(MASK)
+    padded = PackedPositions.from_mask(MASK, pad_to=4)
+    count = int(MASK.sum())  # 9
+    assert plain.count == padded.count == count and len(plain.flat) == count
+    assert len(padded.flat) == len(padded.rows) == 12
+    torch.testing.assert_close(padded.flat[:count], plain.flat)
+    assert (padded.flat[count:] == plain.flat[-1]).all() and (padded.rows[count:] == plain.rows[-1]).all()
+    empty = PackedPositions.from_mask(torch.zeros(B, L, dtype=torch.bool), pad_to=4)
+    assert empty.count == 0 and len(empty.flat) == 0
+
+
+@pytest.mark.parametrize("activation", ["dice", "prelu"])
+@pytest.mark.parametrize("softmax", [False, True])
+def test_padded_packed_positions_change_neither_output_nor_gradients(softmax, activation):
+    """Padding the packed size (kernel reuse under CPU autocast) is invisible: the padded
+    keys stay out of Dice's statistics, the scores and the pooling."""
+    from recstack.nn import PackedPositions
+
+    torch.manual_seed(2)
+    original = TargetAttention(dim=D, softmax=softmax, activation=activation).train()
+    query, keys = _inputs()
+    results = []
+    for pad_to in (1, 8):
+        attention = copy.deepcopy(original)  # same weights and running statistics
+        positions = PackedPositions.from_mask(MASK, pad_to=pad_to)
+        q, k = query.clone().requires_grad_(), keys.clone().requires_grad_()
+        out = attention.forward_packed(q, k.reshape(-1, D).index_select(0, positions.flat), positions)
+        (out * torch.arange(B * D, dtype=out.dtype).view(B, D)).sum().backward()
+        running = [b.clone() for b in attention.buffers()]
+        results.append((out, q.grad, k.grad, [p.grad.clone() for p in attention.parameters()], running))
+    (out, gq, gk, gp, rb), (out_p, gq_p, gk_p, gp_p, rb_p) = results
+    assert len(PackedPositions.from_mask(MASK, pad_to=8).flat) == 16
+    torch.testing.assert_close(out_p, out)
+    torch.testing.assert_close(gq_p, gq)
+    torch.testing.assert_close(gk_p, gk)
+    for grad_p, grad in zip(gp_p, gp):
+        torch.testing.assert_close(grad_p, grad)
+    for buffer_p, buffer in zip(rb_p, rb):  # Dice's running statistics saw the real rows only
+        torch.testing.assert_close(buffer_p, buffer)
+
+
+def test_packing_pads_only_under_cpu_autocast():
+    from recstack.nn.attention import packing_multiple
+
+    cpu = torch.device("cpu")
+    assert packing_multiple(cpu) == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert packing_multiple(cpu) == 1024
+    assert packing_multiple(torch.device("cuda")) == 1

@@ -75,3 +75,25 @@ def test_mask_keeps_padding_out_of_statistics():
     torch.testing.assert_close(out[mask], expected)
     torch.testing.assert_close(masked.norm.running_mean, reference.norm.running_mean)
     torch.testing.assert_close(masked.norm.running_var, reference.norm.running_var)
+
+
+def test_valid_rows_keep_trailing_padding_out_of_statistics():
+    x = torch.randn(10, 3)
+    polluted = torch.cat([x[:7], torch.full((3, 3), 1e3)])  # rows 7.. are padding
+    padded, reference = Dice(num_features=3).train(), Dice(num_features=3).train()
+
+    out = padded(polluted, valid_rows=7)
+    torch.testing.assert_close(out[:7], reference(x[:7]))
+    assert out.shape == (10, 3) and torch.isfinite(out).all()
+    torch.testing.assert_close(padded.norm.running_mean, reference.norm.running_mean)
+    torch.testing.assert_close(padded.norm.running_var, reference.norm.running_var)
+
+
+def test_valid_rows_needs_a_two_dimensional_input_without_mask():
+    import pytest
+
+    dice = Dice(num_features=3).train()
+    with pytest.raises(ValueError, match="valid_rows"):
+        dice(torch.randn(2, 4, 3), valid_rows=5)
+    with pytest.raises(ValueError, match="valid_rows"):
+        dice(torch.randn(8, 3), torch.ones(8, dtype=torch.bool), valid_rows=5)

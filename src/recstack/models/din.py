@@ -17,7 +17,7 @@ from recstack.models.params import (
     select_features,
 )
 from recstack.models.registry import register_model
-from recstack.nn.attention import PackedPositions, TargetAttention
+from recstack.nn.attention import PackedPositions, TargetAttention, packing_multiple
 from recstack.nn.embedding import EmbeddingCollection
 from recstack.nn.mlp import Activation
 from recstack.schema import CategoricalFeature, Schema, SequenceFeature
@@ -112,7 +112,7 @@ class DIN(nn.Module):
             for behaviour in group[1:]:
                 mask = mask | batch.mask(behaviour.history)  # a position is real if any part is
             if self.training:  # only real positions are looked up, scored and pooled
-                positions = PackedPositions.from_mask(mask)
+                positions = PackedPositions.from_mask(mask, pad_to=packing_multiple(mask.device))
                 keys = torch.cat(
                     [self.embeddings.lookup_positions(batch, b.history, positions.flat) for b in group], dim=-1
                 )  # (N, D_g)

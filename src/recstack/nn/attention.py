@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from recstack.nn.fused import cpu_autocast_dtype
 from recstack.nn.mlp import MLP, Activation
 
 
@@ -68,12 +69,20 @@ class ActivationUnit(nn.Module):
             return scores.view(batch_size, length)
         return scores.index_copy(0, flat, self._score(query, packed, rows)).view(batch_size, length)
 
-    def score_packed(self, query: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """Scores (N,) of packed keys (N, D), each against ``query[rows]`` (query (B, D))."""
-        return self._score(query, keys, rows)
+    def score_packed(
+        self, query: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor, valid_rows: int | None = None
+    ) -> torch.Tensor:
+        """Scores (N,) of packed keys (N, D), each against ``query[rows]`` (query (B, D)).
+        With ``valid_rows``, keys from that one on are padding: kept out of Dice's and batch
+        norm's statistics, their scores meaningless."""
+        return self._score(query, keys, rows, valid_rows)
 
     def _score(
-        self, query: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor | None = None
+        self,
+        query: torch.Tensor,
+        keys: torch.Tensor,
+        rows: torch.Tensor | None = None,
+        valid_rows: int | None = None,
     ) -> torch.Tensor:
         """Scores (...) of keys (..., D): (B, L, D) against query (B, D), or packed (N, D)
         against query[rows]."""
@@ -92,9 +101,9 @@ class ActivationUnit(nn.Module):
         key_part = nn.functional.linear(
             torch.cat([keys, q * keys], dim=-1), torch.cat([w_k - w_d, w_p], dim=1)
         )  # (..., H)
-        hidden = first.activate(key_part + query_part)  # (..., H)
+        hidden = first.activate(key_part + query_part, valid_rows=valid_rows)  # (..., H)
         for layer in self.mlp.layers[1:]:
-            hidden = layer(hidden)
+            hidden = layer(hidden, valid_rows=valid_rows)
         return self.score(hidden).squeeze(-1)  # (...)
 
 
@@ -170,38 +179,62 @@ class TargetAttention(nn.Module):
 
         Args:
             query: (B, D) the target item.
-            keys: (N, D) the real behaviours, in ``positions.flat`` order.
+            keys: (P, D) the behaviours at ``positions.flat``: the real ones, then any padding.
             positions: where they sit in the padded (B, L) layout.
 
         Returns:
             (B, D).
         """
         pooled = keys.new_zeros(positions.batch_size, keys.shape[-1])  # (B, D)
-        if positions.flat.numel() == 0:  # Dice's batch statistics need at least one position
+        count = positions.count
+        if count == 0:  # Dice's batch statistics need at least one position
             return pooled
-        scores = self.unit.score_packed(query, keys, positions.rows)  # (N,)
+        scores = self.unit.score_packed(query, keys, positions.rows, valid_rows=count)[:count]  # (N,)
+        flat, rows, keys = positions.flat[:count], positions.rows[:count], keys[:count]
         if self.softmax:
             padded = scores.new_full((positions.batch_size * positions.length,), torch.finfo(scores.dtype).min)
-            padded = padded.index_copy(0, positions.flat, scores).view(positions.batch_size, positions.length)
-            scores = torch.softmax(padded, dim=-1).reshape(-1).index_select(0, positions.flat)  # (N,)
-        return pooled.index_add(0, positions.rows, keys * scores.to(keys.dtype).unsqueeze(-1))  # (B, D)
+            padded = padded.index_copy(0, flat, scores).view(positions.batch_size, positions.length)
+            scores = torch.softmax(padded, dim=-1).reshape(-1).index_select(0, flat)  # (N,)
+        return pooled.index_add(0, rows, keys * scores.to(keys.dtype).unsqueeze(-1))  # (B, D)
 
 
 @dataclass(frozen=True)
 class PackedPositions:
     """The real positions of a padded (B, L) layout, row-major.
 
-    ``flat`` (N,) indexes the (B * L) flattened layout, ``rows`` (N,) is each one's row.
+    ``flat`` (P,) indexes the (B * L) flattened layout, ``rows`` (P,) is each one's row. The
+    first ``count`` entries are the real positions; any after them (``from_mask``'s
+    ``pad_to``) repeat the last real one, so that a step's packed size falls on one of a few
+    values (see :func:`packing_multiple`).
     """
 
     flat: torch.Tensor
     rows: torch.Tensor
     batch_size: int
     length: int
+    count: int
 
     @classmethod
-    def from_mask(cls, mask: torch.Tensor) -> "PackedPositions":
-        """From a (B, L) bool mask, True at real positions."""
+    def from_mask(cls, mask: torch.Tensor, pad_to: int = 1) -> "PackedPositions":
+        """From a (B, L) bool mask, True at real positions; the packed size is rounded up to
+        a multiple of ``pad_to``."""
         batch_size, length = mask.shape
         flat = mask.reshape(-1).nonzero().squeeze(-1)  # (N,)
-        return cls(flat=flat, rows=torch.div(flat, length, rounding_mode="floor"), batch_size=batch_size, length=length)
+        count = flat.numel()
+        padding = -count % pad_to if count else 0
+        if padding:
+            flat = torch.cat([flat, flat[-1:].expand(padding)])  # (P,)
+        rows = torch.div(flat, length, rounding_mode="floor")
+        return cls(flat=flat, rows=rows, batch_size=batch_size, length=length, count=count)
+
+
+def packing_multiple(device: torch.device) -> int:
+    """What to round DIN's packed history size up to on ``device``: 1024 positions under CPU
+    autocast, else 1 (no padding).
+
+    oneDNN builds its lower-precision matmul kernels for each new row count (tens of ms a
+    step when every batch brings a new count, and each kept in its primitive cache); on the
+    few sizes padding leaves, they are built once. Full-precision CPU matmuls (MKL) and CUDA
+    build nothing per shape, so padding would only cost there.
+    """
+    return 1024 if device.type == "cpu" and cpu_autocast_dtype() is not None else 1

@@ -7,29 +7,40 @@ from torch import nn
 
 
 def masked_batch_norm(
-    norm: nn.BatchNorm1d, x: torch.Tensor, mask: torch.Tensor | None = None
+    norm: nn.BatchNorm1d,
+    x: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    valid_rows: int | None = None,
 ) -> torch.Tensor:
     """Apply a ``BatchNorm1d`` per feature over every leading position, skipping padding.
 
     In training, the batch statistics (and the running-average update) use only the
-    positions where ``mask`` is True; in evaluation every position is normalised with the
-    running statistics. Padded positions come back normalised with zero (their values are
-    not meaningful and should be ignored downstream).
+    positions where ``mask`` is True, or only the first ``valid_rows`` rows of a 2-D ``x``
+    (padding appended at the end: the cheap case, no gather); in evaluation every position
+    is normalised with the running statistics. Padded positions come back normalised with
+    zero (their values are not meaningful and should be ignored downstream).
 
     Args:
         norm: the normalisation layer over the last dimension (``num_features == D``).
         x: (..., D) values, e.g. (B, D) or (B, L, D).
         mask: (...) bool, True at real positions; None means every position is real.
+        valid_rows: only with a 2-D ``x`` and no ``mask``: rows from this one on are padding.
 
     Returns:
         (..., D) normalised values.
     """
+    if valid_rows is not None and (mask is not None or x.dim() != 2):
+        raise ValueError("valid_rows needs a 2-D input and no mask")
     if not norm.training and norm.track_running_stats:
         # Inference written out elementwise: it broadcasts over any leading dims and exports to
         # ONNX for any batch size (the exporter rejects batch_norm of a reshaped input).
         normed = (x - norm.running_mean) * torch.rsqrt(norm.running_var + norm.eps)  # (..., D)
         return normed * norm.weight + norm.bias if norm.affine else normed
     flat = x.reshape(-1, x.shape[-1])  # (N, D), N = product of leading dims
+    if valid_rows is not None and norm.training and valid_rows < len(flat):
+        # the real rows are a prefix: normalise that view, then append the padding's zeros
+        return nn.functional.pad(norm(flat[:valid_rows]), (0, 0, 0, len(flat) - valid_rows))
     if mask is None or not norm.training:
         return norm(flat).reshape(x.shape)
     valid = mask.reshape(-1)  # (N,)
@@ -68,8 +79,11 @@ class Dice(nn.Module):
         self.norm = nn.BatchNorm1d(num_features, eps=epsilon, momentum=momentum, affine=False)
         self.alpha = nn.Parameter(torch.zeros(num_features))  # (D,)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Args: x (..., D); mask (...) bool or None. Returns (..., D)."""
-        p = torch.sigmoid(masked_batch_norm(self.norm, x, mask))  # (..., D)
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, *, valid_rows: int | None = None
+    ) -> torch.Tensor:
+        """Args: x (..., D); mask (...) bool or None; valid_rows: as in
+        :func:`masked_batch_norm`. Returns (..., D)."""
+        p = torch.sigmoid(masked_batch_norm(self.norm, x, mask, valid_rows=valid_rows))  # (..., D)
         # p * x + (1 - p) * alpha * x, with two fewer (..., D) temporaries to keep for backward
         return x * torch.addcmul(self.alpha, p, 1.0 - self.alpha)

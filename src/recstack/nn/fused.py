@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["fused_training_applies"]
+__all__ = ["cpu_autocast_dtype", "fused_training_applies"]
 
 
 def fused_training_applies(x: torch.Tensor) -> bool:
@@ -17,3 +17,10 @@ def fused_training_applies(x: torch.Tensor) -> bool:
         and not torch.jit.is_tracing()
         and not torch.compiler.is_compiling()
     )
+
+
+def cpu_autocast_dtype() -> torch.dtype | None:
+    """The dtype CPU autocast runs matmuls in, or None when it is off."""
+    if not hasattr(torch, "get_autocast_dtype"):  # torch < 2.4
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None

@@ -73,17 +73,23 @@ class MLPBlock(nn.Module):
         self.activation = make_activation(activation, num_features=out_dim)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Args: x (..., in_dim); mask (...) bool or None. Returns (..., out_dim)."""
-        return self.activate(self.linear(x), mask)
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, *, valid_rows: int | None = None
+    ) -> torch.Tensor:
+        """Args: x (..., in_dim); mask (...) bool or None; valid_rows: rows of a 2-D ``x``
+        from this one on are padding (see :func:`masked_batch_norm`). Returns (..., out_dim)."""
+        return self.activate(self.linear(x), mask, valid_rows=valid_rows)
 
-    def activate(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def activate(
+        self, h: torch.Tensor, mask: torch.Tensor | None = None, *, valid_rows: int | None = None
+    ) -> torch.Tensor:
         """Everything after the Linear, for callers that compute it themselves (DIN's
-        activation unit splits it by input block). Args: h (..., D); mask (...) or None."""
+        activation unit splits it by input block). Args: h (..., D); mask (...) or None;
+        valid_rows as in :meth:`forward`."""
         if self.norm is not None:
-            h = masked_batch_norm(self.norm, h, mask)
+            h = masked_batch_norm(self.norm, h, mask, valid_rows=valid_rows)
         if isinstance(self.activation, Dice):
-            h = self.activation(h, mask)
+            h = self.activation(h, mask, valid_rows=valid_rows)
         else:
             # PReLU reads dim 1 as its channels, so its neurons must sit there: (N, D)
             h = self.activation(h.reshape(-1, h.shape[-1])).reshape(h.shape)

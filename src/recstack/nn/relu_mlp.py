@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from recstack.nn.fused import cpu_autocast_dtype
+
 __all__ = ["relu_mlp"]
 
 
@@ -40,18 +42,12 @@ def relu_mlp(x: Tensor, linears: Sequence[nn.Linear], relu_after: Sequence[bool]
     Returns:
         (..., out_dim), in the autocast dtype when CPU autocast is on, else in x's dtype.
     """
-    dtype = _autocast_dtype() or x.dtype
+    dtype = cpu_autocast_dtype() or x.dtype
     params = [p for linear in linears for p in (linear.weight, linear.bias)]
     if x.dim() == 2:
         return _ReluMLP.apply(tuple(relu_after), dtype, x, *params)
     out = _ReluMLP.apply(tuple(relu_after), dtype, x.reshape(-1, x.shape[-1]), *params)
     return out.reshape(*x.shape[:-1], out.shape[-1])
-
-
-def _autocast_dtype() -> torch.dtype | None:
-    if not hasattr(torch, "get_autocast_dtype"):  # torch < 2.4
-        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
-    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
 
 
 class _ReluMLP(torch.autograd.Function):
