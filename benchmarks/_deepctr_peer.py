@@ -1,6 +1,6 @@
 """The DeepCTR-Torch side of benchmarks/ranking.py, run with the bench venv's python.
 
-Usage: python _deepctr_peer.py DATA_DIR MODEL SEED EPOCHS  ->  one JSON line on stdout;
+Usage: python _deepctr_peer.py DATA_DIR MODEL SEED EPOCHS [DEVICE]  ->  one JSON line on stdout;
        python _deepctr_peer.py --criteo FOLDER SEED EPOCHS  (DeepFM on the Criteo-like files).
 Id-only features (the peer's usual MovieLens setup); vocabularies fitted on train only
 (unknown values -> row 1, padding -> row 0), histories keep their 50 most recent items and
@@ -69,27 +69,28 @@ def prepare(data_dir: str, name: str) -> dict:
     }
 
 
-def build(name: str, columns: list, seed: int):
-    """The compiled DeepCTR-Torch model (Adam lr 1e-3, binary cross-entropy)."""
+def build(name: str, columns: list, seed: int, device: str = "cpu"):
+    """The compiled DeepCTR-Torch model (Adam lr 1e-3, binary cross-entropy) on ``device``."""
     if name == "din":
-        model = DIN(columns, ["item_id", "genre"], dnn_hidden_units=(256, 128), att_hidden_size=(80, 40), seed=seed)
+        model = DIN(columns, ["item_id", "genre"], dnn_hidden_units=(256, 128), att_hidden_size=(80, 40), seed=seed, device=device)
     elif name == "dcn":
-        model = DCN(columns, columns, cross_num=2, dnn_hidden_units=(256, 128), seed=seed)
+        model = DCN(columns, columns, cross_num=2, dnn_hidden_units=(256, 128), seed=seed, device=device)
     else:
-        model = {"wide_deep": WDL, "deepfm": DeepFM}[name](columns, columns, dnn_hidden_units=(256, 128), seed=seed)
+        model = {"wide_deep": WDL, "deepfm": DeepFM}[name](columns, columns, dnn_hidden_units=(256, 128), seed=seed, device=device)
     model.compile(torch.optim.Adam(model.parameters(), lr=1e-3), "binary_crossentropy", metrics=[])
     return model
 
 
 def main() -> None:
     data_dir, name, seed, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    device = sys.argv[5] if len(sys.argv) > 5 else "cpu"
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     np.random.seed(seed)
     data = prepare(data_dir, name)
     x_train, y_train, x_test, y_test, names = (data[k] for k in ("x_train", "y_train", "x_test", "y_test", "names"))
     prep_seconds = data["prep_seconds"]
-    model = build(name, data["columns"], seed)
+    model = build(name, data["columns"], seed, device)
     fit_and_report(model, names, x_train, y_train, x_test, y_test, epochs=epochs, prep_seconds=prep_seconds)
 
 

@@ -67,7 +67,9 @@ def read_features(name: str, features: str) -> list[str] | None:
     return list(ID_FEATURES) + (list(HISTORIES) if name == "din" else [])
 
 
-def run_recstack(name: str, features: str, seed: int, epochs: int, transform: str, precision: str = "no") -> dict:
+def run_recstack(
+    name: str, features: str, seed: int, epochs: int, transform: str, precision: str = "no", device: str = "cpu"
+) -> dict:
     """One training run in this process; returns test metrics, samples/s and peak RSS.
 
     ``prep_seconds`` times what the peer's does: fitting the vocabularies and one pass that
@@ -86,7 +88,7 @@ def run_recstack(name: str, features: str, seed: int, epochs: int, transform: st
     model, task, preprocessor, prep_seconds = (setup[k] for k in ("model", "task", "preprocessor", "prep_seconds"))
     # the trainer is built before the timer, as the peer's model.compile() is (and as the
     # Criteo worker below does): the timer covers fit() alone on both sides
-    trainer = recstack_trainer(name, seed, epochs, precision)
+    trainer = recstack_trainer(name, seed, epochs, precision, device=device)
     started = time.perf_counter()
     state = trainer.fit(model, task, setup["train_batches"])
     seconds = time.perf_counter() - started
@@ -149,18 +151,20 @@ def recstack_setup(name: str, features: str, seed: int, transform: str) -> dict:
     }
 
 
-def recstack_trainer(name: str, seed: int, epochs: int, precision: str = "no", compile: bool = False):
+def recstack_trainer(name: str, seed: int, epochs: int, precision: str = "no", compile: bool = False, device: str = "cpu"):
     from recstack.training import Trainer, TrainerConfig
 
     # the 3-weight LR on two rates needs a larger step to move from its init in a few epochs
     lr = 0.05 if name == "lr" else 1e-3
     return Trainer(TrainerConfig.from_dict({
-        "epochs": epochs, "lr": lr, "seed": seed, "log_every_steps": 10_000, "mixed_precision": precision, "compile": compile,
+        "epochs": epochs, "lr": lr, "seed": seed, "log_every_steps": 10_000, "mixed_precision": precision, "compile": compile, "device": device,
         "progress": False,  # the peer fits with verbose=0
     }))
 
 
-def speed_main(models: list[str], rounds: int, peer_python: str, precisions: list[str], with_compile: bool = False) -> None:
+def speed_main(
+    models: list[str], rounds: int, peer_python: str, precisions: list[str], with_compile: bool = False, device: str = "cpu"
+) -> None:
     """Steady-state training samples/s of both libraries in one warm process: one epoch of
     each contender per round (the peer, then recstack in each precision, and compiled with
     ``with_compile``), rounds interleaved so machine load hits all alike; medians over rounds,
@@ -180,7 +184,7 @@ def speed_main(models: list[str], rounds: int, peer_python: str, precisions: lis
     print("|---|---|---|---|---|---|---|")
     for name in models:
         data = peer.prepare(str(DATA_DIR), name)
-        peer_model = peer.build(name, data["columns"], 0)
+        peer_model = peer.build(name, data["columns"], 0, device)
         x_train = {n: data["x_train"][n] for n in data["names"]}
         variants = [(p, False) for p in precisions] + ([(p, True) for p in precisions] if with_compile else [])
         keys = {f"{p}+compile" if c else p: (p, c) for p, c in variants}
@@ -194,7 +198,7 @@ def speed_main(models: list[str], rounds: int, peer_python: str, precisions: lis
                     peer_model.fit(x_train, data["y_train"], batch_size=1024, epochs=1, verbose=0, shuffle=True)
                 else:
                     setup = setups[key]
-                    recstack_trainer(name, 0, 1, *keys[key]).fit(setup["model"], setup["task"], setup["train_batches"])
+                    recstack_trainer(name, 0, 1, *keys[key], device=device).fit(setup["model"], setup["task"], setup["train_batches"])
                 speeds[key].append(rows / (time.perf_counter() - started))
         base = statistics.median(speeds["peer"])
         for key, values in speeds.items():
@@ -347,9 +351,10 @@ def main() -> None:
         help="add recstack id rows that transform every schema feature (the behaviour before 2026-11-22)",
     )
     parser.add_argument(
-        "--precisions", nargs="+", default=["no"], choices=["no", "bf16"],
+        "--precisions", nargs="+", default=["no"], choices=["no", "bf16", "fp16"],
         help="recstack rows per precision (bf16: CPU autocast where the CPU has native bfloat16)",
     )
+    parser.add_argument("--device", default="cpu", help="where both libraries train: cpu, cuda (not --criteo)")
     parser.add_argument("--speed", type=int, metavar="ROUNDS", help="interleaved in-process training speed comparison instead")
     parser.add_argument("--compile", action="store_true", help="--speed: add recstack rows with trainer.compile")
     parser.add_argument("--criteo", type=int, metavar="ROWS", help="run the synthetic Criteo-like DeepFM comparison instead")
@@ -358,13 +363,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         name, features, seed, transform = args.worker
-        print(json.dumps(run_recstack(name, features, int(seed), args.epochs, transform, args.precisions[0])))
+        print(json.dumps(run_recstack(name, features, int(seed), args.epochs, transform, args.precisions[0], args.device)))
         return
     if args.criteo_worker:
         print(json.dumps(run_recstack_criteo(Path(args.criteo_worker[0]), int(args.criteo_worker[1]), args.epochs)))
         return
     if args.speed:
-        speed_main([m for m in args.models if m != "lr"], args.speed, args.peer_python, args.precisions, args.compile)
+        speed_main([m for m in args.models if m != "lr"], args.speed, args.peer_python, args.precisions, args.compile, args.device)
         return
     if args.criteo:
         criteo_main(args.criteo, args.seeds, args.epochs, args.peer_python)
@@ -381,9 +386,9 @@ def main() -> None:
         for row in plan:
             library, name, features, transform, precision = row
             if library == "recstack":
-                command = [sys.executable, __file__, "--epochs", str(args.epochs), "--precisions", precision, "--worker", name, features, str(seed), transform]
+                command = [sys.executable, __file__, "--epochs", str(args.epochs), "--precisions", precision, "--device", args.device, "--worker", name, features, str(seed), transform]
             else:
-                command = [args.peer_python, str(ROOT / "benchmarks" / "_deepctr_peer.py"), str(DATA_DIR), name, str(seed), str(args.epochs)]
+                command = [args.peer_python, str(ROOT / "benchmarks" / "_deepctr_peer.py"), str(DATA_DIR), name, str(seed), str(args.epochs), args.device]
             runs[row].append(subprocess_json(command))
             print(f"# {library} {name} {features} {transform} seed {seed}: {runs[row][-1]}", file=sys.stderr, flush=True)
 
