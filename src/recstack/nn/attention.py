@@ -72,7 +72,7 @@ class ActivationUnit(nn.Module):
     def score_packed(
         self, query: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor, valid_rows: int | None = None
     ) -> torch.Tensor:
-        """Scores (N,) of packed keys (N, D), each against ``query[rows]`` (query (B, D)).
+        """Scores (P,) of packed keys (P, D), each against ``query[rows]`` (query (B, D)).
         With ``valid_rows``, keys from that one on are padding: kept out of Dice's and batch
         norm's statistics, their scores meaningless."""
         return self._score(query, keys, rows, valid_rows)
