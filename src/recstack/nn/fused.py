@@ -1,6 +1,7 @@
-"""When a hand-fused training node (``relu_mlp``, the DCN cross network) may replace a
-module's own ops: eager training on CPU. Evaluation keeps the modules' ops, ONNX export
-(``torch.jit`` tracing) records them, and ``torch.compile`` fuses them itself."""
+"""When a hand-fused training node (``relu_mlp``, the DCN cross network, the FM interaction)
+may replace a module's own ops: eager training on CPU. Evaluation keeps the modules' ops, ONNX
+export (``torch.jit`` tracing) records them, and ``torch.compile`` fuses them itself. Also the
+CPU autocast dtype those nodes (and DIN's packing) compute in."""
 
 from __future__ import annotations
 

@@ -185,4 +185,3 @@ class MLP(nn.Module):
         if self._fusable and head.bias is not None and fused_training_applies(x):
             return relu_mlp(x, [*(layer.linear for layer in self.layers), head], (*self._relu_after, False))
         return head(self(x))
-
