@@ -41,7 +41,7 @@ def every_kind_rows(n: int, seed: int = 0) -> dict:
         "item_id": items[:, 0],
         "hist": [",".join(map(str, row[1 : 1 + k])) for row, k in zip(items, rng.integers(0, 4, n))],
         "tags": [f"t{a}:{b:.2f},t{a + 1}:0.5" for a, b in zip(rng.integers(0, 50, n), rng.random(n))],
-        "price": np.where(rng.random(n) < 0.1, np.nan, rng.exponential(10, n)),
+        "price": pa.array(np.where(rng.random(n) < 0.1, np.nan, rng.exponential(10, n)), from_pandas=True),  # NaN -> null: missing
         "age": rng.integers(15, 70, n).astype(float),
         "score": rng.normal(size=n),
         "emb": pa.array(rng.normal(size=(n, 2)).tolist(), pa.list_(pa.float32())),

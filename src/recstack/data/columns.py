@@ -9,13 +9,14 @@ Multi-valued columns become *flat values + lengths* (one entry per row), the jag
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from recstack.errors import DataError
+from recstack.schema.enums import Truncation
 
 _FLOAT_PATTERN = r"^\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|nan|NaN|inf|-inf|Infinity)\s*$"
 
@@ -28,10 +29,15 @@ class Where:
     first_row: int  # 1-based data row number of the chunk's first row
     column: str
     feature: str
+    # (B,) offset in the chunk as read of each row left after rows were dropped; None: none were
+    rows: np.ndarray | None = field(default=None, compare=False)
 
     def error(self, problem: str, row_in_chunk: int | None = None) -> DataError:
-        row = None if row_in_chunk is None else self.first_row + int(row_in_chunk)
+        row = None if row_in_chunk is None else self.first_row + int(self.offset(row_in_chunk))
         return DataError(problem, path=self.path, row=row, column=self.column, feature=self.feature)
+
+    def offset(self, row_in_chunk: int) -> int:
+        return int(row_in_chunk) if self.rows is None else int(self.rows[int(row_in_chunk)])
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,28 @@ def to_float(array: pa.Array, where: Where) -> np.ndarray:
     else:
         raise where.error(f"expected a numeric column, got Arrow type {array.type}")
     return pc.fill_null(array, float("nan")).to_numpy(zero_copy_only=False)
+
+
+def invalid_numbers(array: pa.Array, values: np.ndarray) -> np.ndarray | None:
+    """``(B,)`` bool, True where a value is present (not null, not empty) but NaN or +-inf; None
+    when there is none (the common case costs one ``isfinite`` pass).
+
+    ``values`` is ``to_float(array)``: a missing value is NaN there too, so the array tells them apart.
+    """
+    nonfinite = ~np.isfinite(values)
+    if not nonfinite.any():
+        return None
+    present = array.is_valid().to_numpy(zero_copy_only=False)
+    if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+        blank = pc.equal(pc.utf8_trim_whitespace(array), "")
+        present &= ~pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
+    invalid = nonfinite & present
+    return invalid if invalid.any() else None
+
+
+def number_kind(value: float) -> str:
+    """How an invalid number reads in an error: ``NaN``, ``inf`` or ``-inf``."""
+    return "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
 def bad_number_rows(array: pa.Array) -> np.ndarray:
@@ -121,15 +149,31 @@ def split_pairs(jagged: Jagged, separator: str, where: Where) -> tuple[Jagged, n
     return Jagged(values=ids, lengths=jagged.lengths), weights
 
 
-def pad_recent(flat: np.ndarray, lengths: np.ndarray, maxlen: int, fill: float | int = 0) -> np.ndarray:
-    """``(B, maxlen)`` left-aligned rows keeping each row's last ``maxlen`` values, oldest first."""
+def pad_recent(
+    flat: np.ndarray,
+    lengths: np.ndarray,
+    maxlen: int,
+    fill: float | int = 0,
+    *,
+    truncate: Truncation = Truncation.RECENT,
+) -> np.ndarray:
+    """``(B, maxlen)`` left-aligned rows, in list order; a row longer than ``maxlen`` keeps its last
+    ``maxlen`` values (``Truncation.RECENT``) or its first ones (``Truncation.FIRST``).
+
+    Example::
+
+        pad_recent(np.array([1, 2, 3, 4]), np.array([3, 1]), 2)  # [[2, 3], [4, 0]]
+        pad_recent(np.array([1, 2, 3, 4]), np.array([3, 1]), 2, truncate=Truncation.FIRST)  # [[1, 2], [4, 0]]
+    """
     batch = lengths.shape[0]
     if flat.size == 0:
         return np.full((batch, maxlen), fill, dtype=flat.dtype)
     if flat.size == batch * maxlen and (lengths == maxlen).all():
         return flat.reshape(batch, maxlen).copy()
     kept = np.minimum(lengths, maxlen)  # (B,)
-    first = np.cumsum(lengths) - kept  # (B,) flat index of each row's oldest kept value
+    ends = np.cumsum(lengths)  # (B,) flat index one past each row's last value
+    # (B,) flat index of each row's first kept value
+    first = ends - kept if truncate is Truncation.RECENT else ends - lengths
     slots = np.arange(maxlen)
     # Gather by output slot (B, maxlen) rather than scatter by value: no per-value index arrays.
     source = first[:, None] + slots  # (B, maxlen)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["NumericTransform", "Pooling", "Side", "VectorFormat", "WeightFormat"]
+__all__ = ["InvalidPolicy", "LabelKind", "NumericTransform", "Pooling", "Side", "Truncation", "VectorFormat", "WeightFormat"]
 
 
 class Side(str, Enum):
@@ -47,3 +47,26 @@ class VectorFormat(str, Enum):
     NPY = "npy"
     PARQUET = "parquet"
     WORD2VEC = "word2vec"
+
+
+class InvalidPolicy(str, Enum):
+    """What a numeric value that is NaN or +-inf does (a missing value, null or empty, is not one:
+    it gets the feature's fill)."""
+
+    ERROR = "error"  # DataError naming the file, row, column and the kind of value (NaN, inf)
+    FILL = "fill"  # treated as missing: the feature's fill (declared or the training mean)
+    SKIP_ROW = "skip_row"  # the row is dropped and counted with the other skipped rows
+
+
+class Truncation(str, Enum):
+    """Which values a list longer than its feature's ``maxlen`` keeps."""
+
+    RECENT = "recent"  # the last maxlen values (lists are oldest first)
+    FIRST = "first"  # the first maxlen values
+
+
+class LabelKind(str, Enum):
+    """What the label column holds; checked as each file is read."""
+
+    BINARY = "binary"  # 0 or 1 (every ranking and pointwise task)
+    REAL = "real"  # any finite number (a retrieval row weight)

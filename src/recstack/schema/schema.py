@@ -15,7 +15,16 @@ from typing import Any, Mapping
 import yaml
 
 from recstack.errors import SchemaError
-from recstack.schema.enums import NumericTransform, Pooling, Side, VectorFormat, WeightFormat
+from recstack.schema.enums import (
+    InvalidPolicy,
+    LabelKind,
+    NumericTransform,
+    Pooling,
+    Side,
+    Truncation,
+    VectorFormat,
+    WeightFormat,
+)
 from recstack.schema.specs import (
     CategoricalFeature,
     Feature,
@@ -41,17 +50,20 @@ _ENUM_FIELDS: dict[str, type[Enum]] = {
     "transform": NumericTransform,
     "weights": WeightFormat,
     "pretrained_format": VectorFormat,
+    "on_invalid": InvalidPolicy,
+    "truncate": Truncation,
 }
 
 
 @dataclass(frozen=True)
 class Schema:
-    """Features, their tables, the label column and the group column used by GAUC."""
+    """Features, their tables, the label column (and what it holds) and the group column used by GAUC."""
 
     features: tuple[Feature, ...]
     tables: Mapping[str, TableSpec] = field(default_factory=dict)
     label: str | None = "label"
     group: str | None = None
+    label_kind: LabelKind = LabelKind.BINARY
 
     def __post_init__(self) -> None:
         # Built in Python (not from_dict), a feature's column and table default to its name and
@@ -63,6 +75,7 @@ class Schema:
                 tables[feature.table] = TableSpec(name=feature.table)
         object.__setattr__(self, "features", features)
         object.__setattr__(self, "tables", tables)
+        object.__setattr__(self, "label_kind", _enum(LabelKind, self.label_kind, "label_kind"))
         _validate(self)
 
     def __getitem__(self, name: str) -> Feature:
@@ -103,7 +116,7 @@ class Schema:
         """Builds a schema from plain data (parsed YAML); errors name the feature and key."""
         if not isinstance(data, Mapping):
             raise SchemaError(f"a schema must be a mapping, got {type(data).__name__}")
-        unknown = set(data) - {"features", "tables", "label", "group", "embedding_dim"}
+        unknown = set(data) - {"features", "tables", "label", "label_kind", "group", "embedding_dim"}
         if unknown:
             raise SchemaError(f"unknown schema key(s) {sorted(unknown)}")
         default_dim = data.get("embedding_dim", 16)
@@ -133,12 +146,19 @@ class Schema:
             if kind in ("categorical", "sequence") and feature.table not in tables:
                 tables[feature.table] = TableSpec(name=feature.table, dim=table_dim or default_dim)
             features.append(feature)
-        return cls(features=tuple(features), tables=tables, label=data.get("label", "label"), group=data.get("group"))
+        return cls(
+            features=tuple(features),
+            tables=tables,
+            label=data.get("label", "label"),
+            group=data.get("group"),
+            label_kind=_enum(LabelKind, data.get("label_kind") or LabelKind.BINARY, "label_kind"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label,
             "group": self.group,
+            "label_kind": self.label_kind.value,
             "tables": {name: _plain(spec, skip=("name",)) for name, spec in self.tables.items()},
             "features": [{"kind": f.kind, **_plain(f)} for f in self.features],
         }
@@ -150,7 +170,21 @@ def _with_defaults(feature: Feature) -> Feature:
         updates["column"] = feature.name
     if isinstance(feature, (CategoricalFeature, SequenceFeature)) and not feature.table:
         updates["table"] = feature.name
+    for key, enum_cls in (("on_invalid", InvalidPolicy), ("truncate", Truncation)):
+        value = getattr(feature, key, None)
+        if hasattr(feature, key) and not isinstance(value, enum_cls):  # built in Python with a string
+            updates[key] = _enum(enum_cls, value, f"feature {feature.name!r}: {key}")
     return dataclasses.replace(feature, **updates) if updates else feature
+
+
+def _enum(enum_cls: type[Enum], value: Any, where: str) -> Any:
+    if isinstance(value, enum_cls):
+        return value
+    try:
+        return enum_cls(value)
+    except ValueError:
+        allowed = [m.value for m in enum_cls]
+        raise SchemaError(f"{where} must be one of {allowed}, got {value!r}") from None
 
 
 def _build(cls: type, raw: Mapping[str, Any], where: str) -> Any:
@@ -161,12 +195,7 @@ def _build(cls: type, raw: Mapping[str, Any], where: str) -> Any:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if key in _ENUM_FIELDS and value is not None and not isinstance(value, Enum):
-            enum_cls = _ENUM_FIELDS[key]
-            try:
-                value = enum_cls(value)
-            except ValueError:
-                allowed = [m.value for m in enum_cls]
-                raise SchemaError(f"{where}: {key} must be one of {allowed}, got {value!r}") from None
+            value = _enum(_ENUM_FIELDS[key], value, f"{where}: {key}")
         elif key in ("columns", "boundaries") and value is not None:
             value = tuple(value)
         values[key] = value
@@ -202,6 +231,8 @@ def _validate(schema: Schema) -> None:
         if isinstance(feature, SequenceFeature):
             if feature.maxlen < 1:
                 raise SchemaError(f"{where}: maxlen must be >= 1, got {feature.maxlen}")
+            if feature.weights is WeightFormat.NONE and feature.on_invalid is not InvalidPolicy.ERROR:
+                raise SchemaError(f"{where}: on_invalid applies to a sequence's weights, and it has none (weights: none)")
             if feature.weights is WeightFormat.COLUMN and not feature.weight_column:
                 raise SchemaError(f"{where}: weights 'column' needs weight_column")
             weighted_pooling = feature.pooling in (Pooling.WEIGHTED_SUM, Pooling.WEIGHTED_MEAN)

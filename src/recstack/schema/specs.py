@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from recstack.schema.enums import NumericTransform, Pooling, Side, VectorFormat, WeightFormat
+from recstack.schema.enums import InvalidPolicy, NumericTransform, Pooling, Side, Truncation, VectorFormat, WeightFormat
 
 __all__ = [
     "CategoricalFeature",
@@ -59,6 +59,7 @@ class NumericFeature:
     boundaries: tuple[float, ...] | None = None  # bucketize with given boundaries
     num_buckets: int = 10  # bucketize at training quantiles when no boundaries are given
     dim: int = 8  # embedding dim of a bucketised feature
+    on_invalid: InvalidPolicy = InvalidPolicy.ERROR  # a NaN or +-inf value: error | fill | skip_row
 
     kind = "numeric"
 
@@ -75,12 +76,14 @@ class SequenceFeature:
     column: str = ""
     table: str = ""
     side: Side = Side.CONTEXT
-    maxlen: int = 50  # longer lists keep their most recent (last) values
+    maxlen: int = 50  # longer lists are truncated (counted, and warned about once per run)
+    truncate: Truncation = Truncation.RECENT  # which maxlen values a longer list keeps
     delimiter: str = ","
     weights: WeightFormat = WeightFormat.NONE
     weight_column: str | None = None
     pair_separator: str = ":"
     pooling: Pooling = Pooling.MEAN
+    on_invalid: InvalidPolicy = InvalidPolicy.ERROR  # a NaN or +-inf weight: error | fill (0) | skip_row
 
     kind = "sequence"
 
@@ -95,6 +98,7 @@ class VectorFeature:
     column: str = ""
     delimiter: str = " "
     side: Side = Side.CONTEXT
+    on_invalid: InvalidPolicy = InvalidPolicy.ERROR  # a NaN or +-inf element: error | fill (0) | skip_row
 
     kind = "vector"
 
