@@ -180,7 +180,7 @@ def run_deep(seeds: list[int], out: Path) -> dict[str, dict]:
         for seed in seeds:
             run_dir = out / f"{Path(config).stem}_seed{seed}"
             cfg = RunConfig.from_yaml(ROOT / config, {"seed": seed, "output": str(run_dir)})
-            metrics = train_run(cfg, log=lambda _: None)
+            metrics = train_run(cfg, overwrite=True, log=lambda _: None)
             runs[str(seed)] = metrics["test"]
             seconds.append(metrics["train_seconds"])
             _log(f"{name} seed {seed}", {"best_epoch": metrics["best_epoch"]}, metrics["test"])

@@ -6,6 +6,7 @@ Every key is documented in docs/config.md. Unknown keys and invalid values raise
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -13,10 +14,11 @@ from typing import Any, Mapping
 
 import yaml
 
+from recstack.data.catalog_join import with_catalog
 from recstack.data.loader import LoaderConfig
 from recstack.data.sources import DataSource
 from recstack.errors import ConfigError
-from recstack.schema import Schema
+from recstack.schema import Schema, Side, source_columns
 
 _TOP_LEVEL_KEYS = {"name", "data", "schema", "task", "model", "loader", "trainer", "evaluation", "output", "threads", "seed"}
 
@@ -55,6 +57,10 @@ class ModelConfig:
 class EvaluationConfig:
     ks: tuple[int, ...] = (10, 50)
     group: str | None = None  # the GAUC group column; defaults to the schema's group
+    # retrieval: per-row lists of item ids excluded from that row's ranking (list columns or
+    # delimited strings); None keeps the default, the row's ``hist_item_ids`` when present
+    exclude_columns: tuple[str, ...] | None = None
+    exclude_delimiter: str | None = None  # for delimited strings; default: the schema's, else ","
 
 
 @dataclass(frozen=True)
@@ -102,17 +108,20 @@ class RunConfig:
         data = _data(raw["data"], project_dir)
         task = _task(raw.get("task") or {})
         model = _model(raw["model"])
+        if task.type is TaskType.RETRIEVAL:
+            data = _events(data, schema, task, model)
         loader = _loader(raw.get("loader") or {}, seed=int(raw.get("seed", 0)))
         trainer = raw.get("trainer") or {}
         if not isinstance(trainer, Mapping):
             raise ConfigError("trainer: expected a mapping")
         evaluation = _evaluation(raw.get("evaluation") or {})
-        output = raw.get("output") or f"runs/{raw.get('name', model.name)}"
+        name = _run_name(raw.get("name", model.name))
+        output = raw.get("output") or f"runs/{name}"
         threads = raw.get("threads", 1)
         if not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"threads: expected a positive integer, got {threads!r}")
         return cls(
-            name=str(raw.get("name", model.name)),
+            name=name,
             data=data,
             schema=schema,
             task=task,
@@ -125,6 +134,17 @@ class RunConfig:
             seed=int(raw.get("seed", 0)),
             raw=dict(raw),
         )
+
+
+def _run_name(name: Any) -> str:
+    """A run name becomes the folder ``runs/<name>``: one plain path component, nothing more."""
+    text = str(name)
+    if not text or text in (".", "..") or "/" in text or "\\" in text or text.startswith(".") or "\0" in text:
+        raise ConfigError(
+            f"name: {text!r} is not a plain run name (one folder name: letters, digits, '_', '-', "
+            "not starting with '.'); use `output:` to choose another folder"
+        )
+    return text
 
 
 def _project_dir(base_dir: Path) -> Path:
@@ -184,6 +204,32 @@ def _data(spec: Any, project_dir: Path) -> DataConfig:
     )
 
 
+def _events(data: DataConfig, schema: Schema, task: TaskConfig, model: ModelConfig) -> DataConfig:
+    """Retrieval splits read as events: the target renamed to the item-id column and the item
+    columns the files lack joined from ``data.catalog`` (recstack.data.catalog_join)."""
+    target = task.params.get("target_column")
+    if target is not None and (not isinstance(target, str) or not target):
+        raise ConfigError(f"task.target_column: expected a column name, got {target!r}")
+    item_feature = model.params.get("item_id_feature", "item_id")
+    if item_feature not in schema.names or not getattr(schema[item_feature], "column", ""):
+        if target is not None:
+            raise ConfigError(f"task.target_column: the schema has no item-id feature {item_feature!r} to read it as")
+        return data
+    item_column = schema[item_feature].column
+    item_columns = [c for f in schema.by_side(Side.ITEM) for c in source_columns(f)]
+
+    def events(source: DataSource | None, catalog: DataSource | None) -> DataSource | None:
+        return with_catalog(source, catalog=catalog, item_column=item_column, target_column=target, item_columns=item_columns)
+
+    return dataclasses.replace(
+        data,
+        train=events(data.train, data.catalog),
+        valid=events(data.valid, data.catalog),
+        test=events(data.test, data.catalog),
+        seen=events(data.seen, None),  # a seen file may list (user, target) rows
+    )
+
+
 def _task(spec: Any) -> TaskConfig:
     if isinstance(spec, str):
         spec = {"type": spec}
@@ -233,13 +279,32 @@ def _loader(spec: Mapping[str, Any], *, seed: int) -> LoaderConfig:
 
 
 def _evaluation(spec: Mapping[str, Any]) -> EvaluationConfig:
-    unknown = set(spec) - {"ks", "group"}
+    unknown = set(spec) - {"ks", "group", "exclude_columns", "exclude_delimiter"}
     if unknown:
         raise ConfigError(f"evaluation: unknown key(s) {sorted(unknown)}")
     ks = spec.get("ks", (10, 50))
     if not isinstance(ks, (list, tuple)) or not all(isinstance(k, int) and k > 0 for k in ks):
         raise ConfigError(f"evaluation.ks: expected a list of positive integers, got {ks!r}")
-    return EvaluationConfig(ks=tuple(ks), group=spec.get("group"))
+    delimiter = spec.get("exclude_delimiter")
+    if delimiter is not None and (not isinstance(delimiter, str) or not delimiter):
+        raise ConfigError(f"evaluation.exclude_delimiter: expected a non-empty string, got {delimiter!r}")
+    return EvaluationConfig(
+        ks=tuple(ks),
+        group=spec.get("group"),
+        exclude_columns=exclude_columns(spec.get("exclude_columns"), key="evaluation.exclude_columns"),
+        exclude_delimiter=delimiter,
+    )
+
+
+def exclude_columns(value: Any, *, key: str) -> tuple[str, ...] | None:
+    """``null`` (the default), one column name or a list of them."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(c, str) and c for c in value):
+        raise ConfigError(f"{key}: expected a column name or a list of column names, got {value!r}")
+    return tuple(value)
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:

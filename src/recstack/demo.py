@@ -37,14 +37,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print("== 1. DIN on the MovieLens-100K CTR task (global time split)", flush=True)
     din = RunConfig.from_yaml(project / "configs/ml100k_din.yaml", overrides={**overrides, "trainer.progress": False})
-    metrics = train_run(din)
+    metrics = train_run(din, overwrite=True)  # a re-run of the demo replaces its own runs
     test = metrics["test"]
     print(f"DIN test AUC {test['auc']:.4f}  GAUC {test['gauc']:.4f}  logloss {test['logloss']:.4f}  "
           f"({metrics['samples_per_second']:.0f} training samples/s, run folder {din.output})")
 
     print("\n== 2. Two-tower DSSM on leave-last-positive-out retrieval (full item corpus)", flush=True)
     dssm = RunConfig.from_yaml(project / "configs/ml100k_dssm.yaml", overrides={**overrides, "trainer.progress": False})
-    metrics = train_run(dssm)
+    metrics = train_run(dssm, overwrite=True)
     test = metrics["test"]
     print("DSSM test " + "  ".join(f"{k} {v:.4f}" for k, v in test.items() if k != "users") + f"  ({int(test['users'])} users)")
 

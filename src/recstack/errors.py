@@ -47,3 +47,8 @@ class DataError(RecstackError, ValueError):
             where.append(f"feature {feature!r}")
         prefix = ", ".join(where)
         super().__init__(f"{prefix}: {problem}" if prefix else problem)
+
+
+class RunFolderError(RecstackError):
+    """A run folder is missing, incomplete or damaged, or cannot be written as asked; the message
+    names the folder or file and what is wrong."""

@@ -126,7 +126,8 @@ def test_checkpoint_loads_with_weights_only_and_is_written_atomically(tmp_path):
     trainer = Trainer(cfg, checkpoint_dir=tmp_path)
     trainer.fit(model, TASK, epoch_batches(data), auc_evaluator(data, TASK))
 
-    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+    # the two latest checkpoints, no temporary file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "previous.pt"]
     payload = torch.load(tmp_path / "last.pt", weights_only=True)
     assert set(payload) == {
         "version", "model", "best_weights", "optimizers", "schedulers", "scaler", "state",
@@ -169,7 +170,9 @@ def test_step_checkpoints_follow_the_callback(tmp_path):
 
 def test_resume_without_a_checkpoint_fails_clearly(tmp_path):
     cfg = TrainerConfig(epochs=1, progress=False, device="cpu")
-    with pytest.raises(FileNotFoundError, match="last.pt"):
+    from recstack.training.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="last.pt.*missing.*previous.pt.*missing"):
         Trainer(cfg, checkpoint_dir=tmp_path).fit(
             DropoutMLP(), TASK, epoch_batches(planted_data()), resume=True
         )

@@ -18,11 +18,18 @@ SCHEMA = {
 
 
 def subcommands() -> list[str]:
-    from recstack.cli import _load_extra_commands
-
-    _load_extra_commands()
     parser = build_parser()
     return sorted(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+
+
+def test_every_subcommand_is_listed_once_in_commands() -> None:
+    from recstack.cli import COMMANDS
+
+    names = [command.name for command in COMMANDS]
+    assert len(names) == len(set(names))
+    assert sorted(names) == subcommands()
+    for expected in ("item2vec", "encode-text", "synth", "embed-users"):
+        assert expected in names
 
 
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture) -> None:

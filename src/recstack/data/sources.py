@@ -165,6 +165,14 @@ class DataSource:
             return False
         return sum(_open_parquet(path).num_row_groups for path in files) >= count
 
+    def num_rows(self) -> int | None:
+        """Rows in all files, from the Parquet metadata (nothing is decoded); None when a file is
+        CSV/TSV, whose rows are only known by reading it (progress bars then show no total)."""
+        files = self.files()
+        if not all(self.format_of(path) is FileFormat.PARQUET for path in files):
+            return None
+        return sum(_open_parquet(path).metadata.num_rows for path in files)
+
     def _file_chunks(
         self, path: str, columns: Sequence[str] | None, types: Mapping[str, pa.DataType], keep_group: Any = None
     ) -> Iterator[Chunk]:
@@ -203,6 +211,12 @@ class DataSource:
                 next_row += records.num_rows
         if next_row == 1:
             raise DataError("file has no data rows", path=path)
+
+    def require_columns(self, columns: Sequence[str]) -> None:
+        """Raise the DataError a read would raise when a file lacks one of ``columns`` (reads
+        only headers / Parquet metadata)."""
+        for path in self.files():
+            self._check_columns(path, columns)
 
     def _check_columns(self, path: str, columns: Sequence[str]) -> None:
         found = self.columns_of(path)

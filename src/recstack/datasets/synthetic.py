@@ -21,7 +21,7 @@ from recstack.datasets.synthetic_criteo import generate_criteo_like
 from recstack.datasets.synthetic_ctr import generate_ctr
 from recstack.datasets.synthetic_retrieval import generate_retrieval
 
-__all__ = ["Layout", "generate_ctr", "generate_criteo_like", "generate_retrieval", "main", "build_parser"]
+__all__ = ["Layout", "generate_ctr", "generate_criteo_like", "generate_retrieval", "main", "build_parser", "add_arguments", "generate"]
 
 
 class Layout(str, Enum):
@@ -31,8 +31,14 @@ class Layout(str, Enum):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser, reusable as a ``recstack`` sub-command."""
+    """The standalone argument parser (``python -m recstack.datasets.synthetic``)."""
     parser = argparse.ArgumentParser(prog="recstack-synthetic", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return parser
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The generator's arguments, on ``recstack synth`` or the standalone parser."""
     parser.add_argument("--layout", choices=[layout.value for layout in Layout], required=True)
     parser.add_argument("--rows", type=int, required=True, help="rows (ctr, criteo) or interactions (retrieval)")
     parser.add_argument("--out", required=True, help="Parquet file (ctr, criteo) or folder (retrieval)")
@@ -40,7 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--chunk-rows", type=int, default=200_000)
     parser.add_argument("--interactions-per-user", type=int, default=20, help="retrieval only")
     parser.add_argument("--items", type=int, default=None, help="retrieval: items (default users / 2)")
-    return parser
 
 
 def generate(args: argparse.Namespace) -> dict[str, Any]:

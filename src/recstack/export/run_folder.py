@@ -11,7 +11,7 @@ Layout::
       metrics.json         {"valid": {...}, "test": {...}, "train_seconds": ..., ...}
       learning_curve.png   training loss and validation metric per epoch
       tensorboard/         scalars
-      checkpoints/last.pt  for resuming
+      checkpoints/last.pt  for resuming (and previous.pt, the checkpoint before it)
 
 Every file is written atomically; loading never unpickles code.
 """
@@ -31,6 +31,7 @@ import recstack
 from recstack.atomic import atomic_path, write_json_atomic
 from recstack.data.feature_map import FeatureMap
 from recstack.data.preprocessor import Preprocessor
+from recstack.errors import RecstackError, RunFolderError
 
 
 @dataclass(frozen=True)
@@ -116,23 +117,102 @@ def save_manifest(paths: RunPaths, extra: Mapping[str, Any] | None = None) -> No
 
 
 def load_run(root: str | Path, *, device: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuilds the model from ``model.json`` and loads ``model.pt`` with ``weights_only=True``."""
+    """Rebuilds the model from ``model.json`` and loads ``model.pt`` with ``weights_only=True``.
+
+    Raises:
+        RunFolderError: the folder is missing or incomplete, or one of its files is damaged
+            (truncated, empty, not JSON) or does not match the others; the message names the file.
+    """
     from recstack.models import build_model
 
-    paths = RunPaths(Path(root))
-    for required in (paths.preprocessor, paths.model_spec, paths.weights):
-        if not required.exists():
-            raise FileNotFoundError(f"{root} is not a complete run folder: {required.name} is missing")
-    config = yaml.safe_load(paths.config.read_text(encoding="utf-8")) if paths.config.exists() else {}
-    preprocessor = Preprocessor.load(paths.preprocessor)
+    paths = check_run_folder(root)
+    config = _read_file(paths.config, yaml.safe_load) if paths.config.exists() else {}
+    preprocessor = load_preprocessor(paths.preprocessor)
     feature_map = preprocessor.feature_map()
-    spec = json.loads(paths.model_spec.read_text(encoding="utf-8"))
+    spec = _read_file(paths.model_spec, json.loads)
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise RunFolderError(f"{paths.model_spec}: damaged model spec (expected a JSON object with 'name')")
     # Pretrained rows come from model.pt, so the vector files need not exist where a run is loaded.
     model = build_model(spec["name"], feature_map.without_pretrained_files(), spec.get("params", {}))
-    state = torch.load(paths.weights, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    try:
+        state = torch.load(paths.weights, map_location="cpu", weights_only=True)
+    except Exception as error:  # an empty or truncated file, or one that is not a torch archive
+        raise RunFolderError(f"{paths.weights}: damaged weights file ({type(error).__name__}: {_first_line(error)}); retrain the run") from None
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise RunFolderError(
+            f"{paths.weights} does not match {paths.model_spec.name} / {paths.preprocessor.name} "
+            f"(files of different runs?): {_first_line(error)}"
+        ) from None
     model.to(device).eval()
     return LoadedRun(paths=paths, config=config, preprocessor=preprocessor, feature_map=feature_map, model=model, model_spec=spec)
+
+
+def load_preprocessor(path: Path) -> Preprocessor:
+    """A run's fitted preprocessor; RunFolderError naming the file when it is damaged."""
+    try:
+        return Preprocessor.from_dict(_read_file(path, json.loads))
+    except (KeyError, TypeError, ValueError) as error:
+        if isinstance(error, RecstackError):
+            raise
+        raise RunFolderError(f"{path}: damaged preprocessor file ({type(error).__name__}: {error})") from None
+
+
+def check_run_folder(root: str | Path) -> RunPaths:
+    """The paths of a complete run folder; RunFolderError naming what is missing otherwise."""
+    paths = RunPaths(Path(root))
+    if not paths.root.is_dir():
+        hint = ""
+        partial = paths.root.parent / f".{paths.root.name}.partial"
+        if partial.is_dir():
+            hint = f"; an interrupted run is in {partial} (recstack train CONFIG --resume continues it)"
+        what = "is not a folder" if paths.root.exists() else "does not exist"
+        raise RunFolderError(f"run folder {root} {what}{hint}")
+    for required in (paths.preprocessor, paths.model_spec, paths.weights):
+        if not required.is_file():
+            raise RunFolderError(f"{root} is not a complete run folder: {required.name} is missing")
+    return paths
+
+
+def check_output_path(output: str | Path, *, owned: tuple[str, ...] = ()) -> Path:
+    """Refuse an output that would overwrite a run's own files.
+
+    An output inside a run folder (a folder holding ``model.json``) is refused unless its first
+    component below the run folder is one of ``owned`` (e.g. ``("index",)`` for ``recstack
+    index``); an existing folder is refused as a file output. Returns the resolved path.
+    """
+    path = Path(output).resolve()
+    for folder in path.parents:
+        if (folder / "model.json").is_file() or (folder / "manifest.json").is_file():
+            below = path.relative_to(folder).parts
+            if below and below[0] in owned:
+                break
+            raise RunFolderError(
+                f"--output {output}: inside the run folder {folder}, whose files it could overwrite; "
+                "write it elsewhere" + (f" (or under {folder / owned[0]})" if owned else "")
+            )
+    if (path / "model.json").is_file():
+        raise RunFolderError(f"--output {output}: is a run folder")
+    return path
+
+
+def _read_file(path: Path, parse: Any) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise RunFolderError(f"{path}: damaged file (not UTF-8 text)") from None
+    if not text.strip():
+        raise RunFolderError(f"{path}: empty file (damaged run folder; retrain the run)")
+    try:
+        return parse(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise RunFolderError(f"{path}: damaged file, not valid {path.suffix.lstrip('.').upper() or 'text'} ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
 
 
 def _plain(value: Any) -> Any:

@@ -57,6 +57,16 @@ def model_class(name: str) -> type[nn.Module]:
     return _MODELS[name]
 
 
+def check_model_config(name: str, params: Mapping[str, Any] | None) -> None:
+    """Raise the ConfigError :func:`build_model` would raise for ``name`` / ``params``, before any
+    data is read (building needs the fitted feature map; checking does not)."""
+    cls = model_class(name)
+    try:
+        cls.Params.from_dict(params)  # type: ignore[attr-defined]
+    except ParamError as error:
+        raise ConfigError(f"model.params.{error.key}: {error.problem}") from None
+
+
 def build_model(name: str, feature_map: FeatureMap, params: Mapping[str, Any] | ModelParams | None = None) -> nn.Module:
     """Build the model registered as ``name`` from a fitted feature map and its parameters.
 

@@ -1,5 +1,9 @@
 """``last.pt``: what goes in it, and writing/reading it atomically without executing pickles.
 
+The two latest checkpoints are kept (``last.pt`` and ``previous.pt``); each is read back after it
+is written, and :func:`load_checkpoint` falls back to ``previous.pt`` when ``last.pt`` is missing
+or damaged (a truncated copy, a full disk), naming the file and the problem.
+
 A checkpoint is a dict of tensors and plain Python values only (no NumPy objects, no dataclass
 instances), so :func:`load_checkpoint` can use ``torch.load(weights_only=True)``::
 
@@ -25,10 +29,13 @@ starts from "epoch_start".
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from recstack.errors import RecstackError
 
 from recstack.training.rng import capture_rng
 from recstack.training.run import TrainingRun
@@ -37,6 +44,8 @@ from recstack.training.state import TrainerState
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "CHECKPOINT_NAME",
+    "CheckpointError",
+    "PREVIOUS_CHECKPOINT_NAME",
     "checkpoint_payload",
     "load_checkpoint",
     "restore_run",
@@ -44,7 +53,12 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "last.pt"
+PREVIOUS_CHECKPOINT_NAME = "previous.pt"  # the checkpoint before last.pt, kept as a fallback
 CHECKPOINT_FORMAT_VERSION = 1
+
+
+class CheckpointError(RecstackError):
+    """No intact checkpoint could be read; the message names each file tried and its problem."""
 
 
 def checkpoint_payload(run: TrainingRun, callback_states: dict[str, Any]) -> dict[str, Any]:
@@ -93,9 +107,12 @@ def restore_run(run: TrainingRun, payload: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over ``path``.
+    """Write ``path`` atomically, verify it, and keep the checkpoint it replaces as ``previous.pt``.
 
-    A crash mid-write leaves the previous checkpoint intact: ``os.replace`` is atomic.
+    The new checkpoint goes to a temporary file beside ``path`` (fsynced), is read back with
+    ``weights_only=True``, and only then takes ``path``'s place (``os.replace`` is atomic); the
+    checkpoint it replaces becomes ``previous.pt``. A crash at any point leaves at least one
+    intact checkpoint.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -103,16 +120,55 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save({"version": CHECKPOINT_FORMAT_VERSION, **payload}, file)
         file.flush()
         os.fsync(file.fileno())
+    try:
+        _read(tmp)
+    except CheckpointError:
+        tmp.unlink(missing_ok=True)
+        raise
+    if path.exists():
+        os.replace(path, path.with_name(PREVIOUS_CHECKPOINT_NAME))
     os.replace(tmp, path)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint onto the CPU; :func:`restore_run` moves tensors where they belong."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    version = payload.get("version")
+    """Read ``path`` onto the CPU, or ``previous.pt`` beside it when ``path`` is missing or damaged.
+
+    :func:`restore_run` moves tensors where they belong.
+
+    Raises:
+        CheckpointError: neither file is an intact checkpoint; the message names both and says
+            how to restart.
+    """
+    problems = []
+    for candidate in (path, path.with_name(PREVIOUS_CHECKPOINT_NAME)):
+        if not candidate.exists():
+            problems.append(f"{candidate}: missing")
+            continue
+        try:
+            payload = _read(candidate)
+        except CheckpointError as error:
+            problems.append(str(error))
+            continue
+        if candidate != path:
+            warnings.warn(f"{problems[0]}; resuming from the previous checkpoint {candidate}", stacklevel=2)
+        return payload
+    raise CheckpointError(
+        "no intact checkpoint to resume from (" + "; ".join(problems) + "); "
+        "restart the run without --resume (with --overwrite to discard the interrupted run)"
+    )
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated zip, bad pickle opcode, empty file: all mean "damaged"
+        raise CheckpointError(f"{path}: damaged checkpoint ({type(error).__name__}: {_first_line(error)})") from None
+    version = payload.get("version") if isinstance(payload, dict) else None
     if version != CHECKPOINT_FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: checkpoint format {version!r}, "
-            f"this recstack reads {CHECKPOINT_FORMAT_VERSION}"
-        )
+        raise CheckpointError(f"{path}: checkpoint format {version!r}, this recstack reads {CHECKPOINT_FORMAT_VERSION}")
     return payload
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else ""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import copy
 import itertools
+import operator
 import time
 import warnings
 from pathlib import Path
@@ -164,7 +165,7 @@ class Trainer:
         else:
             run.epoch_rng = capture_rng()
         batches = train_batches(state.epoch)
-        state.epoch_length = len(batches) if isinstance(batches, Sized) else None
+        state.epoch_length = _epoch_length(batches, previous=state.epoch_length)
         iterator = iter(batches)
         if resuming:  # skip what the checkpoint already trained on, then continue its RNG
             _discard(iterator, state.epoch_step)
@@ -229,6 +230,7 @@ class Trainer:
         self._log(run, record)
 
         state.epoch += 1
+        state.epoch_length = state.epoch_step  # measured: the next epoch's bar has a total
         state.epoch_step = 0
         state.epoch_loss_sum = 0.0
         run.epoch_loss.zero_()
@@ -290,9 +292,7 @@ class Trainer:
         path = self.checkpoint_path
         if path is None:
             raise ValueError("resume=True needs a Trainer with a checkpoint_dir")
-        if not path.exists():
-            raise FileNotFoundError(f"resume=True but there is no checkpoint at {path}")
-        payload = load_checkpoint(path)
+        payload = load_checkpoint(path)  # falls back to previous.pt; CheckpointError names both
         restore_run(run, payload)
         self.callbacks.load_state_dict(payload["callbacks"])
 
@@ -342,6 +342,25 @@ class Trainer:
 def _distributed_rank() -> int:
     distributed = torch.distributed
     return distributed.get_rank() if distributed.is_available() and distributed.is_initialized() else 0
+
+
+def _epoch_length(batches: Iterable[Batch], *, previous: int | None) -> int | None:
+    """The number of batches this epoch will give, for the progress bar.
+
+    ``len(batches)`` when it has one; else ``previous`` (the last complete epoch's measured
+    count, or this epoch's own value restored by a resume); else an estimate from the iterable's
+    ``__length_hint__`` (a :class:`~recstack.data.loader.BatchStream` knows its rows from
+    Parquet metadata or the preprocessor's fitting pass), looked up through a DataLoader's
+    ``dataset``; None when nothing tells.
+    """
+    try:
+        return len(batches)  # type: ignore[arg-type]
+    except TypeError:  # unsized, or a DataLoader over an IterableDataset that has no len()
+        pass
+    if previous is not None:
+        return previous
+    hint = operator.length_hint(batches, 0) or operator.length_hint(getattr(batches, "dataset", ()), 0)
+    return hint or None
 
 
 def _discard(iterator: Iterator[Batch], count: int) -> None:

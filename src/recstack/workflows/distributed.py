@@ -72,6 +72,8 @@ def launch(args: argparse.Namespace) -> int:
         argv += ["--set", pair]
     if args.resume:
         argv.append("--resume")
+    if getattr(args, "overwrite", False):
+        argv.append("--overwrite")
     # torchrun would set 1 with a warning; train_run sets config.threads per process anyway
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -16,9 +17,11 @@ from recstack.data.loader import BatchStream, LoaderConfig, make_loader
 from recstack.data.bad_rows import skipped_rows
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
-from recstack.export.run_folder import RunPaths, save_config, save_manifest, save_model
+from recstack.export.run_folder import RunPaths, load_preprocessor, save_config, save_manifest, save_model
+from recstack.export.staged_run import StagedRun
 from recstack.atomic import write_json_atomic
 from recstack.models import build_model
+from recstack.models.registry import check_model_config
 from recstack.tasks.base import Task
 from recstack.training import MetricHistory, TensorBoardLogger, Trainer, TrainerConfig
 from recstack.training.rng import seed_everything
@@ -27,25 +30,66 @@ from recstack.workflows.distributed import DistributedTraining, init_from_env, s
 from recstack.workflows.tasks import build_task, make_evaluator
 
 
-def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Trains the configured model and writes the run folder; returns metrics.json's content."""
+def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Trains the configured model and writes the run folder; returns metrics.json's content.
+
+    The run is written into ``runs/.NAME.partial/`` and moved to ``config.output`` only when it is
+    complete (:class:`~recstack.export.staged_run.StagedRun`): a failed run leaves an existing
+    run folder untouched. An existing complete run is replaced only with ``overwrite``.
+
+    Raises:
+        RunFolderError: the run folder exists (without ``overwrite``), an interrupted run is in
+            the way, there is nothing to resume, or another process trains the same folder.
+        ConfigError: unknown model or model parameter (before any data is read).
+    """
     torch.set_num_threads(config.threads)
     trainer_config = TrainerConfig.from_dict({"seed": config.seed, **config.trainer})
+    model_params = dict(config.model.params)
+    if trainer_config.sparse_embeddings:
+        model_params.setdefault("sparse_embeddings", True)
+    check_model_config(config.model.name, model_params)
+    staged = StagedRun(config.output)
+    mode = staged.plan(resume=resume, overwrite=overwrite)  # every rank checks before anyone writes
     context = init_from_env(trainer_config.device)  # None unless launched by torchrun (WORLD_SIZE > 1)
     if context is not None:
         trainer_config = dataclasses.replace(trainer_config, device=str(context.device))
     rank = _rank()
-    if rank == 0:  # one rank builds a bundled dataset; the others wait at the barrier below
-        ensure_dataset(config.data)
-    paths = RunPaths(config.output)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    if rank == 0:
-        save_config(paths, _resolved(config))
+    if context is not None:
+        torch.distributed.barrier()  # every rank has planned before rank 0 creates the partial folder
+    with staged.lock() if rank == 0 else contextlib.nullcontext():
+        if rank == 0:  # one rank builds a bundled dataset; the others wait at the barrier below
+            ensure_dataset(config.data)
+            _check_columns(config)
+            paths = staged.prepare(mode)
+            save_config(paths, _resolved(config))
+        if context is not None:
+            torch.distributed.barrier()  # the partial folder exists before any rank reads it
+        metrics = _train(config, trainer_config, model_params, staged.paths, context, rank, resume=resume, log=log)
+        if rank == 0:
+            staged.publish()
+        if context is not None:
+            torch.distributed.barrier()  # no rank leaves before rank 0 has published the run folder
+            context.close()
+    return metrics
+
+
+def _train(
+    config: RunConfig,
+    trainer_config: TrainerConfig,
+    model_params: dict[str, Any],
+    paths: RunPaths,
+    context: Any,
+    rank: int,
+    *,
+    resume: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Fit, train, evaluate and write everything into ``paths`` (the partial run folder)."""
 
     started = time.perf_counter()
     skipped_train = None  # bad rows dropped from the training data (skip_bad_rows), counted by the fit
     if resume and paths.preprocessor.exists():
-        preprocessor = Preprocessor.load(paths.preprocessor)
+        preprocessor = load_preprocessor(paths.preprocessor)
     elif rank == 0:
         preprocessor = Preprocessor(config.schema)
         before = skipped_rows(preprocessor, config.data.train)
@@ -57,12 +101,9 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
     if context is not None:  # rank 0 fitted and saved it; the others load that same file
         torch.distributed.barrier()
         if rank != 0:
-            preprocessor = Preprocessor.load(paths.preprocessor)
+            preprocessor = load_preprocessor(paths.preprocessor)
     fit_seconds = time.perf_counter() - started
     feature_map = preprocessor.feature_map()
-    model_params = dict(config.model.params)
-    if trainer_config.sparse_embeddings:
-        model_params.setdefault("sparse_embeddings", True)
     seed_everything(trainer_config.seed)  # the initial weights too, not only fit's shuffling: reproducible runs
     model = build_model(config.model.name, feature_map, model_params)
     task = build_task(config, model, preprocessor)
@@ -94,7 +135,7 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
         metrics["test"] = make_evaluator(config, task, preprocessor, split="test")(model)
     metrics.update(
         {
-            "best_epoch": state.best_epoch,
+            "best_epoch": None if state.best_epoch is None else state.best_epoch + 1,  # 1-based, as epochs_run counts
             "epochs_run": state.epoch,
             "stopped_early": state.stopped_early,
             "preprocess_fit_seconds": round(fit_seconds, 3),
@@ -112,10 +153,19 @@ def train_run(config: RunConfig, *, resume: bool = False, log: Callable[[str], N
         write_json_atomic(paths.metrics, metrics)
         history.plot(paths.learning_curve)
         save_manifest(paths, {"model": config.model.name, "task": config.task.type.value})
-    if context is not None:
-        torch.distributed.barrier()  # no rank leaves before rank 0 has written the run folder
-        context.close()
     return metrics
+
+
+def _check_columns(config: RunConfig) -> None:
+    """A ranking run's train/valid/test files hold the schema's columns: checked before the fit,
+    so a missing column in the test file does not surface after training."""
+    if config.task.type is not TaskType.BINARY:
+        return  # retrieval runs may join item columns from the catalogue
+    columns = config.schema.columns()
+    for key in ("train", "valid", "test"):
+        source = getattr(config.data, key)
+        if source is not None:
+            source.require_columns(columns)
 
 
 def _rank() -> int:
