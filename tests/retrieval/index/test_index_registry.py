@@ -39,10 +39,12 @@ def test_save_writes_a_manifest_atomically(tmp_path):
     index = ExactIndex(dim=3)
     index.add(np.array([1, 2]), np.eye(2, 3, dtype=np.float32))
     index.save(tmp_path / "idx")
-    index.save(tmp_path / "idx")  # overwrite in place
-    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == ["ids.npy", "manifest.json", "vectors.npy"]
+    index.save(tmp_path / "idx")  # overwrite in place: the first save's files are removed
     manifest = json.loads((tmp_path / "idx" / "manifest.json").read_text())
-    assert manifest == {"backend": "exact", "format_version": 1, "dim": 3}
+    files = manifest.pop("files")
+    assert manifest == {"backend": "exact", "format_version": 1, "dim": 3, "id_type": "int"}
+    assert sorted(files) == ["ids", "vectors"]
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == sorted([*files.values(), "manifest.json"])
     assert isinstance(load_index(tmp_path / "idx"), ExactIndex)
 
 

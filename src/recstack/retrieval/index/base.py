@@ -2,6 +2,9 @@
 
 Shape legend: Q queries, N indexed vectors, D vector dim, K top-k, E excluded ids per query.
 
+Ids are the caller's: non-negative integers or strings (``ids.py``); results come back in the
+same type, padded with -1 (ints) or None (strings).
+
 Similarity is the inner product; callers L2-normalise both sides for cosine. A search asks each
 backend for ``K + E`` raw candidates (``_search``) and this module removes the excluded ids
 and pads, so exclusion and padding behave the same on every backend::
@@ -17,23 +20,25 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Mapping, Sequence, TypeVar
 
 import numpy as np
 import torch
 
+from recstack.retrieval.index.ids import PAD_ID, IdMap, IdType, as_id_array, empty_ids, found_mask
+
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
-PAD_ID = -1
 
 _REGISTRY: dict[str, type["VectorIndex"]] = {}
 IndexT = TypeVar("IndexT", bound=type["VectorIndex"])
 
 
 class VectorIndex(ABC):
-    """Top-k inner-product search over vectors keyed by the caller's int64 ids (>= 0).
+    """Top-k inner-product search over vectors keyed by the caller's ids (ints >= 0 or strings).
 
     ``add`` refuses ids that are already present; ``upsert`` replaces them. Subclasses implement
     the storage methods and ``_search``; ``search`` (exclusion, padding) is shared.
@@ -50,9 +55,15 @@ class VectorIndex(ABC):
     def __len__(self) -> int:
         """Number of indexed vectors."""
 
+    @property
+    def id_type(self) -> IdType | None:
+        """INT or STR once known (set by the first ``add`` or by the constructor), else None."""
+        return None
+
     @abstractmethod
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Index new vectors. ids ``(N,)`` int64, unique and not yet present; vectors ``(N, D)``."""
+        """Index new vectors. ids ``(N,)`` ints or strings, unique and not yet present; vectors
+        ``(N, D)``."""
 
     @abstractmethod
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -64,9 +75,10 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Raw top-k: queries ``(Q, D)`` float32 -> scores ``(Q, k)`` float32, ids ``(Q, k)`` int64.
+        """Raw top-k: queries ``(Q, D)`` float32 -> scores ``(Q, k)`` float32, ids ``(Q, k)``:
+        int64 (-1 where missing) or an object array of str (None where missing).
 
-        Missing results are id -1 (any score); rows are sorted by descending score. Must cope
+        Rows are sorted by descending score; missing results may have any score. Must cope
         with an empty index (``search`` does not call ``len``, which is a query on Milvus).
         """
 
@@ -103,19 +115,29 @@ class VectorIndex(ABC):
                 (for example the items a user has already seen).
 
         Returns:
-            scores ``(Q, K)`` float32 (descending, -inf where padded) and ids ``(Q, K)`` int64
-            (-1 where fewer than k results exist).
+            scores ``(Q, K)`` float32 (descending, -inf where padded) and ids ``(Q, K)`` in the
+            index's id type: int64 (-1 where fewer than k results exist) or an object array of
+            str (None there). ``ids.found_mask(ids)`` tells results from padding for both.
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         queries = as_vectors(queries, self.dim, name="queries")
         n_queries = queries.shape[0]
-        excluded = _pad_exclusions(exclude, n_queries)  # (Q, E)
-        fetch = k + excluded.shape[1]
+        widest = _check_exclusions(exclude, n_queries)  # E
         if n_queries == 0:
-            return empty_results(n_queries, k)
-        scores, ids = self._search(queries, fetch)  # (Q, K + E)
-        return drop_excluded(scores, ids, excluded, k)
+            return empty_results(n_queries, k, self.id_type)
+        scores, ids = self._search(queries, k + widest)  # (Q, K + E)
+        if ids.dtype != object:  # int ids: exclusions compared as they are
+            excluded = _pad_exclusions(exclude, n_queries, lambda flat: _int_keys(flat, self.id_type))  # (Q, E)
+            return drop_excluded(scores, ids, excluded, k)
+        # string ids: number this result's strings, exclude by number, map the kept ones back
+        local = IdMap(IdType.STR)
+        found = found_mask(ids)
+        keys = np.full(ids.shape, PAD_ID, dtype=np.int64)  # (Q, K + E)
+        keys[found] = local.keys_for(ids[found], add=True)
+        excluded = _pad_exclusions(exclude, n_queries, lambda flat: local.keys_for(flat, add=False))
+        scores, keys = drop_excluded(scores, keys, excluded, k)
+        return scores, local.to_ids(keys)
 
 
 # --- registry -------------------------------------------------------------------------------
@@ -167,17 +189,7 @@ def _backend_class(backend: str) -> type[VectorIndex]:
 
 def as_ids(ids: np.ndarray | Sequence[int], *, unique: bool = True) -> np.ndarray:
     """``(N,)`` int64, non-negative (-1 is the padding id), unique unless told otherwise."""
-    ids = np.asarray(ids)
-    if ids.ndim != 1:
-        raise ValueError(f"ids must be 1-D, got shape {ids.shape}")
-    if ids.size and not np.issubdtype(ids.dtype, np.integer):
-        raise TypeError(f"ids must be integers, got {ids.dtype}")
-    ids = ids.astype(np.int64, copy=False)
-    if ids.size and ids.min() < 0:
-        raise ValueError("ids must be >= 0 (-1 marks padding in search results)")
-    if unique and np.unique(ids).size != ids.size:
-        raise ValueError("ids contain duplicates")
-    return ids
+    return as_id_array(ids, IdType.INT, unique=unique)
 
 
 def as_vectors(vectors: np.ndarray, dim: int, *, name: str = "vectors") -> np.ndarray:
@@ -188,8 +200,9 @@ def as_vectors(vectors: np.ndarray, dim: int, *, name: str = "vectors") -> np.nd
     return vectors
 
 
-def check_pairs(ids: np.ndarray, vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    ids, vectors = as_ids(ids), as_vectors(vectors, dim)
+def check_pairs(ids: np.ndarray, vectors: np.ndarray, dim: int, id_type: IdType | None = IdType.INT) -> tuple[np.ndarray, np.ndarray]:
+    """Validated ``(N,)`` ids of ``id_type`` (None: either type) and ``(N, D)`` vectors."""
+    ids, vectors = as_id_array(ids, id_type), as_vectors(vectors, dim)
     if ids.shape[0] != vectors.shape[0]:
         raise ValueError(f"{ids.shape[0]} ids but {vectors.shape[0]} vectors")
     return ids, vectors
@@ -226,25 +239,42 @@ def drop_excluded(
     return out_scores.astype(np.float32), out_ids.astype(np.int64)
 
 
-def _pad_exclusions(exclude: Sequence[np.ndarray] | None, n_queries: int) -> np.ndarray:
-    """One row of excluded ids per query, -1 padded: ``(Q, E)`` int64."""
+def _check_exclusions(exclude: Sequence[np.ndarray] | None, n_queries: int) -> int:
+    """E, the longest exclusion list (0 without any)."""
     if exclude is None:
-        return np.empty((n_queries, 0), dtype=np.int64)
+        return 0
     if len(exclude) != n_queries:
         raise ValueError(f"exclude has {len(exclude)} entries for {n_queries} queries")
-    rows = [as_ids(np.asarray(row, dtype=np.int64).ravel(), unique=False) for row in exclude]
+    return max((np.asarray(row).size for row in exclude), default=0)
+
+
+def _pad_exclusions(exclude: Sequence[np.ndarray] | None, n_queries: int, to_keys: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """One row of excluded keys per query, -1 padded: ``(Q, E)`` int64.
+
+    ``to_keys`` maps all rows' ids at once (``(M,)`` -> ``(M,)`` int64, -1 for ids that cannot
+    be in the index, which then exclude nothing).
+    """
+    if exclude is None:
+        return np.empty((n_queries, 0), dtype=np.int64)
+    rows = [np.asarray(row).ravel() for row in exclude]
     lengths = np.array([row.size for row in rows], dtype=np.int64)
     table = np.full((n_queries, int(lengths.max(initial=0))), PAD_ID, dtype=np.int64)
     if table.size:
-        table[np.arange(table.shape[1]) < lengths[:, None]] = np.concatenate(rows)
+        flat = np.concatenate([row for row in rows if row.size])  # empty rows may have any dtype
+        table[np.arange(table.shape[1]) < lengths[:, None]] = to_keys(flat)
     return table
 
 
-def empty_results(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    return (
-        np.full((n_queries, k), -np.inf, dtype=np.float32),
-        np.full((n_queries, k), PAD_ID, dtype=np.int64),
-    )
+def _int_keys(flat: np.ndarray, id_type: IdType | None) -> np.ndarray:
+    """Excluded ids of an int-keyed (or still empty) index as int64 keys."""
+    if id_type is None and flat.dtype.kind not in "iu":
+        return np.full(flat.shape, PAD_ID, dtype=np.int64)  # an empty index holds no string id
+    return as_id_array(flat, IdType.INT, unique=False)
+
+
+def empty_results(n_queries: int, k: int, id_type: IdType | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """All-padding results: scores ``(Q, K)`` -inf, ids ``(Q, K)`` -1 (or None for STR)."""
+    return np.full((n_queries, k), -np.inf, dtype=np.float32), empty_ids((n_queries, k), id_type)
 
 
 # --- files: manifest and atomic writes -------------------------------------------------------
@@ -255,6 +285,53 @@ def write_manifest(path: str | os.PathLike, backend: str, config: dict[str, Any]
     manifest = {"backend": backend, "format_version": FORMAT_VERSION, **config}
     text = json.dumps(manifest, indent=2).encode()
     atomic_write(Path(path) / MANIFEST_NAME, lambda f: f.write(text))
+
+
+def write_index_files(
+    path: str | os.PathLike,
+    backend: str,
+    config: dict[str, Any],
+    files: Mapping[str, tuple[str, Callable[[str], Any]]],
+) -> None:
+    """Save an index's files so that a reader sees all old ones or all new ones.
+
+    Each ``files[key] = (suffix, write_to)`` is written under a fresh name (``key-<token>
+    suffix``); the manifest, replaced atomically last, names the set (``"files"``); files of
+    the previous save are removed after. A crash mid-save leaves the previous manifest and
+    its files intact (plus unreferenced new files).
+    """
+    path = Path(path)
+    token = uuid.uuid4().hex[:12]
+    old = _manifest_files(path)
+    names = {}
+    for key, (suffix, write_to) in files.items():
+        names[key] = f"{key}-{token}{suffix}"
+        atomic_replace(path / names[key], write_to)
+    write_manifest(path, backend, {**config, "files": names})
+    for stale in set(old.values()) - set(names.values()):
+        (path / stale).unlink(missing_ok=True)
+
+
+def index_file(path: str | os.PathLike, manifest: Mapping[str, Any], key: str, default: str) -> Path:
+    """The file the manifest names for ``key`` (``default``: saves from before ``"files"``)."""
+    return Path(path) / (manifest.get("files") or {}).get(key, default)
+
+
+def npy_writer(array: np.ndarray) -> Callable[[str], None]:
+    """``write_to(tmp)`` for ``write_index_files``: a plain ``.npy`` (never pickled)."""
+
+    def write_to(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+
+    return write_to
+
+
+def _manifest_files(path: Path) -> dict[str, str]:
+    try:
+        return dict(json.loads((path / MANIFEST_NAME).read_text()).get("files") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,6 +1,10 @@
-"""Faiss inner-product indexes (flat, HNSW, IVF) keyed by the caller's int64 ids.
+"""Faiss inner-product indexes (flat, HNSW, IVF) keyed by the caller's ids (ints or strings).
 
 Shape legend: Q queries, N indexed vectors, D dim, K top-k.
+
+faiss labels vectors with int64 only: int ids are those labels; string ids get labels from an
+``IdMap`` (position in its array of strings), saved beside the index as a plain ``.npy`` and
+replaced with it in one manifest swap (``write_index_files``), so the two never disagree.
 
 How ids and deletes work per kind, and why:
 
@@ -29,16 +33,16 @@ import numpy as np
 
 from recstack.retrieval.index.base import (
     VectorIndex,
-    as_ids,
-    atomic_save_npy,
-    atomic_replace,
+    as_vectors,
     empty_results,
-    check_pairs,
+    index_file,
     load_npy,
+    npy_writer,
     read_manifest,
     register_index,
-    write_manifest,
+    write_index_files,
 )
+from recstack.retrieval.index.ids import IdMap, IdType
 
 if TYPE_CHECKING:
     import faiss
@@ -78,6 +82,7 @@ class FaissIndex(VectorIndex):
         nlist: IVF lists. None picks ``4 * sqrt(N)`` at training time, capped so every
             centroid has ``MIN_POINTS_PER_CENTROID`` training vectors (1 list = exact).
         nprobe: IVF lists scanned per query.
+        id_type: "int" or "str"; None takes the type of the first ids added.
 
     Example:
         >>> index = FaissIndex(dim=2, kind="flat")
@@ -96,10 +101,12 @@ class FaissIndex(VectorIndex):
         ef_search: int = 128,
         nlist: int | None = None,
         nprobe: int = 16,
+        id_type: IdType | str | None = None,
     ) -> None:
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self._faiss = import_faiss()
+        self._map = IdMap(None if id_type is None else IdType(id_type))
         self._dim = dim
         self.kind = FaissKind(kind)
         self.hnsw_m = hnsw_m
@@ -107,7 +114,7 @@ class FaissIndex(VectorIndex):
         self._ef_search = ef_search
         self.nlist = nlist
         self._nprobe = nprobe
-        self._ids = np.empty(0, dtype=np.int64)  # live ids (for flat/hnsw: faiss's internal order)
+        self._ids = np.empty(0, dtype=np.int64)  # live faiss labels (flat/hnsw: faiss's internal order)
         self._index: faiss.Index | None = None if self.kind is FaissKind.IVF else self._new_index()
 
     @property
@@ -116,6 +123,10 @@ class FaissIndex(VectorIndex):
 
     def __len__(self) -> int:
         return int(self._ids.size)
+
+    @property
+    def id_type(self) -> IdType | None:
+        return self._map.id_type
 
     @property
     def ef_search(self) -> int:
@@ -136,14 +147,14 @@ class FaissIndex(VectorIndex):
         self._apply_search_params()
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        ids, vectors = check_pairs(ids, vectors, self._dim)
+        ids, vectors = self._checked(ids, vectors)
         present = np.isin(ids, self._ids)
         if present.any():
-            raise ValueError(f"ids already indexed (use upsert to replace): {ids[present][:10].tolist()}")
+            raise ValueError(f"ids already indexed (use upsert to replace): {self._map.to_ids(ids[present][:10]).tolist()}")
         self._add(ids, vectors)
 
     def upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        ids, vectors = check_pairs(ids, vectors, self._dim)
+        ids, vectors = self._checked(ids, vectors)
         present = np.isin(ids, self._ids)
         if present.any() and self.kind is FaissKind.HNSW:
             keep = ~np.isin(self._ids, ids)
@@ -155,7 +166,9 @@ class FaissIndex(VectorIndex):
         self._add(ids, vectors)
 
     def delete(self, ids: np.ndarray) -> None:
-        ids = as_ids(ids, unique=False)
+        if self._map.id_type is None:  # nothing added yet
+            return
+        ids = self._map.keys_for(ids, add=False)
         doomed = np.isin(self._ids, ids)
         if not doomed.any():
             return
@@ -164,6 +177,13 @@ class FaissIndex(VectorIndex):
             self._rebuild(self._ids[keep], self._stored_vectors()[keep])
         else:
             self._remove(self._ids[doomed])
+
+    def _checked(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N,)`` int64 labels of unique ids (new strings get labels) and ``(N, D)`` vectors."""
+        ids, vectors = self._map.check(ids), as_vectors(vectors, self._dim)
+        if ids.shape[0] != vectors.shape[0]:
+            raise ValueError(f"{ids.shape[0]} ids but {vectors.shape[0]} vectors")
+        return self._map.keys_for(ids, add=True), vectors
 
     def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if ids.size == 0:
@@ -217,15 +237,18 @@ class FaissIndex(VectorIndex):
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self._index is None:  # untrained IVF holds nothing
-            return empty_results(queries.shape[0], k)
-        scores, ids = self._index.search(queries, k)  # (Q, K) each; missing: id -1, score -FLT_MAX
-        return scores, ids
+            return empty_results(queries.shape[0], k, self.id_type)
+        scores, labels = self._index.search(queries, k)  # (Q, K) each; missing: label -1, score -FLT_MAX
+        return scores, self._map.to_ids(labels)
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
+        """The faiss index, its labels and (string ids) the id strings, replaced together."""
+        files = {"ids": (".npy", npy_writer(self._ids))}
         if self._index is not None:
-            atomic_replace(path / "index.faiss", lambda tmp: self._faiss.write_index(self._index, tmp))
-        atomic_save_npy(path / "ids.npy", self._ids)
+            index = self._index
+            files["index"] = (".faiss", lambda tmp: self._faiss.write_index(index, tmp))
+        if self.id_type is IdType.STR:
+            files["id_strings"] = (".npy", npy_writer(self._map.strings))
         config = {
             "dim": self._dim,
             "kind": self.kind.value,
@@ -235,20 +258,25 @@ class FaissIndex(VectorIndex):
             "nlist": self.nlist,
             "nprobe": self.nprobe,
             "trained": self._index is not None,
+            "id_type": None if self.id_type is None else self.id_type.value,
         }
-        write_manifest(path, self.backend, config)
+        write_index_files(path, self.backend, config, files)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FaissIndex":
         path = Path(path)
-        config = read_manifest(path)
+        manifest = read_manifest(path)
+        config = dict(manifest)
         trained = config.pop("trained")
-        for key in ("backend", "format_version"):
-            config.pop(key)
+        for key in ("backend", "format_version", "files"):
+            config.pop(key, None)
+        config.setdefault("id_type", "int")  # saves from before string ids held ints
         index = cls(**config)
-        index._ids = load_npy(path / "ids.npy")
+        if index.id_type is IdType.STR:
+            index._map = IdMap(IdType.STR, load_npy(index_file(path, manifest, "id_strings", "id_strings.npy")))
+        index._ids = load_npy(index_file(path, manifest, "ids", "ids.npy"))
         if trained:
-            index._index = index._faiss.read_index(str(path / "index.faiss"))
+            index._index = index._faiss.read_index(str(index_file(path, manifest, "index", "index.faiss")))
             index._apply_search_params()
         return index
 
