@@ -14,22 +14,38 @@ import torch
 from recstack.atomic import atomic_path, write_json_atomic
 from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.sources import DataSource
+from recstack.errors import ConfigError
 from recstack.evaluation.ranking_evaluator import collect_predictions
 from recstack.export.run_folder import LoadedRun, load_run
 from recstack.tasks.binary import BinaryClassificationTask
 from recstack.workflows.tasks import EVAL_BATCH_SIZE, evaluate_source
 
 
-def evaluate_run(run_dir: str | Path, data: DataSource, *, threads: int = 1, write: bool = True) -> dict[str, Any]:
-    """Metrics of a trained run on ``data``; added to the run's metrics.json under the file name."""
+def evaluate_run(
+    run_dir: str | Path,
+    data: DataSource,
+    *,
+    threads: int = 1,
+    write: bool = True,
+    catalog: DataSource | str | None = None,
+    seen: DataSource | str | None = None,
+) -> dict[str, Any]:
+    """Metrics of a trained run on ``data``; added to the run's metrics.json under the file name.
+
+    ``catalog`` (the items to rank) and ``seen`` (items excluded per user) override a retrieval
+    run's ``data.catalog`` / ``data.seen``; a ranking run refuses them.
+    """
     torch.set_num_threads(threads)
     run = load_run(run_dir)
     if run.task.get("type", "binary") == "binary":
+        if catalog is not None or seen is not None:
+            raise ConfigError("--catalog and --seen apply to retrieval runs; this run ranks rows (task type binary)")
         metrics = evaluate_source(run.model, BinaryClassificationTask(), run.preprocessor, data)
+        run.preprocessor.warn_truncated()
     else:
         from recstack.workflows.retrieval import evaluate_retrieval_run
 
-        metrics = evaluate_retrieval_run(run, data)
+        metrics = evaluate_retrieval_run(run, data, catalog=catalog, seen=seen)
     if write:
         existing = _read_json(run.paths.metrics)
         existing.setdefault("evaluations", {})[",".join(data.paths)] = metrics
@@ -38,10 +54,13 @@ def evaluate_run(run_dir: str | Path, data: DataSource, *, threads: int = 1, wri
 
 
 def predict_run(run_dir: str | Path, data: DataSource, output: str | Path, *, threads: int = 1) -> int:
-    """Writes one probability per input row (CSV or Parquet by suffix); returns the row count."""
+    """Writes one probability per input row (CSV or Parquet by suffix), atomically; returns the
+    row count. A score that is not a number is never written: the whole output is refused."""
     torch.set_num_threads(threads)
     run = load_run(run_dir)
     probs = score_rows(run, data)
+    run.preprocessor.warn_truncated()
+    _check_finite(probs, run_dir, data, output)
     table = pa.table({"score": pa.array(probs.astype(np.float32))})
     output = Path(output)
     with atomic_path(output) as tmp:
@@ -63,6 +82,17 @@ def score_rows(run: LoadedRun, data: DataSource) -> np.ndarray:
         with_label=has_label,
     )
     return collect_predictions(run.model, BinaryClassificationTask(), stream).probs
+
+
+def _check_finite(probs: np.ndarray, run_dir: str | Path, data: DataSource, output: str | Path) -> None:
+    bad = ~np.isfinite(probs)
+    if bad.any():
+        raise RecstackError(
+            f"{int(bad.sum())} of {len(probs)} scores of run {str(run_dir)!r} on {', '.join(data.paths)} are not numbers "
+            f"(NaN), the first at output row {int(np.flatnonzero(bad)[0]) + 1}; nothing was written to {str(output)!r}. "
+            "The model's weights or its inputs are not finite: check the run's model.pt, or the data "
+            "with `recstack data` (numeric features reject NaN/inf unless on_invalid says otherwise)"
+        )
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -7,16 +7,18 @@ already saw in training (``seen``), and reports Recall/HitRate/NDCG@K and MRR.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from torch import nn
 
-from recstack.config import RunConfig
+from recstack.config import RunConfig, exclude_columns
 from recstack.data.batch import Batch
+from recstack.data.catalog_join import with_catalog
+from recstack.data.columns import Where
+from recstack.data.exclusions import entries_by_key, exclusion_csr, list_entries, positions_in
 from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
@@ -34,6 +36,7 @@ def build_retrieval_task(config: RunConfig, model: nn.Module, preprocessor: Prep
     """``task: {type: retrieval, loss: in_batch_softmax | pointwise | negative_sampling, ...}``."""
     params = dict(config.task.params)
     loss = params.pop("loss", "in_batch_softmax")
+    params.pop("target_column", None)  # the events' item-id column: read by the data sources
     if loss not in _LOSSES:
         raise ConfigError(f"task.loss: must be one of {list(_LOSSES)}, got {loss!r}")
     item_feature = _item_id_feature(model)
@@ -120,12 +123,16 @@ def embed_users(model: nn.Module, preprocessor: Preprocessor, data: DataSource, 
 
 @dataclass(frozen=True)
 class HeldOut:
-    """Per evaluated user: the target's catalogue index and the catalogue indices to exclude."""
+    """Per evaluated row: the target's catalogue index and the catalogue indices to exclude."""
 
     user_ids: np.ndarray  # (U,)
     targets: np.ndarray  # (U,)
     exclude_indptr: np.ndarray  # (U + 1,)
     exclude_indices: np.ndarray
+    rows: np.ndarray | None = None  # (U,) which rows of the split these are, in file order
+
+
+HISTORY_COLUMN = "hist_item_ids"
 
 
 def held_out(
@@ -136,83 +143,95 @@ def held_out(
     user_column: str,
     item_column: str,
     seen_column: str = "seen_item_ids",
-    history_column: str | None = "hist_item_ids",
+    history_column: str | None = HISTORY_COLUMN,
+    exclude_columns: Sequence[str] | None = None,
+    delimiter: str = ",",
 ) -> HeldOut:
     """Targets and exclusions of every evaluated row.
 
-    Excluded: the user's training items (``seen``) and the items in the row's own history
-    column, so the validation positive is not recommended again when scoring test.
+    Excluded from a row's ranking: the items listed in the row's ``exclude_columns`` (list
+    columns or ``delimiter``-separated strings; by default the row's own history column, so the
+    validation positive is not recommended again when scoring test) and the items its user saw
+    (``seen``: a ``seen_column`` list per user, or one ``(user, item)`` pair per row, such as
+    the training events). A row whose target is not in the catalogue cannot be ranked and is
+    left out.
     """
-    columns = [user_column, item_column]
-    if history_column and history_column in split.columns_of(split.files()[0]):
-        columns.append(history_column)
-    rows = pa.concat_tables(pa.Table.from_batches([c.records]) for c in split.chunks(columns=columns))
-    users = rows.column(user_column).to_numpy()
-    order = np.argsort(catalog_ids, kind="stable")
-    targets = _positions(catalog_ids, order, rows.column(item_column).to_numpy())
-    known = targets >= 0  # a held-out item missing from the catalogue cannot be ranked
-    users, targets = users[known], targets[known]
+    if exclude_columns is None:
+        available = split.columns_of(split.files()[0])
+        exclude_columns = (history_column,) if history_column and history_column in available else ()
+    rows = _read(split, list(dict.fromkeys([user_column, item_column, *exclude_columns])))
+    targets = positions_in(catalog_ids, rows.column(item_column).to_numpy(zero_copy_only=False))
+    kept = np.flatnonzero(targets >= 0)  # (U,) a held-out item missing from the catalogue cannot be ranked
+    users = rows.column(user_column).to_numpy(zero_copy_only=False)[kept]
+    evaluated = np.full(rows.num_rows, -1, dtype=np.int64)  # split row -> evaluated row, or -1
+    evaluated[kept] = np.arange(len(kept))
     owners: list[np.ndarray] = []
-    items: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
+    for column in exclude_columns:
+        where = Where(",".join(split.paths), 1, column, column)
+        owner, values = list_entries(rows.column(column).combine_chunks(), delimiter=delimiter, where=where)
+        owners.append(evaluated[owner])
+        positions.append(positions_in(catalog_ids, values))
     if seen is not None:
-        table = pa.concat_tables(pa.Table.from_batches([c.records]) for c in seen.chunks(columns=[user_column, seen_column]))
-        seen_users = table.column(user_column).to_numpy()
-        user_order = np.argsort(seen_users, kind="stable")
-        where = np.minimum(np.searchsorted(seen_users, users, sorter=user_order), len(seen_users) - 1)
-        seen_rows = np.where(seen_users[user_order[where]] == users, user_order[where], -1)
-        owner, values = _list_entries(table.column(seen_column).combine_chunks())
-        # entries of seen row r belong to every evaluated user whose seen row is r
-        evaluated_of_seen = np.full(len(seen_users), -1)
-        evaluated_of_seen[seen_rows[seen_rows >= 0]] = np.flatnonzero(seen_rows >= 0)
-        mapped = evaluated_of_seen[owner]
-        owners.append(mapped[mapped >= 0])
-        items.append(values[mapped >= 0])
-    if len(columns) == 3:
-        owner, values = _list_entries(rows.column(history_column).combine_chunks())
-        position = np.full(len(known), -1)
-        position[np.flatnonzero(known)] = np.arange(len(users))
-        mapped = position[owner]
-        owners.append(mapped[mapped >= 0])
-        items.append(values[mapped >= 0])
-    indptr = np.zeros(len(users) + 1, dtype=np.int64)
-    indices = np.zeros(0, dtype=np.int64)
-    if owners:
-        owner = np.concatenate(owners)
-        positions = _positions(catalog_ids, order, np.concatenate(items))
-        keep = positions >= 0
-        owner, positions = owner[keep], positions[keep]
-        by_owner = np.lexsort((positions, owner))
-        owner, positions = owner[by_owner], positions[by_owner]
-        distinct = np.ones(len(owner), dtype=bool)
-        distinct[1:] = (owner[1:] != owner[:-1]) | (positions[1:] != positions[:-1])
-        owner, indices = owner[distinct], positions[distinct]
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(users)))])
-    return HeldOut(users, targets, indptr, indices)
+        owner, values = _seen_entries(seen, users, user_column=user_column, item_column=item_column, seen_column=seen_column, delimiter=delimiter)
+        owners.append(owner)
+        positions.append(positions_in(catalog_ids, values))
+    owner = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
+    position = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
+    indptr, indices = exclusion_csr(owner[owner >= 0], position[owner >= 0], len(kept))
+    return HeldOut(users, targets[kept], indptr, indices, rows=kept)
 
 
-def _list_entries(lists: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Row index and value of every entry of a list column."""
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
-    owner = np.repeat(np.arange(len(lists)), lengths)
-    return owner, pc.list_flatten(lists).to_numpy(zero_copy_only=False)
+def _seen_entries(
+    seen: DataSource, users: np.ndarray, *, user_column: str, item_column: str, seen_column: str, delimiter: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(evaluated row, item id)`` of every item the evaluated rows' users saw."""
+    path = seen.files()[0]
+    available = seen.columns_of(path)
+    if seen_column in available:  # one list per user
+        table = _read(seen, [user_column, seen_column])
+        where = Where(",".join(seen.paths), 1, seen_column, seen_column)
+        owner, items = list_entries(table.column(seen_column).combine_chunks(), delimiter=delimiter, where=where)
+        entry_users = table.column(user_column).to_numpy(zero_copy_only=False)[owner]
+    elif item_column in available:  # one (user, item) pair per row: an event table
+        table = _read(seen, [user_column, item_column])
+        entry_users = table.column(user_column).to_numpy(zero_copy_only=False)
+        items = table.column(item_column).to_numpy(zero_copy_only=False)
+    else:
+        raise DataError(
+            f"a seen file needs a {seen_column!r} list per user or an {item_column!r} column (one item per row); "
+            f"it has {available[:20]}",
+            path=path,
+        )
+    return entries_by_key(entry_users, items, users)
 
 
-def _positions(sorted_source: np.ndarray, order: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Index of each wanted id in ``sorted_source`` (unsorted, with ``order`` sorting it), or -1."""
-    where = np.minimum(np.searchsorted(sorted_source, wanted, sorter=order), len(order) - 1)
-    found = sorted_source[order[where]] == wanted
-    return np.where(found, order[where], -1)
+def _read(source: DataSource, columns: list[str]) -> pa.Table:
+    return pa.concat_tables(pa.Table.from_batches([c.records]) for c in source.chunks(columns=columns))
 
 
-def retrieval_metrics(model: nn.Module, preprocessor: Preprocessor, *, split: DataSource, catalog: DataSource, seen: DataSource | None, ks: tuple[int, ...], user_column: str = "user_id") -> dict[str, float]:
-    """Full-corpus Recall/HitRate/NDCG@K and MRR of ``model`` on one held-out row per user."""
+def retrieval_metrics(
+    model: nn.Module,
+    preprocessor: Preprocessor,
+    *,
+    split: DataSource,
+    catalog: DataSource,
+    seen: DataSource | None,
+    ks: tuple[int, ...],
+    user_column: str = "user_id",
+    exclude_columns: Sequence[str] | None = None,
+    exclude_delimiter: str | None = None,
+) -> dict[str, float]:
+    """Full-corpus Recall/HitRate/NDCG@K and MRR of ``model`` on the held-out rows of ``split``."""
     item_column = preprocessor.schema[_item_id_feature(model)].column
     catalog_ids, item_vectors = embed_items(model, preprocessor, catalog)
-    targets = held_out(split, seen, catalog_ids, user_column=user_column, item_column=item_column)
-    user_ids, user_vectors = embed_users(model, preprocessor, split, user_column=user_column)
-    keep = np.isin(user_ids, targets.user_ids)
+    targets = held_out(
+        split, seen, catalog_ids, user_column=user_column, item_column=item_column,
+        exclude_columns=exclude_columns, delimiter=exclude_delimiter or _list_delimiter(preprocessor, exclude_columns),
+    )  # fmt: skip
+    _, user_vectors = embed_users(model, preprocessor, split, user_column=user_column)  # (rows, D)
     metrics = evaluate_retrieval(
-        torch.from_numpy(user_vectors[keep]),
+        torch.from_numpy(user_vectors[targets.rows]),
         torch.from_numpy(item_vectors),
         targets.targets,
         exclude=(targets.exclude_indptr, targets.exclude_indices),
@@ -221,24 +240,59 @@ def retrieval_metrics(model: nn.Module, preprocessor: Preprocessor, *, split: Da
     return {k: float(v) for k, v in metrics.items()}
 
 
+def _list_delimiter(preprocessor: Preprocessor, columns: Sequence[str] | None) -> str:
+    """The delimiter of the schema's sequence feature reading the first exclusion column, else ","."""
+    column = columns[0] if columns else HISTORY_COLUMN
+    for feature in preprocessor.schema.features:
+        if getattr(feature, "column", None) == column and hasattr(feature, "delimiter"):
+            return feature.delimiter
+    return ","
+
+
 def make_retrieval_evaluator(config: RunConfig, preprocessor: Preprocessor, *, split: str) -> Callable[[nn.Module], dict[str, float]]:
     if config.data.catalog is None:
         raise ConfigError("data.catalog: a retrieval run needs the item catalogue (one row per item)")
     source: DataSource = getattr(config.data, split)
     user_column = config.evaluation.group or config.schema.group or "user_id"
+    evaluation = config.evaluation
     return lambda model: retrieval_metrics(
-        model, preprocessor, split=source, catalog=config.data.catalog, seen=config.data.seen, ks=config.evaluation.ks, user_column=user_column
-    )
+        model, preprocessor, split=source, catalog=config.data.catalog, seen=config.data.seen, ks=evaluation.ks,
+        user_column=user_column, exclude_columns=evaluation.exclude_columns, exclude_delimiter=evaluation.exclude_delimiter,
+    )  # fmt: skip
 
 
-def evaluate_retrieval_run(run: LoadedRun, data: DataSource) -> dict[str, Any]:
+def evaluate_retrieval_run(
+    run: LoadedRun, data: DataSource, *, catalog: DataSource | str | None = None, seen: DataSource | str | None = None
+) -> dict[str, Any]:
+    """Metrics of a retrieval run on an event file ``data``.
+
+    Args:
+        catalog: the items to rank (default: the run's ``data.catalog``).
+        seen: items to exclude per user: a ``seen_item_ids`` list per user or one
+            ``(user, item)`` pair per row, such as the training events (default: the run's
+            ``data.seen``, if any).
+    """
     config = run.config
-    catalog = DataSource.from_config(config["data"].get("catalog") or _dataset_file(config, "items.parquet"), key="data.catalog")
-    seen_spec = config["data"].get("seen") or _dataset_file(config, "seen.parquet")
-    seen = DataSource.from_config(seen_spec, key="data.seen") if seen_spec else None
-    ks = tuple((config.get("evaluation") or {}).get("ks", (10, 50)))
-    user_column = (config.get("evaluation") or {}).get("group") or run.preprocessor.schema.group or "user_id"
-    return retrieval_metrics(run.model, run.preprocessor, split=data, catalog=catalog, seen=seen, ks=ks, user_column=user_column)
+    data_spec = config.get("data") or {}
+    if catalog is None:
+        catalog = data_spec.get("catalog") or _dataset_file(config, "items.parquet")
+        if catalog is None:
+            raise ConfigError("the run has no data.catalog: give the items to rank (evaluate --catalog ITEMS)")
+    catalog = catalog if isinstance(catalog, DataSource) else DataSource.from_config(catalog, key="data.catalog")
+    if seen is None:
+        seen = data_spec.get("seen") or _dataset_file(config, "seen.parquet")
+    seen = seen if seen is None or isinstance(seen, DataSource) else DataSource.from_config(seen, key="data.seen")
+    evaluation = config.get("evaluation") or {}
+    task = config.get("task") if isinstance(config.get("task"), Mapping) else {}
+    item_column = run.preprocessor.schema[_item_id_feature(run.model)].column
+    events = dict(catalog=None, item_column=item_column, target_column=task.get("target_column"))
+    return retrieval_metrics(
+        run.model, run.preprocessor, split=with_catalog(data, **events), catalog=catalog, seen=with_catalog(seen, **events),
+        ks=tuple(evaluation.get("ks", (10, 50))),
+        user_column=evaluation.get("group") or run.preprocessor.schema.group or "user_id",
+        exclude_columns=exclude_columns(evaluation.get("exclude_columns"), key="evaluation.exclude_columns"),
+        exclude_delimiter=evaluation.get("exclude_delimiter"),
+    )  # fmt: skip
 
 
 def _dataset_file(config: dict[str, Any], name: str) -> str | None:
