@@ -138,12 +138,14 @@ def _train(args: argparse.Namespace) -> Outcome | None:
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run")
     _data_arguments(parser)
+    parser.add_argument("--catalog", nargs="+", help="retrieval: the items to rank, one row per item (default: the run's data.catalog)")
+    parser.add_argument("--seen", nargs="+", help="retrieval: items to exclude per user, a seen_item_ids list per user or one (user, item) row each, e.g. the training events (default: the run's data.seen)")
 
 
 def _evaluate(args: argparse.Namespace) -> Outcome:
     from recstack.workflows.predict import evaluate_run
 
-    metrics = evaluate_run(args.run, _data_source(args), threads=args.threads)
+    metrics = evaluate_run(args.run, _data_source(args), threads=args.threads, catalog=args.catalog, seen=args.seen)
     return Outcome(format_metrics(metrics), metrics)
 
 

@@ -262,7 +262,7 @@ def make_retrieval_evaluator(config: RunConfig, preprocessor: Preprocessor, *, s
 
 
 def evaluate_retrieval_run(
-    run: LoadedRun, data: DataSource, *, catalog: DataSource | str | None = None, seen: DataSource | str | None = None
+    run: LoadedRun, data: DataSource, *, catalog: DataSource | str | Sequence[str] | None = None, seen: DataSource | str | Sequence[str] | None = None
 ) -> dict[str, Any]:
     """Metrics of a retrieval run on an event file ``data``.
 
