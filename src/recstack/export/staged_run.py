@@ -13,8 +13,9 @@ into ``runs/.NAME.partial/``; when the run has finished, the partial folder is r
 Rules (checked before any work starts, so a refused run has written nothing):
 
 - a fresh run refuses to replace an existing complete run unless ``overwrite`` is set;
-- a fresh run refuses to start over an interrupted one (its checkpoints would be lost) unless
-  ``overwrite`` is set; ``resume`` continues it instead;
+- a run that fails with an error deletes its partial folder unless it holds a checkpoint; one
+  that was killed or failed after a checkpoint keeps it, and a fresh run then refuses to start
+  over it (its checkpoints would be lost) unless ``overwrite`` is set; ``resume`` continues it;
 - ``resume`` of a complete run copies it to the partial folder and continues there (training may
   be extended by a larger ``trainer.epochs``), so the complete run stays intact until the
   resumed one completes;
@@ -113,6 +114,11 @@ class StagedRun:
         if replaced is not None:
             shutil.rmtree(replaced, ignore_errors=True)
         return self.final
+
+    def discard_unless_resumable(self) -> None:
+        """After a failed run: delete the partial folder unless it holds a checkpoint to resume."""
+        if self.partial.exists() and not _has_checkpoint(self.partial):
+            shutil.rmtree(self.partial, ignore_errors=True)
 
     def lock(self) -> "RunLock":
         return RunLock(self.lock_file, self.final)

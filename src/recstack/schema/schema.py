@@ -108,8 +108,17 @@ class Schema:
     # ---- YAML / dict round trip -------------------------------------------------------------
     @classmethod
     def from_yaml(cls, path: str | Path) -> "Schema":
-        with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(yaml.safe_load(handle) or {}, base_dir=Path(path).parent)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                data = yaml.safe_load(handle) or {}
+        except FileNotFoundError:
+            raise SchemaError(f"schema file not found: {path}") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise SchemaError(f"{path}: not a valid YAML schema: {' '.join(str(error).split())}") from None
+        try:
+            return cls.from_dict(data, base_dir=Path(path).parent)
+        except SchemaError as error:
+            raise SchemaError(f"{path}: {error}") from None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None = None) -> "Schema":

@@ -64,7 +64,12 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
             save_config(paths, _resolved(config))
         if context is not None:
             torch.distributed.barrier()  # the partial folder exists before any rank reads it
-        metrics = _train(config, trainer_config, model_params, staged.paths, context, rank, resume=resume, log=log)
+        try:
+            metrics = _train(config, trainer_config, model_params, staged.paths, context, rank, resume=resume, log=log)
+        except BaseException:
+            if rank == 0:
+                staged.discard_unless_resumable()
+            raise
         if rank == 0:
             staged.publish()
         if context is not None:
