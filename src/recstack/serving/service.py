@@ -22,6 +22,7 @@ reassigned, so a request sees either the old models or the new ones, never a mix
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -37,9 +38,10 @@ from recstack.retrieval.index import VectorIndex, create_index, load_index
 from recstack.schema import Side
 from recstack.serving.catalogue import HISTORY_COLUMNS, Catalogue
 from recstack.serving.feature_table import FeatureTable, latest_rows, read_table
+from recstack.serving.limits import ServingLimits
 from recstack.serving.ranker_inputs import RankerInputs
 from recstack.serving.ranker_scorer import RankerScorer
-from recstack.serving.types import DEFAULT_USER_CACHE, RecommendedItem, RecommendRequest, RecommendResponse, RequestError
+from recstack.serving.types import DEFAULT_USER_CACHE, DeadlineExceeded, RecommendedItem, RecommendRequest, RecommendResponse, RequestError
 from recstack.serving.user_cache import UserCache, UserState
 from recstack.serving.user_rows import assemble_user_rows
 from recstack.serving.user_encoder import UserEncoder
@@ -77,6 +79,8 @@ class RecommendationService:
             eager PyTorch for both.
         user_cache_size: stored users whose user vector and ranker row are kept between
             requests (``UserCache``; 0 turns the cache off).
+        limits: per-request bounds (``ServingLimits``): ``recommend`` refuses requests beyond
+            them and ranks ``limits.chunk_rows`` (user, candidate) rows per ranker pass.
 
     Example::
 
@@ -85,8 +89,9 @@ class RecommendationService:
         [response] = service.recommend([RecommendRequest(user_id=1, k=10)])
     """
 
-    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", onnx_runtime: bool = True, user_cache_size: int = DEFAULT_USER_CACHE) -> None:
+    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", onnx_runtime: bool = True, user_cache_size: int = DEFAULT_USER_CACHE, limits: ServingLimits | None = None) -> None:
         self.catalogue = catalogue
+        self.limits = limits or ServingLimits()
         self.onnx_runtime = onnx_runtime
         self.user_cache_size = user_cache_size
         self.backend, self.kind = backend, kind
@@ -164,11 +169,15 @@ class RecommendationService:
 
     # ---- serving -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def recommend(self, requests: Sequence[RecommendRequest]) -> list[RecommendResponse]:
-        """Top-K items for each request, in request order."""
+    def recommend(self, requests: Sequence[RecommendRequest], *, deadline: float | None = None) -> list[RecommendResponse]:
+        """Top-K items for each request, in request order.
+
+        ``deadline``: a ``time.monotonic()`` instant; past it ``DeadlineExceeded`` is raised at
+        the next ranker chunk (None: no deadline). Requests beyond ``limits``: ``RequestError``.
+        """
         models = self._models  # read once: a concurrent swap does not change this batch
         for request in requests:
-            request.validate()
+            self.limits.check_request(request)
             self._check_features(models, request)
         histories = [self._history(request) for request in requests]
         personal = [b for b, history in enumerate(histories) if len(history) > 0]
@@ -177,11 +186,11 @@ class RecommendationService:
             responses[b] = self._popular(requests[b], histories[b])
         if personal:
             chosen = [requests[b] for b in personal]
-            for b, response in zip(personal, self._two_stage(models, chosen, [histories[b] for b in personal])):
+            for b, response in zip(personal, self._two_stage(models, chosen, [histories[b] for b in personal], deadline)):
                 responses[b] = response
         return responses  # type: ignore[return-value]
 
-    def _two_stage(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> list[RecommendResponse]:
+    def _two_stage(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray], deadline: float | None) -> list[RecommendResponse]:
         user_vectors, ranker_users = self._users(models, requests, histories)  # (B, D), B rows
         n = max(r.candidates for r in requests)
         exclude = [h if r.exclude_seen else np.zeros(0, np.int64) for r, h in zip(requests, histories)]
@@ -190,13 +199,14 @@ class RecommendationService:
         keep = (candidate_ids >= 0) & (np.arange(n)[None, :] < limit)  # (B, N)
         owner = np.nonzero(keep)[0]  # (C,) request of each candidate
         flat_ids, flat_recall = candidate_ids[keep], recall_scores[keep]  # (C,)
-        probs = self._rank(models, ranker_users, owner, flat_ids)  # (C,)
+        probs = self._rank(models, ranker_users, owner, flat_ids, deadline)  # (C,)
         responses = []
         bounds = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
         for b, request in enumerate(requests):
             start, stop = bounds[b], bounds[b + 1]
             order = start + np.argsort(-probs[start:stop], kind="stable")[: request.k]  # ties keep recall order
-            responses.append(self._response(request, flat_ids[order], flat_recall[order], probs[order]))
+            reason = _nothing_left(len(models.index), request, histories[b]) if stop == start else None
+            responses.append(self._response(request, flat_ids[order], flat_recall[order], probs[order], reason=reason))
         return responses
 
     def _users(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> tuple[np.ndarray, Batch]:
@@ -221,14 +231,24 @@ class RecommendationService:
                     cache.put(keys[b], states[b])
         return np.stack([s.vector for s in states]), Batch.concat(s.ranker_row for s in states)  # type: ignore[union-attr]
 
-    def _rank(self, models: ServingModels, ranker_users: Batch, owner: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-        """``(C,)`` ranker probabilities of each (user row ``owner[c]``, item ``item_ids[c]``) pair."""
-        if len(item_ids) == 0:
-            return np.zeros(0, np.float32)
-        batch = models.ranker_inputs.pairs(ranker_users, owner, item_ids)  # (C, ...)
-        if models.ranker_scorer is not None:
-            return models.ranker_scorer(batch)
-        return self._task.predict(models.ranker.model, batch).float().numpy()
+    def _rank(self, models: ServingModels, ranker_users: Batch, owner: np.ndarray, item_ids: np.ndarray, deadline: float | None) -> np.ndarray:
+        """``(C,)`` ranker probabilities of each (user row ``owner[c]``, item ``item_ids[c]``) pair.
+
+        Scored ``limits.chunk_rows`` pairs at a time: the ranker's batch (every feature of its
+        rows, history sequences included) and its activations never exceed one chunk, whatever
+        C is, and the deadline is checked before each chunk.
+        """
+        probs = np.empty(len(item_ids), np.float32)  # (C,)
+        step = self.limits.chunk_rows
+        for start in range(0, len(item_ids), step):
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded(self.limits.deadline_ms)
+            batch = models.ranker_inputs.pairs(ranker_users, owner[start : start + step], item_ids[start : start + step])  # (<= chunk, ...)
+            if models.ranker_scorer is not None:
+                probs[start : start + step] = models.ranker_scorer(batch)
+            else:
+                probs[start : start + step] = self._task.predict(models.ranker.model, batch).float().numpy()
+        return probs
 
     def _user_rows(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> pa.Table:
         """One row per request holding every user-side column either model reads."""
@@ -270,9 +290,10 @@ class RecommendationService:
             keep = ~np.isin(ids, history)
             ids, shares = ids[keep], shares[keep]
         ids, shares = ids[: request.k], shares[: request.k]
-        return self._response(request, ids, shares, None, fallback="popular")
+        reason = None if len(ids) else "no popular items to fall back on: the stored histories are empty"
+        return self._response(request, ids, shares, None, fallback="popular", reason=reason)
 
-    def _response(self, request: RecommendRequest, ids: np.ndarray, recall: np.ndarray, probs: np.ndarray | None, fallback: str | None = None) -> RecommendResponse:
+    def _response(self, request: RecommendRequest, ids: np.ndarray, recall: np.ndarray, probs: np.ndarray | None, fallback: str | None = None, reason: str | None = None) -> RecommendResponse:
         titles, genres = self.describe(ids)
         items = [
             RecommendedItem(
@@ -285,7 +306,7 @@ class RecommendationService:
             )
             for r, item_id in enumerate(ids)
         ]
-        return RecommendResponse(user_id=_plain(request.user_id), items=items, fallback=fallback)
+        return RecommendResponse(user_id=_plain(request.user_id), items=items, fallback=fallback, reason=reason)
 
     def describe(self, ids: np.ndarray | Sequence[Any]) -> tuple[list[str | None], list[list[str]]]:
         """Titles and genre lists of catalogue items (None / [] where unknown)."""
@@ -295,6 +316,15 @@ class RecommendationService:
         titles = items.take(rows, [self.catalogue.title_column]).column(0).to_pylist() if self.catalogue.title_column in items.columns else [None] * n
         genres = items.take(rows, [self.catalogue.genres_column]).column(0).to_pylist() if self.catalogue.genres_column in items.columns else [None] * n
         return titles, [g if isinstance(g, list) else ([] if g is None else [g]) for g in genres]
+
+
+def _nothing_left(indexed: int, request: RecommendRequest, history: np.ndarray) -> str:
+    """Why a personalised request got no candidate at all (its ``reason``)."""
+    if indexed == 0:
+        return "the index holds no items"
+    if request.exclude_seen:
+        return f"every candidate is excluded: the history ({len(history)} items) covers all {indexed} indexed items and exclude_seen is true"
+    return "the index returned no candidates"
 
 
 def _feature_columns(run: LoadedRun, features: Sequence[str]) -> list[str]:

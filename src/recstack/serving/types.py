@@ -19,6 +19,14 @@ class RequestError(ValueError):
         self.field = field
 
 
+class DeadlineExceeded(RuntimeError):
+    """A request was not answered within its deadline (``ServingLimits.deadline_ms``); HTTP 504."""
+
+    def __init__(self, deadline_ms: float) -> None:
+        super().__init__(f"the request was not answered within its deadline of {deadline_ms:g} ms (deadline_ms); ask for fewer users or candidates, or retry later")
+        self.deadline_ms = deadline_ms
+
+
 @dataclass(frozen=True)
 class RecommendRequest:
     """One user's request.
@@ -28,9 +36,10 @@ class RecommendRequest:
         features: raw user feature values (``{"age": 30, "gender": "F"}``); they override the
             stored ones.
         history: item ids, oldest first; overrides the stored history (``[]`` means none).
-        k: items to return, 1..100.
+        k: items to return, 1..``ServingLimits.max_k`` (100 by default).
         exclude_seen: never return an item of the history.
-        candidates: N, the items recalled from the index and scored by the ranker.
+        candidates: N, the items recalled from the index and scored by the ranker
+            (1..``ServingLimits.max_candidates``, 1000 by default).
     """
 
     user_id: Any = None
@@ -40,11 +49,11 @@ class RecommendRequest:
     exclude_seen: bool = True
     candidates: int = 100
 
-    def validate(self) -> None:
-        if not 1 <= self.k <= MAX_K:
-            raise RequestError(f"must be between 1 and {MAX_K}, got {self.k}", field="k")
-        if not 1 <= self.candidates <= MAX_CANDIDATES:
-            raise RequestError(f"must be between 1 and {MAX_CANDIDATES}, got {self.candidates}", field="candidates")
+    def validate(self, limits: Any = None) -> None:
+        """``RequestError`` if a field is out of range (``limits``: a ``ServingLimits``, default ones if None)."""
+        from recstack.serving.limits import ServingLimits  # limits.py imports this module
+
+        (limits or ServingLimits()).check_request(self)
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,7 @@ class RecommendResponse:
     user_id: Any
     items: list[RecommendedItem]
     fallback: str | None = None  # "popular" when the user has no history to recall from
+    reason: str | None = None  # why ``items`` is empty (every candidate excluded), else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "items": [i.to_dict() for i in self.items], "fallback": self.fallback}
+        return {"user_id": self.user_id, "items": [i.to_dict() for i in self.items], "fallback": self.fallback, "reason": self.reason}

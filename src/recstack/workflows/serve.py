@@ -3,26 +3,46 @@
 With ``workers > 1`` uvicorn starts that many server processes on one port; each builds its
 own service (models, index, caches) through ``app_from_env``, which reads the options this
 process put in ``RECSTACK_SERVE_OPTIONS``.
+
+Per-request limits (``ServingLimits``: users, candidates, k, history, body bytes, deadline,
+ranker chunk) are keyword arguments of ``build_service`` / ``serve``; None keeps the default::
+
+    serve(retrieval="runs/dssm", ranker="runs/din", catalog="items.parquet", max_users=16, deadline_ms=500)
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from recstack.serving.catalogue import Catalogue
+from recstack.serving.limits import ServingLimits
 from recstack.serving.service import RecommendationService
 from recstack.serving.types import DEFAULT_USER_CACHE
 
 OPTIONS_VARIABLE = "RECSTACK_SERVE_OPTIONS"
 
 
-def build_service(*, retrieval: str | Path, ranker: str | Path, catalog: str | Path, users: str | Path | None = None, history: str | Path | None = None, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", user_cache_size: int = DEFAULT_USER_CACHE) -> RecommendationService:
-    """Load both runs, the catalogue, users and histories, and the index (built if not given)."""
+def build_service(*, retrieval: str | Path, ranker: str | Path, catalog: str | Path, users: str | Path | None = None, history: str | Path | None = None, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", user_cache_size: int = DEFAULT_USER_CACHE,
+                  max_users: int | None = None, max_candidates: int | None = None, max_k: int | None = None, max_history: int | None = None,
+                  max_body_bytes: int | None = None, deadline_ms: int | None = None, chunk_rows: int | None = None) -> RecommendationService:
+    """Load both runs, the catalogue, users and histories, and the index (built if not given).
+
+    ``max_users`` ... ``chunk_rows``: the ``ServingLimits`` fields (None: the default value).
+    """
+    limits = serving_limits(max_users=max_users, max_candidates=max_candidates, max_k=max_k, max_history=max_history, max_body_bytes=max_body_bytes, deadline_ms=deadline_ms, chunk_rows=chunk_rows)
     catalogue = Catalogue.from_files(catalog=catalog, users=users, history=history)
-    return RecommendationService(retrieval_run=retrieval, ranking_run=ranker, catalogue=catalogue, index=index, backend=backend, kind=kind, user_cache_size=user_cache_size)
+    return RecommendationService(retrieval_run=retrieval, ranking_run=ranker, catalogue=catalogue, index=index, backend=backend, kind=kind, user_cache_size=user_cache_size, limits=limits)
+
+
+def serving_limits(**values: int | None) -> ServingLimits:
+    """``ServingLimits`` from keyword values, None keeping a field's default (a ConfigError
+    names a bad one). Validated before any model is loaded."""
+    known = {f.name for f in fields(ServingLimits)}
+    return ServingLimits(**{name: value for name, value in values.items() if name in known and value is not None})
 
 
 def build_app(*, threads: int = 1, batch_window_ms: float | None = 1.0, **service_options: Any) -> Any:
@@ -48,11 +68,17 @@ def app_from_env() -> Any:
 
 
 def serve(*, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, threads: int = 1, batch_window_ms: float | None = 1.0, **service_options: Any) -> None:
-    """Blocks serving HTTP until interrupted. ``batch_window_ms``: see ``create_app``."""
+    """Blocks serving HTTP until interrupted. ``batch_window_ms``: see ``create_app``.
+
+    ``service_options``: ``build_service``'s keywords, the limits (``max_users``,
+    ``max_candidates``, ``max_k``, ``max_history``, ``max_body_bytes``, ``deadline_ms``,
+    ``chunk_rows``) among them.
+    """
     import uvicorn
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    serving_limits(**{k: v for k, v in service_options.items() if k in {f.name for f in fields(ServingLimits)}})  # a bad limit fails here, not in each worker
     print(f"serving on http://{host}:{port}/" + (f" ({workers} processes)" if workers > 1 else ""), flush=True)
     if workers == 1:
         app = build_app(threads=threads, batch_window_ms=batch_window_ms, **service_options)
