@@ -79,6 +79,22 @@ class BatchStream(IterableDataset):
         """Changes the shuffle order; call before iterating each epoch (as DistributedSampler)."""
         self.epoch = epoch
 
+    def __length_hint__(self) -> int:
+        """Batches one epoch gives in this process, estimated without reading (progress bars):
+        from the cached rows after a complete pass, else the source's row count (Parquet
+        metadata) split evenly over the shards; 0 (unknown) for CSV before a complete pass."""
+        shard_index, num_shards = self._shard()
+        cached = self._cached.get((shard_index, num_shards))
+        if cached is not None:
+            rows = sum(len(batch) for batch in cached)
+        else:
+            total = self.source.num_rows()
+            if total is None:
+                return 0
+            rows = -(-total // num_shards)
+        size = self.config.batch_size
+        return rows // size if self.config.drop_last else -(-rows // size)
+
     def _shard(self) -> tuple[int, int]:
         rank, world = self.rank, self.world_size
         if rank is None or world is None:

@@ -349,9 +349,9 @@ def _epoch_length(batches: Iterable[Batch], *, previous: int | None) -> int | No
 
     ``len(batches)`` when it has one; else ``previous`` (the last complete epoch's measured
     count, or this epoch's own value restored by a resume); else an estimate from the iterable's
-    ``__length_hint__`` (a :class:`~recstack.data.loader.BatchStream` knows its rows from
-    Parquet metadata or the preprocessor's fitting pass), looked up through a DataLoader's
-    ``dataset``; None when nothing tells.
+    ``__length_hint__`` (a :class:`~recstack.data.loader.BatchStream` estimates it from the
+    Parquet metadata, or from its cache after a complete pass), looked up through a DataLoader's
+    ``dataset``; None when nothing tells (a CSV stream's first epoch).
     """
     try:
         return len(batches)  # type: ignore[arg-type]

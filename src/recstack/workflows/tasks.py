@@ -13,9 +13,11 @@ from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
 from recstack.errors import ConfigError
+from recstack.evaluation.progress import progress_batches
 from recstack.evaluation.ranking_evaluator import evaluate_ranking
 from recstack.tasks.base import Task
 from recstack.tasks.binary import BinaryClassificationTask
+from recstack.training.config import TrainerConfig
 
 EVAL_BATCH_SIZE = 4096
 
@@ -35,7 +37,8 @@ def build_task(config: RunConfig, model: nn.Module, preprocessor: Preprocessor) 
 def make_evaluator(config: RunConfig, task: Task, preprocessor: Preprocessor, *, split: str) -> Callable[[nn.Module], dict[str, float]]:
     source: DataSource = getattr(config.data, split)
     if config.task.type is TaskType.BINARY or _labelled_retrieval(config):
-        return lambda model: evaluate_source(model, task, preprocessor, source)
+        progress = TrainerConfig.from_dict(config.trainer).progress  # the training bar's switch
+        return lambda model: evaluate_source(model, task, preprocessor, source, progress=progress, desc=f"evaluate {split}")
     from recstack.workflows.retrieval import make_retrieval_evaluator
 
     return make_retrieval_evaluator(config, preprocessor, split=split)
@@ -47,9 +50,21 @@ def _labelled_retrieval(config: RunConfig) -> bool:
     return config.data.catalog is None and config.task.params.get("loss") == "pointwise"
 
 
-def evaluate_source(model: nn.Module, task: Task, preprocessor: Preprocessor, source: DataSource) -> dict[str, float]:
+def evaluate_source(
+    model: nn.Module,
+    task: Task,
+    preprocessor: Preprocessor,
+    source: DataSource,
+    *,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> dict[str, float]:
     """Exact ranking metrics over every row of ``source`` (file order; with several ranks, each
-    scores its shard and the metrics are computed on the gathered union)."""
+    scores its shard and the metrics are computed on the gathered union).
+
+    ``progress``: a bar counting the rows scored, with the total and ETA when the source knows
+    its row count (Parquet); off by itself when stderr is not a terminal, and under several ranks.
+    """
     from recstack.workflows.distributed import evaluate_sharded, is_distributed
 
     if is_distributed():
@@ -59,7 +74,8 @@ def evaluate_source(model: nn.Module, task: Task, preprocessor: Preprocessor, so
     )
     device = next(model.parameters()).device
     before = skipped_rows(preprocessor, source)
-    metrics = evaluate_ranking(model, task, stream, device=device)
+    batches = progress_batches(stream, total_rows=source.num_rows(), desc=desc, enabled=progress)
+    metrics = evaluate_ranking(model, task, batches, device=device)
     if source.skip_bad_rows:  # rows the metrics leave out, so the reader of metrics.json knows
         metrics["skipped_bad_rows"] = skipped_rows(preprocessor, source) - before
     return metrics

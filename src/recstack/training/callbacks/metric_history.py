@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recstack.training.callbacks.base import TrainerCallback
+from recstack.training.callbacks.metric_keys import display_name, is_metric
 from recstack.training.state import TrainerControl, TrainerState
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["MetricHistory"]
 
+_PANELS_PER_ROW = 3
+
 
 class MetricHistory(TrainerCallback):
-    """Keeps the epoch logs: ``{"epoch", "step", "train_loss", "eval_<metric>"...}`` per epoch.
+    """Keeps the epoch logs: ``{"epoch", "step", "train_loss", "eval_<metric>"...}`` per epoch,
+    and the best epoch the Trainer chose (``state.best_epoch``, on ``config.monitor``).
+
+    Epochs are stored 0-based as the Trainer logs them; :meth:`figure` shows them 1-based, as
+    ``metrics.json`` and the progress bar do.
 
     Example:
         >>> history = MetricHistory()
@@ -23,44 +34,69 @@ class MetricHistory(TrainerCallback):
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
+        self.best_epoch: int | None = None  # 0-based, as TrainerState.best_epoch
 
     def on_log(self, state: TrainerState, control: TrainerControl, logs: dict[str, float]) -> None:
         if "train_loss" in logs:
             self.epochs.append(dict(logs))
+            self.best_epoch = state.best_epoch
+
+    def on_train_end(self, state: TrainerState, control: TrainerControl) -> None:
+        self.best_epoch = state.best_epoch
 
     def series(self, key: str) -> list[float]:
         """The values of ``key`` ("train_loss", "eval_auc" ...) in epoch order."""
         return [record[key] for record in self.epochs if key in record]
 
-    def plot(self, path: str | Path) -> Path:
-        """Write a PNG: train loss per epoch on the left, validation metrics on the right."""
+    def metric_keys(self) -> list[str]:
+        """The ``eval_*`` keys that are metrics (bookkeeping such as ``eval_count`` is not)."""
+        keys = {key for record in self.epochs for key in record if key.startswith("eval_")}
+        return sorted(key for key in keys if is_metric(key))
+
+    def figure(self) -> "Figure":
+        """The learning curves as a matplotlib Figure, nothing written: one panel for the
+        training loss and one per validation metric (each on its own scale), every panel with
+        the best epoch marked by a dashed vertical line."""
         # The object-oriented API with the Agg canvas: no pyplot global state, no display needed.
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
+        panels = ["train_loss"] + self.metric_keys()
+        columns = min(len(panels), _PANELS_PER_ROW)
+        rows = math.ceil(len(panels) / columns)
+        figure = Figure(figsize=(4.2 * columns, 3.4 * rows), layout="constrained")
+        FigureCanvasAgg(figure)
+        axes = figure.subplots(rows, columns, squeeze=False).ravel()
+        best = None if self.best_epoch is None else self.best_epoch + 1
+        for key, ax in zip(panels, axes):
+            points = [(int(record["epoch"]) + 1, record[key]) for record in self.epochs if key in record]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=key)
+            if key == "train_loss":
+                ax.set(title="training loss", ylabel="mean batch loss")
+            else:
+                ax.set(title=f"validation {display_name(key)}", ylabel=display_name(key))
+            ax.set_xlabel("epoch")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            if best is not None:
+                ax.axvline(best, color="tab:gray", linestyle="--", linewidth=1, label=f"best epoch {best}")
+                ax.legend(loc="best", fontsize="small")
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        if best is not None:
+            figure.suptitle(f"best epoch {best} of {len(self.epochs)}")
+        return figure
+
+    def plot(self, path: str | Path) -> Path:
+        """Write :meth:`figure` as a PNG at ``path`` (parent folders created)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        epochs = [int(record["epoch"]) + 1 for record in self.epochs]
-        metric_keys = sorted(
-            {key for record in self.epochs for key in record if key.startswith("eval_")}
-        )
-
-        figure = Figure(figsize=(10, 4), layout="constrained")
-        FigureCanvasAgg(figure)
-        loss_axes, metric_axes = figure.subplots(1, 2)
-        loss_axes.plot(epochs, self.series("train_loss"), marker="o")
-        loss_axes.set(title="training loss", xlabel="epoch", ylabel="mean batch loss")
-        for key in metric_keys:
-            points = [(int(r["epoch"]) + 1, r[key]) for r in self.epochs if key in r]
-            metric_axes.plot(*zip(*points), marker="o", label=key.removeprefix("eval_"))
-        metric_axes.set(title="validation", xlabel="epoch")
-        if metric_keys:
-            metric_axes.legend()
-        figure.savefig(path, dpi=100)
+        self.figure().savefig(path, dpi=100)
         return path
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epochs": [dict(record) for record in self.epochs]}
+        return {"epochs": [dict(record) for record in self.epochs], "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epochs = [dict(record) for record in state["epochs"]]
+        self.best_epoch = state.get("best_epoch")  # absent in checkpoints written before it was kept

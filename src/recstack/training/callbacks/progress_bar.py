@@ -1,27 +1,36 @@
-"""A tqdm bar per epoch with the running loss and samples/s."""
+"""A tqdm bar per epoch with its total, rate and ETA, the running loss and samples/s."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from recstack.training.callbacks.base import TrainerCallback
+from recstack.training.callbacks.metric_keys import is_metric
 from recstack.training.state import TrainerControl, TrainerState
 
 __all__ = ["ProgressBar"]
 
 
 class ProgressBar(TrainerCallback):
-    """One bar per epoch; the postfix shows the loss and samples/s of the latest log window.
+    """One bar per epoch, in batches; the postfix shows the loss and samples/s of the latest log
+    window, and each finished epoch is summarised under its bar (epochs counted from 1, the best
+    one marked).
+
+    The total is ``state.epoch_length``: ``len()`` of the epoch's batches, the last epoch's
+    count, or the batch stream's estimate from its row count (Parquet metadata, or the rows the
+    preprocessor's fitting pass read from a CSV); with a total the bar shows the ETA.
 
     The Trainer installs one when ``config.progress`` is true. tqdm hides the bar by itself
     when stderr is not a terminal (CI logs, redirected output).
 
     Args:
         enabled: False hides the bar everywhere.
+        file: where the bar is drawn (default: stderr).
     """
 
-    def __init__(self, *, enabled: bool = True) -> None:
+    def __init__(self, *, enabled: bool = True, file: Any = None) -> None:
         self.enabled = enabled
+        self.file = file
         self._bar: Any = None
 
     def on_epoch_begin(self, state: TrainerState, control: TrainerControl) -> None:
@@ -34,6 +43,7 @@ class ProgressBar(TrainerCallback):
             desc=f"epoch {state.epoch + 1}/{state.num_epochs}",
             unit="batch",
             dynamic_ncols=True,
+            file=self.file,
             disable=None if self.enabled else True,  # None: off when not a TTY
         )
 
@@ -52,9 +62,12 @@ class ProgressBar(TrainerCallback):
             )
         elif "train_loss" in logs:  # the epoch summary, under the finished bar
             summary = "  ".join(
-                f"{key} {value:.4f}" for key, value in logs.items() if key not in ("epoch", "step")
+                f"{key} {value:.4f}"
+                for key, value in logs.items()
+                if key not in ("epoch", "step") and is_metric(key)  # no eval_count & co.
             )
-            self._bar.write(f"epoch {int(logs['epoch']) + 1}: {summary}")
+            best = " (best)" if state.best_epoch == int(logs["epoch"]) and state.best_epoch is not None else ""
+            self._bar.write(f"epoch {int(logs['epoch']) + 1}: {summary}{best}", file=self.file)
 
     def on_train_end(self, state: TrainerState, control: TrainerControl) -> None:
         self._close()

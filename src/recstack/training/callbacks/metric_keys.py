@@ -1,0 +1,51 @@
+"""Which logged keys are model metrics (plotted, compared) and which are bookkeeping.
+
+An evaluation returns metrics (``auc``, ``logloss``, ``recall@10`` ...) beside bookkeeping
+about the data it read (``count`` rows, ``users``, ``positive_rate``, ``skipped_bad_rows``).
+Bookkeeping does not change from epoch to epoch and lives on another scale (10,000 rows beside
+an AUC of 0.75), so plots and epoch summaries leave it out. The rule is a deny list: a key is
+bookkeeping when its name, or its last ``_``-separated word, is one of :data:`BOOKKEEPING_WORDS`,
+or it starts with ``num_``/``n_``; every other key is a metric.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BOOKKEEPING_WORDS", "display_name", "is_metric"]
+
+BOOKKEEPING_WORDS = frozenset(
+    {"count", "rows", "users", "queries", "items", "samples", "seconds", "positive_rate", "skipped_bad_rows"}
+)
+
+# Names as a reader expects them on a plot; others are shown as logged.
+_DISPLAY = {
+    "auc": "AUC",
+    "gauc": "GAUC (AUC per group)",
+    "logloss": "log loss",
+    "accuracy": "accuracy",
+    "mrr": "MRR",
+    "loss": "loss",
+}
+
+
+def is_metric(name: str) -> bool:
+    """Whether ``name`` (without its ``eval_`` prefix) is a model metric, not bookkeeping.
+
+    Example:
+        >>> [is_metric(k) for k in ("auc", "recall@10", "count", "positive_rate", "eval_rows")]
+        [True, True, False, False, False]
+    """
+    name = name.removeprefix("eval_")
+    if name in BOOKKEEPING_WORDS or name.startswith(("num_", "n_")):
+        return False
+    return name.rsplit("_", 1)[-1] not in BOOKKEEPING_WORDS
+
+
+def display_name(name: str) -> str:
+    """``"auc"`` → ``"AUC"``, ``"ndcg@10"`` → ``"NDCG@10"``, others unchanged."""
+    name = name.removeprefix("eval_")
+    if name in _DISPLAY:
+        return _DISPLAY[name]
+    base, at, k = name.partition("@")
+    if at and base in ("ndcg", "map"):
+        return f"{base.upper()}@{k}"
+    return name
