@@ -7,8 +7,8 @@ looked up in the catalogue (one row per item) a chunk at a time, as read::
     #  u1      i7                   i3   "c1"                       u1  i7  "c2"
     #  u2      i3                   i7   "c2"                       u2  i3  "c1"
 
-    #  per chunk: positions = index_in(events.target, catalogue.item_id)   # (B,) hash lookup
-    #             item columns = catalogue.take(positions)                # no loop per row
+    #  per chunk: positions = catalogue ids sorted once, searched   # (B,) binary searches
+    #             item columns = catalogue.take(positions)           # no loop per row
 
 The events' item-id column may have its own name (``task.target_column``); it is read as the
 schema's item-id column, which is the catalogue's id column. Only columns the event file lacks
@@ -27,8 +27,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from recstack.data.exclusions import IdIndex
 from recstack.data.sources import Chunk, DataSource
 from recstack.errors import DataError
 
@@ -125,9 +125,9 @@ class EventSource(DataSource):
     def _join(self, chunk: Chunk, catalogue: "_Catalogue") -> pa.RecordBatch | None:
         """The chunk with the catalogue's columns appended; None when every row was dropped."""
         records = chunk.records
-        positions = catalogue.positions(records.column(self.item_column))  # (B,) null: not found
-        if positions.null_count:
-            missing = pc.is_null(positions).to_numpy(zero_copy_only=False)
+        positions = catalogue.index.positions(records.column(self.item_column).to_numpy(zero_copy_only=False))  # (B,)
+        missing = positions < 0
+        if missing.any():
             if not self.skip_bad_rows:
                 row = int(np.flatnonzero(missing)[0])
                 value = records.column(self.item_column)[row].as_py()
@@ -139,11 +139,10 @@ class EventSource(DataSource):
                     column=self.target_column or self.item_column,
                 )
             self.skipped.extend([1] * int(missing.sum()))
-            keep = pa.array(~missing)
-            records, positions = records.filter(keep), positions.filter(keep)
+            records, positions = records.filter(pa.array(~missing)), positions[~missing]
             if records.num_rows == 0:
                 return None
-        taken = catalogue.table.take(positions)
+        taken = catalogue.table.take(pa.array(positions))
         arrays = list(records.columns) + [taken.column(c).combine_chunks() for c in catalogue.columns]
         names = list(records.schema.names) + list(catalogue.columns)
         return pa.RecordBatch.from_arrays(arrays, names=names)
@@ -151,10 +150,10 @@ class EventSource(DataSource):
 
 @dataclass(frozen=True)
 class _Catalogue:
-    """The catalogue's joinable columns, in memory, with a hash lookup by id."""
+    """The catalogue's joinable columns, in memory, with its ids indexed for lookups."""
 
     table: pa.Table
-    ids: pa.Array
+    index: IdIndex
     columns: tuple[str, ...]
     paths: tuple[str, ...]
 
@@ -164,22 +163,10 @@ class _Catalogue:
         read_types = {k: v for k, v in types.items() if k in wanted}
         chunks = [pa.Table.from_batches([c.records]) for c in source.chunks(columns=wanted, types=read_types)]
         table = pa.concat_tables(chunks).combine_chunks()
-        ids = table.column(item_column).combine_chunks()
-        if pc.count_distinct(ids).as_py() != len(ids):
+        ids = table.column(item_column).to_numpy()
+        if len(np.unique(ids)) != len(ids):
             raise DataError(f"catalogue item ids in column {item_column!r} must be unique", path=",".join(source.paths), column=item_column)
-        return cls(table=table.select(list(columns)), ids=ids, columns=columns, paths=source.paths)
-
-    def positions(self, ids: pa.Array) -> pa.Array:
-        """Row of each id in the catalogue, null where it is not there. Ids of another type
-        (text from a CSV against integers from Parquet) are compared as text."""
-        catalogue_ids = self.ids
-        if ids.type != catalogue_ids.type:
-            ids, catalogue_ids = _as_text(ids), _as_text(catalogue_ids)
-        return pc.index_in(ids, value_set=catalogue_ids)
-
-
-def _as_text(ids: pa.Array) -> pa.Array:
-    return ids if pa.types.is_string(ids.type) else pc.cast(ids, pa.string())
+        return cls(table=table.select(list(columns)), index=IdIndex(ids), columns=columns, paths=source.paths)
 
 
 def with_catalog(

@@ -15,30 +15,72 @@ import pyarrow as pa
 
 from recstack.data.columns import Where, split_values
 
-__all__ = ["comparable", "entries_by_key", "exclusion_csr", "list_entries", "positions_in"]
+__all__ = ["IdIndex", "comparable", "entries_by_key", "exclusion_csr", "list_entries", "positions_in"]
+
+
+def _kind(array: np.ndarray) -> str:
+    return "int" if array.dtype.kind in "iub" else "float" if array.dtype.kind == "f" else "str"
+
+
+def _common(left: str, right: str) -> str:
+    """Ids compare as integers, as floats (integer ids with a null read as float), else as text
+    (ids read from a CSV as strings against integer ids from Parquet)."""
+    if left == right:
+        return left
+    return "float" if {left, right} == {"int", "float"} else "str"
+
+
+def _as_kind(array: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "int":
+        return array.astype(np.int64, copy=False)
+    if kind == "float":
+        return array.astype(np.float64, copy=False)
+    return array.astype(str)
 
 
 def comparable(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both id arrays in one comparable dtype: as is when both are numbers or both text, else
-    as text (ids read from a CSV as strings against integer ids from Parquet)."""
+    """Both id arrays in one comparable dtype (see :func:`_common`)."""
     left, right = np.asarray(left), np.asarray(right)
-    kinds = left.dtype.kind + right.dtype.kind
-    if all(kind in "iub" for kind in kinds):
-        return left.astype(np.int64, copy=False), right.astype(np.int64, copy=False)
-    if all(kind in "iubf" for kind in kinds):  # integer ids with a null read as float
-        return left.astype(np.float64, copy=False), right.astype(np.float64, copy=False)
-    return left.astype(str), right.astype(str)
+    kind = _common(_kind(left), _kind(right))
+    return _as_kind(left, kind), _as_kind(right, kind)
+
+
+class IdIndex:
+    """Positions of ids in a fixed array of unique ids: sorted once (per id type met), then
+    one binary search per looked-up id.
+
+    Example:
+        >>> IdIndex(np.array([30, 10, 20])).positions(np.array(["20", "99", "30"])).tolist()
+        [2, -1, 0]
+    """
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = np.asarray(ids)
+        self._sorted: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # kind -> (sorted ids, order)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def positions(self, wanted: np.ndarray) -> np.ndarray:
+        """``(len(wanted),)`` int64 index of each wanted id, or -1 where it is not there."""
+        wanted = np.asarray(wanted)
+        if len(self.ids) == 0:
+            return np.full(len(wanted), -1, dtype=np.int64)
+        kind = _common(_kind(self.ids), _kind(wanted))
+        if kind not in self._sorted:
+            ids = _as_kind(self.ids, kind)
+            order = np.argsort(ids, kind="stable")
+            self._sorted[kind] = (ids[order], order)
+        sorted_ids, order = self._sorted[kind]
+        wanted = _as_kind(wanted, kind)
+        where = np.minimum(np.searchsorted(sorted_ids, wanted), len(order) - 1)
+        found = sorted_ids[where] == wanted
+        return np.where(found, order[where], -1).astype(np.int64)
 
 
 def positions_in(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """``(len(wanted),)`` index of each wanted id in ``ids`` (unique, any order), or -1."""
-    ids, wanted = comparable(ids, wanted)
-    if len(ids) == 0:
-        return np.full(len(wanted), -1, dtype=np.int64)
-    order = np.argsort(ids, kind="stable")
-    where = np.minimum(np.searchsorted(ids, wanted, sorter=order), len(order) - 1)
-    found = ids[order[where]] == wanted
-    return np.where(found, order[where], -1).astype(np.int64)
+    return IdIndex(ids).positions(wanted)
 
 
 def list_entries(column: pa.Array, *, delimiter: str, where: Where) -> tuple[np.ndarray, np.ndarray]:
