@@ -14,7 +14,7 @@ import torch
 from recstack.atomic import atomic_path, write_json_atomic
 from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.sources import DataSource
-from recstack.errors import ConfigError
+from recstack.errors import ConfigError, RecstackError
 from recstack.evaluation.ranking_evaluator import collect_predictions
 from recstack.export.run_folder import LoadedRun, load_run
 from recstack.tasks.binary import BinaryClassificationTask
@@ -72,14 +72,14 @@ def predict_run(run_dir: str | Path, data: DataSource, output: str | Path, *, th
 
 
 def score_rows(run: LoadedRun, data: DataSource) -> np.ndarray:
-    has_label = run.preprocessor.schema.label in data.columns_of(data.files()[0])
+    """``(N,)`` probabilities of every row, in file order; a label column, if any, is not read."""
     stream = BatchStream(
         source=data,
         preprocessor=run.preprocessor,
         config=LoaderConfig(batch_size=EVAL_BATCH_SIZE),
         rank=0,
         world_size=1,
-        with_label=has_label,
+        with_label=False,  # scores do not depend on labels: a file's bad labels do not stop predict
     )
     return collect_predictions(run.model, BinaryClassificationTask(), stream).probs
 
