@@ -13,19 +13,19 @@ from recstack.retrieval.index import ExactIndex, FaissIndex, MilvusIndex, Vector
 
 DIM = 32
 
-# name -> (factory(tmp_path), exact?) ; exact backends must match ExactIndex result for result
+# name -> (factory(tmp_path, **options), exact?) ; exact backends must match ExactIndex result for result
 BACKENDS: dict[str, tuple[Callable[[Path], VectorIndex], bool]] = {
-    "exact": (lambda tmp: ExactIndex(dim=DIM), True),
-    "faiss-flat": (lambda tmp: FaissIndex(dim=DIM, kind="flat"), True),
-    "faiss-hnsw": (lambda tmp: FaissIndex(dim=DIM, kind="hnsw", hnsw_m=16, ef_construction=100, ef_search=64), False),
-    "faiss-ivf": (lambda tmp: FaissIndex(dim=DIM, kind="ivf", nprobe=8), False),
+    "exact": (lambda tmp, **kw: ExactIndex(dim=DIM, **kw), True),
+    "faiss-flat": (lambda tmp, **kw: FaissIndex(dim=DIM, kind="flat", **kw), True),
+    "faiss-hnsw": (lambda tmp, **kw: FaissIndex(dim=DIM, kind="hnsw", hnsw_m=16, ef_construction=100, ef_search=64, **kw), False),
+    "faiss-ivf": (lambda tmp, **kw: FaissIndex(dim=DIM, kind="ivf", nprobe=8, **kw), False),
     "milvus-flat": (
-        lambda tmp: MilvusIndex(dim=DIM, uri=str(tmp / "flat.db"), collection="items", index_type="FLAT"),
+        lambda tmp, **kw: MilvusIndex(dim=DIM, uri=str(tmp / "flat.db"), collection="items", index_type="FLAT", **kw),
         True,
     ),
     "milvus-hnsw": (
-        lambda tmp: MilvusIndex(
-            dim=DIM, uri=str(tmp / "hnsw.db"), collection="items", hnsw_m=16, ef_construction=100, ef_search=64
+        lambda tmp, **kw: MilvusIndex(
+            dim=DIM, uri=str(tmp / "hnsw.db"), collection="items", hnsw_m=16, ef_construction=100, ef_search=64, **kw
         ),
         False,
     ),

@@ -407,10 +407,12 @@ class MilvusIndex(VectorIndex):
         the path, releasing the folder lock so another process (or a fresh open) can use it."""
         if self._client is None:
             return
-        self._retry("flush", lambda _: self._client.flush(self.collection))
-        self._client.close()
-        self._client = None
-        if self.is_lite:
-            from milvus_lite.server_manager import server_manager_instance
+        client, self._client = self._client, None
+        try:  # a failed flush is raised, but the connection and the Lite lock are released anyway
+            self._retry("flush", lambda _: client.flush(self.collection))
+        finally:
+            client.close()
+            if self.is_lite:
+                from milvus_lite.server_manager import server_manager_instance
 
-            server_manager_instance.release_server(self.uri)
+                server_manager_instance.release_server(self.uri)
