@@ -1,3 +1,5 @@
+import re
+
 import torch
 
 from recstack.nn import Dice
@@ -97,3 +99,14 @@ def test_valid_rows_needs_a_two_dimensional_input_without_mask():
         dice(torch.randn(2, 4, 3), valid_rows=5)
     with pytest.raises(ValueError, match="valid_rows"):
         dice(torch.randn(8, 3), torch.ones(8, dtype=torch.bool), valid_rows=5)
+
+
+def test_default_momentum_is_the_documented_one():
+    # the docstring once said 0.01 (TensorFlow's 0.99) while the code used 0.1: they must agree
+    dice = Dice(num_features=2).train()
+    documented = float(re.search(r"The default ([0-9.]+)", Dice.__doc__).group(1))
+    assert dice.norm.momentum == documented == 0.1
+    x = torch.tensor([[2.0, -4.0], [4.0, -8.0]])
+    dice(x)
+    # running = (1 - momentum) * 0 + momentum * batch mean
+    torch.testing.assert_close(dice.norm.running_mean, documented * x.mean(dim=0))
