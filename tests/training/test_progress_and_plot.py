@@ -179,11 +179,11 @@ def test_learning_curve_has_one_panel_per_metric_and_marks_the_best_epoch():
     figure = history.figure()
     panels = [ax for ax in figure.axes if ax.get_visible()]
     titles = [ax.get_title() for ax in panels]
-    assert titles == ["training loss", "validation accuracy", "validation AUC", "validation log loss"]
+    assert titles == ["training loss", "validation AUC", "validation log loss", "validation accuracy"]
     drawn = {line.get_label() for ax in panels for line in ax.get_lines()}
     assert not any("count" in label or "positive_rate" in label for label in drawn)
     best = state.best_epoch + 1  # the trainer's 0-based best epoch, shown 1-based
-    for ax, key in zip(panels, ["train_loss", "eval_accuracy", "eval_auc", "eval_logloss"]):
+    for ax, key in zip(panels, ["train_loss", "eval_auc", "eval_logloss", "eval_accuracy"]):
         curve, marker = ax.get_lines()
         assert list(curve.get_xdata()) == [1, 2, 3, 4]  # epochs counted from 1
         assert list(curve.get_ydata()) == pytest.approx(history.series(key))
@@ -209,3 +209,13 @@ def test_plot_writes_the_figure_as_png(tmp_path):
     history.best_epoch = 2
     path = history.plot(tmp_path / "plots" / "learning_curve.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_retrieval_metrics_get_a_panel_each_in_cut_off_order_and_users_none():
+    history = MetricHistory()
+    history.epochs = [
+        {"epoch": e, "step": 8, "train_loss": 0.5, "eval_recall@100": 0.5, "eval_recall@50": 0.4, "eval_ndcg@10": 0.2, "eval_mrr": 0.1, "eval_users": 943}
+        for e in range(2)
+    ]
+    titles = [ax.get_title() for ax in history.figure().axes if ax.get_visible()]
+    assert titles == ["training loss", "validation MRR", "validation NDCG@10", "validation recall@50", "validation recall@100"]

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["MetricHistory"]
 
 _PANELS_PER_ROW = 3
+_FIRST = ("auc", "gauc", "logloss", "accuracy", "mrr")  # the headline metrics lead, in this order
 
 
 class MetricHistory(TrainerCallback):
@@ -51,7 +52,7 @@ class MetricHistory(TrainerCallback):
     def metric_keys(self) -> list[str]:
         """The ``eval_*`` keys that are metrics (bookkeeping such as ``eval_count`` is not)."""
         keys = {key for record in self.epochs for key in record if key.startswith("eval_")}
-        return sorted(key for key in keys if is_metric(key))
+        return sorted((key for key in keys if is_metric(key)), key=_panel_order)
 
     def figure(self) -> "Figure":
         """The learning curves as a matplotlib Figure, nothing written: one panel for the
@@ -71,7 +72,7 @@ class MetricHistory(TrainerCallback):
         for key, ax in zip(panels, axes):
             points = [(int(record["epoch"]) + 1, record[key]) for record in self.epochs if key in record]
             if points:
-                ax.plot(*zip(*points), marker="o", label=key)
+                ax.plot(*zip(*points), marker="o", label=key.removeprefix("eval_"))
             if key == "train_loss":
                 ax.set(title="training loss", ylabel="mean batch loss")
             else:
@@ -100,3 +101,12 @@ class MetricHistory(TrainerCallback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epochs = [dict(record) for record in state["epochs"]]
         self.best_epoch = state.get("best_epoch")  # absent in checkpoints written before it was kept
+
+
+def _panel_order(key: str) -> tuple[int, str, int]:
+    """auc, gauc, logloss, accuracy, mrr; then the rest by name and cut-off (recall@10 before
+    recall@50 before recall@100)."""
+    name = key.removeprefix("eval_")
+    base, _, k = name.partition("@")
+    rank = _FIRST.index(name) if name in _FIRST else len(_FIRST)
+    return rank, base, int(k) if k.isdigit() else 0
