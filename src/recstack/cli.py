@@ -341,7 +341,8 @@ def _index(args: argparse.Namespace) -> Outcome:
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
-    from recstack.serving.types import DEFAULT_USER_CACHE  # plain constants: cheap at parser build
+    from recstack.serving.limits import ServingLimits  # plain constants: cheap at parser build
+    from recstack.serving.types import DEFAULT_USER_CACHE
 
     parser.add_argument("--retrieval", required=True, help="two-tower run folder")
     parser.add_argument("--ranker", required=True, help="ranking (CTR) run folder")
@@ -357,16 +358,26 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="server processes on the port, each with its own models and caches")
     parser.add_argument("--batch-window-ms", type=float, default=1.0, help="concurrent requests within this window share one model pass (0: off)")
     parser.add_argument("--user-cache", type=int, default=DEFAULT_USER_CACHE, help="stored users whose user vector and ranker row are kept between requests, ~6 KB each (0: off)")
+    limits = ServingLimits()  # per-request limits (docs/reliability.md): 422 / 413 beyond them, 504 past the deadline
+    parser.add_argument("--max-users", type=int, default=None, help=f"requests (users) in one body (default {limits.max_users})")
+    parser.add_argument("--max-candidates", type=int, default=None, help=f"candidates of one request (default {limits.max_candidates})")
+    parser.add_argument("--max-k", type=int, default=None, help=f"k of one request (default {limits.max_k})")
+    parser.add_argument("--max-history", type=int, default=None, help=f"items in a request's own history (default {limits.max_history})")
+    parser.add_argument("--max-body-bytes", type=int, default=None, help=f"request body size, refused before parsing (default {limits.max_body_bytes})")
+    parser.add_argument("--deadline-ms", type=int, default=None, help=f"a request not answered in this time gets 504 (default {limits.deadline_ms})")
+    parser.add_argument("--chunk-rows", type=int, default=None, help=f"(user, candidate) rows per ranker pass (default {limits.chunk_rows})")
 
 
 def _serve(args: argparse.Namespace) -> None:
     from recstack.export.run_folder import check_run_folder
-    from recstack.workflows.serve import serve
+    from recstack.workflows.serve import serve, serving_limits
 
+    limits = {name: getattr(args, name) for name in ("max_users", "max_candidates", "max_k", "max_history", "max_body_bytes", "deadline_ms", "chunk_rows")}
+    serving_limits(**limits)  # a bad limit is a ConfigError before any model is loaded
     for run in (args.retrieval, args.ranker):
         check_run_folder(run)
     window = args.batch_window_ms if args.batch_window_ms > 0 else None
-    serve(host=args.host, port=args.port, workers=args.workers, threads=args.threads, batch_window_ms=window, retrieval=args.retrieval, ranker=args.ranker, catalog=args.catalog, users=args.users, history=args.history, index=args.index, backend=args.backend, kind=args.kind, user_cache_size=args.user_cache)
+    serve(host=args.host, port=args.port, workers=args.workers, threads=args.threads, batch_window_ms=window, retrieval=args.retrieval, ranker=args.ranker, catalog=args.catalog, users=args.users, history=args.history, index=args.index, backend=args.backend, kind=args.kind, user_cache_size=args.user_cache, **limits)
 
 
 # ---------------------------------------------------------------------------------------------

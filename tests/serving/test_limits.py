@@ -236,3 +236,11 @@ def test_a_request_whose_candidates_are_all_excluded_gets_an_empty_list_and_a_re
     assert body["items"] == [] and "excluded" in body["reason"] and body["fallback"] is None
     normal = client.post("/recommend", json={"user_id": 1, "k": 5}).json()
     assert len(normal["items"]) == 5 and normal["reason"] is None
+
+
+def test_serve_refuses_a_bad_limit_before_loading_anything(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from recstack.cli import main
+
+    code = main(["serve", "--retrieval", str(tmp_path / "missing"), "--ranker", str(tmp_path / "missing"), "--catalog", "items.parquet", "--max-candidates", "0"])
+    assert code != 0
+    assert "max_candidates must be an integer >= 1, got 0" in capsys.readouterr().err
