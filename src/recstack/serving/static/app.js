@@ -57,6 +57,7 @@ async function show(userText) {
     const body = JSON.stringify({ user_id: parseId(userText), k: k });
     const result = await getJson("/recommend", { method: "POST", headers: { "Content-Type": "application/json" }, body: body });
     $("fallback").hidden = result.fallback !== "popular";
+    if (result.reason) $("status").textContent = result.reason;  // why nothing came back
     for (const item of result.items) {
       const row = recs.insertRow();
       row.className = "recommendation";
