@@ -141,3 +141,12 @@ def test_on_invalid_survives_the_saved_preprocessor(tmp_path):
     pre, _ = fit(numeric_schema(on_invalid="skip_row"), path)
     pre.save(tmp_path / "pre.json")
     assert Preprocessor.load(tmp_path / "pre.json").schema == pre.schema
+
+
+def test_a_multi_column_vector_error_names_the_column_of_the_first_bad_row(tmp_path):
+    path = write_text(tmp_path / "t.csv", "label,u1,u2\n1,0.5,inf\n0,inf,1\n")
+    schema = {"label": "label", "features": [{"name": "u", "kind": "vector", "dim": 2, "columns": ["u1", "u2"]}]}
+    pre, source = fit(schema, path)
+    with pytest.raises(DataError) as error:
+        read_all(pre, source)
+    assert (error.value.row, error.value.column) == (1, "u2")

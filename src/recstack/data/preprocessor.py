@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -17,21 +16,11 @@ import pyarrow as pa
 import torch
 
 from recstack.atomic import write_json_atomic
-from recstack.data.bad_rows import bad_rows
 from recstack.data.batch import Batch, PADDING_INDEX
-from recstack.data.columns import (
-    Jagged,
-    Where,
-    invalid_numbers,
-    number_kind,
-    pad_recent,
-    split_pairs,
-    split_values,
-    stack_vectors,
-    to_float,
-)
+from recstack.data.columns import pad_recent, split_pairs, split_values
 from recstack.data.feature_map import FeatureMap, TableInfo, table_name
 from recstack.data.numeric import NumericNormalizer, NumericStats
+from recstack.data.screening import Screened, check_columns, screen, sequence_values, vector_matrix
 from recstack.data.sources import Chunk, DataSource
 from recstack.data.vocabulary import HashBuckets, Vocabulary, VocabularyCounter, vocabulary_from_ids
 from recstack.errors import DataError
@@ -44,25 +33,14 @@ from recstack.schema import (
     VectorFeature,
     WeightFormat,
     is_embedded,
-    source_columns,
 )
-from recstack.schema.enums import InvalidPolicy, LabelKind
+from recstack.schema.enums import Truncation
 
 FORMAT_VERSION = 1
 
 
 class TruncatedListsWarning(UserWarning):
     """Lists longer than their feature's ``maxlen`` were truncated (once per feature and run)."""
-
-
-@dataclass(frozen=True)
-class _Screened:
-    """A chunk after the row-level checks: bad rows dropped, numbers and the label parsed once."""
-
-    chunk: Chunk
-    rows: np.ndarray | None  # (B,) offset in the chunk as read of each kept row; None: every row kept
-    numbers: dict[str, np.ndarray]  # numeric feature name -> (B,) float64, NaN = missing (or filled)
-    label: np.ndarray | None  # (B,) float64
 
 
 class Preprocessor:
@@ -118,7 +96,7 @@ class Preprocessor:
             with_label, chunks = None, source
         skip_bad_rows = isinstance(source, DataSource) and source.skip_bad_rows
         for raw_chunk in chunks:
-            self._check_columns(raw_chunk, self.schema.features)
+            check_columns(raw_chunk, self.schema.features)
             label_here = with_label if with_label is not None else self._has_label(raw_chunk.records)
             screened = self._screen(raw_chunk, self.schema.features, skip_bad_rows=skip_bad_rows, with_label=label_here)
             records = screened.chunk.records
@@ -131,7 +109,7 @@ class Preprocessor:
                     stats[feature.name].update(screened.numbers[feature.name])
                 elif isinstance(feature, SequenceFeature):
                     # ids only: vectors and weights have nothing to fit, and transform checks them
-                    where = self._where(screened, feature, feature.column)
+                    where = screened.where(feature, feature.column)
                     jagged = split_values(records.column(feature.column), feature.delimiter, where)
                     if feature.weights is WeightFormat.PAIRS:
                         jagged, _ = split_pairs(jagged, feature.pair_separator, where)
@@ -174,7 +152,7 @@ class Preprocessor:
                 continue
             feature = self.schema[name]
             assert isinstance(feature, SequenceFeature)
-            kept = "last (most recent)" if feature.truncate.value == "recent" else "first"
+            kept = "last (most recent)" if feature.truncate is Truncation.RECENT else "first"
             warnings.warn(
                 f"feature {name!r} (column {feature.column!r}): {count} row(s) {rows_read} hold more than "
                 f"maxlen={feature.maxlen} values; each kept its {kept} {feature.maxlen} "
@@ -247,7 +225,7 @@ class Preprocessor:
         with_label = with_label and bool(label)  # a schema without a label has none to read
         if with_label and label not in chunk.records.schema.names:
             raise DataError(f"the label column {label!r} is missing", path=chunk.path, column=label)
-        self._check_columns(chunk, selected)
+        check_columns(chunk, selected)
         screened = self._screen(chunk, selected, skip_bad_rows=skip_bad_rows, with_label=with_label)
         batch = Batch()
         for feature in selected:
@@ -260,7 +238,7 @@ class Preprocessor:
             batch.group = records.column(group).to_numpy(zero_copy_only=False)
         return batch
 
-    def _transform_feature(self, screened: _Screened, feature: Any, batch: Batch) -> None:
+    def _transform_feature(self, screened: Screened, feature: Any, batch: Batch) -> None:
         records = screened.chunk.records
         if isinstance(feature, CategoricalFeature):
             rows = self.lookups[feature.table].lookup(records.column(feature.column))
@@ -272,10 +250,10 @@ class Preprocessor:
         elif isinstance(feature, SequenceFeature):
             self._transform_sequence(screened, feature, batch)
         elif isinstance(feature, VectorFeature):
-            batch.dense[feature.name] = torch.from_numpy(self._vectors(screened, feature))
+            batch.dense[feature.name] = torch.from_numpy(vector_matrix(screened, feature, self.invalid_values))
 
-    def _transform_sequence(self, screened: _Screened, feature: SequenceFeature, batch: Batch) -> None:
-        jagged, weights = self._sequence_values(screened, feature)
+    def _transform_sequence(self, screened: Screened, feature: SequenceFeature, batch: Batch) -> None:
+        jagged, weights = sequence_values(screened, feature, self.invalid_values)
         truncated = int((jagged.lengths > feature.maxlen).sum())
         if truncated:
             self.truncated_rows[feature.name] = self.truncated_rows.get(feature.name, 0) + truncated
@@ -287,188 +265,17 @@ class Preprocessor:
             padded_weights[padded == PADDING_INDEX] = 0.0  # ids without a row carry no weight
             batch.weights[feature.name] = torch.from_numpy(padded_weights)
 
-    # ---- parsing, with each feature's on_invalid applied -------------------------------------
-    def _sequence_values(
-        self, screened: _Screened, feature: SequenceFeature, *, check: bool = True
-    ) -> tuple[Jagged, np.ndarray | None]:
-        """The list values ``(N,)`` with their row lengths ``(B,)``, and float32 weights ``(N,)``
-        when the feature has them (with ``check``, NaN/inf weights raise, or become 0 with
-        ``on_invalid: fill``)."""
-        records = screened.chunk.records
-        where = self._where(screened, feature, feature.column)
-        jagged = split_values(records.column(feature.column), feature.delimiter, where)
-        weights = None
-        if feature.weights is WeightFormat.PAIRS:
-            jagged, weights = split_pairs(jagged, feature.pair_separator, where)
-        elif feature.weights is WeightFormat.COLUMN:
-            where = self._where(screened, feature, feature.weight_column or "")
-            weight_jagged = split_values(records.column(feature.weight_column), feature.delimiter, where)
-            mismatch = weight_jagged.lengths != jagged.lengths
-            if mismatch.any():
-                row = int(np.flatnonzero(mismatch)[0])
-                raise where.error(
-                    f"expected {int(jagged.lengths[row])} weights (one per value of {feature.column!r}), got {int(weight_jagged.lengths[row])}",
-                    row,
-                )
-            weights = to_float(weight_jagged.values, where).astype(np.float32)
-        if weights is not None and check:
-            invalid = ~np.isfinite(weights)  # empty tokens were dropped: a non-finite weight was written so
-            if invalid.any():
-                value_rows = np.repeat(np.arange(len(jagged.lengths)), jagged.lengths)  # (N,) row of each value
-                weights = self._apply_invalid(feature, where, weights, invalid, value_rows, "weight")
-        return jagged, weights
-
-    def _vectors(self, screened: _Screened, feature: VectorFeature) -> np.ndarray:
-        """``(B, D)`` float32; a missing element (null or empty column) is 0, a NaN/inf one follows
-        ``on_invalid`` (``fill``: 0)."""
-        records = screened.chunk.records
-        if feature.columns:
-            parts, invalid_parts = [], []
-            for column in feature.columns:
-                values = to_float(records.column(column), self._where(screened, feature, column))
-                parts.append(values)
-                invalid = invalid_numbers(records.column(column), values)
-                invalid_parts.append(np.zeros(len(values), dtype=bool) if invalid is None else invalid)
-            matrix = np.column_stack(parts).astype(np.float32)  # (B, D)
-            invalid = np.column_stack(invalid_parts)  # (B, D)
-            if invalid.any():
-                first_column = feature.columns[int(np.flatnonzero(invalid.any(axis=0))[0])]
-                where = self._where(screened, feature, first_column)
-                rows = np.broadcast_to(np.arange(len(matrix))[:, None], matrix.shape)
-                flat = self._apply_invalid(feature, where, matrix.reshape(-1), invalid.reshape(-1), rows.reshape(-1), "value")
-                matrix = flat.reshape(matrix.shape)
-            matrix = np.nan_to_num(matrix, nan=0.0)  # missing elements
-        else:
-            where = self._where(screened, feature, feature.column)
-            matrix = stack_vectors(records.column(feature.column), feature.dim, feature.delimiter, where)
-            invalid = ~np.isfinite(matrix)
-            if invalid.any():
-                rows = np.broadcast_to(np.arange(len(matrix))[:, None], matrix.shape)
-                flat = self._apply_invalid(feature, where, matrix.reshape(-1), invalid.reshape(-1), rows.reshape(-1), "value")
-                matrix = flat.reshape(matrix.shape)
-        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-        if not matrix.flags.writeable:  # a zero-copy view of Arrow's buffer: tensors must own theirs
-            matrix = matrix.copy()
-        return matrix
-
-    def _apply_invalid(
-        self, feature: Any, where: Where, values: np.ndarray, invalid: np.ndarray, rows: np.ndarray, what: str
-    ) -> np.ndarray:
-        """``values`` with its NaN/inf entries (``invalid``, on chunk rows ``rows``) raised as a
-        DataError (``on_invalid: error``) or replaced by 0 (``fill``); ``skip_row`` rows were
-        dropped by ``_screen`` already."""
-        first = int(np.flatnonzero(invalid)[0])
-        if feature.on_invalid is InvalidPolicy.ERROR:
-            raise where.error(_invalid_problem(what, values[first]), int(rows[first]))
-        self.invalid_values[feature.name] = self.invalid_values.get(feature.name, 0) + int(invalid.sum())
-        return np.where(invalid, np.float32(0.0), values).astype(values.dtype)
-
-    # ---- row-level checks --------------------------------------------------------------------
-    def _screen(self, chunk: Chunk, features: Sequence[Any], *, skip_bad_rows: bool, with_label: bool) -> _Screened:
-        """Drops the rows to skip (unparseable with ``skip_bad_rows``; NaN/inf values of features
-        with ``on_invalid: skip_row``; bad labels with ``skip_bad_rows``), raises on NaN/inf numbers
-        (``on_invalid: error``) and bad labels, and parses numeric columns once.
-
-        Row numbers in errors are those of the file as read, before any row was dropped.
-        """
-        records = chunk.records
-        rows: np.ndarray | None = None
-        if skip_bad_rows:
-            bad = bad_rows(self.schema, records)
-            if bad.any():
-                self.skipped_rows += int(bad.sum())
-                rows = np.flatnonzero(~bad)
-                records = records.filter(pa.array(~bad))
-        screened = _Screened(Chunk(records, chunk.path, chunk.first_row), rows, {}, None)
-        drop = np.zeros(records.num_rows, dtype=bool)
-        numbers: dict[str, np.ndarray] = {}
-        for feature in features:
-            if isinstance(feature, NumericFeature):
-                where = self._where(screened, feature, feature.column)
-                column = records.column(feature.column)
-                values = to_float(column, where)
-                invalid = invalid_numbers(column, values)
-                if invalid is not None:
-                    if feature.on_invalid is InvalidPolicy.ERROR:
-                        first = int(np.flatnonzero(invalid)[0])
-                        raise where.error(_invalid_problem("value", values[first]), first)
-                    self.invalid_values[feature.name] = self.invalid_values.get(feature.name, 0) + int(invalid.sum())
-                    if feature.on_invalid is InvalidPolicy.FILL:
-                        values = np.where(invalid, np.nan, values)  # missing: normalisation fills it
-                    else:
-                        drop |= invalid
-                numbers[feature.name] = values
-            elif getattr(feature, "on_invalid", None) is InvalidPolicy.SKIP_ROW:
-                drop |= self._invalid_rows(screened, feature)
-        label = None
-        if with_label and self.schema.label:
-            label, bad_label = self._labels(screened, raise_on_bad=not skip_bad_rows)
-            drop |= bad_label
-        if drop.any():
-            keep = ~drop
-            self.skipped_rows += int(drop.sum())
-            numbers = {name: values[keep] for name, values in numbers.items()}
-            label = None if label is None else label[keep]
-            rows = np.flatnonzero(keep) if rows is None else rows[keep]
-            records = records.filter(pa.array(keep))
-        return _Screened(Chunk(records, chunk.path, chunk.first_row), rows, numbers, label)
-
-    def _invalid_rows(self, screened: _Screened, feature: VectorFeature | SequenceFeature) -> np.ndarray:
-        """``(B,)`` bool: rows where a vector element or a sequence weight is NaN/inf (counted)."""
-        records = screened.chunk.records
-        bad = np.zeros(records.num_rows, dtype=bool)
-        if isinstance(feature, VectorFeature) and feature.columns:
-            for column in feature.columns:
-                values = to_float(records.column(column), self._where(screened, feature, column))
-                invalid = invalid_numbers(records.column(column), values)
-                if invalid is not None:
-                    bad |= invalid
-        elif isinstance(feature, VectorFeature):
-            where = self._where(screened, feature, feature.column)
-            matrix = stack_vectors(records.column(feature.column), feature.dim, feature.delimiter, where)
-            bad = ~np.isfinite(matrix).all(axis=1)
-        elif isinstance(feature, SequenceFeature) and feature.weights is not WeightFormat.NONE:
-            jagged, weights = self._sequence_values(screened, feature, check=False)
-            assert weights is not None
-            value_rows = np.repeat(np.arange(len(jagged.lengths)), jagged.lengths)  # (N,) row of each value
-            bad[value_rows[~np.isfinite(weights)]] = True
-        if bad.any():
-            self.invalid_values[feature.name] = self.invalid_values.get(feature.name, 0) + int(bad.sum())
-        return bad
-
-    def _labels(self, screened: _Screened, *, raise_on_bad: bool) -> tuple[np.ndarray, np.ndarray]:
-        """``(B,)`` float64 labels and ``(B,)`` bool rows with a bad one (missing, NaN, inf, or not
-        0/1 for ``label_kind: binary``); with ``raise_on_bad`` the first bad label raises instead."""
-        label = self.schema.label
-        assert label is not None
-        column = screened.chunk.records.column(label)
-        where = self._where(screened, None, label)
-        values = to_float(column, where)
-        binary = self.schema.label_kind is LabelKind.BINARY
-        ok = (values == 0) | (values == 1) if binary else np.isfinite(values)
-        bad = ~ok
-        if raise_on_bad and bad.any():
-            first = int(np.flatnonzero(bad)[0])
-            expected = "0 or 1 (label_kind: binary; 'real' takes any finite number)" if binary else "a finite number (label_kind: real)"
-            value = values[first]
-            if np.isnan(value) and invalid_numbers(column.slice(first, 1), values[first : first + 1]) is None:
-                raise where.error(f"the label is missing; expected {expected}", first)
-            found = number_kind(value) if not np.isfinite(value) else repr(column[first].as_py())
-            raise where.error(f"the label is {found}; expected {expected}", first)
-        return values, bad
-
-    @staticmethod
-    def _check_columns(chunk: Chunk, features: Sequence[Any]) -> None:
-        names = chunk.records.schema.names
-        for feature in features:
-            for column in source_columns(feature):
-                if column not in names:
-                    raise DataError("missing column", path=chunk.path, column=column, feature=feature.name)
-
-    @staticmethod
-    def _where(screened: _Screened, feature: Any, column: str) -> Where:
-        chunk = screened.chunk
-        return Where(chunk.path, chunk.first_row, column, column if feature is None else feature.name, screened.rows)
+    def _screen(self, chunk: Chunk, features: Sequence[Any], *, skip_bad_rows: bool, with_label: bool) -> Screened:
+        screened = screen(
+            chunk,
+            self.schema,
+            features,
+            skip_bad_rows=skip_bad_rows,
+            with_label=with_label,
+            invalid_counts=self.invalid_values,
+        )
+        self.skipped_rows += screened.skipped
+        return screened
 
     # ---- the fitted contract ----------------------------------------------------------------
     def feature_map(self) -> FeatureMap:
@@ -522,9 +329,3 @@ class Preprocessor:
         with open(path, encoding="utf-8") as handle:
             return cls.from_dict(json.load(handle))
 
-
-def _invalid_problem(what: str, value: float) -> str:
-    return (
-        f"{number_kind(float(value))} {what} (on_invalid: error); set the feature's on_invalid to "
-        "'fill' (use its fill value) or 'skip_row' (drop the row) to accept such values"
-    )
