@@ -35,6 +35,7 @@ from recstack.data.batch import Batch
 from recstack.data.sources import DataSource
 from recstack.export.run_folder import LoadedRun, load_run
 from recstack.retrieval.index import VectorIndex, create_index, load_index
+from recstack.retrieval.index.ids import found_mask
 from recstack.schema import Side
 from recstack.serving.catalogue import HISTORY_COLUMNS, Catalogue
 from recstack.serving.feature_table import FeatureTable, latest_rows, read_table
@@ -121,7 +122,7 @@ class RecommendationService:
         else:
             ids, vectors = _embed_catalogue(retrieval, self.catalogue.items)
             index = create_index(self.backend, dim=vectors.shape[1], **({"kind": self.kind} if self.backend == "faiss" else {}))
-            index.add(np.asarray(ids, dtype=np.int64), vectors)
+            index.add(ids, vectors)  # the catalogue's own ids: ints or strings
         user_features = user_feature_names(retrieval.model)
         retrieval_columns = _feature_columns(retrieval, user_features)
         ranker_columns = [c for c in ranker.preprocessor.input_columns(with_label=False) if c != ranker.preprocessor.schema.label]
@@ -196,7 +197,7 @@ class RecommendationService:
         exclude = [h if r.exclude_seen else np.zeros(0, np.int64) for r, h in zip(requests, histories)]
         recall_scores, candidate_ids = models.index.search(user_vectors, n, exclude=exclude)  # (B, N)
         limit = np.array([r.candidates for r in requests])[:, None]
-        keep = (candidate_ids >= 0) & (np.arange(n)[None, :] < limit)  # (B, N)
+        keep = found_mask(candidate_ids) & (np.arange(n)[None, :] < limit)  # (B, N) padding is -1 or None
         owner = np.nonzero(keep)[0]  # (C,) request of each candidate
         flat_ids, flat_recall = candidate_ids[keep], recall_scores[keep]  # (C,)
         probs = self._rank(models, ranker_users, owner, flat_ids, deadline)  # (C,)
