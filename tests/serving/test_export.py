@@ -86,3 +86,81 @@ def test_commands_have_help(capsys: pytest.CaptureFixture[str]) -> None:
             main([command, "--help"])
         assert exit_.value.code == 0
         assert "usage" in capsys.readouterr().out
+
+
+def _string_item_ids(source: Path, target: Path) -> Path:
+    """The tiny data with every item id (columns and id lists) as a string: 7 -> "m7"."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def named(values: pa.Array) -> pa.Array:
+        return pc.binary_join_element_wise("m", pc.cast(values, pa.string()), "")
+
+    target.mkdir(parents=True, exist_ok=True)
+    for file in source.glob("*.parquet"):
+        table = pq.read_table(file)
+        for column in ("item_id", "hist_item_ids", "hist_liked_item_ids", "seen_item_ids"):
+            if column in table.column_names:
+                values = table.column(column).combine_chunks()
+                if pa.types.is_list(values.type):
+                    values = pa.ListArray.from_arrays(values.offsets, named(values.flatten()))
+                else:
+                    values = named(values)
+                table = table.set_column(table.column_names.index(column), column, values)
+        pq.write_table(table, target / file.name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def string_id_runs(tiny_runs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny retriever and ranker trained again on item ids "m1" ... "m40"."""
+    from recstack.config import RunConfig
+    from recstack.workflows.train import train_run
+
+    from .tiny_runs import ROOT
+
+    root = tmp_path_factory.mktemp("string_ids")
+    data = _string_item_ids(tiny_runs["root"] / "data", root / "data")
+    runs = {
+        "retrieval": RunConfig.from_dict({
+            "name": "tiny_dssm_str", "schema": str(ROOT / "schemas/movielens_retrieval.yaml"),
+            "data": {"train": str(data / "retrieval_train.parquet"), "valid": str(data / "retrieval_valid.parquet"), "catalog": str(data / "items.parquet"), "seen": str(data / "seen.parquet")},
+            "task": {"type": "retrieval", "loss": "in_batch_softmax", "temperature": 0.1},
+            "model": {"name": "dssm", "params": {"hidden_dims": [16, 8], "output_activation": "identity"}},
+            "loader": {"batch_size": 64}, "trainer": {"epochs": 1, "lr": 0.01, "monitor": "recall@10"}, "evaluation": {"ks": [10]},
+            "output": str(root / "dssm"),
+        }),
+        "ranker": RunConfig.from_dict({
+            "name": "tiny_din_str", "schema": str(ROOT / "schemas/movielens_ctr.yaml"),
+            "data": {"train": str(data / "ctr_train.parquet"), "valid": str(data / "ctr_valid.parquet")},
+            "task": {"type": "binary"},
+            "model": {"name": "din", "params": {"behaviours": [{"candidate": "item_id", "history": "hist_item_ids"}, {"candidate": "genre", "history": "hist_genres"}], "attention_hidden_dims": [8], "hidden_dims": [16]}},
+            "loader": {"batch_size": 128}, "trainer": {"epochs": 1, "lr": 0.01, "monitor": "auc"},
+            "output": str(root / "din"),
+        }),
+    }
+    for config in runs.values():
+        train_run(config, log=lambda message: None)
+    return {"retrieval": root / "dssm", "ranker": root / "din", "data": data}
+
+
+def test_string_item_ids_through_index_and_service(string_id_runs: dict[str, Path], tmp_path: Path) -> None:
+    """Catalogue ids "m1".."m40": the saved FAISS index and the service return those strings."""
+    from recstack.serving.catalogue import Catalogue
+    from recstack.serving.service import RecommendationService
+    from recstack.serving.types import RecommendRequest
+
+    data = string_id_runs["data"]
+    names = set(pq.read_table(data / "items.parquet").column("item_id").to_pylist())
+    assert main(["index", str(string_id_runs["retrieval"]), "--backend", "faiss", "--output", str(tmp_path / "index")]) == 0
+    catalogue = Catalogue.from_files(catalog=data / "items.parquet", users=data / "users.parquet", history=data / "retrieval_train.parquet")
+    for index in (tmp_path / "index", None):  # the saved index, and one built at start-up
+        service = RecommendationService(retrieval_run=string_id_runs["retrieval"], ranking_run=string_id_runs["ranker"], catalogue=catalogue, index=index, backend="faiss")
+        [seen, fresh] = service.recommend([RecommendRequest(user_id=3, k=5), RecommendRequest(user_id=3, k=5, history=["m1", "m2"])])
+        for response in (seen, fresh):
+            ids = [item.item_id for item in response.items]
+            assert len(ids) == 5 and all(isinstance(i, str) for i in ids) and set(ids) <= names, ids
+            assert response.fallback is None
+        assert not {"m1", "m2"} & {item.item_id for item in fresh.items}  # the request's history is excluded
+        history = set(catalogue.histories.get(3).tolist())
+        assert not history & {item.item_id for item in seen.items}
