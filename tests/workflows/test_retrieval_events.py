@@ -242,3 +242,13 @@ def test_catalog_and_seen_are_refused_for_a_ranking_run(tmp_path: Path, capsys: 
     args = ["evaluate", str(tmp_path / "run"), "--data", str(tmp_path / "ctr" / "test.parquet"), "--catalog", str(tmp_path / "items.parquet")]
     assert main(args) != 0
     assert "--catalog and --seen apply to retrieval runs" in capsys.readouterr().err
+
+
+def test_a_catalogue_with_a_repeated_id_is_named(tmp_path: Path) -> None:
+    pq.write_table(pa.table({"item_id": [1, 2, 2], "genre": ["a", "b", "c"]}), tmp_path / "items.parquet")
+    pq.write_table(pa.table({"user_id": [1], "next_item": [2]}), tmp_path / "events.parquet")
+    catalog = DataSource(paths=(str(tmp_path / "items.parquet"),))
+    events = with_catalog(DataSource(paths=(str(tmp_path / "events.parquet"),)), catalog=catalog, item_column="item_id", target_column="next_item", item_columns=["genre"])
+    with pytest.raises(DataError, match="must be unique") as error:
+        next(events.chunks(columns=["user_id", "item_id", "genre"]))
+    assert error.value.path == str(tmp_path / "items.parquet") and error.value.column == "item_id"

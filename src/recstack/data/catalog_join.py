@@ -110,7 +110,7 @@ class EventSource(DataSource):
                 names = [self.item_column if n == target else n for n in records.schema.names]
                 records = records.rename_columns(names)
             if catalogue is not None:
-                records = self._join(Chunk(records, chunk.path, chunk.first_row), catalogue)
+                records = self._join(Chunk(records, chunk.path, chunk.first_row), catalogue, id_column=target or self.item_column)
                 if records is None:
                     continue
             yield Chunk(records.select(wanted), chunk.path, chunk.first_row)
@@ -122,8 +122,9 @@ class EventSource(DataSource):
             self._catalogues[columns] = cached
         return cached
 
-    def _join(self, chunk: Chunk, catalogue: "_Catalogue") -> pa.RecordBatch | None:
-        """The chunk with the catalogue's columns appended; None when every row was dropped."""
+    def _join(self, chunk: Chunk, catalogue: "_Catalogue", *, id_column: str) -> pa.RecordBatch | None:
+        """The chunk with the catalogue's columns appended; None when every row was dropped.
+        ``id_column`` is the file's name of the id column, for errors."""
         records = chunk.records
         positions = catalogue.index.positions(records.column(self.item_column).to_numpy(zero_copy_only=False))  # (B,)
         missing = positions < 0
@@ -136,7 +137,7 @@ class EventSource(DataSource):
                     f"{problem} ({','.join(catalogue.paths)}); add it there, or set skip_bad_rows to drop such rows",
                     path=chunk.path,
                     row=chunk.first_row + row,
-                    column=self.target_column or self.item_column,
+                    column=id_column,
                 )
             self.skipped.extend([1] * int(missing.sum()))
             records, positions = records.filter(pa.array(~missing)), positions[~missing]
@@ -163,6 +164,8 @@ class _Catalogue:
         read_types = {k: v for k, v in types.items() if k in wanted}
         chunks = [pa.Table.from_batches([c.records]) for c in source.chunks(columns=wanted, types=read_types)]
         table = pa.concat_tables(chunks).combine_chunks()
+        if table.column(item_column).null_count:
+            raise DataError(f"a catalogue row has no item id in column {item_column!r}", path=",".join(source.paths), column=item_column)
         ids = table.column(item_column).to_numpy()
         if len(np.unique(ids)) != len(ids):
             raise DataError(f"catalogue item ids in column {item_column!r} must be unique", path=",".join(source.paths), column=item_column)
