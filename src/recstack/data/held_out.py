@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from recstack.data.columns import Where
-from recstack.data.exclusions import entries_by_key, exclusion_csr, list_entries, positions_in
+from recstack.data.exclusions import IdIndex, entries_by_key, exclusion_csr, list_entries
 from recstack.data.sources import DataSource
 from recstack.errors import DataError
 
@@ -60,7 +60,8 @@ def held_out(
         available = split.columns_of(split.files()[0])
         exclude_columns = (history_column,) if history_column and history_column in available else ()
     rows = _read(split, list(dict.fromkeys([user_column, item_column, *exclude_columns])))
-    targets = positions_in(catalog_ids, rows.column(item_column).to_numpy(zero_copy_only=False))
+    catalogue = IdIndex(catalog_ids)  # sorted once for the targets and every exclusion
+    targets = catalogue.positions(rows.column(item_column).to_numpy(zero_copy_only=False))
     kept = np.flatnonzero(targets >= 0)  # (U,) a held-out item missing from the catalogue cannot be ranked
     users = rows.column(user_column).to_numpy(zero_copy_only=False)[kept]
     evaluated = np.full(rows.num_rows, -1, dtype=np.int64)  # split row -> evaluated row, or -1
@@ -71,11 +72,11 @@ def held_out(
         where = Where(",".join(split.paths), 1, column, column)
         owner, values = list_entries(rows.column(column).combine_chunks(), delimiter=delimiter, where=where)
         owners.append(evaluated[owner])
-        positions.append(positions_in(catalog_ids, values))
+        positions.append(catalogue.positions(values))
     if seen is not None:
         owner, values = _seen_entries(seen, users, user_column=user_column, item_column=item_column, seen_column=seen_column, delimiter=delimiter)
         owners.append(owner)
-        positions.append(positions_in(catalog_ids, values))
+        positions.append(catalogue.positions(values))
     owner = np.concatenate(owners) if owners else np.zeros(0, dtype=np.int64)
     position = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
     indptr, indices = exclusion_csr(owner[owner >= 0], position[owner >= 0], len(kept))
