@@ -77,6 +77,9 @@ def test_seed001_export_index_and_query_with_the_users_ids(trained, tmp_path, ca
     expected_ids = set(raw) if id_type == "str" else {int(r) for r in raw}
     assert set(item_table.column("post_id").to_pylist()) == expected_ids  # every training item, once
     assert item_table.num_rows == len(expected_ids)
+    assert main(["embed-items", str(run), "--output", str(tmp_path / "items.npy")]) == 0
+    npy_ids = np.load(tmp_path / "items.ids.npy", allow_pickle=False)  # plain strings / ints, no pickle
+    assert npy_ids.tolist() == item_table.column("post_id").to_pylist()
 
     user_vectors = np.stack(pq.read_table(users).column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)[:50]
     true_scores, all_ids, score_of = _brute_force(items, user_vectors)

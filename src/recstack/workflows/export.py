@@ -182,14 +182,16 @@ def export_run(run_dir: str | Path, *, catalog: str | Path | None = None, data: 
 
 def write_embeddings(path: str | Path, ids: np.ndarray, vectors: np.ndarray, *, id_column: str) -> Path:
     """``.parquet``: columns ``id_column`` and ``vector`` (fixed-size list); ``.npy``: the vectors,
-    with the ids in ``<stem>.ids.npy`` beside it."""
+    with the ids in ``<stem>.ids.npy`` beside it (int64, or fixed-width unicode for string ids:
+    never a pickled object array)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix.lower() == ".npy":
         with atomic_path(path.with_suffix(".ids.npy")) as tmp, open(tmp, "wb") as f:
-            np.save(f, np.asarray(ids))
+            ids = np.asarray(ids)
+            np.save(f, ids.astype(str) if ids.dtype == object else ids, allow_pickle=False)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, vectors)
+            np.save(f, vectors, allow_pickle=False)
         return path
     if path.suffix.lower() not in (".parquet", ".pq"):
         raise ConfigError(f"--output: expected a .parquet or .npy file, got {str(path)!r}")
