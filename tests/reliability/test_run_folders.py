@@ -112,3 +112,9 @@ def test_predict_writes_elsewhere_and_prints_a_summary(run_copy: Path, ctr_data:
     assert main(["predict", str(run_copy), "--data", str(ctr_data / "test.parquet"), "--output", str(out)]) == 0
     assert capsys.readouterr().out.strip() == f"wrote 400 scores to {out}"
     assert len(out.read_text().splitlines()) == 401
+
+
+def test_an_existing_empty_folder_may_receive_a_run(tmp_path: Path, ctr_data: Path) -> None:
+    (tmp_path / "runs" / "rel").mkdir(parents=True)
+    assert main(["train", str(write_config(tmp_path, ctr_data, trainer={"epochs": 1, "progress": False}))]) == 0
+    assert (tmp_path / "runs" / "rel" / "model.pt").is_file()

@@ -12,7 +12,8 @@ into ``runs/.NAME.partial/``; when the run has finished, the partial folder is r
 
 Rules (checked before any work starts, so a refused run has written nothing):
 
-- a fresh run refuses to replace an existing complete run unless ``overwrite`` is set;
+- a fresh run refuses to replace an existing run folder (an empty folder is fine) unless
+  ``overwrite`` is set;
 - a run that fails with an error deletes its partial folder unless it holds a checkpoint; one
   that was killed or failed after a checkpoint keeps it, and a fresh run then refuses to start
   over it (its checkpoints would be lost) unless ``overwrite`` is set; ``resume`` continues it;
@@ -81,7 +82,7 @@ class StagedRun:
                 f"an interrupted run of {self.final.name!r} is in {self.partial}: continue it with --resume, "
                 "or start over with --overwrite (its checkpoints are then deleted)"
             )
-        if self.final.exists() and not overwrite:
+        if self.final.exists() and not overwrite and not _is_empty_folder(self.final):
             raise RunFolderError(
                 f"run folder {self.final} already exists; pass --overwrite to replace it "
                 "(it is replaced only when the new run completes), or choose another name/output"
@@ -149,6 +150,10 @@ class RunLock:
             fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
             self._handle.close()
             self._handle = None
+
+
+def _is_empty_folder(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
 
 
 def _has_checkpoint(root: Path) -> bool:
