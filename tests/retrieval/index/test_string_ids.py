@@ -159,3 +159,23 @@ def test_integer_ids_come_back_as_integers(named):
         _, found = index.search(queries, k=3)
         assert found.dtype == np.int64 and np.isin(found, ids).all()
 
+
+
+@pytest.mark.parametrize(
+    "ids, error, message",
+    [
+        (np.array(["a", 1], dtype=object), TypeError, "integers or strings"),
+        (np.array(["a", None], dtype=object), ValueError, "1 missing"),
+        (np.array(["a", "a"]), ValueError, "duplicates"),
+        (np.array([1.5, 2.5]), TypeError, "integers or strings"),
+    ],
+)
+def test_bad_ids_are_refused_clearly(ids, error, message):
+    with pytest.raises(error, match=message):
+        ExactIndex(dim=2).add(ids, np.zeros((2, 2), np.float32))
+
+
+def test_python_ints_in_an_object_array_are_int_ids():
+    index = ExactIndex(dim=2)
+    index.add(np.array([5, 9], dtype=object), np.eye(2, dtype=np.float32))
+    assert index.id_type is IdType.INT and index.search(np.eye(2, dtype=np.float32), k=1)[1].tolist() == [[5], [9]]

@@ -45,8 +45,12 @@ def id_type_of(ids: np.ndarray) -> IdType:
         return IdType.INT
     if ids.dtype.kind == "U":
         return IdType.STR
-    if ids.dtype.kind == "O" and ids.size and pa.types.is_string(_arrow_strings_or_none(ids)):
-        return IdType.STR
+    if ids.dtype.kind == "O" and ids.size:  # Python objects: all str, or all int
+        arrow_type = _arrow_strings_or_none(ids)
+        if pa.types.is_string(arrow_type):
+            return IdType.STR
+        if pa.types.is_integer(arrow_type):
+            return IdType.INT
     raise TypeError(f"ids must be integers or strings, got dtype {ids.dtype}" + (f" (first: {ids[0]!r})" if ids.size else ""))
 
 
