@@ -26,6 +26,8 @@ from recstack.serving.service import RecommendationService
 from recstack.serving.types import RecommendRequest
 from recstack.workflows.serve import serving_limits
 
+from .live_server import live
+
 LIMITS = ServingLimits(max_users=8, max_candidates=40, max_k=20, max_history=50, max_body_bytes=2048, deadline_ms=1000, chunk_rows=16)
 
 
@@ -53,24 +55,6 @@ def scorer_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(RankerScorer, "__call__", recording)
     return calls
-
-
-@contextlib.contextmanager
-def live(app) -> Iterator[tuple[str, int]]:
-    """``app`` under a real uvicorn server on a free port, in a thread: (host, port)."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(500):
-        if server.started:
-            break
-        time.sleep(0.01)
-    assert server.started, "uvicorn did not start"
-    try:
-        yield "127.0.0.1", server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def _detail(response) -> dict:
