@@ -19,7 +19,7 @@ The package is laid out bottom-up: :mod:`~recstack.schema.enums` (closed sets of
 :class:`Schema`, its parsing and validation). Import from ``recstack.schema``.
 """
 
-from recstack.schema.enums import NumericTransform, Pooling, Side, VectorFormat, WeightFormat
+from recstack.schema.enums import InvalidPolicy, LabelKind, NumericTransform, Pooling, Side, Truncation, VectorFormat, WeightFormat
 from recstack.schema.schema import Schema
 from recstack.schema.specs import (
     CategoricalFeature,
@@ -37,6 +37,8 @@ __all__ = [
     "CategoricalFeature",
     "EmbeddedFeature",
     "Feature",
+    "InvalidPolicy",
+    "LabelKind",
     "NumericFeature",
     "NumericTransform",
     "Pooling",
@@ -44,6 +46,7 @@ __all__ = [
     "SequenceFeature",
     "Side",
     "TableSpec",
+    "Truncation",
     "VectorFeature",
     "VectorFormat",
     "WeightFormat",

@@ -100,9 +100,11 @@ def _train(
         before = skipped_rows(preprocessor, config.data.train)
         preprocessor.fit(config.data.train)
         preprocessor.save(paths.preprocessor)
-        if config.data.train.skip_bad_rows:
-            skipped_train = skipped_rows(preprocessor, config.data.train) - before
-            log(f"skip_bad_rows: dropped {skipped_train} bad row(s) of the training data")
+        skipped_train = skipped_rows(preprocessor, config.data.train) - before
+        if skipped_train or config.data.train.skip_bad_rows:  # skip_bad_rows, or on_invalid: skip_row
+            log(f"dropped {skipped_train} bad row(s) of the training data (skip_bad_rows / on_invalid: skip_row)")
+        else:
+            skipped_train = None
     if context is not None:  # rank 0 fitted and saved it; the others load that same file
         torch.distributed.barrier()
         if rank != 0:
@@ -138,6 +140,7 @@ def _train(
         metrics["valid"] = evaluate(model)
     if config.data.test:
         metrics["test"] = make_evaluator(config, task, preprocessor, split="test")(model)
+    preprocessor.warn_truncated()  # lists truncated in validation / test rows (the fit warned about training rows)
     metrics.update(
         {
             "best_epoch": None if state.best_epoch is None else state.best_epoch + 1,  # 1-based, as epochs_run counts
