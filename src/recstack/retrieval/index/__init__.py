@@ -7,6 +7,9 @@ Backends (the ``backend`` name for ``create_index``):
 * ``"milvus"`` ``MilvusIndex``: a Milvus server or Milvus Lite file; needs
   ``pip install 'recstack[milvus]'``.
 
+Ids are the caller's, integers or strings, and come back in the same type (``ids.py``:
+padding is -1 or None, ``found_mask`` tells hits from padding for both).
+
 faiss and pymilvus are imported only when such an index is built, so this package imports
 without them; every backend is registered here either way.
 
@@ -15,6 +18,10 @@ without them; every backend is registered here either way.
 >>> index.add(np.array([3, 4]), np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32))
 >>> index.search(np.array([[0.0, 1.0]], dtype=np.float32), k=1)[1].tolist()
 [[4]]
+>>> named = create_index("exact", dim=2)
+>>> named.add(np.array(["p463", "p7"]), np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32))
+>>> named.search(np.array([[0.0, 1.0]], dtype=np.float32), k=3)[1].tolist()
+[['p7', 'p463', None]]
 """
 
 from recstack.retrieval.index.base import (
@@ -26,17 +33,20 @@ from recstack.retrieval.index.base import (
 )
 from recstack.retrieval.index.exact import ExactIndex
 from recstack.retrieval.index.faiss_index import FaissIndex, FaissKind
+from recstack.retrieval.index.ids import IdType, found_mask
 from recstack.retrieval.index.milvus import MilvusIndex, MilvusIndexType
 
 __all__ = [
     "ExactIndex",
     "FaissIndex",
     "FaissKind",
+    "IdType",
     "MilvusIndex",
     "MilvusIndexType",
     "VectorIndex",
     "available_backends",
     "create_index",
+    "found_mask",
     "load_index",
     "register_index",
 ]
