@@ -20,11 +20,17 @@ stay in the candidate set as extra negatives for the other rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recstack.data.batch import Batch
+from recstack.models.params import require
+from recstack.tasks.base import SingleHeadTask
+from recstack.tasks.registry import RegisteredTask, TaskParams, TaskType, register_task
 from recstack.tasks.retrieval_steps import (
     _gather_items,
     _log_probs_from_counts,
@@ -40,7 +46,8 @@ from recstack.tasks.retrieval_steps import (
 __all__ = ["InBatchSoftmaxTask"]
 
 
-class InBatchSoftmaxTask:
+@register_task("in_batch_softmax")
+class InBatchSoftmaxTask(RegisteredTask, SingleHeadTask):
     """Softmax over the batch's items: each row's positive against every other row's item.
 
     Args:
@@ -63,6 +70,32 @@ class InBatchSoftmaxTask:
         4.5e-05
     """
 
+    family: ClassVar[TaskType] = TaskType.RETRIEVAL
+
+    @dataclass(frozen=True, kw_only=True)
+    class Params(TaskParams):
+        """``task: {type: retrieval, loss: in_batch_softmax, temperature: 0.05, ...}``;
+        ``item_feature`` None: the model's item-id feature (resolved when a run trains)."""
+
+        temperature: float = 0.05
+        logq_correction: bool = True
+        remove_accidental_hits: bool = True
+        item_feature: str | None = None
+        gather_negatives: bool = False
+
+        def validate(self) -> None:
+            require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+
+    @classmethod
+    def from_params(cls, params: "InBatchSoftmaxTask.Params") -> "InBatchSoftmaxTask":
+        return cls(
+            temperature=params.temperature,
+            logq_correction=params.logq_correction,
+            remove_accidental_hits=params.remove_accidental_hits,
+            item_feature=params.item_feature or "item_id",
+            gather_negatives=params.gather_negatives,
+        )
+
     def __init__(
         self,
         *,
@@ -72,9 +105,14 @@ class InBatchSoftmaxTask:
         item_feature: str = "item_id",
         gather_negatives: bool = False,
     ) -> None:
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        self.params = self.Params(
+            temperature=temperature,
+            logq_correction=logq_correction,
+            remove_accidental_hits=remove_accidental_hits,
+            item_feature=item_feature,
+            gather_negatives=gather_negatives,
+        )  # checked: ConfigError (a ValueError) naming the parameter
+        self.temperature = self.params.temperature
         self.logq_correction = logq_correction
         self.remove_accidental_hits = remove_accidental_hits
         self.item_feature = item_feature

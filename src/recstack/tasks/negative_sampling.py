@@ -10,13 +10,17 @@ dropped).
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recstack.data.batch import Batch, OOV_INDEX
+from recstack.models.params import require
+from recstack.tasks.base import SingleHeadTask
+from recstack.tasks.registry import RegisteredTask, TaskParams, TaskType, register_task
 from recstack.tasks.retrieval_steps import _row_weights, _weighted_mean, apply_temperature, scaled_cosine
 
 __all__ = ["ItemCatalogueModel", "NegativeDistribution", "NegativeSamplingTask"]
@@ -43,7 +47,8 @@ class ItemCatalogueModel(Protocol):
         ...
 
 
-class NegativeSamplingTask:
+@register_task("negative_sampling")
+class NegativeSamplingTask(RegisteredTask, SingleHeadTask):
     """Softmax over ``[positive, K sampled negatives]`` per row, for implicit feedback.
 
     Negatives are item table rows drawn per row (rows 0/1, padding and OOV, never), then encoded
@@ -63,6 +68,33 @@ class NegativeSamplingTask:
         seed: seed of the sampler, for reproducible runs.
     """
 
+    family: ClassVar[TaskType] = TaskType.RETRIEVAL
+
+    @dataclass(frozen=True, kw_only=True)
+    class Params(TaskParams):
+        """``task: {type: retrieval, loss: negative_sampling, num_negatives: 20, ...}``;
+        ``item_feature`` None: the model's item-id feature (resolved when a run trains)."""
+
+        num_negatives: int = 20
+        distribution: NegativeDistribution = NegativeDistribution.UNIFORM
+        temperature: float = 0.05
+        item_feature: str | None = None
+        seed: int | None = None
+
+        def validate(self) -> None:
+            require(self.num_negatives >= 1, "num_negatives", f"must be >= 1, got {self.num_negatives}")
+            require(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+
+    @classmethod
+    def from_params(cls, params: "NegativeSamplingTask.Params") -> "NegativeSamplingTask":
+        return cls(
+            num_negatives=params.num_negatives,
+            distribution=params.distribution,
+            temperature=params.temperature,
+            item_feature=params.item_feature or "item_id",
+            seed=params.seed,
+        )
+
     def __init__(
         self,
         *,
@@ -72,13 +104,12 @@ class NegativeSamplingTask:
         item_feature: str = "item_id",
         seed: int | None = None,
     ) -> None:
-        if num_negatives < 1:
-            raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.params = self.Params(
+            num_negatives=num_negatives, distribution=distribution, temperature=temperature, item_feature=item_feature, seed=seed
+        )  # checked: ConfigError (a ValueError) naming the parameter
         self.num_negatives = num_negatives
         self.distribution = NegativeDistribution(distribution)  # ValueError on an unknown name
-        self.temperature = temperature
+        self.temperature = self.params.temperature
         self.item_feature = item_feature
         self.generator = torch.Generator()
         if seed is not None:

@@ -5,17 +5,24 @@ Shape legend: B batch, D vector dim.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recstack.data.batch import Batch
+from recstack.models.params import require
+from recstack.tasks.base import SingleHeadTask
+from recstack.tasks.registry import RegisteredTask, TaskParams, TaskType, register_task
 from recstack.tasks.retrieval_steps import scaled_cosine
 
 __all__ = ["PointwiseTask"]
 
 
-class PointwiseTask:
+@register_task("pointwise")
+class PointwiseTask(RegisteredTask, SingleHeadTask):
     """Binary cross-entropy on ``gamma * cosine`` with labelled (user, item, 0/1) rows (seed 001).
 
     Args:
@@ -26,13 +33,27 @@ class PointwiseTask:
     evaluation expects; they rank exactly as the scaled cosine.
     """
 
+    family: ClassVar[TaskType] = TaskType.RETRIEVAL
+
+    @dataclass(frozen=True, kw_only=True)
+    class Params(TaskParams):
+        """``task: {type: retrieval, loss: pointwise, gamma: 10, pos_weight: 1.2}``."""
+
+        gamma: float = 10.0
+        pos_weight: float | None = None
+
+        def validate(self) -> None:
+            require(self.gamma > 0, "gamma", f"must be > 0, got {self.gamma}")
+            require(self.pos_weight is None or self.pos_weight > 0, "pos_weight", f"must be > 0, got {self.pos_weight}")
+
+    @classmethod
+    def from_params(cls, params: "PointwiseTask.Params") -> "PointwiseTask":
+        return cls(gamma=params.gamma, pos_weight=params.pos_weight)
+
     def __init__(self, *, gamma: float = 10.0, pos_weight: float | None = None) -> None:
-        if not gamma > 0:
-            raise ValueError(f"gamma must be > 0, got {gamma}")
-        if pos_weight is not None and not pos_weight > 0:
-            raise ValueError(f"pos_weight must be > 0, got {pos_weight}")
-        self.gamma = gamma
-        self.pos_weight = pos_weight
+        self.params = self.Params(gamma=gamma, pos_weight=pos_weight)  # checked: ConfigError naming the parameter
+        self.gamma = self.params.gamma
+        self.pos_weight = self.params.pos_weight
 
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
         user_vectors, item_vectors = model(batch)  # (B, D), (B, D)
