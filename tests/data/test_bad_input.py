@@ -125,18 +125,67 @@ def test_an_empty_parquet_file(tmp_path):
     assert raised(read, not_parquet).path == not_parquet
 
 
-def test_a_wrong_delimiter_with_a_header(tmp_path):
-    path = write_text(tmp_path / "t.csv", HEADER.replace(",", ";") + "1;a;2.5;1:1\n")
+@pytest.mark.parametrize("delimiter", [";", "\t", "|"])
+def test_a_wrong_delimiter_with_a_header_names_the_likely_one(tmp_path, delimiter):
+    rows = ["label,item,price,tags", '1,a,2.5,"1:1,2:1"', "0,b,1.0,3:1"]
+    text = "".join(row.replace(",", delimiter).replace(f'"1:1{delimiter}2:1"', '"1:1,2:1"') + "\n" for row in rows)
+    path = write_text(tmp_path / "t.csv", text)
     error = raised(read, path)
     assert_names(error, path, None, "item")
-    assert "delimiter ',' right?" in str(error)
+    assert "missing column" in str(error)
+    assert f"looks {delimiter!r}-separated; set delimiter: {delimiter!r} (or --delimiter {delimiter!r})" in str(error)
+
+
+def test_a_quoted_comma_does_not_hide_the_real_delimiter(tmp_path):
+    path = write_text(tmp_path / "t.csv", 'label;item;price;tags\n1;"a,b,c,d,e";2.5;1:1\n')
+    error = raised(read, path)
+    assert "looks ';'-separated" in str(error)
+
+
+def test_a_one_column_file_without_another_delimiter_asks(tmp_path):
+    path = write_text(tmp_path / "t.csv", "label\n1\n")
+    error = raised(read, path)
+    assert "is the delimiter ',' right?" in str(error) and "looks" not in str(error)
 
 
 def test_a_wrong_delimiter_in_a_headerless_csv(tmp_path):
     path = write_text(tmp_path / "t.csv", "1\ta\t2.5\t1:1\n")
     error = raised(read, path, header=False, column_names=("label", "item", "price", "tags"))
     assert_names(error, path, 1, "item")
-    assert "expected 4 fields, got 1" in str(error) and "delimiter ',' right?" in str(error)
+    assert "expected 4 fields, got 1" in str(error)
+    assert "looks '\\t'-separated; set delimiter: '\\t' (or --delimiter '\\t')" in str(error)
+
+
+def write_bytes(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+@pytest.mark.parametrize("bad_row", [1, 150, 300])
+@pytest.mark.parametrize("column", ["item", "tags"])
+def test_a_row_that_is_not_utf8_is_named(tmp_path, bad_row, column):
+    lines = [GOOD_ROW.encode()] * 300
+    lines[bad_row - 1] = b'0,caf\xe9,1.0,"1:1"\n' if column == "item" else b'0,b,1.0,"1:1\xff"\n'
+    path = write_bytes(tmp_path / "t.csv", HEADER.encode() + b"".join(lines))
+    error = raised(read, path, block_bytes=1024)
+    assert_names(error, path, bad_row, column)
+    assert "not UTF-8" in str(error) and "--skip-bad-rows" in str(error)
+
+
+@pytest.mark.parametrize("block_bytes", [1024, 4 << 20])
+def test_skip_bad_rows_drops_and_counts_rows_that_are_not_utf8(tmp_path, block_bytes):
+    lines = [GOOD_ROW.encode()] * 300
+    lines[9] = b'0,caf\xe9,1.0,"1:1"\n'
+    lines[200] = b'0,b,1.0,"1:1\xff"\n'
+    path = write_bytes(tmp_path / "t.csv", HEADER.encode() + b"".join(lines))
+    source = DataSource(paths=(path,), skip_bad_rows=True, block_bytes=block_bytes)
+    pre = Preprocessor(SCHEMA).fit(source)
+    assert pre.lookups["item"].keys == ["a"]  # fitting skipped the row too
+    before = len(source.skipped)
+    batch = read_all(pre, source)
+    assert len(batch) == 298
+    assert len(source.skipped) - before == 2
+    assert sorted(source.skipped[before:]) == [10, 201]  # the 1-based data rows dropped
 
 
 @pytest.mark.parametrize("header", [True, False])

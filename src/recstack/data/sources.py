@@ -12,10 +12,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from recstack.data.csv_stream import CsvStream, decode_utf8, delimiter_hint, read_header
 from recstack.errors import ConfigError, DataError
 
 
@@ -46,7 +48,8 @@ class DataSource:
         header: whether CSV files start with a header line.
         column_names: names for headerless CSV files (seed 000's ``label,u_1..u_128,i_1..i_128``).
         block_bytes: CSV bytes read per block; bounds memory.
-        skip_bad_rows: skip (and count) rows with the wrong number of fields instead of failing.
+        skip_bad_rows: skip (and count, in ``skipped``) rows with the wrong number of fields or
+            bytes that are not UTF-8 text instead of failing.
     """
 
     paths: tuple[str, ...]
@@ -124,8 +127,9 @@ class DataSource:
             return list(_open_parquet(path).schema_arrow.names)
         if self.column_names:
             return list(self.column_names)
-        reader = self._open_csv(path, columns=None, types={}, on_invalid_row=lambda row: "skip")  # the header only
-        return list(reader.schema.names)
+        if os.path.getsize(path) == 0:
+            raise DataError("file is empty", path=path)
+        return read_header(path, self._delimiter(path), header=self.header)
 
     def chunks(
         self,
@@ -198,17 +202,24 @@ class DataSource:
                     yield Chunk(records, path, next_row)
                     next_row += records.num_rows
             return
-        reader = self._open_csv(path, columns, types)
-        while True:
+        text_columns = self._text_columns(path, columns, types) if self.skip_bad_rows else []
+        failure: pa.ArrowInvalid | None = None
+        with self._open_csv(path, columns, types) as stream:
             try:
-                records = reader.read_next_batch()
-            except StopIteration:
-                break
+                for records in stream:
+                    if not records.num_rows:
+                        continue
+                    first_row, next_row = next_row, next_row + records.num_rows
+                    if text_columns:  # skipping: text arrived as bytes, to drop rows that are not UTF-8
+                        records, not_utf8, _ = decode_utf8(records, text_columns)
+                        if not_utf8.any():
+                            self.skipped.extend((first_row + np.flatnonzero(not_utf8)).tolist())
+                            records = records.filter(pa.array(~not_utf8))
+                    yield Chunk(records, path, first_row)
             except pa.ArrowInvalid as error:
-                raise self._diagnose_csv(path, columns, types, error) from None
-            if records.num_rows:
-                yield Chunk(records, path, next_row)
-                next_row += records.num_rows
+                failure = error
+        if failure is not None:  # diagnosed after the stream is closed (it re-reads the file)
+            raise self._diagnose_csv(path, columns, types, failure) from None
         if next_row == 1:
             raise DataError("file has no data rows", path=path)
 
@@ -224,7 +235,7 @@ class DataSource:
         if missing:
             hint = ""
             if len(found) == 1 and self.format_of(path) is not FileFormat.PARQUET:
-                hint = f" (one column {found[0][:60]!r} was found: is the delimiter {self._delimiter(path)!r} right?)"
+                hint = f" (one column {found[0][:60]!r} was found: {delimiter_hint(path, self._delimiter(path))})"
             raise DataError(
                 f"missing column(s) {missing}; the file has {found[:20]}{'...' if len(found) > 20 else ''}{hint}",
                 path=path,
@@ -236,6 +247,11 @@ class DataSource:
             return self.delimiter
         return "\t" if self.format_of(path) is FileFormat.TSV else ","
 
+    def _text_columns(self, path: str, columns: Sequence[str] | None, types: Mapping[str, pa.DataType]) -> list[str]:
+        """The columns read as bytes and decoded per batch when skipping bad rows: every column
+        read (all are text then), so a row that is not UTF-8 can be dropped alone."""
+        return list(dict.fromkeys([*(columns if columns is not None else self.columns_of(path)), *types]))
+
     def _open_csv(
         self,
         path: str,
@@ -244,20 +260,25 @@ class DataSource:
         *,
         on_invalid_row: Any = None,
         use_threads: bool = True,
-    ) -> pacsv.CSVStreamingReader:
+        as_bytes: bool = False,
+    ) -> CsvStream:
+        """A stream of the file's record batches. Rows with the wrong number of fields raise,
+        or go to ``on_invalid_row``, or (``skip_bad_rows``) are skipped and counted; with
+        ``skip_bad_rows`` (or ``as_bytes``) every column read is text, read as bytes."""
         if os.path.getsize(path) == 0:
             raise DataError("file is empty", path=path)
         skipped = self.skipped
 
-        def count_or_fail(row: Any) -> str:
-            if self.skip_bad_rows:
-                skipped.append(1)
-                return "skip"
-            return "error"
+        def count_and_skip(row: Any) -> str:
+            skipped.append(0 if row.number is None else row.number)
+            return "skip"
 
-        if self.skip_bad_rows:
-            # Numbers are then parsed (and bad rows dropped) by the preprocessor, not by the reader.
-            types = {name: pa.string() for name in types}
+        if self.skip_bad_rows or as_bytes:
+            # Numbers are then parsed (and bad rows dropped) by the preprocessor, not by the
+            # reader, and text is checked for UTF-8 a batch at a time (decode_utf8).
+            types = {name: pa.binary() for name in self._text_columns(path, columns, types)}
+        if on_invalid_row is None and self.skip_bad_rows:
+            on_invalid_row = count_and_skip
         read_options = pacsv.ReadOptions(
             use_threads=use_threads,
             block_size=self.block_bytes,
@@ -265,7 +286,6 @@ class DataSource:
             skip_rows=1 if (self.column_names and self.header) else 0,
             autogenerate_column_names=not self.column_names and not self.header,
         )
-        parse_options = pacsv.ParseOptions(delimiter=self._delimiter(path), invalid_row_handler=on_invalid_row or count_or_fail)
         convert_options = pacsv.ConvertOptions(
             include_columns=list(columns) if columns else None,
             column_types=dict(types),
@@ -273,11 +293,17 @@ class DataSource:
             quoted_strings_can_be_null=False,
         )
         try:
-            return pacsv.open_csv(path, read_options=read_options, parse_options=parse_options, convert_options=convert_options)
+            return CsvStream(
+                path,
+                read_options=read_options,
+                convert_options=convert_options,
+                delimiter=self._delimiter(path),
+                on_invalid_row=on_invalid_row,
+            )
         except pa.ArrowInvalid as error:
             if "Empty CSV file" in str(error):
                 raise DataError("file is empty", path=path) from None
-            if on_invalid_row is not None:
+            if as_bytes:
                 raise
             raise self._diagnose_csv(path, columns, types, error) from None
 
@@ -286,8 +312,9 @@ class DataSource:
     ) -> DataError:
         """Names the row and column of a CSV that Arrow rejected (its messages name neither).
 
-        Re-reads the file on one thread (so rows are numbered) with every column as text, then
-        finds the first row with the wrong number of fields or a non-number in a numeric column.
+        Re-reads the file on one thread (so rows are numbered) with every column as bytes, then
+        finds the first row with the wrong number of fields, bytes that are not UTF-8, or a
+        non-number in a numeric column.
         """
         from recstack.data.columns import bad_number_rows
 
@@ -300,25 +327,37 @@ class DataSource:
             invalid.append(row)
             return "error"
 
-        numeric = [name for name, kind in types.items() if not pa.types.is_string(kind)]
+        numeric = [name for name, kind in types.items() if not (pa.types.is_string(kind) or pa.types.is_binary(kind))]
         next_row = 1
         try:
-            reader = self._open_csv(path, columns, {n: pa.string() for n in types}, on_invalid_row=record, use_threads=False)
-            for records in reader:
-                for name in numeric:
-                    if name in records.schema.names:
-                        bad = bad_number_rows(records.column(name))
-                        if bad.any():
-                            first = int(bad.argmax())
-                            value = records.column(name)[first].as_py()
-                            return DataError(f"expected a number, got {value!r}", path=path, row=next_row + first, column=name)
-                next_row += records.num_rows
+            with self._open_csv(path, columns, types, on_invalid_row=record, use_threads=False, as_bytes=True) as stream:
+                for raw in stream:
+                    records, _, not_utf8 = decode_utf8(raw, raw.schema.names)
+                    found = [(row, name, None) for name, row in not_utf8.items()]
+                    for name in numeric:
+                        if name in records.schema.names:
+                            bad = bad_number_rows(records.column(name))
+                            if bad.any():
+                                found.append((int(bad.argmax()), name, records.column(name)[int(bad.argmax())].as_py()))
+                    if found:
+                        row, name, value = min(found, key=lambda item: item[0])
+                        if name in not_utf8:
+                            text = raw.column(name)[row].as_py()
+                            return DataError(
+                                f"not UTF-8 text: {text[:60]!r} (save the file as UTF-8, or skip such rows with "
+                                "skip_bad_rows: true / --skip-bad-rows)",
+                                path=path,
+                                row=next_row + row,
+                                column=name,
+                            )
+                        return DataError(f"expected a number, got {value!r}", path=path, row=next_row + row, column=name)
+                    next_row += records.num_rows
         except pa.ArrowInvalid:
             if invalid:
                 row = invalid[0]
                 names = self.columns_of(path)
                 column = names[row.actual_columns] if row.actual_columns < len(names) else None
-                hint = f" (is the delimiter {self._delimiter(path)!r} right?)" if row.actual_columns == 1 else ""
+                hint = f" ({delimiter_hint(path, self._delimiter(path))})" if row.actual_columns == 1 else ""
                 return DataError(
                     f"expected {row.expected_columns} fields, got {row.actual_columns}: {row.text[:80]!r}{hint}",
                     path=path,
