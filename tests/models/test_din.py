@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from recstack.data.feature_map import table_name
 from recstack.errors import ConfigError
 from recstack.models import build_model
+from recstack.schema import is_embedded
 
 from .helpers import DIM, fit, full_records, full_schema, model_params, pad_sequences, write_pretrained
 
@@ -96,8 +98,10 @@ def test_regularization_is_mini_batch_aware_l2(world):
     model = build_model("din", feature_map, model_params("din", l2_reg=0.5))
     penalty = model.regularization(batch)
     expected = torch.zeros(())
-    for table_name, (rows, counts) in model.embeddings.present_rows(batch).items():
-        weight = model.embeddings.table_by_name(table_name).weight
+    embedded = [n for n in model.embeddings.feature_names if is_embedded(model.embeddings.feature(n))]
+    tables = {table_name(model.embeddings.feature(n)): model.embeddings.table(n) for n in embedded}
+    for name, (rows, counts) in model.embeddings.present_rows(batch).items():
+        weight = tables[name].weight
         if weight.requires_grad:
             expected = expected + (weight[rows].pow(2).sum(-1) / counts).sum()
     assert torch.allclose(penalty, 0.5 * expected)
@@ -122,14 +126,14 @@ def test_padding_the_packed_history_changes_no_training_output_or_gradient(world
     same logits, gradients and Dice statistics as without."""
     import copy
 
-    import recstack.models.din as din_module
+    import recstack.nn.attention as attention_module
 
     feature_map, batch = world
     torch.manual_seed(0)
     original = build_model("din", feature_map, model_params("din")).train()
     results = []
     for multiple in (1, 64):
-        monkeypatch.setattr(din_module, "packing_multiple", lambda device, m=multiple: m)
+        monkeypatch.setattr(attention_module, "packing_multiple", lambda device, m=multiple: m)
         model = copy.deepcopy(original)
         logits = model(batch)
         torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.label).backward()

@@ -49,14 +49,16 @@ def test_fused_training_matches_the_layers(kernel, shape, output_activation, inp
         assert type(mlp(x).grad_fn).__name__ in {"_ReluMLPBackward", "ViewBackward0"}
 
 
-def test_score_with_a_head_matches_the_head_after_the_layers(kernel):
+def test_an_mlp_with_its_own_head_matches_the_head_after_the_layers(kernel):
     torch.manual_seed(0)
-    mlp, head = MLP(in_dim=6, hidden_dims=(8, 4)), torch.nn.Linear(4, 1)
+    mlp = MLP(in_dim=6, hidden_dims=(8, 4), head_dim=1)
+    head = mlp.head
+    assert mlp.out_dim == 1 and mlp.hidden_dim == 4
     x = torch.randn(16, 6, requires_grad=True)
-    fused = mlp.score(x, head)
+    fused = mlp(x)  # (16, 1)
     assert type(fused.grad_fn).__name__ == "_ReluMLPBackward"  # the head is in the MLP's node
     expected = head(_reference(mlp, x))
-    params = [x, *mlp.parameters(), *head.parameters()]
+    params = [x, *mlp.parameters()]
     torch.testing.assert_close(fused, expected)
     for got, want in zip(torch.autograd.grad(fused.sum(), params), torch.autograd.grad(expected.sum(), params)):
         torch.testing.assert_close(got, want)

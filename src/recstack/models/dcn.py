@@ -12,7 +12,7 @@ from recstack.data.feature_map import FeatureMap
 from recstack.models.params import DeepParams, require, select_features
 from recstack.models.registry import register_model
 from recstack.nn.cross import CrossNetwork
-from recstack.nn.embedding import EmbeddingCollection
+from recstack.nn.embedding import build_sparse_inputs
 
 
 @register_model("dcn")
@@ -41,7 +41,7 @@ class DCN(nn.Module):
         super().__init__()
         self.params = p = params or self.Params()
         self.inputs = select_features(feature_map, p.features).all
-        self.embeddings = EmbeddingCollection(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
+        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
         width = self.embeddings.output_dim(self.inputs)
         self.cross = CrossNetwork(in_dim=width, num_layers=p.num_cross_layers)
         self.deep = p.mlp(width)

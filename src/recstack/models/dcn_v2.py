@@ -14,7 +14,7 @@ from recstack.data.feature_map import FeatureMap
 from recstack.models.params import DeepParams, require, select_features
 from recstack.models.registry import register_model
 from recstack.nn.cross import CrossNetworkV2
-from recstack.nn.embedding import EmbeddingCollection
+from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import Activation
 
 
@@ -58,7 +58,7 @@ class DCNv2(nn.Module):
         super().__init__()
         self.params = p = params or self.Params()
         self.inputs = select_features(feature_map, p.features).all
-        self.embeddings = EmbeddingCollection(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
+        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
         width = self.embeddings.output_dim(self.inputs)
         self.cross = CrossNetworkV2(
             in_dim=width,

@@ -11,7 +11,7 @@ from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
 from recstack.models.params import ModelParams, require_dims, select_features
 from recstack.models.registry import register_model
-from recstack.nn.embedding import EmbeddingCollection
+from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.residual import ResidualUnit
 
 
@@ -41,7 +41,7 @@ class DeepCrossing(nn.Module):
         super().__init__()
         self.params = p = params or self.Params()
         self.inputs = select_features(feature_map, p.features).all
-        self.embeddings = EmbeddingCollection(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
+        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
         width = self.embeddings.output_dim(self.inputs)
         self.residual_units = nn.Sequential(*(ResidualUnit(dim=width, hidden_dim=h) for h in p.residual_hidden_dims))
         self.score = nn.Linear(width, 1)

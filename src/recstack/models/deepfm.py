@@ -12,7 +12,8 @@ from recstack.data.feature_map import FeatureMap
 from recstack.models.lr import LR
 from recstack.models.params import DeepParams, param_errors, require, select_features
 from recstack.models.registry import register_model
-from recstack.nn.embedding import EmbeddingCollection
+from recstack.models.state_keys import accept_old_keys
+from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.fm import FactorizationMachine
 
 
@@ -41,12 +42,12 @@ class DeepFM(nn.Module):
         require(len(split.embedded) >= 2, "features", f"DeepFM needs two embedded fields or more, got {list(split.embedded)}")
         self.fields, self.dense_features = split.embedded, split.dense
         self.linear = LR(feature_map=feature_map, params=LR.Params(features=split.all, sparse_embeddings=p.sparse_embeddings))
-        self.embeddings = EmbeddingCollection(feature_map, features=split.all, sparse=p.sparse_embeddings)
+        self.embeddings = build_sparse_inputs(feature_map, features=split.all, sparse=p.sparse_embeddings)
         with param_errors("features"):
-            dim = self.embeddings.check_equal_dims(self.fields)
+            dim = self.embeddings.field_dim(self.fields)
         self.fm = FactorizationMachine()
-        self.dnn = p.mlp(len(self.fields) * dim + self.embeddings.output_dim(self.dense_features))
-        self.dnn_score = nn.Linear(self.dnn.out_dim, 1)
+        self.dnn = p.mlp(len(self.fields) * dim + self.embeddings.output_dim(self.dense_features), head_dim=1)
+        accept_old_keys(self, {"dnn_score.": "dnn.head."})  # runs saved when the model held the head
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
@@ -56,5 +57,5 @@ class DeepFM(nn.Module):
         if self.dense_features:  # no copy of the fields when there is nothing to append
             dense = self.embeddings.dense_input(batch, self.dense_features)  # (B, N)
             dnn_input = torch.cat([dnn_input, dense], dim=-1)  # (B, F*D + N)
-        dnn_logits = self.dnn.score(dnn_input, self.dnn_score).squeeze(-1)  # (B,)
+        dnn_logits = self.dnn(dnn_input).squeeze(-1)  # (B,)
         return fm_logits + dnn_logits

@@ -17,8 +17,9 @@ from recstack.models.params import (
     select_features,
 )
 from recstack.models.registry import register_model
-from recstack.nn.attention import PackedPositions, TargetAttention, packing_multiple
-from recstack.nn.embedding import EmbeddingCollection
+from recstack.models.state_keys import accept_old_keys
+from recstack.nn.attention import TargetAttention
+from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import Activation
 from recstack.schema import CategoricalFeature, Schema, SequenceFeature
 
@@ -89,7 +90,7 @@ class DIN(nn.Module):
         # every other feature (candidates included) is embedded, pooled and concatenated
         self.other_inputs = select_features(feature_map, p.features, exclude=histories).all
         served = list(dict.fromkeys([*self.other_inputs, *candidates, *histories]))
-        self.embeddings = EmbeddingCollection(feature_map, features=served, sparse=p.sparse_embeddings)
+        self.embeddings = build_sparse_inputs(feature_map, features=served, sparse=p.sparse_embeddings)
         group_dims = [self.embeddings.output_dim([b.candidate for b in group]) for group in self.groups]
         self.attentions = nn.ModuleList(
             TargetAttention(
@@ -100,33 +101,30 @@ class DIN(nn.Module):
             )
             for dim in group_dims
         )
-        self.mlp = p.mlp(self.embeddings.output_dim(self.other_inputs) + sum(group_dims))
-        self.score = nn.Linear(self.mlp.out_dim, 1)
+        self.mlp = p.mlp(self.embeddings.output_dim(self.other_inputs) + sum(group_dims), head_dim=1)
+        accept_old_keys(self, {"score.": "mlp.head."})  # runs saved when the model held the head
 
     def interests(self, batch: Batch) -> list[torch.Tensor]:
         """The user's interest in the candidate, one (B, D_g) vector per behaviour group."""
         interests = []
         for group, attention in zip(self.groups, self.attentions):
-            query = torch.cat([self.embeddings.lookup(batch, b.candidate) for b in group], dim=-1)  # (B, D_g)
+            query = torch.cat([self.embeddings.pooled(batch, b.candidate) for b in group], dim=-1)  # (B, D_g)
             mask = batch.mask(group[0].history)  # (B, L)
             for behaviour in group[1:]:
                 mask = mask | batch.mask(behaviour.history)  # a position is real if any part is
-            if self.training:  # only real positions are looked up, scored and pooled
-                positions = PackedPositions.from_mask(mask, pad_to=packing_multiple(mask.device))
-                keys = torch.cat(
-                    [self.embeddings.lookup_positions(batch, b.history, positions.flat) for b in group], dim=-1
-                )  # (N, D_g)
-                interests.append(attention.forward_packed(query, keys, positions))  # (B, D_g)
-            else:  # the padded layout: what ONNX export traces (same values)
-                keys = torch.cat([self.embeddings.lookup(batch, b.history) for b in group], dim=-1)  # (B, L, D_g)
-                interests.append(attention(query, keys, mask))  # (B, D_g)
+
+            def keys_at(flat: torch.Tensor | None, group: tuple[Behaviour, ...] = group) -> torch.Tensor:
+                # (P, D_g) at packed positions, or (B, L, D_g) padded: the attention chooses
+                return torch.cat([self.embeddings.sequence(batch, b.history, flat) for b in group], dim=-1)
+
+            interests.append(attention.attend(query, mask, keys_at))  # (B, D_g)
         return interests
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
         others = self.embeddings.concat(batch, self.other_inputs)  # (B, N)
         combined = torch.cat([others, *self.interests(batch)], dim=-1)  # (B, N + sum D_g)
-        return self.mlp.score(combined, self.score).squeeze(-1)  # (B,)
+        return self.mlp(combined).squeeze(-1)  # (B,)
 
     def regularization(self, batch: Batch) -> torch.Tensor:
         """Mini-batch-aware L2 of the paper: ``l2_reg * sum_j ||w_j||^2 / n_j``, a scalar.
@@ -138,16 +136,9 @@ class DIN(nn.Module):
         together), so frequent ids are still shrunk less per occurrence and no global counts
         need to be carried. Frozen tables are skipped. Add the result to the task loss.
         """
-        total = torch.zeros((), device=self.score.weight.device)
         if self.params.l2_reg == 0:
-            return total
-        for table_name, (rows, counts) in self.embeddings.present_rows(batch).items():
-            table = self.embeddings.table_by_name(table_name)
-            if not table.weight.requires_grad:
-                continue
-            vectors = table(rows)  # (K, D): through the module, so sparse tables stay sparse
-            total = total + (vectors.pow(2).sum(dim=-1) / counts.to(vectors.dtype)).sum()
-        return self.params.l2_reg * total
+            return torch.zeros((), device=self.mlp.head.weight.device)
+        return self.params.l2_reg * self.embeddings.mini_batch_l2(batch)
 
 
 def _check_behaviour(schema: Schema, behaviour: Behaviour, *, key: str) -> None:

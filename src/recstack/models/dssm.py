@@ -6,17 +6,18 @@ Each tower embeds its own side's features (pooled ids and sequences, plus dense 
 runs an MLP (seed 001: 256-256-128, relu, tanh last) and L2-normalises, so the score
 ``user . item`` is a cosine; the task scales it (``recstack.tasks.retrieval``)::
 
-    user features ──EmbeddingCollection──MLP──normalise──┐
-                                                          ├── cosine / temperature
-    item features ──EmbeddingCollection──MLP──normalise──┘
+    user features ──SparseInputs──MLP──normalise──┐
+                                                   ├── cosine / temperature
+    item features ──SparseInputs──MLP──normalise──┘
 
 Features go to the user tower when their ``side`` is user or context, to the item tower when it
 is item (or as listed in ``user_features`` / ``item_features``). Towers over pretrained vectors
 alone (seed 000: 128-d vector features, no id) need no embedding table at all.
 
-Shared tables. ``item_id`` (item side) and ``hist_item_ids`` (user side) name one table, so both
-towers hold the *same* ``nn.Embedding`` object: training updates one matrix, each tower alone
-computes exactly what the training model computes, and each exported ONNX tower carries a copy.
+Shared tables. ``item_id`` (item side) and ``hist_item_ids`` (user side) name one schema table, so
+the user tower's inputs are built ``share_with`` the item tower's and both hold the *same* table:
+training updates one matrix, each tower alone computes exactly what the training model computes,
+and each exported ONNX tower carries a copy.
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap, table_name
 from recstack.models.params import DeepParams, param_errors, require, select_features
 from recstack.models.registry import register_model
-from recstack.nn.embedding import EmbeddingCollection
+from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import MLP, Activation
+from recstack.nn.sparse_inputs import SparseInputs
 from recstack.schema import CategoricalFeature, Pooling, SequenceFeature, Side, is_embedded
 
-__all__ = ["Tower", "TwoTower", "share_tables", "tower_features"]
+__all__ = ["Tower", "TwoTower", "tower_features"]
 
 WEIGHTS_SUFFIX = "__weights"
 
@@ -51,7 +53,7 @@ class Tower(nn.Module):
     padded lookup and a masked pool (no ``EmbeddingBag``), which ONNX runs as plain tensor ops.
 
     Args:
-        embeddings: the tables of this tower's features (shared tables are shared objects).
+        embeddings: the sparse inputs of this tower's features (shared tables are shared).
         features: the features, in the order their vectors are concatenated.
         mlp: maps the ``(B, embeddings.output_dim(features))`` input to ``(B, D)``; None: none.
         normalize: L2-normalise the output (two-tower cosine); False leaves a raw vector.
@@ -61,7 +63,7 @@ class Tower(nn.Module):
     """
 
     def __init__(
-        self, *, embeddings: EmbeddingCollection, features: Sequence[str], mlp: nn.Module | None, normalize: bool = True
+        self, *, embeddings: SparseInputs, features: Sequence[str], mlp: nn.Module | None, normalize: bool = True
     ):
         super().__init__()
         self.embeddings = embeddings
@@ -108,16 +110,6 @@ class Tower(nn.Module):
         if self.mlp is not None:
             x = self.mlp(x)  # (B, D)
         return F.normalize(x, dim=-1) if self.normalize else x  # (B, D)
-
-
-def share_tables(*, source: EmbeddingCollection, target: EmbeddingCollection) -> list[str]:
-    """Make ``target`` use ``source``'s module for every table both hold; returns their names."""
-    shared = [t for t in target.table_names if t in source.table_names]
-    for table in shared:
-        module = target.table_by_name(table)
-        key = next(k for k, m in target.tables.items() if m is module)
-        target.tables[key] = source.table_by_name(table)
-    return shared
 
 
 def tower_features(feature_map: FeatureMap, names: Sequence[str], side: Side) -> tuple[str, ...]:
@@ -175,10 +167,11 @@ class TwoTower(nn.Module):
         require(len(user_names) > 0, "user_features", "the user tower has no feature (give features side: user)")
         require(len(item_names) > 0, "item_features", "the item tower has no feature (give features side: item)")
         with param_errors("item_features"):
-            item_embeddings = EmbeddingCollection(feature_map, features=item_names, sparse=params.sparse_embeddings)
+            item_embeddings = build_sparse_inputs(feature_map, features=item_names, sparse=params.sparse_embeddings)
         with param_errors("user_features"):
-            user_embeddings = EmbeddingCollection(feature_map, features=user_names, sparse=params.sparse_embeddings)
-        share_tables(source=item_embeddings, target=user_embeddings)
+            user_embeddings = build_sparse_inputs(
+                feature_map, features=user_names, sparse=params.sparse_embeddings, share_with=item_embeddings
+            )
         user_mlp = self._mlp(user_embeddings.output_dim(user_names))
         item_mlp = self._mlp(item_embeddings.output_dim(item_names))
         self.user_encoder = Tower(embeddings=user_embeddings, features=user_names, mlp=user_mlp)

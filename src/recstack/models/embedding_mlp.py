@@ -11,7 +11,8 @@ from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
 from recstack.models.params import DeepParams, select_features
 from recstack.models.registry import register_model
-from recstack.nn.embedding import EmbeddingCollection
+from recstack.models.state_keys import accept_old_keys
+from recstack.nn.embedding import build_sparse_inputs
 
 
 @register_model("embedding_mlp")
@@ -35,11 +36,11 @@ class EmbeddingMLP(nn.Module):
         super().__init__()
         self.params = p = params or self.Params()
         self.inputs = select_features(feature_map, p.features).all
-        self.embeddings = EmbeddingCollection(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
-        self.mlp = p.mlp(self.embeddings.output_dim(self.inputs))
-        self.score = nn.Linear(self.mlp.out_dim, 1)
+        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
+        self.mlp = p.mlp(self.embeddings.output_dim(self.inputs), head_dim=1)
+        accept_old_keys(self, {"score.": "mlp.head."})  # runs saved when the model held the head
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
         stacked = self.embeddings.concat(batch, self.inputs)  # (B, N)
-        return self.mlp.score(stacked, self.score).squeeze(-1)  # (B,)
+        return self.mlp(stacked).squeeze(-1)  # (B,)

@@ -12,7 +12,7 @@ from recstack.data.feature_map import FeatureMap
 from recstack.models.lr import LR
 from recstack.models.params import ModelParams, param_errors, require, select_features
 from recstack.models.registry import register_model
-from recstack.nn.embedding import EmbeddingCollection
+from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.fm import FactorizationMachine
 
 
@@ -40,9 +40,9 @@ class FM(nn.Module):
         require(len(split.embedded) >= 2, "features", f"FM needs two embedded fields or more, got {list(split.embedded)}")
         self.fields = split.embedded
         self.linear = LR(feature_map=feature_map, params=LR.Params(features=split.all, sparse_embeddings=self.params.sparse_embeddings))
-        self.embeddings = EmbeddingCollection(feature_map, features=self.fields, sparse=self.params.sparse_embeddings)
+        self.embeddings = build_sparse_inputs(feature_map, features=self.fields, sparse=self.params.sparse_embeddings)
         with param_errors("features"):
-            self.embeddings.check_equal_dims(self.fields)
+            self.embeddings.field_dim(self.fields)
         self.interaction = FactorizationMachine()
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -12,7 +12,7 @@ from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
 from recstack.models.params import ModelParams, select_features
 from recstack.models.registry import register_model
-from recstack.nn.embedding import EmbeddingCollection
+from recstack.nn.embedding import build_sparse_inputs
 
 
 @register_model("lr")
@@ -40,7 +40,7 @@ class LR(nn.Module):
         self.params = params or self.Params()
         split = select_features(feature_map, self.params.features)
         self.sparse_features, self.dense_features = split.embedded, split.dense
-        self.weights = EmbeddingCollection(
+        self.weights = build_sparse_inputs(
             feature_map, features=split.all, sparse=self.params.sparse_embeddings, dim=1, init_std=0.0
         )
         dense_width = self.weights.output_dim(self.dense_features)

@@ -111,9 +111,17 @@ class DeepParams(ModelParams):
         require_dims("hidden_dims", self.hidden_dims)
         require_dropout("dropout", self.dropout)
 
-    def mlp(self, in_dim: int) -> MLP:
-        """The MLP these parameters describe, reading ``in_dim`` inputs."""
-        return MLP(in_dim=in_dim, hidden_dims=self.hidden_dims, activation=self.activation, batch_norm=self.batch_norm, dropout=self.dropout)
+    def mlp(self, in_dim: int, *, head_dim: int | None = None) -> MLP:
+        """The MLP these parameters describe, reading ``in_dim`` inputs; with ``head_dim``, ending
+        in its own output Linear (``head_dim=1``: a logit)."""
+        return MLP(
+            in_dim=in_dim,
+            hidden_dims=self.hidden_dims,
+            activation=self.activation,
+            batch_norm=self.batch_norm,
+            dropout=self.dropout,
+            head_dim=head_dim,
+        )
 
 
 def require(ok: bool, key: str, problem: str) -> None:

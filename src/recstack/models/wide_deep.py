@@ -13,7 +13,8 @@ from recstack.data.feature_map import FeatureMap
 from recstack.models.lr import LR
 from recstack.models.params import DeepParams, require, select_features
 from recstack.models.registry import register_model
-from recstack.nn.embedding import EmbeddingCollection
+from recstack.models.state_keys import accept_old_keys
+from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.table import Embedding
 from recstack.schema import CategoricalFeature
 
@@ -59,9 +60,9 @@ class WideDeep(nn.Module):
             HashedCross(feature_map, features=group, buckets=p.cross_buckets, sparse=p.sparse_embeddings, key=f"cross_features[{i}]")
             for i, group in enumerate(p.cross_features)
         )
-        self.embeddings = EmbeddingCollection(feature_map, features=self.deep_inputs, sparse=p.sparse_embeddings)
-        self.deep = p.mlp(self.embeddings.output_dim(self.deep_inputs))
-        self.deep_score = nn.Linear(self.deep.out_dim, 1)
+        self.embeddings = build_sparse_inputs(feature_map, features=self.deep_inputs, sparse=p.sparse_embeddings)
+        self.deep = p.mlp(self.embeddings.output_dim(self.deep_inputs), head_dim=1)
+        accept_old_keys(self, {"deep_score.": "deep.head."})  # runs saved when the model held the head
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
@@ -69,7 +70,7 @@ class WideDeep(nn.Module):
         for cross in self.crosses:
             wide_logits = wide_logits + cross(batch)  # (B,)
         stacked = self.embeddings.concat(batch, self.deep_inputs)  # (B, N)
-        deep_logits = self.deep.score(stacked, self.deep_score).squeeze(-1)  # (B,)
+        deep_logits = self.deep(stacked).squeeze(-1)  # (B,)
         return wide_logits + deep_logits
 
 

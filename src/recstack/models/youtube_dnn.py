@@ -32,14 +32,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recstack.data.batch import PADDING_INDEX, Batch
+from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap, table_name
 from recstack.models.dssm import Tower, tower_features
 from recstack.models.params import ModelParams, param_errors, require, require_dims, require_dropout, select_features
 from recstack.models.registry import register_model
-from recstack.nn.embedding import EmbeddingCollection
-from recstack.nn.table import Embedding
+from recstack.models.state_keys import accept_old_keys
+from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import MLP, Activation
+from recstack.nn.sparse_inputs import SparseInputs
 from recstack.schema import CategoricalFeature, SequenceFeature, Side
 
 __all__ = ["ItemEmbeddingTower", "YoutubeDNN"]
@@ -51,16 +52,19 @@ class ItemEmbeddingTower(nn.Module):
     """Item vectors as rows of an embedding: ``forward(item_rows (B,)) -> (B, D)``.
 
     Args:
-        table: the output embedding ``(N, D)``.
+        inputs: sparse inputs serving the item id feature: the output embedding ``(N, D)``.
         input_name: the item id feature (the exported graph's input name).
         normalize: L2-normalise the rows.
     """
 
-    def __init__(self, *, table: nn.Embedding, input_name: str, normalize: bool):
+    def __init__(self, *, inputs: SparseInputs, input_name: str, normalize: bool):
         super().__init__()
-        self.table = table
+        self.inputs = inputs
         self.normalize = normalize
         self.input_names: tuple[str, ...] = (input_name,)
+        # runs saved when this tower held the table itself as ``table``
+        (weight_key,) = inputs.state_dict()  # one table: "tables.<name>.weight"
+        accept_old_keys(self, {"table.": "inputs." + weight_key.removesuffix("weight")})
 
     def inputs_from_batch(self, batch: Batch) -> dict[str, Tensor]:
         return {self.input_names[0]: batch.ids[self.input_names[0]]}
@@ -69,7 +73,8 @@ class ItemEmbeddingTower(nn.Module):
         return self(batch.ids[self.input_names[0]])
 
     def forward(self, item_rows: Tensor) -> Tensor:
-        vectors = self.table(item_rows)  # (B, D)
+        name = self.input_names[0]
+        vectors = self.inputs.pooled(Batch(ids={name: item_rows}), name)  # (B, D): the rows' vectors
         return F.normalize(vectors, dim=-1) if self.normalize else vectors
 
 
@@ -134,7 +139,7 @@ class YoutubeDNN(nn.Module):
         user_names = tuple(n for n in user_names if n != p.item_id_feature)
         require(p.history_feature in user_names, "user_features", f"the user tower must read {p.history_feature!r}")
         with param_errors("user_features"):
-            user_embeddings = EmbeddingCollection(feature_map, features=user_names, sparse=p.sparse_embeddings)
+            user_embeddings = build_sparse_inputs(feature_map, features=user_names, sparse=p.sparse_embeddings)
         mlp = MLP(
             in_dim=user_embeddings.output_dim(user_names),
             hidden_dims=p.hidden_dims,
@@ -152,22 +157,25 @@ class YoutubeDNN(nn.Module):
                 "share_output_embedding",
                 f"{p.history_feature!r} and {p.item_id_feature!r} must name one table to share it",
             )
-            output = user_embeddings.table(p.history_feature)
+            dim = user_embeddings.dim(p.history_feature)
             require(
-                output.embedding_dim == p.hidden_dims[-1],
+                dim == p.hidden_dims[-1],
                 "hidden_dims",
-                f"the last width must equal table {item_table!r}'s dim {output.embedding_dim} to share it",
+                f"the last width must equal table {item_table!r}'s dim {dim} to share it",
+            )
+            output = build_sparse_inputs(
+                feature_map, features=[p.item_id_feature], sparse=p.sparse_embeddings, share_with=user_embeddings
             )
         else:
-            output = Embedding(
-                self.num_item_rows, p.hidden_dims[-1], padding_idx=PADDING_INDEX, sparse=p.sparse_embeddings
+            # zero: an item that is never a positive scores 0 (see the module docstring)
+            output = build_sparse_inputs(
+                feature_map,
+                features=[p.item_id_feature],
+                sparse=p.sparse_embeddings,
+                dim=p.hidden_dims[-1],
+                init_std=NORMALIZED_INIT_STD if p.normalize else 0.0,
             )
-            with torch.no_grad():
-                # zero: an item that is never a positive scores 0 (see the module docstring)
-                std = NORMALIZED_INIT_STD if p.normalize else 0.0
-                nn.init.normal_(output.weight, std=std)
-                output.weight[PADDING_INDEX].zero_()
-        self.item_encoder = ItemEmbeddingTower(table=output, input_name=p.item_id_feature, normalize=p.normalize)
+        self.item_encoder = ItemEmbeddingTower(inputs=output, input_name=p.item_id_feature, normalize=p.normalize)
 
     def encode_user(self, batch: Batch) -> Tensor:
         """``(B, D)`` user vectors from the history and user features."""

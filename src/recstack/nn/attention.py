@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from recstack.nn.fused import cpu_autocast_dtype
+from recstack.nn.fused import cpu_autocast_dtype, fast_path_applies
 from recstack.nn.mlp import MLP, Activation
 
 
@@ -163,6 +163,28 @@ class TargetAttention(nn.Module):
         # zeroed by the mask below, instead of NaN.
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         return torch.softmax(scores, dim=-1) * mask.to(scores.dtype)  # (B, L)
+
+    def attend(
+        self, query: torch.Tensor, mask: torch.Tensor, keys_at: Callable[[torch.Tensor | None], torch.Tensor]
+    ) -> torch.Tensor:
+        """The pooled behaviours ``(B, D)``, on the fastest layout the step allows.
+
+        While training on a fast path (:func:`~recstack.nn.fused.fast_path_applies`, any
+        device) only the real positions are looked up, scored and pooled
+        (:meth:`forward_packed`); otherwise (evaluation, export, ``RECSTACK_FUSED=0``) the
+        padded layout of :meth:`forward`. The same values either way.
+
+        Args:
+            query: (B, D) the target item.
+            mask: (B, L) bool, True at real behaviours.
+            keys_at: ``keys_at(flat)`` gives the keys (P, D) at ``flat`` (P,), indexes into
+                the (B * L) flattened positions; ``keys_at(None)`` all of them, (B, L, D).
+                A model passes its sparse inputs' ``sequence`` lookup.
+        """
+        if fast_path_applies(query, any_device=True):
+            positions = PackedPositions.from_mask(mask, pad_to=packing_multiple(mask.device))
+            return self.forward_packed(query, keys_at(positions.flat), positions)  # (B, D)
+        return self(query, keys_at(None), mask)  # (B, D)
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Args: query (B, D); keys (B, L, D); mask (B, L) bool. Returns (B, D)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recstack.nn.fused import fused_training_applies
+from recstack.nn.fused import fast_path_applies
 from recstack.nn.mlp import Activation, make_activation
 
 
@@ -34,7 +34,7 @@ class CrossNetwork(nn.Module):
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
         """Args: x0 (B, D). Returns (B, D)."""
-        if fused_training_applies(x0) and x0.dim() == 2:
+        if fast_path_applies(x0) and x0.dim() == 2:
             # one node, in x0's precision: its O(B*D) work gains nothing from bf16 on CPU, and
             # autocast's casts of x and w at every layer cost more than the layer itself
             return _CrossNetworkFunction.apply(x0, self.weight, self.bias)

@@ -1,4 +1,6 @@
-"""Embedding tables for a model's features: one table per schema table, shared by name.
+"""Embedding tables for a model's features: one table per schema table, shared by name; the
+:class:`~recstack.nn.sparse_inputs.SparseInputs` implementation models get from
+:func:`build_sparse_inputs`.
 
 Features that name the same table share one ``nn.Embedding`` (``item_id`` and
 ``hist_item_ids``), so an item has one vector whether it is the candidate or in a history.
@@ -18,7 +20,7 @@ Example:
     ...     {"name": "item_id", "kind": "categorical", "table": "item"},
     ...     {"name": "hist_item_ids", "kind": "sequence", "table": "item", "maxlen": 3}]})
     >>> fmap = FeatureMap(schema=schema, tables={"item": TableInfo(name="item", num_rows=10, dim=4)})
-    >>> embeddings = EmbeddingCollection(fmap)
+    >>> embeddings = build_sparse_inputs(fmap)
     >>> embeddings.table("item_id") is embeddings.table("hist_item_ids")
     True
     >>> batch = Batch(ids={"item_id": torch.tensor([2, 3])},
@@ -38,10 +40,45 @@ from recstack.data.batch import PADDING_INDEX, Batch
 from recstack.data.feature_map import FeatureMap, TableInfo, table_name
 from recstack.errors import ConfigError
 from recstack.nn.pooling import masked_pool
+from recstack.nn.sparse_inputs import SparseInputs
 from recstack.nn.table import Embedding, FieldLookup, lookup_many
 from recstack.schema import Feature, SequenceFeature, VectorFeature, is_embedded
 
+__all__ = ["EmbeddingCollection", "build_sparse_inputs"]
+
 FIRST_VALUE_ROW = 2
+
+
+def build_sparse_inputs(
+    feature_map: FeatureMap,
+    *,
+    features: Sequence[str] | None = None,
+    sparse: bool = False,
+    dim: int | None = None,
+    init_std: float = 0.01,
+    share_with: SparseInputs | None = None,
+) -> EmbeddingCollection:
+    """The sparse inputs of a model's ``features``: the one factory models build tables with.
+
+    Args:
+        feature_map: the fitted feature map (schema + table sizes); features naming one schema
+            table share it.
+        features: the features served (embedded and dense); None: all.
+        sparse: sparse gradients (only the rows a batch touched), for SparseAdam / Adagrad.
+        dim: every table this width, fresh and trainable (``dim=1``: a linear model's per-id
+            weights; a model's own output embedding); None: the schema tables' dims.
+        init_std: standard deviation of the normal init of fresh tables (0 gives zeros).
+        share_with: inputs built earlier whose tables these reuse where they hold the same
+            schema table (a two-tower model's item table in both towers: one matrix).
+
+    Returns:
+        An :class:`EmbeddingCollection` (a :class:`~recstack.nn.sparse_inputs.SparseInputs`).
+    """
+    if share_with is not None and not isinstance(share_with, EmbeddingCollection):
+        raise TypeError(f"share_with: tables can be shared with an EmbeddingCollection, got {type(share_with).__name__}")
+    return EmbeddingCollection(
+        feature_map, features=features, sparse=sparse, dim=dim, init_std=init_std, share_with=share_with
+    )
 
 
 class EmbeddingCollection(nn.Module):
@@ -55,6 +92,11 @@ class EmbeddingCollection(nn.Module):
         dim: give every table this width instead of the feature map's, as fresh trainable
             tables (``dim=1`` makes the per-id weights of a linear model); None: table dims.
         init_std: standard deviation of the normal init of fresh tables (0 gives zeros).
+        share_with: a collection whose modules these reuse for the schema tables both hold.
+
+    Models use the :class:`~recstack.nn.sparse_inputs.SparseInputs` methods only; ``table``,
+    ``lookup``, ``present_rows`` and the names are this implementation's own, for its tests
+    and for code that manages tables (pretrained rows, export), never for a model's forward.
     """
 
     def __init__(
@@ -65,6 +107,7 @@ class EmbeddingCollection(nn.Module):
         sparse: bool = False,
         dim: int | None = None,
         init_std: float = 0.01,
+        share_with: EmbeddingCollection | None = None,
     ):
         super().__init__()
         selected = feature_map.select(list(features) if features is not None else None)
@@ -77,6 +120,9 @@ class EmbeddingCollection(nn.Module):
             key = _module_key(name, taken=set(self._module_keys.values()))
             self._module_keys[name] = key
             self.tables[key] = _build_table(info, sparse=sparse, dim=dim, init_std=init_std)
+            if share_with is not None and name in share_with._module_keys:
+                # built all the same: every later init draws the random numbers it always drew
+                self.tables[key] = share_with._table_by_name(name)
         self._id_lookups: dict[tuple[str, ...], FieldLookup | None] = {}
 
     # ---- what is here ----------------------------------------------------------------------
@@ -97,20 +143,20 @@ class EmbeddingCollection(nn.Module):
 
     def table(self, name: str) -> nn.Embedding:
         """The table feature ``name`` looks up (the same object for features sharing it)."""
-        return self.tables[self._module_keys[self.table_name_of(name)]]
+        return self.tables[self._module_keys[self._table_name_of(name)]]
 
-    def table_name_of(self, name: str) -> str:
+    def _table_name_of(self, name: str) -> str:
         feature = self.feature(name)
         if feature.name not in self._table_of:
             raise ValueError(f"feature {name!r} ({feature.kind}) is dense: it has no embedding table")
         return self._table_of[name]
 
-    def is_embedded(self, name: str) -> bool:
+    def _is_embedded(self, name: str) -> bool:
         return is_embedded(self.feature(name))
 
     def dim(self, name: str) -> int:
         """Width of feature ``name`` in a model input: its table's dim, or its dense width."""
-        if self.is_embedded(name):
+        if self._is_embedded(name):
             return self.table(name).embedding_dim
         feature = self.feature(name)
         return feature.dim if isinstance(feature, VectorFeature) else 1
@@ -127,10 +173,16 @@ class EmbeddingCollection(nn.Module):
             return table(batch.sequences[name])  # (B, L, D)
         return table(batch.ids[name])  # (B, D)
 
-    def lookup_positions(self, batch: Batch, name: str, flat: Tensor) -> Tensor:
-        """``(N, D)`` embeddings of sequence ``name`` at ``flat`` (N,), indexes of its
-        ``(B * L)`` flattened ids: only those positions are looked up (and get gradients)."""
-        return self.table(name)(batch.sequences[name].reshape(-1).index_select(0, flat))  # (N, D)
+    def sequence(self, batch: Batch, name: str, flat: Tensor | None = None) -> Tensor:
+        """Sequence ``name`` unpooled: ``(B, L, D)``; with ``flat`` (P,), indexes of its
+        ``(B * L)`` flattened ids, ``(P, D)``: only those positions are looked up (and get
+        gradients)."""
+        if not isinstance(self.feature(name), SequenceFeature):
+            raise ValueError(f"feature {name!r} ({self.feature(name).kind}) is not a sequence")
+        ids = batch.sequences[name]  # (B, L)
+        if flat is None:
+            return self.table(name)(ids)  # (B, L, D)
+        return self.table(name)(ids.reshape(-1).index_select(0, flat))  # (P, D)
 
     def pooled(self, batch: Batch, name: str) -> Tensor:
         """One ``(B, D)`` vector per row: a sequence pooled with its feature's pooling over
@@ -151,7 +203,7 @@ class EmbeddingCollection(nn.Module):
         lookup = self._id_lookup(names)
         if lookup is not None:
             return lookup([batch.ids[n] for n in names])  # (B, F, D)
-        self.check_equal_dims(names)
+        self.field_dim(names)
         return torch.stack(self._pooled_many(batch, names), dim=1)  # (B, F, D)
 
     def _id_lookup(self, names: Sequence[str]) -> FieldLookup | None:
@@ -169,7 +221,7 @@ class EmbeddingCollection(nn.Module):
         return bool(names) and len(ids) == len(names) and len({self.dim(n) for n in ids}) == 1
 
     def _id_features(self, names: Sequence[str]) -> list[str]:
-        return [n for n in names if self.is_embedded(n) and not isinstance(self.feature(n), SequenceFeature)]
+        return [n for n in names if self._is_embedded(n) and not isinstance(self.feature(n), SequenceFeature)]
 
     def _pooled_many(self, batch: Batch, names: Sequence[str]) -> list[Tensor]:
         """:meth:`pooled` of every name; the id features' lookups as one call (one autograd
@@ -181,12 +233,12 @@ class EmbeddingCollection(nn.Module):
         looked_up = dict(zip(ids, found))
         return [looked_up[n] if n in looked_up else self.pooled(batch, n) for n in names]
 
-    def check_equal_dims(self, names: Sequence[str]) -> int:
+    def field_dim(self, names: Sequence[str]) -> int:
         """The common embedding dim of ``names``; a ValueError naming each dim otherwise.
 
         Field-interaction layers (FM, stacked fields) need one D: give those tables one dim.
         """
-        dense = [n for n in names if not self.is_embedded(n)]
+        dense = [n for n in names if not self._is_embedded(n)]
         if dense:
             raise ValueError(f"dense feature(s) {dense} cannot be embedded fields")
         dims = {n: self.dim(n) for n in names}
@@ -199,7 +251,7 @@ class EmbeddingCollection(nn.Module):
         """Numeric scalars and vectors of ``names`` side by side, ``(B, N)`` (N may be 0)."""
         columns = []
         for name in names:
-            if self.is_embedded(name):
+            if self._is_embedded(name):
                 raise ValueError(f"feature {name!r} is embedded, not dense")
             values = batch.dense[name]
             columns.append(values.unsqueeze(-1) if values.dim() == 1 else values)  # (B, 1) | (B, D)
@@ -213,7 +265,7 @@ class EmbeddingCollection(nn.Module):
         lookup = self._id_lookup(names)
         if lookup is not None:  # no copies but the stacking
             return lookup([batch.ids[n] for n in names]).flatten(start_dim=-2)  # (B, F*D)
-        embedded = [n for n in names if self.is_embedded(n)]
+        embedded = [n for n in names if self._is_embedded(n)]
         pooled = dict(zip(embedded, self._pooled_many(batch, embedded)))
         parts = [pooled[n] if n in pooled else self.dense_input(batch, [n]) for n in names]
         if not parts:
@@ -234,11 +286,11 @@ class EmbeddingCollection(nn.Module):
         Returns:
             ``{table name: (rows (K,) int64 sorted, counts (K,) int64)}``.
         """
-        names = [n for n in (names if names is not None else self._table_of) if self.is_embedded(n)]
+        names = [n for n in (names if names is not None else self._table_of) if self._is_embedded(n)]
         ids_by_table: dict[str, list[Tensor]] = {}
         for name in names:
             ids = batch.sequences[name] if isinstance(self.feature(name), SequenceFeature) else batch.ids[name]
-            ids_by_table.setdefault(self.table_name_of(name), []).append(ids.reshape(-1))
+            ids_by_table.setdefault(self._table_name_of(name), []).append(ids.reshape(-1))
         present = {}
         for table, parts in ids_by_table.items():
             ids = torch.cat(parts)
@@ -246,7 +298,19 @@ class EmbeddingCollection(nn.Module):
             present[table] = torch.unique(ids, return_counts=True)
         return present
 
-    def table_by_name(self, table: str) -> nn.Embedding:
+    def mini_batch_l2(self, batch: Batch) -> Tensor:
+        """``sum_j ||w_j||^2 / n_j`` over the trainable rows j of :meth:`present_rows`, a scalar
+        (DIN's mini-batch-aware L2; frozen tables are left out)."""
+        total = torch.zeros((), device=_device_of(batch))
+        for table_name, (rows, counts) in self.present_rows(batch).items():
+            table = self._table_by_name(table_name)
+            if not table.weight.requires_grad:
+                continue
+            vectors = table(rows)  # (K, D): through the module, so sparse tables stay sparse
+            total = total + (vectors.pow(2).sum(dim=-1) / counts.to(vectors.dtype)).sum()
+        return total
+
+    def _table_by_name(self, table: str) -> nn.Embedding:
         """The module of schema table ``table``."""
         return self.tables[self._module_keys[table]]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from recstack.nn.fused import fused_training_applies
+from recstack.nn.fused import fast_path_applies
 
 
 class FactorizationMachine(nn.Module):
@@ -22,7 +22,7 @@ class FactorizationMachine(nn.Module):
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Args: embeddings (B, F, D). Returns the interaction term (B,)."""
-        if fused_training_applies(embeddings):
+        if fast_path_applies(embeddings):
             return _FMFunction.apply(embeddings)
         summed = embeddings.sum(dim=1)  # (B, D)
         # sum_d (sum_i v_id)^2 - sum_{i,d} v_id^2: the two sums over d taken before subtracting

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from recstack.nn.dice import Dice, masked_batch_norm
-from recstack.nn.fused import fused_training_applies
+from recstack.nn.fused import fast_path_applies
 from recstack.nn.relu_mlp import relu_mlp
 
 
@@ -108,6 +108,12 @@ class MLP(nn.Module):
     Inputs may have any leading dims (B, D) or (B, L, D); batch norm and Dice then use
     statistics over all leading positions, or only the real ones when ``mask`` is given.
 
+    With ``head_dim`` the MLP ends in its own output layer, a plain ``Linear`` (no batch norm,
+    activation or dropout), e.g. a ranking model's logit: ``MLP(..., head_dim=1)`` maps
+    ``(B, in_dim)`` to ``(B, 1)``. Owning it lets the MLP train the head in the same fused node
+    as its layers (``relu_mlp``, behind the one gate of ``nn/fused.py``), so the caller just
+    calls the module.
+
     Args:
         in_dim: width of the input.
         hidden_dims: width of each layer, in order; the last is ``out_dim``.
@@ -115,11 +121,16 @@ class MLP(nn.Module):
         batch_norm: batch-normalise each linear output before its activation.
         dropout: dropout probability after each activation.
         output_activation: activation of the last layer only, or None for ``activation``.
+        head_dim: width of an output ``Linear`` after the last layer (``self.head``); None:
+            none, the last layer is the output.
 
     Example:
         >>> tower = MLP(in_dim=32, hidden_dims=(256, 256, 128), output_activation="tanh")
         >>> tower(torch.randn(4, 32)).shape
         torch.Size([4, 128])
+        >>> ranker = MLP(in_dim=32, hidden_dims=(64, 32), head_dim=1)
+        >>> ranker(torch.randn(4, 32)).shape, ranker.out_dim
+        (torch.Size([4, 1]), 1)
     """
 
     def __init__(
@@ -131,6 +142,7 @@ class MLP(nn.Module):
         batch_norm: bool = False,
         dropout: float = 0.0,
         output_activation: Activation | str | None = None,
+        head_dim: int | None = None,
     ):
         super().__init__()
         if len(hidden_dims) == 0:
@@ -151,16 +163,25 @@ class MLP(nn.Module):
             )
             for i in range(len(hidden_dims))
         )
-        self._out_dim = widths[-1]
+        # registered after the layers: parameters (and optimizer state) keep the order they had
+        # when models held the head themselves
+        self.head = nn.Linear(widths[-1], head_dim) if head_dim is not None else None
+        self._out_dim = head_dim if head_dim is not None else widths[-1]
         # Linear -> ReLU|identity layers with nothing else can train as one fused node (relu_mlp)
         plain = batch_norm is False and dropout == 0.0
-        self._relu_after = tuple(a is Activation.RELU for a in activations)
+        relu_after = tuple(a is Activation.RELU for a in activations)
+        self._relu_after = relu_after if self.head is None else (*relu_after, False)
         self._fusable = plain and all(a in (Activation.RELU, Activation.IDENTITY) for a in activations)
 
     @property
     def out_dim(self) -> int:
-        """Width of the output, the last entry of ``hidden_dims``."""
+        """Width of the output: ``head_dim``, or the last entry of ``hidden_dims``."""
         return self._out_dim
+
+    @property
+    def hidden_dim(self) -> int:
+        """Width of the last layer, before the head."""
+        return self.layers[-1].linear.out_features
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Run every layer.
@@ -171,17 +192,14 @@ class MLP(nn.Module):
                 and Dice statistics; None means every position is real.
 
         Returns:
-            (..., out_dim)
+            (..., out_dim); the head's output when there is one.
         """
-        if self._fusable and fused_training_applies(x):
-            return relu_mlp(x, [layer.linear for layer in self.layers], self._relu_after)
+        if self._fusable and fast_path_applies(x):  # the head, if any, joins the fused node
+            return relu_mlp(x, self._linears(), self._relu_after)
         for layer in self.layers:
             x = layer(x, mask)
-        return x
+        return x if self.head is None else self.head(x)
 
-    def score(self, x: torch.Tensor, head: nn.Linear) -> torch.Tensor:
-        """``head(self(x))``, e.g. a model's logit layer; on the fused training path the head
-        joins the MLP's node. Args: x (..., in_dim). Returns (..., head.out_features)."""
-        if self._fusable and head.bias is not None and fused_training_applies(x):
-            return relu_mlp(x, [*(layer.linear for layer in self.layers), head], (*self._relu_after, False))
-        return head(self(x))
+    def _linears(self) -> list[nn.Linear]:
+        linears = [layer.linear for layer in self.layers]
+        return linears if self.head is None else [*linears, self.head]

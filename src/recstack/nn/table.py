@@ -12,7 +12,8 @@ gradient is a slice of that buffer), instead of one pair per table.
 Everything else is ``nn.Embedding``'s: the same parameters and state_dict, ``sparse=True``
 (sparse gradients), ``max_norm`` and ``scale_grad_by_freq`` take torch's own path, and so do
 CUDA tensors (``index_add_`` there uses atomics: not deterministic), evaluation and export
-(``torch.no_grad()`` or a frozen table).
+(``torch.no_grad()`` or a frozen table), ``torch.compile`` and ``RECSTACK_FUSED=0``: the gate
+is :func:`recstack.nn.fused.fast_path_applies`, the one every fast path asks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from recstack.nn.fused import fast_path_applies
 
 __all__ = ["Embedding", "FieldLookup", "lookup_fields", "lookup_many"]
 
@@ -41,8 +44,8 @@ class Embedding(nn.Embedding):
 
     def fast_backward(self) -> bool:
         """Whether a lookup now goes through the index_add backward (a trainable dense CPU
-        table, gradients on, not being traced for export); torch's own path otherwise."""
-        return self.fast_backward_possible() and _fast_weight(self.weight) and _fast_now()
+        table, and :func:`~recstack.nn.fused.fast_path_applies`); torch's own path otherwise."""
+        return self.fast_backward_possible() and _fast_weight(self.weight) and fast_path_applies(self.weight)
 
     def fast_backward_possible(self) -> bool:
         """The fixed half of :meth:`fast_backward`: dense gradients, no max_norm, no
@@ -83,18 +86,14 @@ class FieldLookup:
         shape = ids[0].shape
         if any(i.shape != shape for i in ids):
             raise ValueError(f"lookup_fields needs ids of one shape, got shapes {sorted({tuple(i.shape) for i in ids})}")
-        if not (self._can_be_fast and _fast_now() and all(_fast_weight(t.weight) for t in self._distinct)):
+        fast = self._can_be_fast and fast_path_applies(self._distinct[0].weight)
+        if not (fast and all(_fast_weight(t.weight) for t in self._distinct)):
             return torch.stack([table(i) for table, i in zip(self.tables, ids)], dim=-2)
         return _StackedLookups.apply(self._layout, *(t.weight for t in self._distinct), *ids)
 
 
-def _fast_now() -> bool:
-    """Gradients on and not being traced for export (which records torch's own op)."""
-    return torch.is_grad_enabled() and not torch.jit.is_tracing()
-
-
 def _fast_weight(weight: Tensor) -> bool:
-    """A trainable CPU table."""
+    """A trainable CPU table (the rest of the decision is the one gate, ``nn/fused.py``)."""
     return weight.requires_grad and weight.device.type == "cpu"
 
 
