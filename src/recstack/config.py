@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,13 +18,9 @@ from recstack.data.loader import LoaderConfig
 from recstack.data.sources import DataSource
 from recstack.errors import ConfigError
 from recstack.schema import Schema, Side, source_columns
+from recstack.tasks.registry import TaskSpec, TaskType, parse_task_section
 
 _TOP_LEVEL_KEYS = {"name", "data", "schema", "task", "model", "loader", "trainer", "evaluation", "output", "threads", "seed"}
-
-
-class TaskType(str, Enum):
-    BINARY = "binary"  # ranking: (weighted) binary cross-entropy on logits
-    RETRIEVAL = "retrieval"  # two-tower / YouTubeDNN: see recstack.tasks.retrieval
 
 
 @dataclass(frozen=True)
@@ -43,8 +38,25 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TaskConfig:
-    type: TaskType = TaskType.BINARY
-    params: Mapping[str, Any] = field(default_factory=dict)
+    """The ``task:`` section: the task (a registered name and its typed parameters) and, for
+    retrieval event files, the column holding each row's target item.
+
+    ``task: {type: retrieval, loss: pointwise, gamma: 10, target_column: movie_id}`` is
+    ``spec = TaskSpec("pointwise", PointwiseTask.Params(gamma=10.0))``, ``target_column = "movie_id"``.
+    """
+
+    spec: TaskSpec = field(default_factory=lambda: parse_task_section({}))
+    target_column: str | None = None
+
+    @property
+    def type(self) -> TaskType:
+        """The task's family: ``binary`` (rows scored) or ``retrieval`` (full-corpus ranking)."""
+        return self.spec.type
+
+    @property
+    def name(self) -> str:
+        """The registered task name (``binary``, ``in_batch_softmax``, ``pointwise``, ...)."""
+        return self.spec.name
 
 
 @dataclass(frozen=True)
@@ -207,9 +219,7 @@ def _data(spec: Any, project_dir: Path) -> DataConfig:
 def _events(data: DataConfig, schema: Schema, task: TaskConfig, model: ModelConfig) -> DataConfig:
     """Retrieval splits read as events: the target renamed to the item-id column and the item
     columns the files lack joined from ``data.catalog`` (recstack.data.catalog_join)."""
-    target = task.params.get("target_column")
-    if target is not None and (not isinstance(target, str) or not target):
-        raise ConfigError(f"task.target_column: expected a column name, got {target!r}")
+    target = task.target_column
     item_feature = model.params.get("item_id_feature", "item_id")
     if item_feature not in schema.names or not getattr(schema[item_feature], "column", ""):
         if target is not None:
@@ -236,11 +246,13 @@ def _task(spec: Any) -> TaskConfig:
     if not isinstance(spec, Mapping):
         raise ConfigError("task: expected a mapping")
     spec = dict(spec)
-    try:
-        task_type = TaskType(spec.pop("type", "binary"))
-    except ValueError:
-        raise ConfigError(f"task.type: must be one of {[t.value for t in TaskType]}") from None
-    return TaskConfig(type=task_type, params=spec)
+    target = spec.pop("target_column", None)  # a data setting of retrieval event files, not a task parameter
+    if target is not None and (not isinstance(target, str) or not target):
+        raise ConfigError(f"task.target_column: expected a column name, got {target!r}")
+    task = TaskConfig(spec=parse_task_section(spec), target_column=target)
+    if target is not None and task.type is not TaskType.RETRIEVAL:
+        raise ConfigError(f"task.target_column: applies to retrieval tasks, not {task.name!r}")
+    return task
 
 
 def _model(spec: Any) -> ModelConfig:

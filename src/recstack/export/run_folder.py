@@ -31,7 +31,8 @@ import recstack
 from recstack.atomic import atomic_path, write_json_atomic
 from recstack.data.feature_map import FeatureMap
 from recstack.data.preprocessor import Preprocessor
-from recstack.errors import RecstackError, RunFolderError
+from recstack.errors import ConfigError, RecstackError, RunFolderError
+from recstack.tasks import Task, TaskSpec, build_task
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,22 @@ class LoadedRun:
     model_spec: dict[str, Any]
 
     @property
-    def task(self) -> dict[str, Any]:
-        return self.model_spec.get("task", {"type": "binary"})
+    def task(self) -> TaskSpec:
+        """The run's task as saved in ``model.json`` (``{"name", "params"}``, or the config-style
+        ``{"type": "binary", ...}`` of older runs; binary when absent). Rebuild it with
+        :func:`task_from_run`."""
+        saved = self.model_spec.get("task", {"type": "binary"})
+        try:
+            return TaskSpec.from_dict(saved)
+        except ConfigError as error:
+            where = self.paths.model_spec if self.paths is not None else "model.json"
+            raise RunFolderError(f"{where}: damaged task spec: {error}") from None
+
+
+def task_from_run(run: LoadedRun) -> Task:
+    """The task a run was trained with, rebuilt from its saved spec: the one way serving,
+    ``recstack predict`` and ``recstack evaluate`` get a run's task."""
+    return build_task(run.task)
 
 
 def save_config(paths: RunPaths, raw_config: Mapping[str, Any]) -> None:
@@ -146,7 +161,9 @@ def load_run(root: str | Path, *, device: str | torch.device = "cpu") -> LoadedR
             f"(files of different runs?): {_first_line(error)}"
         ) from None
     model.to(device).eval()
-    return LoadedRun(paths=paths, config=config, preprocessor=preprocessor, feature_map=feature_map, model=model, model_spec=spec)
+    run = LoadedRun(paths=paths, config=config, preprocessor=preprocessor, feature_map=feature_map, model=model, model_spec=spec)
+    run.task  # a damaged task spec fails here, naming model.json, not at the first prediction
+    return run
 
 
 def load_preprocessor(path: Path) -> Preprocessor:

@@ -13,7 +13,7 @@ weights and dense values, in a fixed order, C dynamic) and used only if its prob
 
 Example::
 
-    scorer = RankerScorer(model=run.model, task=BinaryClassificationTask(), example=batch)
+    scorer = RankerScorer(model=run.model, task=task_from_run(run), example=batch)
     probs = scorer(batch)  # (C,) float32
 """
 
@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from recstack.data.batch import Batch
+from recstack.tasks import Task
 
 _KINDS = ("ids", "sequences", "weights", "dense")
 
@@ -46,7 +47,7 @@ class RankerScorer:
         onnx: try ONNX Runtime at all (False: always eager).
     """
 
-    def __init__(self, *, model: nn.Module, task: Any, example: Batch, onnx: bool = True) -> None:
+    def __init__(self, *, model: nn.Module, task: Task, example: Batch, onnx: bool = True) -> None:
         self.model, self.task = model, task
         self.spec = [(kind, name) for kind in _KINDS for name in getattr(example, kind)]
         self.session: tuple[Any, list[str]] | None = None
@@ -78,7 +79,7 @@ class _Positional(nn.Module):
         return torch.sigmoid(self.model(batch).float())  # (C,) probabilities
 
 
-def _onnx_session(model: nn.Module, task: Any, example: Batch, spec: list[tuple[str, str]]) -> tuple[tuple[Any, list[str]] | None, str | None]:
+def _onnx_session(model: nn.Module, task: Task, example: Batch, spec: list[tuple[str, str]]) -> tuple[tuple[Any, list[str]] | None, str | None]:
     try:
         import onnxruntime as ort
     except ImportError:

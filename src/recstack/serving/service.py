@@ -33,7 +33,7 @@ import torch
 
 from recstack.data.batch import Batch
 from recstack.data.sources import DataSource
-from recstack.export.run_folder import LoadedRun, load_run
+from recstack.export.run_folder import LoadedRun, load_run, task_from_run
 from recstack.retrieval.index import VectorIndex, create_index, load_index
 from recstack.retrieval.index.ids import found_mask
 from recstack.schema import Side
@@ -46,7 +46,7 @@ from recstack.serving.types import DEFAULT_USER_CACHE, DeadlineExceeded, Recomme
 from recstack.serving.user_cache import UserCache, UserState
 from recstack.serving.user_rows import assemble_user_rows
 from recstack.serving.user_encoder import UserEncoder
-from recstack.tasks.binary import BinaryClassificationTask
+from recstack.tasks import Task, TaskType
 from recstack.workflows.retrieval import EMBED_BATCH_SIZE, item_feature_names, user_feature_names
 
 @dataclass(frozen=True)
@@ -96,7 +96,6 @@ class RecommendationService:
         self.onnx_runtime = onnx_runtime
         self.user_cache_size = user_cache_size
         self.backend, self.kind = backend, kind
-        self._task = BinaryClassificationTask()
         self._swap_lock = threading.Lock()
         self._models = self._load(retrieval_run, ranking_run, index)
 
@@ -104,6 +103,11 @@ class RecommendationService:
     @property
     def models(self) -> ServingModels:
         return self._models
+
+    @property
+    def _task(self) -> Task:
+        """The current ranker's task, as its run folder saved it."""
+        return task_from_run(self._models.ranker)
 
     def swap(self, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, *, index: str | Path | None = None) -> None:
         """Load new models (and index) completely, then replace the old ones in one assignment."""
@@ -117,6 +121,8 @@ class RecommendationService:
         ranker = ranking_run if isinstance(ranking_run, LoadedRun) else load_run(ranking_run)
         if not hasattr(retrieval.model, "encode_user"):
             raise ValueError(f"{retrieval.paths.root} is not a two-tower retrieval run (no user tower)")
+        if ranker.task.type is not TaskType.BINARY:
+            raise ValueError(f"{ranker.paths.root} is not a ranking run (its task {ranker.task.name!r} is a {ranker.task.type.value} task)")
         if index_path is not None:
             index = load_index(index_path)
         else:
@@ -133,7 +139,7 @@ class RecommendationService:
         models = ServingModels(retrieval, ranker, index, user_features, retrieval_columns, ranker_columns, item_side, user_side, ranker_inputs)
         users, pairs = self._examples(models)
         user_encoder = UserEncoder(retrieval.model, example=users, onnx=self.onnx_runtime)
-        ranker_scorer = RankerScorer(model=ranker.model, task=self._task, example=pairs, onnx=self.onnx_runtime)
+        ranker_scorer = RankerScorer(model=ranker.model, task=task_from_run(ranker), example=pairs, onnx=self.onnx_runtime)
         return replace(models, user_encoder=user_encoder, ranker_scorer=ranker_scorer, user_cache=UserCache(self.user_cache_size))
 
     def _examples(self, models: ServingModels, users: int = 16, items: int = 50) -> tuple[Batch, Batch]:
@@ -248,7 +254,7 @@ class RecommendationService:
             if models.ranker_scorer is not None:
                 probs[start : start + step] = models.ranker_scorer(batch)
             else:
-                probs[start : start + step] = self._task.predict(models.ranker.model, batch).float().numpy()
+                probs[start : start + step] = task_from_run(models.ranker).predict(models.ranker.model, batch).float().numpy()
         return probs
 
     def _user_rows(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> pa.Table:

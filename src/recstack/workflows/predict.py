@@ -16,8 +16,8 @@ from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.sources import DataSource
 from recstack.errors import ConfigError, RecstackError
 from recstack.evaluation.ranking_evaluator import collect_predictions
-from recstack.export.run_folder import LoadedRun, load_run
-from recstack.tasks.binary import BinaryClassificationTask
+from recstack.export.run_folder import LoadedRun, load_run, task_from_run
+from recstack.tasks import TaskType
 from recstack.workflows.tasks import EVAL_BATCH_SIZE, evaluate_source
 
 
@@ -37,10 +37,10 @@ def evaluate_run(
     """
     torch.set_num_threads(threads)
     run = load_run(run_dir)
-    if run.task.get("type", "binary") == "binary":
+    if run.task.type is TaskType.BINARY:
         if catalog is not None or seen is not None:
             raise ConfigError("--catalog and --seen apply to retrieval runs; this run ranks rows (task type binary)")
-        metrics = evaluate_source(run.model, BinaryClassificationTask(), run.preprocessor, data)
+        metrics = evaluate_source(run.model, task_from_run(run), run.preprocessor, data)
         run.preprocessor.warn_truncated()
     else:
         from recstack.workflows.retrieval import evaluate_retrieval_run
@@ -81,7 +81,7 @@ def score_rows(run: LoadedRun, data: DataSource) -> np.ndarray:
         world_size=1,
         with_label=False,  # scores do not depend on labels: a file's bad labels do not stop predict
     )
-    return collect_predictions(run.model, BinaryClassificationTask(), stream).probs
+    return collect_predictions(run.model, task_from_run(run), stream).probs
 
 
 def _check_finite(probs: np.ndarray, run_dir: str | Path, data: DataSource, output: str | Path) -> None:

@@ -9,6 +9,7 @@ catalogue (``recstack.data.catalog_join``), targets and exclusions from
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -26,36 +27,29 @@ from recstack.data.sources import DataSource
 from recstack.errors import ConfigError, DataError
 from recstack.evaluation.retrieval_metrics import evaluate_retrieval
 from recstack.export.run_folder import LoadedRun
-from recstack.tasks.base import Task
-from recstack.tasks.retrieval import InBatchSoftmaxTask, NegativeSamplingTask, PointwiseTask, count_item_rows
+from recstack.tasks import Task, build_task
+from recstack.tasks.retrieval import InBatchSoftmaxTask, NegativeSamplingTask, count_item_rows
 
 EMBED_BATCH_SIZE = 4096
-_LOSSES = ("in_batch_softmax", "pointwise", "negative_sampling")
 
 
 def build_retrieval_task(config: RunConfig, model: nn.Module, preprocessor: Preprocessor) -> Task:
-    """``task: {type: retrieval, loss: in_batch_softmax | pointwise | negative_sampling, ...}``."""
-    params = dict(config.task.params)
-    loss = params.pop("loss", "in_batch_softmax")
-    params.pop("target_column", None)  # the events' item-id column: read by the data sources
-    if loss not in _LOSSES:
-        raise ConfigError(f"task.loss: must be one of {list(_LOSSES)}, got {loss!r}")
-    item_feature = _item_id_feature(model)
-    try:
-        if loss == "pointwise":
-            return PointwiseTask(**params)
-        if loss == "in_batch_softmax":
-            task = InBatchSoftmaxTask(item_feature=item_feature, **params)
-            if task.logq_correction:
-                task.set_item_frequencies(_item_counts(config, preprocessor, item_feature))
-            return task
-        task = NegativeSamplingTask(item_feature=item_feature, **params)
-    except TypeError as error:
-        raise ConfigError(f"task: {error}") from None
-    task.set_item_frequencies(_item_counts(config, preprocessor, item_feature))
-    if hasattr(model, "set_item_catalogue") and config.data.catalog is not None:
-        _, catalogue = catalog_batch(preprocessor, config.data.catalog, item_feature_names(model), item_feature)
-        model.set_item_catalogue(catalogue)
+    """``task: {type: retrieval, loss: in_batch_softmax | pointwise | negative_sampling, ...}``:
+    the task built from ``config.task.spec`` (the model's item-id feature filled in when the
+    config names none), with the training split's item frequencies where it needs them."""
+    spec = config.task.spec
+    has_item_feature = any(f.name == "item_feature" for f in dataclasses.fields(spec.params))
+    if has_item_feature and spec.params.item_feature is None:  # type: ignore[attr-defined]
+        spec = spec.replace(item_feature=_item_id_feature(model))
+    task = build_task(spec)
+    if isinstance(task, InBatchSoftmaxTask):
+        if task.logq_correction:
+            task.set_item_frequencies(_item_counts(config, preprocessor, task.item_feature))
+    elif isinstance(task, NegativeSamplingTask):
+        task.set_item_frequencies(_item_counts(config, preprocessor, task.item_feature))
+        if hasattr(model, "set_item_catalogue") and config.data.catalog is not None:
+            _, catalogue = catalog_batch(preprocessor, config.data.catalog, item_feature_names(model), task.item_feature)
+            model.set_item_catalogue(catalogue)
     return task
 
 

@@ -12,26 +12,30 @@ from recstack.data.bad_rows import skipped_rows
 from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
-from recstack.errors import ConfigError
 from recstack.evaluation.progress import progress_batches
 from recstack.evaluation.ranking_evaluator import evaluate_ranking
-from recstack.tasks.base import Task
-from recstack.tasks.binary import BinaryClassificationTask
+from recstack.tasks import RegisteredTask, Task, TaskSpec, build_task as build_task_from_spec
 from recstack.training.config import TrainerConfig
 
 EVAL_BATCH_SIZE = 4096
 
 
 def build_task(config: RunConfig, model: nn.Module, preprocessor: Preprocessor) -> Task:
-    params = dict(config.task.params)
+    """The run's task, built from its parsed spec (``config.task.spec``) by
+    :func:`recstack.tasks.build_task`; a retrieval task also gets the model's item-id feature and
+    the training split's item frequencies (:func:`~recstack.workflows.retrieval.build_retrieval_task`).
+    Save ``task.spec``: it rebuilds the same task."""
     if config.task.type is TaskType.BINARY:
-        unknown = set(params) - {"pos_weight"}
-        if unknown:
-            raise ConfigError(f"task: unknown key(s) {sorted(unknown)} for type 'binary'; allowed: ['pos_weight']")
-        return BinaryClassificationTask(pos_weight=params.get("pos_weight"))
+        return build_task_from_spec(config.task.spec)
     from recstack.workflows.retrieval import build_retrieval_task
 
     return build_retrieval_task(config, model, preprocessor)
+
+
+def saved_task_spec(task: Task, config: RunConfig) -> TaskSpec:
+    """What ``model.json`` stores under ``task``: the built task's own spec (with what building
+    resolved, such as the item-id feature), or the config's."""
+    return task.spec if isinstance(task, RegisteredTask) else config.task.spec
 
 
 def make_evaluator(config: RunConfig, task: Task, preprocessor: Preprocessor, *, split: str) -> Callable[[nn.Module], dict[str, float]]:
@@ -47,7 +51,7 @@ def make_evaluator(config: RunConfig, task: Task, preprocessor: Preprocessor, *,
 def _labelled_retrieval(config: RunConfig) -> bool:
     """A pointwise two-tower run without a catalogue (seeds 000/001: labelled (user, item, click)
     rows) is scored row by row, AUC/logloss over the task's ``predict``, like a ranking run."""
-    return config.data.catalog is None and config.task.params.get("loss") == "pointwise"
+    return config.data.catalog is None and config.task.name == "pointwise"
 
 
 def evaluate_source(

@@ -27,7 +27,7 @@ from recstack.training import MetricHistory, TensorBoardLogger, Trainer, Trainer
 from recstack.training.rng import seed_everything
 from recstack.workflows.datasets import ensure_dataset
 from recstack.workflows.distributed import DistributedTraining, init_from_env, sum_over_ranks
-from recstack.workflows.tasks import build_task, make_evaluator
+from recstack.workflows.tasks import build_task, make_evaluator, saved_task_spec
 
 
 def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -157,7 +157,7 @@ def _train(
     if skipped_train is not None:
         metrics["skipped_bad_rows"] = skipped_train
     if rank == 0:
-        save_model(paths, model, name=config.model.name, params=model_params, task={"type": config.task.type.value, **config.task.params})
+        save_model(paths, model, name=config.model.name, params=model_params, task=saved_task_spec(task, config).to_dict())
         write_json_atomic(paths.metrics, metrics)
         history.plot(paths.learning_curve)
         save_manifest(paths, {"model": config.model.name, "task": config.task.type.value})
