@@ -13,7 +13,7 @@ Padded sequences use index 0 for padding, so the mask is ``ids != 0``::
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -21,34 +21,80 @@ from torch import Tensor
 
 PADDING_INDEX = 0
 OOV_INDEX = 1
+DEFAULT_LABEL_KEY = "label"  # the key of a label given as ``Batch(label=...)``, without a target name
 
 
-@dataclass
+@dataclass(init=False)
 class Batch:
-    """Tensors per feature name.
+    """Tensors per feature name, and the labels of every target.
 
     Attributes:
         ids: categorical (and bucketised numeric) features, ``(B,)`` int64.
         sequences: multi-valued / behaviour features, ``(B, L)`` int64, 0 = padding.
         weights: per-value weights of weighted sequences, ``(B, L)`` float32 (0 at padding).
         dense: normalised numeric features ``(B,)`` and vectors ``(B, D)``, float32.
-        label: ``(B,)`` float32, or None at inference.
+        labels: ``(B,)`` float32 per target name (the schema's ``targets``); empty at inference.
         group: raw group keys (for example user ids) for GAUC, a NumPy array, or None.
+
+    ``label`` is the one target's labels, for single-target data (the common case)::
+
+        Batch(dense=..., label=torch.ones(4)).label          # (4,)
+        Batch(dense=..., labels={"click": c, "like": l}).labels["like"]
     """
 
-    ids: dict[str, Tensor] = field(default_factory=dict)
-    sequences: dict[str, Tensor] = field(default_factory=dict)
-    weights: dict[str, Tensor] = field(default_factory=dict)
-    dense: dict[str, Tensor] = field(default_factory=dict)
-    label: Tensor | None = None
-    group: np.ndarray | None = None
+    ids: dict[str, Tensor]
+    sequences: dict[str, Tensor]
+    weights: dict[str, Tensor]
+    dense: dict[str, Tensor]
+    labels: dict[str, Tensor]
+    group: np.ndarray | None
+
+    def __init__(
+        self,
+        ids: Mapping[str, Tensor] | None = None,
+        sequences: Mapping[str, Tensor] | None = None,
+        weights: Mapping[str, Tensor] | None = None,
+        dense: Mapping[str, Tensor] | None = None,
+        label: Tensor | None = None,
+        group: np.ndarray | None = None,
+        *,
+        labels: Mapping[str, Tensor] | None = None,
+    ) -> None:
+        if label is not None and labels:
+            raise ValueError("give a batch label= (one target) or labels= (by target name), not both")
+        self.ids = dict(ids or {})
+        self.sequences = dict(sequences or {})
+        self.weights = dict(weights or {})
+        self.dense = dict(dense or {})
+        self.labels = dict(labels or {})
+        if label is not None:
+            self.labels[DEFAULT_LABEL_KEY] = label
+        self.group = group
+
+    @property
+    def label(self) -> Tensor | None:
+        """``(B,)`` labels of the single target, or None when the batch has none; a batch with
+        several targets names them: read ``labels[name]``."""
+        if not self.labels:
+            return None
+        if len(self.labels) > 1:
+            raise ValueError(f"this batch has {len(self.labels)} targets ({', '.join(self.labels)}): read batch.labels[name]")
+        return next(iter(self.labels.values()))
+
+    @label.setter
+    def label(self, value: Tensor | None) -> None:
+        """Sets the single target's labels (keeping its name), or removes every label (None)."""
+        if value is None:
+            self.labels = {}
+            return
+        if len(self.labels) > 1:
+            raise ValueError(f"this batch has {len(self.labels)} targets ({', '.join(self.labels)}): set batch.labels[name]")
+        self.labels = {next(iter(self.labels), DEFAULT_LABEL_KEY): value}
 
     def __len__(self) -> int:
-        for tensors in (self.ids, self.sequences, self.dense):
+        for tensors in (self.ids, self.sequences, self.dense, self.labels):
             for tensor in tensors.values():
                 return int(tensor.shape[0])
-        if self.label is not None:
-            return int(self.label.shape[0])
         return 0
 
     def mask(self, name: str) -> Tensor:
@@ -75,7 +121,7 @@ class Batch:
             sequences=move(self.sequences),
             weights=move(self.weights),
             dense=move(self.dense),
-            label=None if self.label is None else self.label.to(device, non_blocking=non_blocking),
+            labels=move(self.labels),
             group=self.group,
         )
 
@@ -98,7 +144,7 @@ class Batch:
             sequences=pick(self.sequences),
             weights=pick(self.weights),
             dense=pick(self.dense),
-            label=None if self.label is None else take(self.label),
+            labels=pick(self.labels),
             group=None if self.group is None else self.group[np_index],
         )
 
@@ -118,6 +164,6 @@ class Batch:
             sequences=cat("sequences"),
             weights=cat("weights"),
             dense=cat("dense"),
-            label=None if first.label is None else torch.cat([b.label for b in batches]),
+            labels=cat("labels"),
             group=None if first.group is None else np.concatenate([b.group for b in batches]),
         )

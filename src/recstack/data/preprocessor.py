@@ -20,7 +20,7 @@ from recstack.data.batch import Batch, PADDING_INDEX
 from recstack.data.columns import pad_recent, split_pairs, split_values
 from recstack.data.feature_map import FeatureMap, TableInfo, table_name
 from recstack.data.numeric import NumericNormalizer, NumericStats
-from recstack.data.screening import Screened, check_columns, screen, sequence_values, vector_matrix
+from recstack.data.screening import Screened, check_columns, check_targets, screen, sequence_values, vector_matrix
 from recstack.data.sources import Chunk, DataSource
 from recstack.data.vocabulary import HashBuckets, Vocabulary, VocabularyCounter, vocabulary_from_ids
 from recstack.errors import DataError
@@ -73,7 +73,7 @@ class Preprocessor:
         """One streaming pass: counts vocabularies and numeric statistics; memory is bounded.
 
         Rows are checked as in ``transform`` (NaN/inf numbers by each numeric feature's
-        ``on_invalid``, labels by the schema's ``label_kind``), so bad data fails here, before
+        ``on_invalid``, labels by each target's kind), so bad data fails here, before
         training; rows to skip are left out of the statistics. Vectors and sequence weights,
         which have nothing to fit, are checked by ``transform`` (and screened here only for
         ``on_invalid: skip_row``). Lists longer than ``maxlen`` are counted, and warned about
@@ -89,8 +89,8 @@ class Preprocessor:
         if isinstance(source, DataSource):
             with_label = self._files_have_label(source)
             columns = self.input_columns(with_label=False)
-            if with_label and self.schema.label not in columns:
-                columns.append(self.schema.label)
+            if with_label:
+                columns.extend(name for name in self.schema.target_names if name not in columns)
             chunks: Iterable[Chunk] = source.chunks(columns=columns, types=self.csv_types())
         else:
             with_label, chunks = None, source
@@ -163,17 +163,35 @@ class Preprocessor:
             self._warned_truncation.add(name)
 
     def _files_have_label(self, source: DataSource) -> bool:
-        label = self.schema.label
-        return bool(label) and all(label in source.columns_of(path) for path in source.files())
+        """True when every file holds every target; a file holding some targets but not all is
+        a DataError naming the missing target and the file (one without any is unlabelled)."""
+        targets = self.schema.target_names
+        if not targets:
+            return False
+        complete = True
+        for path in source.files():
+            columns = source.columns_of(path)
+            missing = [name for name in targets if name not in columns]
+            if missing and len(targets) > 1 and len(missing) < len(targets):
+                raise DataError(
+                    f"target {missing[0]!r}: its column is missing (the schema's targets: {', '.join(targets)})",
+                    path=str(path),
+                    column=missing[0],
+                )
+            complete = complete and not missing
+        return complete
 
     def _has_label(self, records: pa.RecordBatch) -> bool:
-        return bool(self.schema.label) and self.schema.label in records.schema.names
+        """The records hold labels: any target's column (the others are then required)."""
+        return any(name in records.schema.names for name in self.schema.target_names)
 
     # ---- reading helpers --------------------------------------------------------------------
     def input_columns(self, *, with_label: bool = True) -> list[str]:
+        """The columns to read: features, group and, ``with_label``, the targets."""
         columns = self.schema.columns()
-        if not with_label and self.schema.label:
-            columns = [c for c in columns if c != self.schema.label or self._is_feature_column(c)]
+        if not with_label and self.schema.targets:
+            targets = set(self.schema.target_names)
+            columns = [c for c in columns if c not in targets or self._is_feature_column(c)]
         return columns
 
     def _is_feature_column(self, column: str) -> bool:
@@ -190,7 +208,7 @@ class Preprocessor:
                 for column in (getattr(feature, "column", ""), getattr(feature, "weight_column", None)):
                     if column:
                         types[column] = pa.string()
-        for column in (self.schema.label, self.schema.group):
+        for column in (*self.schema.target_names, self.schema.group):
             if column:
                 types.setdefault(column, pa.string())
         return types
@@ -210,7 +228,7 @@ class Preprocessor:
             chunk: a :class:`Chunk` (errors then name the file and row) or a bare record batch.
             skip_bad_rows: drop rows with unparseable values instead of raising; the count is
                 added to ``self.skipped_rows``.
-            with_label: read the label column (default: when the data has it).
+            with_label: read the targets' label columns (default: when the data has any of them).
             features: transform only these features (an item catalogue holds only item columns).
         """
         if not isinstance(chunk, Chunk):
@@ -219,19 +237,18 @@ class Preprocessor:
                 records = pa.RecordBatch.from_pydict({n: pa.array([], t) for n, t in zip(chunk.schema.names, chunk.schema.types)})
             chunk = Chunk(records, "<records>", 1)
         selected = self.schema.features if features is None else [self.schema[name] for name in features]
-        label = self.schema.label
         if with_label is None:
             with_label = self._has_label(chunk.records)
-        with_label = with_label and bool(label)  # a schema without a label has none to read
-        if with_label and label not in chunk.records.schema.names:
-            raise DataError(f"the label column {label!r} is missing", path=chunk.path, column=label)
+        with_label = with_label and bool(self.schema.targets)  # a schema without targets has no label to read
+        if with_label:
+            check_targets(chunk, self.schema)  # DataError naming the missing target and the file
         check_columns(chunk, selected)
         screened = self._screen(chunk, selected, skip_bad_rows=skip_bad_rows, with_label=with_label)
         batch = Batch()
         for feature in selected:
             self._transform_feature(screened, feature, batch)
-        if screened.label is not None:
-            batch.label = torch.from_numpy(screened.label.astype(np.float32))
+        if screened.labels is not None:
+            batch.labels = {name: torch.from_numpy(values.astype(np.float32)) for name, values in screened.labels.items()}
         records = screened.chunk.records
         group = self.schema.group
         if group and group in records.schema.names:

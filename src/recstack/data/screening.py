@@ -25,6 +25,7 @@ from recstack.data.sources import Chunk
 from recstack.errors import DataError
 from recstack.schema import NumericFeature, Schema, SequenceFeature, VectorFeature, WeightFormat, source_columns
 from recstack.schema.enums import InvalidPolicy, LabelKind
+from recstack.schema.targets import Target
 
 __all__ = ["Screened", "check_columns", "screen", "sequence_values", "vector_matrix"]
 
@@ -38,7 +39,7 @@ class Screened:
     chunk: Chunk
     rows: np.ndarray | None  # (B,) offset in the chunk as read of each kept row; None: every row kept
     numbers: dict[str, np.ndarray]  # numeric feature name -> (B,) float64, NaN = missing (or filled)
-    label: np.ndarray | None  # (B,) float64
+    labels: dict[str, np.ndarray] | None  # target name -> (B,) float64; None: labels not read
     skipped: int = 0  # rows dropped
 
     def where(self, feature: Any, column: str) -> Where:
@@ -53,6 +54,20 @@ def check_columns(chunk: Chunk, features: Sequence[Any]) -> None:
         for column in source_columns(feature):
             if column not in names:
                 raise DataError("missing column", path=chunk.path, column=column, feature=feature.name)
+
+
+def check_targets(chunk: Chunk, schema: Schema) -> None:
+    """DataError naming the first target whose column the chunk lacks (and the file)."""
+    names = chunk.records.schema.names
+    for target in schema.targets:
+        if target.name not in names:
+            if len(schema.targets) == 1:
+                raise DataError(f"the label column {target.name!r} is missing", path=chunk.path, column=target.name)
+            raise DataError(
+                f"target {target.name!r}: its column is missing (the schema's targets: {', '.join(schema.target_names)})",
+                path=chunk.path,
+                column=target.name,
+            )
 
 
 def screen(
@@ -96,18 +111,21 @@ def screen(
             numbers[feature.name] = values
         elif getattr(feature, "on_invalid", None) is InvalidPolicy.SKIP_ROW:
             drop |= _invalid_rows(screened, feature, invalid_counts)
-    label = None
-    if with_label and schema.label:
-        label, bad_label = _labels(screened, schema, raise_on_bad=not skip_bad_rows)
-        drop |= bad_label
+    labels: dict[str, np.ndarray] | None = None
+    if with_label and schema.targets:
+        check_targets(chunk, schema)
+        labels = {}
+        for target in schema.targets:
+            labels[target.name], bad_label = _labels(screened, schema, target, raise_on_bad=not skip_bad_rows)
+            drop |= bad_label
     if drop.any():
         keep = ~drop
         skipped += int(drop.sum())
         numbers = {name: values[keep] for name, values in numbers.items()}
-        label = None if label is None else label[keep]
+        labels = None if labels is None else {name: values[keep] for name, values in labels.items()}
         rows = np.flatnonzero(keep) if rows is None else rows[keep]
         records = records.filter(pa.array(keep))
-    return Screened(Chunk(records, chunk.path, chunk.first_row), rows, numbers, label, skipped)
+    return Screened(Chunk(records, chunk.path, chunk.first_row), rows, numbers, labels, skipped)
 
 
 def sequence_values(
@@ -206,24 +224,27 @@ def _invalid_rows(screened: Screened, feature: VectorFeature | SequenceFeature, 
     return bad
 
 
-def _labels(screened: Screened, schema: Schema, *, raise_on_bad: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(B,)`` float64 labels and ``(B,)`` bool rows with a bad one (missing, NaN, inf, or not
-    0/1 for ``label_kind: binary``); with ``raise_on_bad`` the first bad label raises instead."""
-    label = schema.label
-    assert label is not None
-    column = screened.chunk.records.column(label)
-    where = screened.where(None, label)
+def _labels(screened: Screened, schema: Schema, target: Target, *, raise_on_bad: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(B,)`` float64 labels of ``target`` and ``(B,)`` bool rows with a bad one (missing, NaN,
+    inf, or not 0/1 for a binary target); with ``raise_on_bad`` the first bad label raises instead."""
+    column = screened.chunk.records.column(target.name)
+    where = screened.where(None, target.name)
     values = to_float(column, where)
-    binary = schema.label_kind is LabelKind.BINARY
+    binary = target.kind is LabelKind.BINARY
     bad = ~((values == 0) | (values == 1) if binary else np.isfinite(values))
     if raise_on_bad and bad.any():
         first = int(np.flatnonzero(bad)[0])
-        expected = "0 or 1 (label_kind: binary; 'real' takes any finite number)" if binary else "a finite number (label_kind: real)"
+        if len(schema.targets) == 1:  # the schema's label (label_kind)
+            what = "the label"
+            expected = "0 or 1 (label_kind: binary; 'real' takes any finite number)" if binary else "a finite number (label_kind: real)"
+        else:
+            what = f"target {target.name!r}: the label"
+            expected = "0 or 1 (kind: binary; 'regression' takes any finite number)" if binary else "a finite number (kind: regression)"
         value = values[first]
         if np.isnan(value) and invalid_numbers(column.slice(first, 1), values[first : first + 1]) is None:
-            raise where.error(f"the label is missing; expected {expected}", first)
+            raise where.error(f"{what} is missing; expected {expected}", first)
         found = number_kind(value) if not np.isfinite(value) else repr(column[first].as_py())
-        raise where.error(f"the label is {found}; expected {expected}", first)
+        raise where.error(f"{what} is {found}; expected {expected}", first)
     return values, bad
 
 

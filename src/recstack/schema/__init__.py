@@ -21,6 +21,7 @@ The package is laid out bottom-up: :mod:`~recstack.schema.enums` (closed sets of
 
 from recstack.schema.enums import InvalidPolicy, LabelKind, NumericTransform, Pooling, Side, Truncation, VectorFormat, WeightFormat
 from recstack.schema.schema import Schema
+from recstack.schema.targets import Target
 from recstack.schema.specs import (
     CategoricalFeature,
     EmbeddedFeature,
@@ -46,6 +47,7 @@ __all__ = [
     "SequenceFeature",
     "Side",
     "TableSpec",
+    "Target",
     "Truncation",
     "VectorFeature",
     "VectorFormat",

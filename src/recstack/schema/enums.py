@@ -47,6 +47,7 @@ class VectorFormat(str, Enum):
     NPY = "npy"
     PARQUET = "parquet"
     WORD2VEC = "word2vec"
+    JSONL = "jsonl"  # {"id": ..., "vector": [...]} per line
 
 
 class InvalidPolicy(str, Enum):
@@ -66,7 +67,11 @@ class Truncation(str, Enum):
 
 
 class LabelKind(str, Enum):
-    """What the label column holds; checked as each file is read."""
+    """What a label (target) column holds; checked as each file is read."""
 
     BINARY = "binary"  # 0 or 1 (every ranking and pointwise task)
-    REAL = "real"  # any finite number (a retrieval row weight)
+    REAL = "real"  # any finite number (a retrieval row weight, a regression target)
+
+    @classmethod
+    def _missing_(cls, value: object) -> "LabelKind | None":
+        return cls.REAL if value == "regression" else None  # a target's kind may say "regression"

@@ -35,6 +35,7 @@ from recstack.schema.specs import (
     is_embedded,
     source_columns,
 )
+from recstack.schema.targets import Target
 
 __all__ = ["Schema"]
 
@@ -57,15 +58,35 @@ _ENUM_FIELDS: dict[str, type[Enum]] = {
 
 @dataclass(frozen=True)
 class Schema:
-    """Features, their tables, the label column (and what it holds) and the group column used by GAUC."""
+    """Features, their tables, the targets (label columns and what they hold) and the group
+    column used by GAUC.
+
+    ``targets`` are what a model is trained to predict. A single-target schema may say just
+    ``label`` (and ``label_kind``): it becomes one target, and ``label`` / ``label_kind`` keep
+    naming it. With several targets ``label`` is None (read ``targets``); given ``targets``,
+    ``label`` and ``label_kind`` are derived from them.
+    """
 
     features: tuple[Feature, ...]
     tables: Mapping[str, TableSpec] = field(default_factory=dict)
     label: str | None = "label"
     group: str | None = None
     label_kind: LabelKind = LabelKind.BINARY
+    targets: tuple[Target, ...] = ()
 
     def __post_init__(self) -> None:
+        targets = tuple(t if isinstance(t, Target) else Target.from_dict(t, index=i) for i, t in enumerate(self.targets))
+        if not targets and self.label is not None:
+            if not isinstance(self.label, str):
+                raise SchemaError(f"label/group must be column names, got {self.label!r}")
+            targets = (Target(name=self.label, kind=_enum(LabelKind, self.label_kind, "label_kind")),)
+        object.__setattr__(self, "targets", targets)
+        if len(targets) == 1:  # label / label_kind name the one target
+            object.__setattr__(self, "label", targets[0].name)
+            object.__setattr__(self, "label_kind", targets[0].kind)
+        elif targets:
+            object.__setattr__(self, "label", None)
+            object.__setattr__(self, "label_kind", LabelKind.BINARY)
         # Built in Python (not from_dict), a feature's column and table default to its name and
         # undeclared tables get the default dim, exactly as from_dict fills them.
         features = tuple(_with_defaults(f) for f in self.features)
@@ -88,6 +109,17 @@ class Schema:
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
+    @property
+    def target_names(self) -> list[str]:
+        """The targets' columns, in order (the keys of ``Batch.labels``)."""
+        return [t.name for t in self.targets]
+
+    def target(self, name: str) -> Target:
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(f"no target named {name!r}; targets: {self.target_names}")
+
     def by_side(self, side: Side) -> list[Feature]:
         return [f for f in self.features if f.side is side]
 
@@ -95,11 +127,12 @@ class Schema:
         return [f for f in self.features if is_embedded(f)]
 
     def columns(self) -> list[str]:
-        """Every data column the schema reads (features, label, group), without duplicates."""
+        """Every data column the schema reads (features, targets, group), without duplicates."""
         cols: list[str] = []
         for feature in self.features:
             cols.extend(source_columns(feature))
-        cols.extend(c for c in (self.label, self.group) if c)
+        cols.extend(self.target_names)
+        cols.extend(c for c in (self.group,) if c)
         return list(dict.fromkeys(cols))
 
     def table_of(self, feature: Feature) -> TableSpec:
@@ -125,9 +158,18 @@ class Schema:
         """Builds a schema from plain data (parsed YAML); errors name the feature and key."""
         if not isinstance(data, Mapping):
             raise SchemaError(f"a schema must be a mapping, got {type(data).__name__}")
-        unknown = set(data) - {"features", "tables", "label", "label_kind", "group", "embedding_dim"}
+        unknown = set(data) - {"features", "tables", "label", "label_kind", "targets", "group", "embedding_dim"}
         if unknown:
             raise SchemaError(f"unknown schema key(s) {sorted(unknown)}")
+        targets: tuple[Target, ...] = ()
+        if "targets" in data:
+            both = sorted({"label", "label_kind"} & set(data))
+            if both:
+                raise SchemaError(f"targets: give either label (one target) or targets, not both (the schema also has {both})")
+            raw_targets = data["targets"]
+            if not isinstance(raw_targets, list) or not raw_targets:
+                raise SchemaError("targets: expected a non-empty list of targets ({name, kind, weight})")
+            targets = tuple(Target.from_dict(raw, index=i) for i, raw in enumerate(raw_targets))
         default_dim = data.get("embedding_dim", 16)
         raw_features = data.get("features")
         if not raw_features or not isinstance(raw_features, list):
@@ -158,19 +200,23 @@ class Schema:
         return cls(
             features=tuple(features),
             tables=tables,
-            label=data.get("label", "label"),
+            label=None if targets else data.get("label", "label"),
             group=data.get("group"),
             label_kind=_enum(LabelKind, data.get("label_kind") or LabelKind.BINARY, "label_kind"),
+            targets=targets,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
+        """Plain data :meth:`from_dict` reads back; one target of weight 1 is written as
+        ``label`` / ``label_kind``, as older recstack wrote (and reads) it."""
+        body = {
             "group": self.group,
-            "label_kind": self.label_kind.value,
             "tables": {name: _plain(spec, skip=("name",)) for name, spec in self.tables.items()},
             "features": [{"kind": f.kind, **_plain(f)} for f in self.features],
         }
+        if len(self.targets) > 1 or any(t.weight != 1.0 for t in self.targets):
+            return {"targets": [t.to_dict() for t in self.targets], **body}
+        return {"label": self.label, "group": self.group, "label_kind": self.label_kind.value, **body}
 
 
 def _with_defaults(feature: Feature) -> Feature:
@@ -270,3 +316,7 @@ def _validate(schema: Schema) -> None:
     for column in (schema.label, schema.group):
         if column is not None and not isinstance(column, str):
             raise SchemaError(f"label/group must be column names, got {column!r}")
+    names = schema.target_names
+    for name in names:
+        if names.count(name) > 1:
+            raise SchemaError(f"target {name!r}: declared twice")
