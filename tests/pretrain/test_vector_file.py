@@ -245,3 +245,71 @@ def test_table_checks_its_shape_and_unique_ids() -> None:
         VectorTable(ids=["a", "b"], vectors=np.ones((3, 2)))
     with pytest.raises(ValueError, match="2-D"):
         VectorTable(ids=["a"], vectors=np.ones(2))
+
+
+# --- JSON lines -------------------------------------------------------------------------------
+
+
+def test_a_jsonl_file_is_read_with_string_and_integer_ids(tmp_path: Path) -> None:
+    path = tmp_path / "items.jsonl"
+    path.write_text(
+        '{"id": "p463", "vector": [0.5, -1.25, 3]}\n'
+        "\n"  # a blank line is allowed
+        '{"id": "ünï", "vector": [1e-3, 2, 0], "title": "other keys are ignored"}\n',
+        encoding="utf-8",
+    )
+    read = read_vectors(path)
+    assert read.ids == ["p463", "ünï"]
+    np.testing.assert_array_equal(read.vectors, np.array([[0.5, -1.25, 3], [1e-3, 2, 0]], dtype=np.float32))
+
+    integers = tmp_path / "ints.ndjson"
+    integers.write_text('{"id": 7, "vector": [1, 2]}\n{"id": 12, "vector": [3, 4]}\n')
+    assert read_vectors(integers).ids == ["7", "12"]
+
+    mixed = tmp_path / "mixed.jsonl"  # Arrow cannot type a column of both: parsed line by line
+    mixed.write_text('{"id": 7, "vector": [1, 2]}\n{"id": "p9", "vector": [3, 4]}\n')
+    read = read_vectors(mixed)
+    assert read.ids == ["7", "p9"] and read.vectors.tolist() == [[1, 2], [3, 4]]
+
+
+def test_jsonl_round_trips_finite_values_exactly(tmp_path: Path, table: VectorTable) -> None:
+    finite = VectorTable(ids=table.ids, vectors=np.nan_to_num(table.vectors, nan=0.5, neginf=-2.0))
+    assert_same(read_vectors(write_vectors(tmp_path / "v.jsonl", finite)), finite)
+    with pytest.raises(ValueError, match="not finite"):
+        write_vectors(tmp_path / "nan.jsonl", table)
+
+
+def test_a_jsonl_file_with_another_suffix_is_recognised_by_its_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "vectors.data"
+    path.write_text('{"id": "a", "vector": [1, 2]}\n')
+    assert infer_format(path) is VectorFormat.JSONL
+    assert read_vectors(path).ids == ["a"]
+
+
+def test_an_unknown_format_names_the_accepted_ones_and_the_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "vectors.bin"
+    path.write_text("a;1;2;" + "9" * 200 + "\n")
+    with pytest.raises(ConfigError) as error:
+        read_vectors(path)
+    message = str(error.value)
+    for accepted in ("npy", "parquet", "word2vec", "jsonl", '{"id": ..., "vector": [...]}'):
+        assert accepted in message
+    assert "first line is 'a;1;2;999" in message and "9" * 100 not in message  # truncated
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ('{"id": "a", "vector": [1, 2]}\n{"id": "b", "vector": [1, 2]\n', "Missing a comma"),
+        ('{"name": "a", "vector": [1, 2]}\n', "expected keys 'id' and 'vector'"),
+        ('{"id": "a", "vector": [1, 2]}\n{"id": "b", "vector": [1]}\n', "row 2.*expected 2 values, got 1"),
+        ('{"id": "a", "vector": [1, 2]}\n{"id": "a", "vector": [3, 4]}\n', "row 2.*duplicate id 'a'"),
+        ('{"id": "a", "vector": [1, 2]}\n{"vector": [3, 4]}\n', "row 2.*null id"),
+    ],
+)
+def test_bad_jsonl_files_name_the_file_and_the_problem(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text)
+    with pytest.raises(DataError, match=problem) as error:
+        read_vectors(path)
+    assert error.value.path == str(path)

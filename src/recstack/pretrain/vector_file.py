@@ -1,4 +1,4 @@
-"""Read and write pretrained vector files keyed by id: NPY + ids, Parquet, word2vec text.
+"""Read and write pretrained vector files keyed by id: NPY + ids, Parquet, word2vec text, JSON lines.
 
 =============  ===========================================================================
 format         layout
@@ -10,10 +10,13 @@ format         layout
                ``fixed_size_list<float32>[D]``)
 ``word2vec``   text: an optional header line ``"N D"``, then ``"id v1 ... vD"`` per line,
                single-space separated (a trailing space, as fastText writes, is accepted)
+``jsonl``      ``{"id": "p463", "vector": [0.1, ...]}`` per line (ids strings or integers;
+               other keys ignored)
 =============  ===========================================================================
 
-The format follows the suffix (``.npy``; ``.parquet``/``.pq``; ``.txt``/``.vec``/``.w2v``);
-a folder holding ``vectors.npy`` or a prefix ``p`` with ``p.npy`` beside it reads as NPY.
+The format follows the suffix (``.npy``; ``.parquet``/``.pq``; ``.txt``/``.vec``/``.w2v``;
+``.jsonl``/``.ndjson``/``.json``); a folder holding ``vectors.npy`` or a prefix ``p`` with
+``p.npy`` beside it reads as NPY, and a file with another suffix is recognised by its start.
 Errors on bad files are :class:`~recstack.errors.DataError` naming the file and the line
 (text files) or the 1-based row (Parquet, NPY). Writes go to a temporary file that then
 replaces the target (``os.replace``), so a reader never sees half a file.
@@ -38,8 +41,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recstack.errors import ConfigError, DataError
-from recstack.pretrain import _word2vec_text
-from recstack.pretrain.vector_table import DuplicateIdError, VectorTable
+from recstack.pretrain import _jsonl, _word2vec_text
+from recstack.pretrain.vector_table import DuplicateIdError, VectorTable, from_arrow
 from recstack.schema import VectorFormat
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -51,18 +54,42 @@ _SUFFIX_FORMATS = {
     ".txt": VectorFormat.WORD2VEC,
     ".vec": VectorFormat.WORD2VEC,
     ".w2v": VectorFormat.WORD2VEC,
+    ".jsonl": VectorFormat.JSONL,
+    ".ndjson": VectorFormat.JSONL,
+    ".json": VectorFormat.JSONL,
 }
+_ACCEPTED = (
+    "npy (a .npy file with ids beside it, or a folder holding vectors.npy and ids.txt), "
+    "parquet (columns id, vector), word2vec text ('id v1 ... vD' per line), "
+    'jsonl (\'{"id": ..., "vector": [...]}\' per line)'
+)
 
 
 def infer_format(path: PathLike) -> VectorFormat:
-    """The vector format of ``path`` from its suffix, or NPY for a folder / ``path.npy`` prefix."""
+    """The vector format of ``path`` from its suffix, or NPY for a folder / ``path.npy`` prefix;
+    a file with another suffix is recognised by its first bytes (Parquet, NPY, JSON lines)."""
     p = Path(path)
     if p.suffix.lower() in _SUFFIX_FORMATS:
         return _SUFFIX_FORMATS[p.suffix.lower()]
     if p.is_dir() or Path(f"{p}.npy").is_file():
         return VectorFormat.NPY
+    looked = ""
+    if p.is_file():
+        with open(p, "rb") as raw:
+            start = raw.read(8)
+        if start.startswith(b"PAR1"):
+            return VectorFormat.PARQUET
+        if start.startswith(b"\x93NUMPY"):
+            return VectorFormat.NPY
+        line = _jsonl.first_line(p)
+        if line.startswith("{"):
+            return VectorFormat.JSONL
+        looked = f"; its first line is {line!r}"
     known = ", ".join(sorted(_SUFFIX_FORMATS))
-    raise ConfigError(f"cannot tell the vector format of {str(p)!r}: use a suffix ({known}) or pass format=")
+    raise ConfigError(
+        f"cannot tell the vector format of {str(p)!r}{looked}. Accepted formats: {_ACCEPTED}. "
+        f"Use a suffix ({known}) or pass format="
+    )
 
 
 def npy_paths(path: PathLike) -> tuple[Path, Path]:
@@ -91,6 +118,8 @@ def read_vectors(path: PathLike, format: VectorFormat | str | None = None) -> Ve
         return _read_npy(*npy_paths(path))
     if fmt is VectorFormat.PARQUET:
         return _read_parquet(_existing_file(Path(path)))
+    if fmt is VectorFormat.JSONL:
+        return _jsonl.read(_existing_file(Path(path)))
     return _word2vec_text.read(_existing_file(Path(path)))
 
 
@@ -119,6 +148,10 @@ def write_vectors(path: PathLike, table: VectorTable, format: VectorFormat | str
         arrow_table = pa.table({"id": pa.array(table.ids, type=pa.string()), "vector": vectors})
         with atomic_path(target) as tmp:
             pq.write_table(arrow_table, tmp)
+        return target
+    if fmt is VectorFormat.JSONL:
+        with atomic_path(target) as tmp:
+            _jsonl.write(tmp, table)
         return target
     _word2vec_text.check_ids(table, target)
     with atomic_path(target) as tmp:
@@ -188,34 +221,4 @@ def _read_parquet(path: Path) -> VectorTable:
     if "id" not in schema.names or "vector" not in schema.names:
         raise DataError(f"expected columns 'id' and 'vector', found {schema.names}", path=str(path))
     table = pq.read_table(path, columns=["id", "vector"])
-    ids, lists = table.column("id").combine_chunks(), table.column("vector").combine_chunks()
-    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type) or pa.types.is_integer(ids.type)):
-        raise DataError(f"ids must be strings or integers, got Arrow type {ids.type}", path=str(path), column="id")
-    value_type = getattr(lists.type, "value_type", None)
-    if value_type is None or not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
-        raise DataError(f"expected a list of floats, got Arrow type {lists.type}", path=str(path), column="vector")
-    for name, column in (("id", ids), ("vector", lists)):
-        if column.null_count:
-            row = int(np.flatnonzero(np.asarray(column.is_null()))[0]) + 1
-            raise DataError(f"null {name}", path=str(path), row=row, column=name)
-    if len(lists) == 0:
-        raise DataError("empty file: no vectors", path=str(path))
-    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)  # (N,)
-    dim = int(lengths[0])
-    wrong = np.flatnonzero(lengths != dim)
-    if dim == 0 or wrong.size:
-        row = int(wrong[0]) if wrong.size else 0
-        problem = f"expected {dim or 'at least 1'} values, got {int(lengths[row])}"
-        raise DataError(problem, path=str(path), row=row + 1, column="vector")
-    values = pc.list_flatten(lists)  # (N * D,)
-    if values.null_count:
-        parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-        row = int(parent[np.flatnonzero(np.asarray(values.is_null()))[0]]) + 1
-        raise DataError("null value inside a vector", path=str(path), row=row, column="vector")
-    vectors = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(lists), dim)
-    try:
-        return VectorTable(ids=ids, vectors=vectors)
-    except DuplicateIdError as error:
-        first, second = (row + 1 for row in error.rows)
-        problem = f"duplicate id {error.id!r} (first at row {first})"
-        raise DataError(problem, path=str(path), row=second, column="id") from None
+    return from_arrow(table.column("id").combine_chunks(), table.column("vector").combine_chunks(), path=str(path))

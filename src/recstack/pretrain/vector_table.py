@@ -18,6 +18,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recstack.errors import DataError
+
 IdArray = Union[Sequence[Union[str, int]], np.ndarray, pa.Array, pa.ChunkedArray]
 
 
@@ -129,3 +131,38 @@ def _as_strings(ids: IdArray) -> tuple[np.ndarray, np.ndarray]:
         valid = np.asarray(array != None, dtype=bool)  # noqa: E711 (elementwise on object arrays)
         return np.where(valid, array, "").astype(str), valid
     return array.astype(str), np.ones(array.shape[0], dtype=bool)
+
+
+def from_arrow(ids: pa.Array, lists: pa.Array, *, path: str) -> VectorTable:
+    """A table from an Arrow id column (strings or integers) and a list-of-numbers column, as
+    a Parquet or JSON-lines vector file holds them; a :class:`DataError` names ``path``, the
+    1-based row and the column of the first problem."""
+    if not (pa.types.is_string(ids.type) or pa.types.is_large_string(ids.type) or pa.types.is_integer(ids.type)):
+        raise DataError(f"ids must be strings or integers, got Arrow type {ids.type}", path=path, column="id")
+    value_type = getattr(lists.type, "value_type", None)
+    if value_type is None or not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
+        raise DataError(f"expected a list of floats, got Arrow type {lists.type}", path=path, column="vector")
+    for name, column in (("id", ids), ("vector", lists)):
+        if column.null_count:
+            row = int(np.flatnonzero(np.asarray(column.is_null()))[0]) + 1
+            raise DataError(f"null {name}", path=path, row=row, column=name)
+    if len(lists) == 0:
+        raise DataError("empty file: no vectors", path=path)
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)  # (N,)
+    dim = int(lengths[0])
+    wrong = np.flatnonzero(lengths != dim)
+    if dim == 0 or wrong.size:
+        row = int(wrong[0]) if wrong.size else 0
+        problem = f"expected {dim or 'at least 1'} values, got {int(lengths[row])}"
+        raise DataError(problem, path=path, row=row + 1, column="vector")
+    values = pc.list_flatten(lists)  # (N * D,)
+    if values.null_count:
+        parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+        row = int(parent[np.flatnonzero(np.asarray(values.is_null()))[0]]) + 1
+        raise DataError("null value inside a vector", path=path, row=row, column="vector")
+    vectors = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(lists), dim)
+    try:
+        return VectorTable(ids=ids, vectors=vectors)
+    except DuplicateIdError as error:
+        first, second = (row + 1 for row in error.rows)
+        raise DataError(f"duplicate id {error.id!r} (first at row {first})", path=path, row=second, column="id") from None

@@ -48,6 +48,7 @@ class VectorFormat(str, Enum):
     PARQUET = "parquet"
     WORD2VEC = "word2vec"
     JSONL = "jsonl"  # {"id": ..., "vector": [...]} per line
+    JSONL = "jsonl"  # {"id": ..., "vector": [...]} per line
 
 
 class InvalidPolicy(str, Enum):
