@@ -48,7 +48,6 @@ class VectorFormat(str, Enum):
     PARQUET = "parquet"
     WORD2VEC = "word2vec"
     JSONL = "jsonl"  # {"id": ..., "vector": [...]} per line
-    JSONL = "jsonl"  # {"id": ..., "vector": [...]} per line
 
 
 class InvalidPolicy(str, Enum):
