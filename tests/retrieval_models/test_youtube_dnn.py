@@ -18,7 +18,7 @@ def test_user_tower_reads_history_and_user_features_items_are_output_rows(featur
     users, items = model(batch)
     assert users.shape == items.shape == (5, 8)
     assert torch.all(items == 0)  # zero-initialised output embedding: unseen items score 0
-    assert model.item_tower().table is not model.user_tower().embeddings.table("hist_item_ids")
+    assert model.item_tower().inputs.table("item_id") is not model.user_tower().embeddings.table("hist_item_ids")
     assert torch.equal(model.encode_item_rows(batch.ids["item_id"]), items)
 
 
@@ -36,7 +36,7 @@ def test_towers_alone_equal_the_training_model(feature_map) -> None:
 def test_shared_output_embedding_and_normalised_vectors(feature_map) -> None:
     params = {"hidden_dims": [16, 8], "share_output_embedding": True, "normalize": True}
     model = build_model("youtube_dnn", feature_map, params)
-    assert model.item_tower().table is model.user_tower().embeddings.table("hist_item_ids")
+    assert model.item_tower().inputs.table("item_id") is model.user_tower().embeddings.table("hist_item_ids")
     users, items = model(make_batch(4))
     assert torch.allclose(users.norm(dim=-1), torch.ones(4), atol=1e-6)
     assert torch.allclose(items.norm(dim=-1), torch.ones(4), atol=1e-6)
@@ -58,4 +58,4 @@ def test_trains_with_sampled_negatives(feature_map) -> None:
     loss = task.loss(model, make_batch(6))
     loss.backward()
     assert torch.isfinite(loss)
-    assert model.item_tower().table.weight.grad.abs().sum() > 0  # negatives were pushed away
+    assert model.item_tower().inputs.table("item_id").weight.grad.abs().sum() > 0  # negatives were pushed away

@@ -1,4 +1,10 @@
-"""Neural building blocks: pure tensor modules, with no knowledge of features or batches."""
+"""Neural building blocks: pure tensor modules, with no knowledge of features or batches.
+
+Two seams models build on: :class:`SparseInputs`, the only way a model reads its embedding
+tables (by feature name; ``recstack.nn.embedding.build_sparse_inputs`` builds the
+implementation), and :func:`fast_path_applies` / :func:`fused_paths`, the one gate and the one
+switch of every hand-fused training path.
+"""
 
 from recstack.nn.attention import ActivationUnit, PackedPositions, TargetAttention
 from recstack.nn.cross import (
@@ -10,9 +16,11 @@ from recstack.nn.cross import (
 )
 from recstack.nn.dice import Dice, masked_batch_norm
 from recstack.nn.fm import FactorizationMachine
+from recstack.nn.fused import fast_path_applies, fused_paths
 from recstack.nn.mlp import MLP, Activation, MLPBlock, make_activation
 from recstack.nn.pooling import Pooling, masked_pool
 from recstack.nn.residual import ResidualUnit
+from recstack.nn.sparse_inputs import SparseInputs
 from recstack.nn.table import Embedding, FieldLookup, lookup_fields, lookup_many
 
 __all__ = [
@@ -32,7 +40,10 @@ __all__ = [
     "PackedPositions",
     "Pooling",
     "ResidualUnit",
+    "SparseInputs",
     "TargetAttention",
+    "fast_path_applies",
+    "fused_paths",
     "lookup_fields",
     "lookup_many",
     "make_activation",

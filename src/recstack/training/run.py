@@ -34,13 +34,13 @@ class TrainingRun:
     model: nn.Module
     task: Task
     train_model: nn.Module  # what the training forward calls: model, or its compiled wrapper
-    optimizers: list[Optimizer]  # dense, then sparse
+    optimizers: list[Optimizer]  # as given to fit, or built by the Trainer: dense, then sparse
     schedulers: list[LambdaLR]  # one per optimizer, or none
     scaler: torch.amp.GradScaler  # disabled unless fp16 on CUDA
     state: TrainerState
     control: TrainerControl
     epoch_loss: Tensor  # () float64 on the device: summed without a sync per step
-    best_weights: dict[str, Any] | None = None  # CPU copy of the best epoch's state_dict
+    best_weights: dict[str, Any] | None = None  # Trainer.snapshot_weights of the best epoch
     epoch_rng: dict[str, Any] | None = None  # RNG just before train_batches(epoch) was called
     resuming: bool = False  # the next epoch continues a checkpoint
     resume_rng: dict[str, Any] | None = None  # mid-epoch checkpoint: RNG after its last step

@@ -9,6 +9,15 @@ and only this loop acts. Per step::
 and per epoch: on_epoch_end → evaluate (model.eval(), no_grad) → keep the best weights on
 ``config.monitor`` → on_evaluate → epoch log → save if requested. At the end the best weights
 are loaded back into the model, whether training stopped early or ran all epochs.
+
+The model is whatever module ``fit`` is given, and the loop touches it through four methods a
+subclass may override, so a wrapper that manages its own placement, parameters and optimisers
+(a TorchRec ``DistributedModelParallel`` with fused, in-backward table optimisers) can stand in
+without changing the loop: :meth:`Trainer.place_model` (default ``model.to(device)``),
+:meth:`Trainer.build_optimizers` (default: from the config, over ``model.parameters()``; or
+pass ``fit(..., optimizers=[...])``), :meth:`Trainer.snapshot_weights` (the best epoch's weights:
+default a CPU copy of ``model.state_dict()``) and :meth:`Trainer.restore_weights` (default
+``model.load_state_dict``).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence, Sized
 
 import torch
 from torch import Tensor, nn
+from torch.optim import Optimizer
 
 from recstack.data.batch import Batch
 from recstack.tasks.base import Task
@@ -100,12 +110,14 @@ class Trainer:
         train_batches: TrainBatches,
         evaluate: Evaluate | None = None,
         resume: bool = False,
+        *,
+        optimizers: Sequence[Optimizer] | None = None,
     ) -> TrainerState:
         """Train ``model`` in place and return the final state.
 
         Args:
-            model: moved to ``trainer.device``; holds the best weights on return (the last ones
-                when there is no ``evaluate``).
+            model: placed by :meth:`place_model` (moved to ``trainer.device``); holds the best
+                weights on return (the last ones when there is no ``evaluate``).
             task: supplies ``task.loss(model, batch)``.
             train_batches: ``train_batches(epoch)`` gives that epoch's batches. Make the order a
                 function of ``epoch`` (or of the global torch RNG, which resume replays); a
@@ -114,6 +126,9 @@ class Trainer:
                 ``model.eval()`` and ``torch.no_grad()``; must contain ``config.monitor``.
             resume: continue from ``checkpoint_dir/last.pt``, reaching the same weights as an
                 uninterrupted run.
+            optimizers: the optimisers to step, as given (each stepped, zeroed and
+                scheduled; a fused optimiser that steps inside the backward may be left out);
+                None: :meth:`build_optimizers` from the config.
         """
         config = self.config
         if evaluate is None and config.patience is not None:
@@ -122,8 +137,10 @@ class Trainer:
         seed_everything(config.seed)
         if config.keep_freed_memory and self.device.type == "cpu":
             keep_freed_memory()
-        model.to(self.device)
-        optimizers = build_optimizers(model, config)
+        model = self.place_model(model)
+        optimizers = list(optimizers) if optimizers is not None else self.build_optimizers(model)
+        if not optimizers:
+            raise ValueError("fit needs at least one optimizer")
         run = TrainingRun(
             model=model,
             task=task,
@@ -148,7 +165,7 @@ class Trainer:
             self._train_epoch(run, train_batches, evaluate)
         run.state.stopped_early = run.control.should_stop
         if run.best_weights is not None:
-            model.load_state_dict(run.best_weights)
+            self.restore_weights(model, run.best_weights)
         self._tick(run)
         self.callbacks.fire("on_train_end", run.state, run.control)
         return run.state
@@ -255,7 +272,7 @@ class Trainer:
         if config.monitor_mode.improved(value, state.best_metric, config.min_delta):
             state.best_metric = value
             state.best_epoch = state.epoch
-            run.best_weights = _cpu_copy(run.model.state_dict())
+            run.best_weights = self.snapshot_weights(run.model)
 
     # -- requests: log and save -------------------------------------------------------------
 
@@ -295,6 +312,28 @@ class Trainer:
         payload = load_checkpoint(path)  # falls back to previous.pt; CheckpointError names both
         restore_run(run, payload)
         self.callbacks.load_state_dict(payload["callbacks"])
+
+    # -- the model's seams: override for a wrapper that manages its own ---------------------
+
+    def place_model(self, model: nn.Module) -> nn.Module:
+        """Put ``model`` where it trains and return the module the loop uses (default:
+        ``model.to(trainer.device)``, the same object). A sharded wrapper places itself."""
+        return model.to(self.device)
+
+    def build_optimizers(self, model: nn.Module) -> list[Optimizer]:
+        """The optimisers ``fit`` steps when it is given none: dense, then sparse
+        (``training.optim.build_optimizers`` over ``model.parameters()``)."""
+        return build_optimizers(model, self.config)
+
+    def snapshot_weights(self, model: nn.Module) -> dict[str, Any]:
+        """The best epoch's weights, kept until the end of ``fit``: a CPU copy of
+        ``model.state_dict()`` (it costs no accelerator memory). A sharded model, whose state
+        dict holds shards, would keep them where they are or gather them here."""
+        return _cpu_copy(model.state_dict())
+
+    def restore_weights(self, model: nn.Module, weights: dict[str, Any]) -> None:
+        """Load what :meth:`snapshot_weights` returned back into ``model``."""
+        model.load_state_dict(weights)
 
     # -- setup helpers -----------------------------------------------------------------------
 
