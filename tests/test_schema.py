@@ -7,6 +7,7 @@ import pytest
 from recstack.errors import SchemaError
 from recstack.schema import (
     CategoricalFeature,
+    LabelKind,
     NumericFeature,
     NumericTransform,
     Pooling,
@@ -14,6 +15,7 @@ from recstack.schema import (
     SequenceFeature,
     Side,
     TableSpec,
+    Target,
     VectorFeature,
     WeightFormat,
     is_embedded,
@@ -158,3 +160,50 @@ def test_invalid_schemas_are_refused_with_the_feature_and_key(data, message):
 def test_a_vector_needs_a_positive_dim():
     with pytest.raises(SchemaError, match="dim must be >= 1"):
         Schema(features=(VectorFeature(name="v", dim=0),))
+
+
+# ---- targets -----------------------------------------------------------------------------------
+TWO_TARGETS = {
+    "group": "user_id",
+    "targets": [{"name": "click"}, {"name": "like", "kind": "binary", "weight": 0.5}, {"name": "watch_seconds", "kind": "regression"}],
+    "features": [{"name": "user_id", "kind": "categorical"}, {"name": "item_id", "kind": "categorical"}],
+}
+
+
+def test_a_single_label_is_one_binary_target():
+    schema = Schema.from_dict({"label": "clicked", "label_kind": "real", "features": [{"name": "a", "kind": "categorical"}]})
+    assert [(t.name, t.kind, t.weight) for t in schema.targets] == [("clicked", LabelKind.REAL, 1.0)]
+    assert (schema.label, schema.label_kind) == ("clicked", LabelKind.REAL)
+    assert schema.to_dict()["label"] == "clicked" and "targets" not in schema.to_dict()  # saved as before
+    assert Schema(features=(CategoricalFeature(name="a"),)).target_names == ["label"]
+    assert Schema.from_dict({"label": None, "features": [{"name": "a", "kind": "categorical"}]}).targets == ()
+
+
+def test_several_targets_parse_with_kind_and_weight():
+    schema = Schema.from_dict(TWO_TARGETS)
+    assert schema.targets == (
+        Target(name="click"),
+        Target(name="like", kind=LabelKind.BINARY, weight=0.5),
+        Target(name="watch_seconds", kind=LabelKind.REAL),
+    )
+    assert schema.label is None  # several targets: read schema.targets
+    assert schema.target("like").weight == 0.5
+    assert schema.columns() == ["user_id", "item_id", "click", "like", "watch_seconds"]
+    assert Schema.from_dict(schema.to_dict()) == schema
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"label": "click"}, r"targets: give either label \(one target\) or targets, not both"),
+        ({"targets": []}, r"targets: expected a non-empty list"),
+        ({"targets": [{"name": "click"}, {"name": "click"}]}, r"target 'click': declared twice"),
+        ({"targets": [{"name": "click", "kind": "count"}]}, r"target 'click': kind must be one of \['binary', 'real', 'regression'\]"),
+        ({"targets": [{"name": "click", "weight": 0}]}, r"target 'click': weight must be a finite number > 0"),
+        ({"targets": [{"name": "click", "loss": "bce"}]}, r"target 'click': unknown key\(s\) \['loss'\]"),
+        ({"targets": [{"kind": "binary"}]}, r"targets\[0\] must be a column name or a mapping with a 'name'"),
+    ],
+)
+def test_bad_targets_name_the_target_and_key(change, message):
+    with pytest.raises(SchemaError, match=message):
+        Schema.from_dict({**TWO_TARGETS, **change})
