@@ -336,8 +336,35 @@ def _index(args: argparse.Namespace) -> Outcome:
 
     check_output_path(args.output, owned=("index",))
     kind = {"flat": "FLAT", "hnsw": "HNSW", "ivf": "IVF_FLAT"}[args.kind] if args.backend == "milvus" and args.kind else args.kind
-    count = build_index_run(args.run, catalog=args.catalog, backend=args.backend, output=args.output, kind=kind, uri=args.uri, collection=args.collection)
-    return Outcome(f"indexed {count} items ({args.backend}) in {args.output}", {"items": count, "backend": args.backend, "output": str(args.output)})
+    summary = build_index_run(args.run, catalog=args.catalog, backend=args.backend, output=args.output, kind=kind, uri=args.uri, collection=args.collection)
+    return Outcome(f"indexed {summary.describe()} in {args.output}", summary.as_dict())
+
+
+def _query_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("index", help="index folder written by `recstack index`")
+    parser.add_argument("--vectors", required=True, help="user vectors as `recstack embed-users` writes them: FILE.parquet (user id, vector) or FILE.npy (+ FILE.ids.npy)")
+    parser.add_argument("--k", type=int, default=10, help="items per user")
+    parser.add_argument("--output", default=None, help="results.parquet or results.csv: one row per (user, rank, item id, score) (default: print the first users)")
+    parser.add_argument("--show", type=int, default=5, help="users printed without --output")
+
+
+def _query(args: argparse.Namespace) -> Outcome:
+    from recstack.workflows.query import format_top_k, query_index, write_results
+
+    if args.output:
+        from recstack.export.run_folder import check_output_path
+
+        check_output_path(args.output)
+    result = query_index(args.index, args.vectors, k=args.k)
+    users = len(result.user_ids)
+    if args.output:
+        write_results(result, args.output)
+        summary = f"wrote the top {result.k} {result.item_column} of {users:,} users ({result.user_column}) to {args.output}"
+        return Outcome(summary, {"users": users, "k": result.k, "user_column": result.user_column, "item_column": result.item_column, "output": str(args.output)})
+    shown = min(args.show, users)
+    more = f"\n... {users - shown:,} more users (--output FILE or --json for all)" if users > shown else ""
+    summary = f"top {result.k} {result.item_column} of {users:,} users ({result.user_column} -> {result.item_column} score):\n{format_top_k(result, shown)}{more}"
+    return Outcome(summary, result.as_dict())
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -396,6 +423,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("embed-items", "item vectors of a two-tower run for a catalogue (.parquet or .npy)", _embed_items_arguments, _embed_items),
     Command("embed-users", "user vectors of a two-tower run, one per row of a data file", _embed_users_arguments, _embed_users),
     Command("index", "build and save the item index of a two-tower run", _index_arguments, _index),
+    Command("query", "top-k items of each user vector (embed-users output) from an index folder", _query_arguments, _query),
     Command("serve", "serve two-stage recommendations (recall + rank) over HTTP, with a demo page", _serve_arguments, _serve, json_output=False),
 )
 

@@ -226,12 +226,41 @@ def embed_users_run(run_dir: str | Path, *, data: str | Path, output: str | Path
     return len(ids)
 
 
-def build_index_run(run_dir: str | Path, *, catalog: str | Path | None, backend: str, output: str | Path, kind: str | None = None, uri: str | None = None, collection: str = "items", progress: bool = True, progress_file: Any = None, batch_size: int = EMBED_BATCH_SIZE) -> int:
+@dataclass(frozen=True)
+class IndexSummary:
+    """What ``build_index_run`` wrote (also in ``index_source.json``, as ``as_dict`` gives it).
+
+    Attributes:
+        items: items indexed.
+        backend: ``"exact"``, ``"faiss"`` or ``"milvus"``.
+        id_feature / id_column: the run's item-id feature and the raw column keying the index.
+        id_type: ``"int"`` or ``"str"``.
+        output: the index folder.
+    """
+
+    items: int
+    backend: str
+    id_feature: str
+    id_column: str
+    id_type: str
+    output: str
+
+    def describe(self) -> str:
+        """``400 items (milvus, keyed by post_id, string ids)``."""
+        kind = "string" if self.id_type == "str" else "integer"
+        return f"{self.items} items ({self.backend}, keyed by {self.id_column}, {kind} ids)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def build_index_run(run_dir: str | Path, *, catalog: str | Path | None, backend: str, output: str | Path, kind: str | None = None, uri: str | None = None, collection: str = "items", progress: bool = True, progress_file: Any = None, batch_size: int = EMBED_BATCH_SIZE) -> IndexSummary:
     """The item index of a two-tower run, keyed by the run's own item ids (ints or strings).
 
     Embeds and adds ``batch_size`` items at a time under a tqdm bar (total: the items; hidden
     when ``progress_file``, stderr by default, is not a terminal, or with ``progress=False``). Writes the index to ``output``
-    and, beside it, ``index_source.json`` (run, id feature and column, id type, item count).
+    and, beside it, ``index_source.json`` (run, backend, id feature and column, id type, item
+    count); returns the same as an ``IndexSummary``.
     """
     from recstack.retrieval.index import MilvusIndex, create_index
     from recstack.retrieval.index.ids import id_type_of
@@ -263,8 +292,8 @@ def build_index_run(run_dir: str | Path, *, catalog: str | Path | None, backend:
         index.save(output)
     finally:
         index.close()
-    write_json_atomic(Path(output) / INDEX_SOURCE_NAME, {"run": str(Path(run_dir).resolve()), "id_feature": catalogue.feature, "id_column": catalogue.column, "id_type": id_type.value, "items": len(catalogue), "items_from": catalogue.source})
-    return len(catalogue)
+    write_json_atomic(Path(output) / INDEX_SOURCE_NAME, {"run": str(Path(run_dir).resolve()), "backend": backend, "id_feature": catalogue.feature, "id_column": catalogue.column, "id_type": id_type.value, "items": len(catalogue), "items_from": catalogue.source})
+    return IndexSummary(items=len(catalogue), backend=backend, id_feature=catalogue.feature, id_column=catalogue.column, id_type=id_type.value, output=str(output))
 
 
 @contextmanager
