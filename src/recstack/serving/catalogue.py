@@ -1,9 +1,14 @@
 """The catalogue a service recommends from: items, users and their histories, keyed by raw id.
 
+Items are keyed by the retrieval run's item-id column (``item_column``: ``item_id`` in
+MovieLens, ``post_id`` in seed 001; ``recstack serve`` reads it from the run), whose values,
+integers or strings, key the catalogue, the histories and the index unchanged.
+
 Example::
 
     catalogue = Catalogue.from_files(catalog="items.parquet", users="users.parquet", history="train.parquet")
     catalogue.histories.get(42)  # user 42's last 50 positive item ids, oldest first
+    Catalogue.from_files(catalog="posts.parquet", users=None, history="events.parquet", item_column="post_id")
 """
 
 from __future__ import annotations
@@ -44,5 +49,5 @@ class Catalogue:
         if history:
             histories = Histories.from_source(DataSource.from_config(str(history), key="history"), user_column=user_column, item_column=item_column, maxlen=history_length)
         else:
-            histories = Histories(np.zeros(0, np.int64), np.zeros(0, np.int64), maxlen=history_length)
+            histories = Histories(np.zeros(0, np.int64), np.zeros(0, items.keys.dtype), maxlen=history_length)
         return cls(items=items, users=FeatureTable(user_table, key=user_column), histories=histories)

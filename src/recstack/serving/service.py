@@ -33,9 +33,10 @@ import torch
 
 from recstack.data.batch import Batch
 from recstack.data.sources import DataSource
+from recstack.errors import ConfigError
 from recstack.export.run_folder import LoadedRun, load_run, task_from_run
 from recstack.retrieval.index import VectorIndex, create_index, load_index
-from recstack.retrieval.index.ids import found_mask
+from recstack.retrieval.index.ids import IdType, found_mask, id_type_of
 from recstack.schema import Side
 from recstack.serving.catalogue import HISTORY_COLUMNS, Catalogue
 from recstack.serving.feature_table import FeatureTable, latest_rows, read_table
@@ -123,6 +124,7 @@ class RecommendationService:
             raise ValueError(f"{retrieval.paths.root} is not a two-tower retrieval run (no user tower)")
         if ranker.task.type is not TaskType.BINARY:
             raise ValueError(f"{ranker.paths.root} is not a ranking run (its task {ranker.task.name!r} is a {ranker.task.type.value} task)")
+        self._check_item_column(retrieval)
         if index_path is not None:
             index = load_index(index_path)
         else:
@@ -141,6 +143,18 @@ class RecommendationService:
         user_encoder = UserEncoder(retrieval.model, example=users, onnx=self.onnx_runtime)
         ranker_scorer = RankerScorer(model=ranker.model, task=task_from_run(ranker), example=pairs, onnx=self.onnx_runtime)
         return replace(models, user_encoder=user_encoder, ranker_scorer=ranker_scorer, user_cache=UserCache(self.user_cache_size))
+
+    def _check_item_column(self, retrieval: LoadedRun) -> None:
+        """The catalogue must be keyed by the retrieval run's item-id column (``post_id`` in seed
+        001): the index, histories, exclusions and responses all carry that column's ids."""
+        from recstack.workflows.export import item_id_column
+
+        try:
+            column = item_id_column(retrieval, self.catalogue.items.table)
+        except (ConfigError, KeyError):  # the run leaves it open and the catalogue cannot tell
+            return
+        if column != self.catalogue.items.key:
+            raise ConfigError(f"the catalogue is keyed by {self.catalogue.items.key!r}, but the retrieval run {retrieval.paths.root} keys its items by {column!r}: build it with Catalogue.from_files(..., item_column={column!r})")
 
     def _examples(self, models: ServingModels, users: int = 16, items: int = 50) -> tuple[Batch, Batch]:
         """Up to ``users`` stored users' transformed rows, and the ranker batch of each of them
@@ -273,7 +287,10 @@ class RecommendationService:
         item_type = self.catalogue.items.keys.dtype
         if request.history is not None:
             try:
-                return np.asarray(list(request.history), dtype=item_type if item_type != object else object)
+                history = np.asarray(list(request.history), dtype=item_type if item_type != object else object)
+                if item_type == object and len(history) and id_type_of(history) is not IdType.STR:
+                    raise TypeError("a string-keyed catalogue takes string ids")
+                return history
             except (TypeError, ValueError):
                 raise RequestError("item ids must match the catalogue's id type", field="history") from None
         stored = self.catalogue.histories.get(request.user_id)

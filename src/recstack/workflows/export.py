@@ -90,6 +90,12 @@ def item_id_feature(run: LoadedRun, table: pa.Table | None = None) -> str:
     return ranked[0][0]
 
 
+def item_id_column(run: LoadedRun, table: pa.Table | None = None) -> str:
+    """The raw column holding the run's item ids (``item_id_feature``'s column): ``post_id`` in
+    seed 001, ``item_id`` in MovieLens."""
+    return run.preprocessor.schema[item_id_feature(run, table)].column
+
+
 def item_catalogue(run: LoadedRun, catalog: str | Path | None = None) -> ItemCatalogue:
     """The run's items: ``catalog`` (or the run's ``data.catalog``), one row per item; without
     one, the distinct items of the run's training rows (each with its last row's features)."""

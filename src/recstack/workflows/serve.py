@@ -18,6 +18,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from recstack.errors import ConfigError
+from recstack.export.run_folder import LoadedRun, load_run
 from recstack.serving.catalogue import Catalogue
 from recstack.serving.limits import ServingLimits
 from recstack.serving.service import RecommendationService
@@ -26,16 +28,34 @@ from recstack.serving.types import DEFAULT_USER_CACHE
 OPTIONS_VARIABLE = "RECSTACK_SERVE_OPTIONS"
 
 
-def build_service(*, retrieval: str | Path, ranker: str | Path, catalog: str | Path, users: str | Path | None = None, history: str | Path | None = None, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", user_cache_size: int = DEFAULT_USER_CACHE,
+def build_service(*, retrieval: str | Path | LoadedRun, ranker: str | Path, catalog: str | Path, users: str | Path | None = None, history: str | Path | None = None, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", user_cache_size: int = DEFAULT_USER_CACHE,
                   max_users: int | None = None, max_candidates: int | None = None, max_k: int | None = None, max_history: int | None = None,
                   max_body_bytes: int | None = None, deadline_ms: int | None = None, chunk_rows: int | None = None) -> RecommendationService:
     """Load both runs, the catalogue, users and histories, and the index (built if not given).
 
+    Items are keyed by the retrieval run's own item-id column (``served_item_column``: ``post_id``
+    in seed 001), in the catalogue, the histories, the exclusions and the responses; its values,
+    integers or strings, are served as they are.
+
     ``max_users`` ... ``chunk_rows``: the ``ServingLimits`` fields (None: the default value).
     """
     limits = serving_limits(max_users=max_users, max_candidates=max_candidates, max_k=max_k, max_history=max_history, max_body_bytes=max_body_bytes, deadline_ms=deadline_ms, chunk_rows=chunk_rows)
-    catalogue = Catalogue.from_files(catalog=catalog, users=users, history=history)
-    return RecommendationService(retrieval_run=retrieval, ranking_run=ranker, catalogue=catalogue, index=index, backend=backend, kind=kind, user_cache_size=user_cache_size, limits=limits)
+    retrieval_run = retrieval if isinstance(retrieval, LoadedRun) else load_run(retrieval)
+    catalogue = Catalogue.from_files(catalog=catalog, users=users, history=history, item_column=served_item_column(retrieval_run, catalog))
+    return RecommendationService(retrieval_run=retrieval_run, ranking_run=ranker, catalogue=catalogue, index=index, backend=backend, kind=kind, user_cache_size=user_cache_size, limits=limits)
+
+
+def served_item_column(run: LoadedRun, catalog: str | Path) -> str:
+    """The retrieval run's item-id column (``export.item_id_column``); the catalogue's columns
+    decide only when the run's schema leaves it open (several item-side categorical features)."""
+    from recstack.data.sources import DataSource
+    from recstack.serving.feature_table import read_table
+    from recstack.workflows.export import item_id_column
+
+    try:
+        return item_id_column(run)
+    except ConfigError:
+        return item_id_column(run, read_table(DataSource.from_config(str(catalog), key="catalog")))
 
 
 def serving_limits(**values: int | None) -> ServingLimits:

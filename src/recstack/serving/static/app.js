@@ -2,6 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+let stringUserIds = false;  // the service's user ids are strings: typed text stays text ("00060")
 
 function cell(row, text, className) {
   const td = row.insertCell();
@@ -23,6 +24,7 @@ async function getJson(url, options) {
 async function loadUsers(selected) {
   const data = await getJson("/users");
   const select = $("user-select");
+  stringUserIds = data.user_ids.some((id) => typeof id === "string");
   for (const id of data.user_ids) {
     const option = document.createElement("option");
     option.value = String(id);
@@ -33,7 +35,7 @@ async function loadUsers(selected) {
 }
 
 function parseId(text) {
-  return /^-?\d+$/.test(text) ? Number(text) : text;
+  return !stringUserIds && /^-?\d+$/.test(text) ? Number(text) : text;
 }
 
 async function show(userText) {
