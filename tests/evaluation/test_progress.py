@@ -107,3 +107,43 @@ def test_progress_batches_yields_every_batch_unchanged():
     out = list(progress_batches(batches, total_rows=10, desc="evaluate", file=terminal))
     assert out == batches
     assert re.search(r"/10.0 \[", terminal.getvalue())
+
+
+@pytest.fixture(scope="module")
+def tiny_retrieval(tmp_path_factory):
+    """A one-epoch two-tower run on the serving tests' tiny MovieLens data, and its config."""
+    from recstack.export.run_folder import load_run
+    from recstack.workflows.train import train_run
+    from tests.serving.tiny_runs import ROOT, write_tiny_data
+
+    root = tmp_path_factory.mktemp("retrieval_bar")
+    data = write_tiny_data(root / "data")
+    spec = {
+        "data": {"train": str(data / "retrieval_train.parquet"), "valid": str(data / "retrieval_valid.parquet"), "catalog": str(data / "items.parquet"), "seen": str(data / "seen.parquet")},
+        "schema": str(ROOT / "schemas/movielens_retrieval.yaml"),
+        "task": {"type": "retrieval", "loss": "in_batch_softmax", "temperature": 0.1},
+        "model": {"name": "dssm", "params": {"hidden_dims": [16, 8], "output_activation": "identity"}},
+        "loader": {"batch_size": 64},
+        "trainer": {"epochs": 1, "monitor": "recall@10", "progress": False},
+        "evaluation": {"ks": [10]},
+        "output": str(root / "run"),
+    }
+    train_run(RunConfig.from_dict(spec), log=lambda message: None)
+    return load_run(root / "run"), spec
+
+
+def test_retrieval_evaluation_bar_counts_the_users_evaluated(tiny_retrieval, tmp_path, monkeypatch):
+    from recstack.workflows.retrieval import make_retrieval_evaluator
+
+    run, spec = tiny_retrieval
+    for progress, shown in ((True, True), (False, False)):
+        config = RunConfig.from_dict({**spec, "trainer": {**spec["trainer"], "progress": progress}})
+        terminal = Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        metrics = make_retrieval_evaluator(config, run.preprocessor, split="valid")(run.model)
+        drawn = terminal.getvalue()
+        assert metrics["users"] == pq.read_metadata(spec["data"]["valid"]).num_rows  # every held-out row
+        if shown:  # drawn at the start with the users evaluated as its total (cleared when done)
+            assert "evaluate valid" in drawn and re.search(rf"/{int(metrics['users'])}(\.0)? \[", drawn) and "user/s" in drawn
+        else:
+            assert drawn == ""

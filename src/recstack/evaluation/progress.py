@@ -1,12 +1,13 @@
-"""A progress bar over an evaluation pass, counted in rows."""
+"""Progress bars over an evaluation pass: counted in rows (ranking) or in users (retrieval)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 from recstack.data.batch import Batch
 
-__all__ = ["progress_batches"]
+__all__ = ["progress_batches", "progress_counter"]
 
 
 def progress_batches(
@@ -46,3 +47,17 @@ def progress_batches(
         for batch in batches:
             yield batch
             bar.update(len(batch))
+
+
+@contextmanager
+def progress_counter(total: int | None, *, desc: str, unit: str, enabled: bool = True, file: Any = None) -> Iterator[Callable[[int], Any]]:
+    """``with progress_counter(U, desc="evaluate valid", unit="user") as advance: advance(n)``.
+
+    The same bar as ``progress_batches`` (off when ``file``, stderr by default, is not a
+    terminal, everywhere when ``enabled`` is False, cleared when done) for passes that are not
+    a stream of batches, such as full-corpus retrieval scoring a chunk of users at a time.
+    """
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False, dynamic_ncols=True, file=file, disable=None if enabled else True) as bar:
+        yield bar.update

@@ -25,10 +25,12 @@ from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
 from recstack.errors import ConfigError, DataError
-from recstack.evaluation.retrieval_metrics import evaluate_retrieval
+from recstack.evaluation.progress import progress_counter
+from recstack.evaluation.retrieval_metrics import evaluate_ranked_scores
 from recstack.export.run_folder import LoadedRun
 from recstack.tasks import Task, build_task
 from recstack.tasks.retrieval import InBatchSoftmaxTask, NegativeSamplingTask, count_item_rows
+from recstack.training.config import TrainerConfig
 
 EMBED_BATCH_SIZE = 4096
 
@@ -127,8 +129,15 @@ def retrieval_metrics(
     user_column: str = "user_id",
     exclude_columns: Sequence[str] | None = None,
     exclude_delimiter: str | None = None,
+    progress: bool = False,
+    progress_file: Any = None,
+    desc: str = "evaluate",
 ) -> dict[str, float]:
-    """Full-corpus Recall/HitRate/NDCG@K and MRR of ``model`` on the held-out rows of ``split``."""
+    """Full-corpus Recall/HitRate/NDCG@K and MRR of ``model`` on the held-out rows of ``split``.
+
+    ``progress``: a bar counting the users scored toward the users evaluated (``desc``; drawn
+    on ``progress_file``, stderr by default, only when it is a terminal).
+    """
     item_column = preprocessor.schema[_item_id_feature(model)].column
     catalog_ids, item_vectors = embed_items(model, preprocessor, catalog)
     targets = held_out(
@@ -136,13 +145,15 @@ def retrieval_metrics(
         exclude_columns=exclude_columns, delimiter=exclude_delimiter or _list_delimiter(preprocessor, exclude_columns),
     )  # fmt: skip
     _, user_vectors = embed_users(model, preprocessor, split, user_column=user_column)  # (rows, D)
-    metrics = evaluate_retrieval(
-        torch.from_numpy(user_vectors[targets.rows]),
-        torch.from_numpy(item_vectors),
-        targets.targets,
-        exclude=(targets.exclude_indptr, targets.exclude_indices),
-        ks=ks,
-    )
+    users = torch.from_numpy(user_vectors[targets.rows])  # (U, D) one per held-out row
+    items_t = torch.from_numpy(item_vectors).T  # (D, N)
+    with progress_counter(len(users), desc=desc, unit="user", enabled=progress, file=progress_file) as advance:
+
+        def score_chunk(rows: np.ndarray) -> torch.Tensor:  # rows: (C,) contiguous, ascending
+            advance(len(rows))
+            return users[int(rows[0]) : int(rows[-1]) + 1] @ items_t  # (C, N), a fresh matrix
+
+        metrics = evaluate_ranked_scores(score_chunk, targets.targets, exclude=(targets.exclude_indptr, targets.exclude_indices), ks=ks)
     return {k: float(v) for k, v in metrics.items()}
 
 
@@ -161,9 +172,11 @@ def make_retrieval_evaluator(config: RunConfig, preprocessor: Preprocessor, *, s
     source: DataSource = getattr(config.data, split)
     user_column = config.evaluation.group or config.schema.group or "user_id"
     evaluation = config.evaluation
+    progress = TrainerConfig.from_dict(config.trainer).progress  # the training bar's switch
     return lambda model: retrieval_metrics(
         model, preprocessor, split=source, catalog=config.data.catalog, seen=config.data.seen, ks=evaluation.ks,
         user_column=user_column, exclude_columns=evaluation.exclude_columns, exclude_delimiter=evaluation.exclude_delimiter,
+        progress=progress, desc=f"evaluate {split}",
     )  # fmt: skip
 
 
