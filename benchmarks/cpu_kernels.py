@@ -131,7 +131,8 @@ def fused_rows() -> list[str]:
 
     keep_freed_memory()
     torch.manual_seed(0)
-    mlp, head = MLP(in_dim=112, hidden_dims=(256, 128)), torch.nn.Linear(128, 1)
+    mlp = MLP(in_dim=112, hidden_dims=(256, 128), head_dim=1)  # the MLP owns its logit layer
+    head = mlp.head
     x = torch.randn(1024, 112, requires_grad=True)
 
     def layers(v):
@@ -162,9 +163,9 @@ def fused_rows() -> list[str]:
         return run
 
     cases = {
-        "ReLU MLP 112-256-128-1, 1,024 rows, fp32": (backward(lambda: layers(x)), backward(lambda: mlp.score(x, head))),
+        "ReLU MLP 112-256-128-1, 1,024 rows, fp32": (backward(lambda: layers(x)), backward(lambda: mlp(x))),
         "ReLU MLP 112-256-128-1, 1,024 rows, bf16 autocast": (
-            backward(lambda: layers(x), True), backward(lambda: mlp.score(x, head), True)),
+            backward(lambda: layers(x), True), backward(lambda: mlp(x), True)),
         "DCN cross network, 3 layers, 1,024 x 112, bf16 autocast": (
             backward(lambda: cross_layers(x), True), backward(lambda: cross(x), True)),
         "FM interaction, 1,024 x 7 fields x 16": (backward(lambda: fm_formula(fields)), backward(lambda: fm(fields))),
