@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -23,19 +23,27 @@ from recstack.atomic import write_json_atomic
 from recstack.models import build_model
 from recstack.models.registry import check_model_config
 from recstack.tasks.base import Task
-from recstack.training import MetricHistory, TensorBoardLogger, Trainer, TrainerConfig
+from recstack.training import MetricHistory, TensorBoardLogger, Trainer, TrainerCallback, TrainerConfig
 from recstack.training.rng import seed_everything
 from recstack.workflows.datasets import ensure_dataset
 from recstack.workflows.distributed import DistributedTraining, init_from_env, sum_over_ranks
 from recstack.workflows.tasks import build_task, make_evaluator, saved_task_spec
 
 
-def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+def train_run(
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> dict[str, Any]:
     """Trains the configured model and writes the run folder; returns metrics.json's content.
 
     The run is written into ``runs/.NAME.partial/`` and moved to ``config.output`` only when it is
     complete (:class:`~recstack.export.staged_run.StagedRun`): a failed run leaves an existing
     run folder untouched. An existing complete run is replaced only with ``overwrite``.
+    ``callbacks`` are added to the Trainer's (``recstack tune`` reports each epoch's metric).
 
     Raises:
         RunFolderError: the run folder exists (without ``overwrite``), an interrupted run is in
@@ -65,7 +73,7 @@ def train_run(config: RunConfig, *, resume: bool = False, overwrite: bool = Fals
         if context is not None:
             torch.distributed.barrier()  # the partial folder exists before any rank reads it
         try:
-            metrics = _train(config, trainer_config, model_params, staged.paths, context, rank, resume=resume, log=log)
+            metrics = _train(config, trainer_config, model_params, staged.paths, context, rank, resume=resume, log=log, callbacks=callbacks)
         except BaseException:
             if rank == 0:
                 staged.discard_unless_resumable()
@@ -88,6 +96,7 @@ def _train(
     *,
     resume: bool,
     log: Callable[[str], None],
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> dict[str, Any]:
     """Fit, train, evaluate and write everything into ``paths`` (the partial run folder)."""
 
@@ -125,7 +134,7 @@ def _train(
 
     evaluate = make_evaluator(config, task, preprocessor, split="valid") if config.data.valid else None
     history = MetricHistory()
-    callbacks = [history] + ([TensorBoardLogger(paths.tensorboard)] if rank == 0 else [])
+    callbacks = [history] + ([TensorBoardLogger(paths.tensorboard)] if rank == 0 else []) + list(callbacks)
     # every rank reads the checkpoint on resume; only rank 0 writes it (see Trainer._save)
     trainer = Trainer(trainer_config, callbacks=callbacks, checkpoint_dir=paths.checkpoints)
     train_started = time.perf_counter()
