@@ -20,7 +20,8 @@ from recstack.errors import ConfigError
 from recstack.schema import Schema, Side, source_columns
 from recstack.tasks.registry import TaskSpec, TaskType, parse_task_section
 
-_TOP_LEVEL_KEYS = {"name", "data", "schema", "task", "model", "loader", "trainer", "evaluation", "output", "threads", "seed"}
+# `tune:` is the search space of `recstack tune` (recstack.tuning.space); training ignores it
+_TOP_LEVEL_KEYS = {"name", "data", "schema", "task", "model", "loader", "trainer", "evaluation", "output", "threads", "seed", "tune"}
 
 
 @dataclass(frozen=True)
