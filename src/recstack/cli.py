@@ -359,11 +359,11 @@ def _query(args: argparse.Namespace) -> Outcome:
     users = len(result.user_ids)
     if args.output:
         write_results(result, args.output)
-        summary = f"wrote the top {result.k} {result.item_column} of {users:,} users ({result.user_column}) to {args.output}"
+        summary = f"wrote the top {result.k} {result.item_column} of {users:,} users ({result.user_column}) to {args.output}: {int(result.found.sum()):,} rows ({result.user_column}, rank, {result.item_column}, score)"
         return Outcome(summary, {"users": users, "k": result.k, "user_column": result.user_column, "item_column": result.item_column, "output": str(args.output)})
     shown = min(args.show, users)
     more = f"\n... {users - shown:,} more users (--output FILE or --json for all)" if users > shown else ""
-    summary = f"top {result.k} {result.item_column} of {users:,} users ({result.user_column} -> {result.item_column} score):\n{format_top_k(result, shown)}{more}"
+    summary = f"top {result.k} {result.item_column} (score) of {users:,} users ({result.user_column}):\n{format_top_k(result, shown)}{more}"
     return Outcome(summary, result.as_dict())
 
 

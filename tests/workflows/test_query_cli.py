@@ -57,7 +57,7 @@ def test_query_top_k_equals_brute_force_with_the_users_ids(setup, tmp_path, caps
     item_ids, items, user_ids, users, folder, vectors = setup
     out = tmp_path / "results.parquet"
     assert main(["query", str(folder), "--vectors", str(vectors), "--k", str(K), "--output", str(out)]) == 0
-    assert f"of {N_USERS} users (client_id)" in capsys.readouterr().out
+    assert f"of {N_USERS} users (client_id) to {out}: {N_USERS * K} rows" in capsys.readouterr().out
     table = pq.read_table(out)
     assert table.column_names == ["client_id", "rank", "post_id", "score"]
     assert table.num_rows == N_USERS * K

@@ -88,7 +88,8 @@ def test_seed001_export_index_and_query_with_the_users_ids(trained, tmp_path, ca
         out = tmp_path / f"index_{backend}"
         capsys.readouterr()
         assert main(["index", str(run), "--backend", backend, "--output", str(out), *extra]) == 0
-        assert f"indexed {len(expected_ids)} items" in capsys.readouterr().out
+        kind = "string" if id_type == "str" else "integer"
+        assert f"indexed {len(expected_ids)} items ({backend}, keyed by post_id, {kind} ids) in {out}" in capsys.readouterr().out
         source = json.loads((out / "index_source.json").read_text())
         assert (source["id_feature"], source["id_column"], source["id_type"]) == ("item_embed", "post_id", id_type)
 
@@ -109,6 +110,21 @@ def test_seed001_export_index_and_query_with_the_users_ids(trained, tmp_path, ca
         np.testing.assert_allclose(scores, exact, rtol=0, atol=1e-4, err_msg=backend)
         assert all(len(set(row)) == K for row in found.tolist())
 
+        # the same from the CLI: recstack query INDEX --vectors users.parquet
+        results = tmp_path / f"top_{backend}.parquet"
+        assert main(["query", str(out), "--vectors", str(users), "--k", str(K), "--output", str(results)]) == 0
+        table = pq.read_table(results)
+        assert table.column_names == ["client_id", "rank", "post_id", "score"]
+        user_ids = pq.read_table(users).column("client_id").to_pylist()
+        rows = table.slice(0, 50 * K)  # the first 50 users, as above
+        assert rows.column("client_id").to_pylist() == [u for u in user_ids[:50] for _ in range(K)]
+        np.testing.assert_allclose(rows.column("score").to_numpy().reshape(50, K), true_scores, rtol=0, atol=1e-4, err_msg=backend)
+        got = np.array(rows.column("post_id").to_pylist(), dtype=object).reshape(50, K)
+        exact = np.array([[score_of[u][i] for i in row] for u, row in enumerate(got.tolist())])
+        np.testing.assert_allclose(exact, true_scores, rtol=0, atol=1e-4, err_msg=backend)
+        assert {type(i) for i in got.ravel()} == {str if id_type == "str" else int}
+        assert table.num_rows == len(user_ids) * K
+
 
 def test_index_progress_bar_counts_every_item(trained, tmp_path):
     from io import StringIO
@@ -121,6 +137,8 @@ def test_index_progress_bar_counts_every_item(trained, tmp_path):
 
     _, _, run = trained
     bar = Terminal()
-    count = build_index_run(run, catalog=None, backend="exact", output=tmp_path / "idx", progress_file=bar, batch_size=64)
+    summary = build_index_run(run, catalog=None, backend="exact", output=tmp_path / "idx", progress_file=bar, batch_size=64)
     drawn = bar.getvalue()
+    count = summary.items
     assert f"{count}/{count}" in drawn and "indexing post_id" in drawn and count == 400
+    assert (summary.backend, summary.id_column) == ("exact", "post_id")
