@@ -133,3 +133,36 @@ def test_from_config_accepts_a_path_a_list_or_a_mapping(tmp_path):
         DataSource.from_config({"paths": ["a.csv"], "delimter": ","})
     with pytest.raises(ConfigError, match="format"):
         DataSource.from_config({"paths": ["a.csv"], "format": "xlsx"})
+
+
+def test_a_csv_stream_with_a_python_row_handler_releases_it_when_closed(tmp_path):
+    """Arrow frees a reader on its own threads; a Python handler freed there during interpreter
+    shutdown aborts the process (exit 134). Closing waits until Arrow has let go of it."""
+    import gc
+    import weakref
+
+    from recstack.data import csv_stream
+
+    path = write_text(tmp_path / "t.csv", csv_text())
+    big = write_text(tmp_path / "big.csv", "a,b\n" + "1,2\n" * 200_000)
+    source = DataSource(paths=(big,), skip_bad_rows=True, block_bytes=1 << 12)
+    chunks = source.chunks(columns=["a"])
+    next(chunks)  # a reader is open, reading ahead
+    streams = list(csv_stream._LIVE_STREAMS)
+    assert len(streams) == 1
+    handler = weakref.ref(streams[0]._handler_ref())
+    chunks.close()  # the consumer stops early
+    del streams
+    gc.collect()
+    assert handler() is None and len(csv_stream._LIVE_STREAMS) == 0
+    # Strict reading passes no Python handler at all.
+    assert read_all(*fit(SCHEMA, path)) is not None and len(csv_stream._LIVE_STREAMS) == 0
+
+
+def test_the_header_is_read_without_starting_a_reader(tmp_path):
+    from recstack.data import csv_stream
+
+    path = write_text(tmp_path / "t.csv", '"a,1",b;c\n1,2\n')
+    source = DataSource(paths=(path,), skip_bad_rows=True)
+    assert source.columns_of(path) == ["a,1", "b;c"]
+    assert len(csv_stream._LIVE_STREAMS) == 0

@@ -6,8 +6,8 @@
   interpreter is finalising, the thread is torn down mid C++ frame and the process aborts
   ("terminate called without an active exception", exit 134) after an otherwise clean error.
   So a stream passes a Python handler only when it needs one (skipping or diagnosing rows),
-  waits on close until Arrow has released it, and an ``atexit`` hook collects and waits for any
-  stream an exception left behind.
+  waits on close until Arrow has released it, and an ``atexit`` hook closes any stream an
+  exception (or a global) left open.
 - :func:`read_header` reads the header line without starting a reader.
 - :func:`guess_delimiter` says which of ``, ; \\t |`` a file looks separated by.
 - :func:`decode_utf8` turns binary columns into text, masking rows that are not UTF-8.
@@ -46,7 +46,7 @@ class _RowHandler:
         return self.decide(row)
 
 
-_LIVE_HANDLERS: "weakref.WeakSet[_RowHandler]" = weakref.WeakSet()
+_LIVE_STREAMS: "weakref.WeakSet[CsvStream]" = weakref.WeakSet()  # streams holding a Python handler
 
 
 def _wait_released(handlers: Callable[[], bool], seconds: float) -> None:
@@ -58,11 +58,13 @@ def _wait_released(handlers: Callable[[], bool], seconds: float) -> None:
 
 
 @atexit.register
-def _release_all() -> None:
-    """Free streams still referenced from uncollected tracebacks while threads may take the GIL."""
-    if len(_LIVE_HANDLERS):
+def _close_all() -> None:
+    """Close streams still open at exit (left in a traceback, a global, a suspended generator)
+    while Arrow's threads can still take the GIL to release their handlers."""
+    if len(_LIVE_STREAMS):
         gc.collect()
-        _wait_released(lambda: len(_LIVE_HANDLERS) > 0, _RELEASE_SECONDS)
+        for stream in list(_LIVE_STREAMS):
+            stream.close()
 
 
 class CsvStream:
@@ -94,7 +96,7 @@ class CsvStream:
         handler = _RowHandler(on_invalid_row) if on_invalid_row is not None else None
         self._handler_ref = weakref.ref(handler) if handler is not None else None
         if handler is not None:
-            _LIVE_HANDLERS.add(handler)
+            _LIVE_STREAMS.add(self)
         parse_options = pacsv.ParseOptions(delimiter=delimiter, invalid_row_handler=handler)
         self._reader: pacsv.CSVStreamingReader | None = None
         try:
@@ -121,6 +123,7 @@ class CsvStream:
 
     def close(self) -> None:
         """Stop reading and wait (briefly) until Arrow's threads hold no Python object of ours."""
+        _LIVE_STREAMS.discard(self)
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.close()
