@@ -135,6 +135,36 @@ def _train(args: argparse.Namespace) -> Outcome | None:
     return Outcome(_train_summary(metrics, config.output), metrics)
 
 
+def _tune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="run config with a tune: section (the search space; docs/config.md, Tuning)")
+    parser.add_argument("--trials", type=int, required=True, help="finished trials the study should hold (a rerun continues an interrupted tune)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted) in every trial, e.g. trainer.epochs=2")
+    parser.add_argument("--out", default=None, help="tune folder (default: runs/NAME_tune next to the run folder)")
+    parser.add_argument("--storage", default=None, help="Optuna storage URL (default: sqlite:///TUNE_FOLDER/study.db)")
+    parser.add_argument("--study-name", default=None, help="study in the storage (default: the config's name)")
+    parser.add_argument("--pruner", choices=["median", "hyperband", "none"], default=None, help="prune trials worse than their peers at an epoch (default: tune.pruner, else median)")
+    parser.add_argument("--jobs", type=int, default=1, help="trials at once, each in its own process with one torch thread")
+    parser.add_argument("--keep-trials", action="store_true", help="keep every completed trial's run folder (default: the best one only)")
+
+
+def _tune(args: argparse.Namespace) -> Outcome:
+    from recstack.workflows.tune import tune_run
+
+    result = tune_run(
+        args.config, trials=args.trials, overrides=_parse_overrides(args.set), out=args.out, storage=args.storage,
+        study_name=args.study_name, pruner=args.pruner, jobs=args.jobs, keep_trials=args.keep_trials,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    best = result["best"]
+    params = ", ".join(f"{key}={value}" for key, value in best["params"].items())
+    lines = [
+        f"{result['trials']} trials ({result['complete']} complete, {result['pruned']} pruned, {result['fail']} failed) in {result['wall_seconds']:.1f} s",
+        f"best: trial {best['number']}, valid {result['metric']} {best['value']:.4f} ({params})",
+        f"best config: {result['best_config']} (recstack train it); run folder: {best['run']}",
+    ]
+    return Outcome("\n".join(lines), result)
+
+
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run")
     _data_arguments(parser)
@@ -412,6 +442,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 COMMANDS: tuple[Command, ...] = (
     Command("train", "train a model from a config YAML (see docs/config.md)", _train_arguments, _train),
+    Command("tune", "search hyper-parameters with Optuna over the config's tune: section", _tune_arguments, _tune),
     Command("evaluate", "evaluate a run folder on a data file", _evaluate_arguments, _evaluate),
     Command("predict", "score every row of a data file with a run folder's model", _predict_arguments, _predict),
     Command("data", "check a data file against a schema and print per-feature statistics", _data_arguments_command, _data),
