@@ -51,7 +51,7 @@ def fail_interrupted_trials(study: optuna.Study) -> list[FrozenTrial]:
         storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
         storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         if trial.params:
-            study.enqueue_trial(trial.params, skip_if_exists=True)
+            study.enqueue_trial(trial.params)
     return stale
 
 

@@ -178,6 +178,10 @@ def _objective(job: TuneJob, trial: Any) -> float:
     try:
         config = RunConfig.from_yaml(job.config_path, overrides=settings)
         metrics = train_run(config, overwrite=True, callbacks=[reporter], log=lambda _: None)
+    except KeyboardInterrupt:  # Ctrl-C: Optuna records FAIL; a rerun retries it without counting it
+        trial.set_user_attr("interrupted", True)
+        trial.study.enqueue_trial(trial.params)
+        raise
     except Exception as error:
         trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:500])
         raise
