@@ -90,12 +90,22 @@ def test_search_finds_a_far_better_lr_than_a_planted_bad_default(tmp_path: Path,
     assert (folder / "param_importances.png").stat().st_size > 1000
 
 
-def test_importance_plot_skipped_with_a_note_below_two_completed_trials(tmp_path: Path, data: Path) -> None:
-    path = _config(tmp_path, data, lr=0.01, tune={"params": LR_SPACE, "pruner": "none"})
-    result = tune_run(path, trials=1, log=lambda _: None)
+def test_importance_plot_skipped_below_two_completed_trials_and_best_config_paths_absolute(tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative config path, as in `recstack tune configs/x.yaml`
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "data").symlink_to(data)
+    config = yaml.safe_load(_config(tmp_path, data, lr=0.01, tune={"params": LR_SPACE, "pruner": "none"}).read_text())
+    config.update(data={"dataset": "synthetic_ctr", "dir": "data"}, output="runs/tiny")
+    Path("configs/tiny.yaml").write_text(yaml.safe_dump(config))
+
+    result = tune_run("configs/tiny.yaml", trials=1, log=lambda _: None)
+
     assert result["plots"]["optimization_history.png"] == "written"
     assert result["plots"]["param_importances.png"].startswith("skipped: needs >= 2 completed trials")
     assert not (tmp_path / "runs" / "tiny_tune" / "param_importances.png").exists()
+    best = yaml.safe_load((tmp_path / "runs" / "tiny_tune" / "best_config.yaml").read_text())
+    assert Path(best["data"]["dir"]).is_absolute() and Path(best["data"]["dir"]) == data.resolve()  # not relative to the tune folder
+    assert best["output"] == str((tmp_path / "runs" / "tiny").resolve())
 
 
 @pytest.mark.parametrize(

@@ -267,7 +267,7 @@ def _best_config_text(config_path: Path, overrides: Mapping[str, Any], values: M
     config = RunConfig.from_yaml(config_path, overrides={**overrides, **values})
     raw = dict(config.raw)
     raw.pop("tune", None)
-    data: dict[str, Any] = {"dataset": config.data.dataset, "dir": config.data.dataset_dir} if config.data.dataset else {}
+    data: dict[str, Any] = {"dataset": config.data.dataset, "dir": str(Path(config.data.dataset_dir or ".").resolve())} if config.data.dataset else {}
     for key in ("train", "valid", "test", "catalog", "seen"):
         source = getattr(config.data, key)
         if source is not None:
