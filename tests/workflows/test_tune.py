@@ -189,3 +189,12 @@ def test_killed_tune_resumes_without_repeating_completed_trials(tmp_path: Path, 
     rows = _rows(folder / "trials.csv")
     assert len(rows) == len(study.trials)
     assert not list((folder / "trials").glob(".*.partial"))  # the killed trial's partial run cleaned up
+
+
+@pytest.mark.slow  # spawns two Python processes that import torch: ~9 s here
+def test_jobs_run_trials_in_worker_processes_without_overshooting_the_count(tmp_path: Path, data: Path) -> None:
+    path = _config(tmp_path, data, lr=0.01, tune={"params": LR_SPACE, "pruner": "none"})
+    result = tune_run(path, trials=3, jobs=2, log=lambda _: None)
+    rows = _rows(tmp_path / "runs" / "tiny_tune" / "trials.csv")
+    assert result["trials"] == result["complete"] == 3 and sorted(r["number"] for r in rows) == ["0", "1", "2"]
+    assert (tmp_path / "runs" / "tiny_tune" / "trials" / f"trial_{result['best']['number']:04d}" / "model.pt").exists()
