@@ -198,3 +198,11 @@ def test_jobs_run_trials_in_worker_processes_without_overshooting_the_count(tmp_
     rows = _rows(tmp_path / "runs" / "tiny_tune" / "trials.csv")
     assert result["trials"] == result["complete"] == 3 and sorted(r["number"] for r in rows) == ["0", "1", "2"]
     assert (tmp_path / "runs" / "tiny_tune" / "trials" / f"trial_{result['best']['number']:04d}" / "model.pt").exists()
+
+
+def test_a_metric_the_validation_does_not_report_stops_the_tune_after_one_trial(tmp_path: Path, data: Path) -> None:
+    path = _config(tmp_path, data, lr=0.01, tune={"params": LR_SPACE, "metric": "ndcg", "direction": "maximize"})
+    with pytest.raises(ConfigError, match=r"tune\.metric: 'ndcg' is not a validation metric of this run; it reports \[.*'auc'"):
+        tune_run(path, trials=3, log=lambda _: None)
+    study = optuna.load_study(storage=f"sqlite:///{tmp_path / 'runs' / 'tiny_tune' / 'study.db'}", study_name="tiny")
+    assert len(study.trials) == 1  # not three failed trials
