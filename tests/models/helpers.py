@@ -14,8 +14,8 @@ from recstack.data.batch import Batch
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import Chunk
 from recstack.evaluation.ranking_metrics import auc
-from recstack.pretrain.vector_file import write_vectors
-from recstack.pretrain.vector_table import VectorTable
+from recstack.vector_io.files import write_vectors
+from recstack.vector_io.table import VectorTable
 from recstack.schema import Schema
 
 NUM_USERS, NUM_ITEMS, NUM_GENRES, MAXLEN = 20, 30, 5, 6

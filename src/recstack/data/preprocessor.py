@@ -35,6 +35,7 @@ from recstack.schema import (
     is_embedded,
 )
 from recstack.schema.enums import Truncation
+from recstack.vector_io import read_vectors
 
 FORMAT_VERSION = 1
 
@@ -123,8 +124,6 @@ class Preprocessor:
                 self.lookups[name] = HashBuckets(spec.hash_buckets)
                 self.table_dims[name] = spec.dim
             elif spec.pretrained:
-                from recstack.pretrain.vector_file import read_vectors
-
                 vectors = read_vectors(spec.pretrained, spec.pretrained_format)
                 self.lookups[name] = vocabulary_from_ids(vectors.ids)
                 self.table_dims[name] = vectors.dim

@@ -43,6 +43,7 @@ from recstack.nn.pooling import masked_pool
 from recstack.nn.sparse_inputs import SparseInputs
 from recstack.nn.table import Embedding, FieldLookup, lookup_many
 from recstack.schema import Feature, SequenceFeature, VectorFeature, is_embedded
+from recstack.vector_io import read_vectors
 
 __all__ = ["EmbeddingCollection", "build_sparse_inputs"]
 
@@ -332,8 +333,6 @@ def _build_table(info: TableInfo, *, sparse: bool, dim: int | None, init_std: fl
 
 def _pretrained_weight(info: TableInfo) -> Tensor:
     """``(num_rows, D)``: rows 0 (padding) and 1 (OOV) zero, row 2 + i the file's vector i."""
-    from recstack.pretrain.vector_file import read_vectors  # only tables that have a file need it
-
     table = read_vectors(info.pretrained, info.pretrained_format)
     vectors = torch.tensor(table.vectors, dtype=torch.float32)  # (N, D), a copy: the array is read-only
     expected = (info.num_rows - FIRST_VALUE_ROW, info.dim)

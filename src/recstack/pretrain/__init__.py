@@ -20,8 +20,7 @@ from recstack.pretrain.text_encoder import (
     encode_texts,
     load_text_model,
 )
-from recstack.pretrain.vector_file import infer_format, npy_paths, read_vectors, write_vectors
-from recstack.pretrain.vector_table import DuplicateIdError, VectorTable
+from recstack.vector_io import DuplicateIdError, VectorTable, infer_format, npy_paths, read_vectors, write_vectors
 from recstack.schema import VectorFormat
 
 __all__ = [

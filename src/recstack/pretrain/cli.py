@@ -45,7 +45,7 @@ def add_item2vec_arguments(parser: argparse.ArgumentParser) -> None:
 def run_item2vec(args: argparse.Namespace) -> dict[str, Any]:
     """Train item2vec vectors on an event table and write them; returns what was written."""
     from recstack.pretrain.item2vec import train_item2vec
-    from recstack.pretrain.vector_file import write_vectors
+    from recstack.vector_io.files import write_vectors
 
     table = train_item2vec(
         args.events,

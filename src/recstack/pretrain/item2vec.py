@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recstack.pretrain._columns import present, read_columns
-from recstack.pretrain.vector_table import VectorTable
+from recstack.vector_io.table import VectorTable
 
 Sequences = Iterable[Sequence[Union[str, int]]]
 IdLists = Union[Sequence[Sequence[Union[str, int]]], pa.ListArray, pa.LargeListArray, pa.ChunkedArray]

@@ -29,8 +29,8 @@ import pyarrow.compute as pc
 
 from recstack.errors import DataError
 from recstack.pretrain._columns import present, read_columns
-from recstack.pretrain.vector_file import write_vectors
-from recstack.pretrain.vector_table import DuplicateIdError, VectorTable, check_unique
+from recstack.vector_io.files import write_vectors
+from recstack.vector_io.table import DuplicateIdError, VectorTable, check_unique
 from recstack.schema import VectorFormat
 
 if TYPE_CHECKING:  # pragma: no cover

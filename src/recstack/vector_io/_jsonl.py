@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from recstack.errors import DataError
-from recstack.pretrain.vector_table import VectorTable, from_arrow
+from recstack.vector_io.table import VectorTable, from_arrow
 
 _SCHEMA = pa.schema([("vector", pa.list_(pa.float64()))])
 _LINES_PER_WRITE = 100_000

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from recstack.errors import DataError
-from recstack.pretrain.vector_table import DuplicateIdError, VectorTable
+from recstack.vector_io.table import DuplicateIdError, VectorTable
 
 _INTEGER = re.compile(r"^[0-9]+$")
 _VALUES_PER_CHUNK = 4_000_000  # rows are formatted a chunk at a time: ~50 MB of text

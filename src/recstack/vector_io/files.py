@@ -41,8 +41,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recstack.errors import ConfigError, DataError
-from recstack.pretrain import _jsonl, _word2vec_text
-from recstack.pretrain.vector_table import DuplicateIdError, VectorTable, from_arrow
+from recstack.vector_io import _jsonl, _word2vec_text
+from recstack.vector_io.table import DuplicateIdError, VectorTable, from_arrow
 from recstack.schema import VectorFormat
 
 PathLike = Union[str, "os.PathLike[str]"]
