@@ -20,13 +20,16 @@ from recstack.nn.fused import fast_path_applies, fused_paths
 from recstack.nn.mlp import MLP, Activation, MLPBlock, make_activation
 from recstack.nn.pooling import Pooling, masked_pool
 from recstack.nn.residual import ResidualUnit
+from recstack.nn.sequence import AUGRU, CausalSelfAttentionEncoder, GRUEncoder, last_position
 from recstack.nn.sparse_inputs import SparseInputs
 from recstack.nn.table import Embedding, FieldLookup, lookup_fields, lookup_many
 
 __all__ = [
+    "AUGRU",
     "MLP",
     "Activation",
     "ActivationUnit",
+    "CausalSelfAttentionEncoder",
     "CrossNetwork",
     "CrossNetworkV2",
     "Dice",
@@ -34,6 +37,7 @@ __all__ = [
     "FactorizationMachine",
     "FieldLookup",
     "FullRankCrossLayer",
+    "GRUEncoder",
     "LowRankCrossLayer",
     "MLPBlock",
     "MixtureCrossLayer",
@@ -44,6 +48,7 @@ __all__ = [
     "TargetAttention",
     "fast_path_applies",
     "fused_paths",
+    "last_position",
     "lookup_fields",
     "lookup_many",
     "make_activation",

@@ -1,0 +1,275 @@
+"""Sequence encoders over behaviour histories: self-attention (SASRec/BST), GRU, DIEN's AUGRU.
+
+Sequences are left-aligned, oldest first, padding at the end; ``mask`` (B, L) is True at real
+positions (``Batch.mask``)::
+
+    #            row 0        row 1       row 2
+    # x          [e7,e3,e9]   [p, p, p]   [e4,p, p]    (B, L, D), p = padding (any value)
+    # mask       [1, 1, 1 ]   [0, 0, 0]   [1, 0, 0]
+    # outputs    [o, o, o ]   [0, 0, 0]   [o, 0, 0]    padded positions' outputs are zero
+
+Shape legend: B batch, L length, D input dim, H hidden dim. Padding never changes a real
+position's output, whatever it holds, and a row without any real position gives zeros, never
+NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+class CausalSelfAttentionEncoder(nn.Module):
+    """A stack of transformer blocks over a padded sequence (SASRec, Kang & McAuley 2018; BST).
+
+    ``x + P[positions]`` (learned positions, optional) -> dropout -> ``num_layers`` blocks of
+    multi-head self-attention and a point-wise feed-forward network (Linear -> ReLU -> Linear),
+    each with a residual connection, dropout and layer norm (before each sub-layer with a final
+    norm when ``pre_norm``, else after each residual sum as in the original transformer). The
+    attention sees only real keys, and with ``causal`` only keys at or before the query
+    (position t never sees t + 1 ...). Padded positions' outputs are zero.
+
+    Args:
+        dim: D, the width of the inputs and outputs (divisible by ``num_heads``).
+        num_layers: transformer blocks.
+        num_heads: attention heads.
+        max_len: the number of learned positions (the longest sequence it takes).
+        dropout: on the inputs, attention weights, and each sub-layer's output.
+        pre_norm: layer norm before each sub-layer (SASRec's code) instead of after it.
+        causal: mask future keys (SASRec); BST attends both ways.
+        positional: add a learned positional embedding.
+        ffn_dim: width of the feed-forward hidden layer (default D, as SASRec).
+
+    Example:
+        >>> encoder = CausalSelfAttentionEncoder(8, max_len=5)
+        >>> x, mask = torch.randn(2, 5, 8), torch.tensor([[True] * 3 + [False] * 2, [False] * 5])
+        >>> encoder(x, mask).shape
+        torch.Size([2, 5, 8])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_layers: int = 2,
+        num_heads: int = 1,
+        max_len: int,
+        dropout: float = 0.2,
+        pre_norm: bool = True,
+        causal: bool = True,
+        positional: bool = True,
+        ffn_dim: int | None = None,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        if num_layers < 1 or max_len < 1:
+            raise ValueError(f"num_layers ({num_layers}) and max_len ({max_len}) must be >= 1")
+        self.dim, self.max_len, self.causal, self.pre_norm = dim, max_len, causal, pre_norm
+        self.positions = nn.Embedding(max_len, dim) if positional else None
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            _TransformerBlock(dim, num_heads=num_heads, ffn_dim=ffn_dim or dim, dropout=dropout, pre_norm=pre_norm)
+            for _ in range(num_layers)
+        )
+        self.final_norm = nn.LayerNorm(dim) if pre_norm else None
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Encode every position.
+
+        Args:
+            x: (B, L, D) inputs, padded.
+            mask: (B, L) bool, True at real positions.
+            positions: (B, L) int64 indexes into the positional table, each < ``max_len``;
+                None means 0, 1, ..., L - 1 (oldest first; see :func:`recency_positions` for
+                positions counted back from the last real one).
+
+        Returns:
+            (B, L, D), zero at padded positions.
+        """
+        length = x.shape[1]
+        if self.positions is not None:
+            if positions is None:
+                if length > self.max_len:
+                    raise ValueError(f"sequence length {length} exceeds the encoder's max_len {self.max_len}")
+                x = x + self.positions.weight[:length]  # (B, L, D)
+            else:
+                x = x + self.positions(positions)  # (B, L, D)
+        keep = mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
+        hidden = self.dropout(x) * keep  # (B, L, D)
+        allowed = attention_mask(mask, causal=self.causal)  # (B, 1, L, L)
+        for block in self.blocks:
+            hidden = block(hidden, allowed) * keep  # padded positions stay zero between blocks
+        if self.final_norm is not None:
+            hidden = self.final_norm(hidden) * keep
+        return hidden
+
+
+class _TransformerBlock(nn.Module):
+    """Multi-head self-attention and a point-wise feed-forward network, each residual."""
+
+    def __init__(self, dim: int, *, num_heads: int, ffn_dim: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.num_heads, self.pre_norm, self.attention_dropout = num_heads, pre_norm, dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.attention_norm = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
+        self.ffn_norm = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def attend(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        batch_size, length, dim = x.shape
+        heads = self.num_heads
+        q, k, v = self.qkv(x).view(batch_size, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, L, D/h) each
+        dropout = self.attention_dropout if self.training else 0.0
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)  # (B, h, L, D/h)
+        return self.out(attended.transpose(1, 2).reshape(batch_size, length, dim))  # (B, L, D)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, L, D); allowed (B, 1, L, L) bool, True where query i may read key j."""
+        if self.pre_norm:
+            x = x + self.dropout(self.attend(self.attention_norm(x), allowed))
+            return x + self.dropout(self.ffn(self.ffn_norm(x)))
+        x = self.attention_norm(x + self.dropout(self.attend(x, allowed)))
+        return self.ffn_norm(x + self.dropout(self.ffn(x)))
+
+
+def attention_mask(mask: torch.Tensor, *, causal: bool) -> torch.Tensor:
+    """Which keys each query may read: (B, 1, L, L) bool from a (B, L) padding mask.
+
+    Real keys only, and with ``causal`` only keys at or before the query. Every query may also
+    read itself, so a padded query (and a row with no real position) has one key, not none:
+    its softmax stays finite (no NaN), and its output is zeroed by the caller. A real query
+    reads itself anyway, so this changes nothing for it.
+    """
+    index = torch.arange(mask.shape[1], device=mask.device)  # (L,)
+    query, key = index.unsqueeze(1), index.unsqueeze(0)  # (L, 1), (1, L); comparisons export to ONNX
+    allowed = mask[:, None, None, :]  # (B, 1, 1, L) real keys
+    if causal:
+        allowed = allowed & (key <= query)  # (B, 1, L, L)
+    return allowed | (key == query)  # (B, 1, L, L)
+
+
+def recency_positions(mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) int64: how many real positions come after each one (the last real one is 0).
+
+    A left-aligned sequence's index counts from the oldest behaviour; this counts back from
+    the newest, so the most recent behaviour always has the same positional embedding (what
+    SASRec's left padding gives, and the order proxy of BST's time-gap feature). Padded
+    positions get 0.
+    """
+    after = mask.flip(1).long().cumsum(1).flip(1) - 1  # (B, L) real positions at or after, minus self
+    return after.clamp(min=0) * mask
+
+
+class GRUEncoder(nn.Module):
+    """A GRU over a left-aligned padded sequence, with the output at every position.
+
+    Training and evaluation pack the real positions (``pack_padded_sequence``, lengths from the
+    mask), so padding costs nothing; under ONNX export the GRU runs over the padded tensor,
+    which gives the same outputs at real positions (a forward GRU at t reads only inputs up to
+    t, all real in a left-aligned sequence). Padded positions' outputs, and every output of an
+    empty row, are zero.
+
+    Args:
+        input_dim: D, the width of each input.
+        hidden_dim: H, the GRU's state width.
+        num_layers: stacked GRU layers.
+        dropout: between stacked layers (``nn.GRU``'s), when ``num_layers > 1``.
+
+    Example:
+        >>> encoder = GRUEncoder(8, 6)
+        >>> x, mask = torch.randn(2, 5, 8), torch.tensor([[True] * 3 + [False] * 2, [False] * 5])
+        >>> encoder(x, mask).shape
+        torch.Size([2, 5, 6])
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int, *, num_layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.gru = nn.GRU(
+            input_dim, hidden_dim, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+        )
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, L, D); mask (B, L) bool, a prefix of True per row. Returns (B, L, H)."""
+        keep = mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+            outputs, _ = self.gru(x * keep)  # (B, L, H), equal at real positions
+            return outputs * keep
+        lengths = mask.sum(dim=1).clamp(min=1).cpu()  # (B,) an empty row runs one step, zeroed below
+        packed = pack_padded_sequence(x * keep, lengths, batch_first=True, enforce_sorted=False)
+        outputs, _ = self.gru(packed)
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=x.shape[1])  # (B, L, H)
+        return outputs * keep
+
+
+class AUGRU(nn.Module):
+    """DIEN's GRU with attentional update gate (Zhou et al., 2019, eq. 6-7).
+
+    Per step t, with input i_t, previous state h and attention score a_t::
+
+        u = sigmoid(W_u i_t + U_u h + b_u)           update gate
+        r = sigmoid(W_r i_t + U_r h + b_r)           reset gate
+        n = tanh(W_h i_t + r * (U_h h + b_uh) + b_h)
+        u' = a_t * u                                 the attention scales the update gate
+        h = (1 - u') * h + u' * n
+
+    so a behaviour with attention 0 leaves the state as it was and attention 1 is a plain GRU
+    step. Padded steps leave the state unchanged; the result is the state after each row's last
+    real position (zeros for an empty row). The loop runs over L, vectorised over B.
+
+    Args:
+        input_dim: D, the width of each input.
+        hidden_dim: H, the state width.
+
+    Example:
+        >>> augru = AUGRU(8, 6)
+        >>> x, mask = torch.randn(2, 5, 8), torch.tensor([[True] * 3 + [False] * 2, [False] * 5])
+        >>> augru(x, torch.rand(2, 5), mask).shape
+        torch.Size([2, 6])
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int):
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.input_gates = nn.Linear(input_dim, 3 * hidden_dim)  # W_u, W_r, W_h and b_u, b_r, b_h
+        self.hidden_gates = nn.Linear(hidden_dim, 3 * hidden_dim)  # U_u, U_r, U_h (and their biases)
+        bound = 1.0 / math.sqrt(hidden_dim)  # nn.GRU's initialisation
+        for parameter in self.parameters():
+            nn.init.uniform_(parameter, -bound, bound)
+
+    def forward(self, x: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, L, D); attention (B, L) scores; mask (B, L) bool. Returns (B, H)."""
+        batch_size, length, _ = x.shape
+        inputs = self.input_gates(x).chunk(3, dim=-1)  # 3 x (B, L, H), computed once for all steps
+        scores = (attention * mask.to(attention.dtype)).unsqueeze(-1)  # (B, L, 1), 0 at padding
+        state = x.new_zeros(batch_size, self.hidden_dim)  # (B, H)
+        for t in range(length):
+            hidden_u, hidden_r, hidden_n = self.hidden_gates(state).chunk(3, dim=-1)  # (B, H) each
+            update = torch.sigmoid(inputs[0][:, t] + hidden_u)
+            reset = torch.sigmoid(inputs[1][:, t] + hidden_r)
+            candidate = torch.tanh(inputs[2][:, t] + reset * hidden_n)
+            update = scores[:, t] * update  # (B, H); 0 at padding: the state is kept
+            state = (1 - update) * state + update * candidate
+        return state
+
+
+def last_position(outputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The output at each row's last real position: (B, L, D) -> (B, D), zeros for empty rows.
+
+    Example:
+        >>> outputs = torch.arange(6.0).view(2, 3, 1)
+        >>> last_position(outputs, torch.tensor([[True, True, False], [False] * 3])).tolist()
+        [[1.0], [0.0]]
+    """
+    length = mask.shape[1]
+    index = torch.arange(length, device=mask.device).expand_as(mask)  # (B, L)
+    last = index.masked_fill(~mask, -1).amax(dim=1)  # (B,) -1 for an empty row
+    gathered = outputs.gather(1, last.clamp(min=0).view(-1, 1, 1).expand(-1, 1, outputs.shape[-1]))  # (B, 1, D)
+    return gathered.squeeze(1) * (last >= 0).unsqueeze(-1).to(outputs.dtype)  # (B, D)

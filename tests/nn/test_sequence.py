@@ -1,0 +1,258 @@
+import pytest
+import torch
+
+from recstack.nn import AUGRU, CausalSelfAttentionEncoder, GRUEncoder, last_position
+from recstack.nn.sequence import attention_mask, recency_positions
+
+B, L, D, H = 4, 6, 8, 5
+LENGTHS = torch.tensor([6, 3, 1, 0])  # full, half, one behaviour, empty
+MASK = torch.arange(L).unsqueeze(0) < LENGTHS.unsqueeze(1)  # (B, L) left-aligned
+
+
+def _encoders():
+    return {
+        "attention_pre": CausalSelfAttentionEncoder(D, num_heads=2, max_len=L),
+        "attention_post": CausalSelfAttentionEncoder(D, num_heads=2, max_len=L, pre_norm=False),
+        "attention_bidirectional": CausalSelfAttentionEncoder(D, max_len=L, causal=False),
+        "attention_no_positions": CausalSelfAttentionEncoder(D, max_len=L, positional=False),
+        "gru": GRUEncoder(D, H),
+        "gru_2_layers": GRUEncoder(D, H, num_layers=2, dropout=0.1),
+    }
+
+
+ENCODERS = list(_encoders())
+
+
+def _encoder(name):
+    return _encoders()[name]
+
+
+def _with_padding_changed(x):
+    return torch.where(MASK.unsqueeze(-1), x, torch.randn_like(x) * 100)
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_shapes_and_padded_outputs_zero(name):
+    encoder = _encoder(name).eval()
+    x = torch.randn(B, L, D)
+    out = encoder(x, MASK)
+    assert out.shape == (B, L, encoder.hidden_dim if isinstance(encoder, GRUEncoder) else D)
+    assert (out[~MASK] == 0).all()
+    assert out[MASK].abs().sum(-1).gt(0).all()
+    assert torch.isfinite(out).all()  # the empty row gives zeros, not NaN
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+@pytest.mark.parametrize("training", [False, True])
+def test_padding_values_do_not_change_real_outputs(name, training):
+    encoder = _encoder(name).train(training)
+    x = torch.randn(B, L, D)
+    changed = _with_padding_changed(x)
+    torch.manual_seed(1)
+    first = encoder(x, MASK)
+    torch.manual_seed(1)  # the same dropout masks
+    second = encoder(changed, MASK)
+    torch.testing.assert_close(first, second)
+
+
+@pytest.mark.parametrize("name", ["attention_pre", "attention_post", "attention_no_positions", "gru"])
+def test_causal_output_at_t_ignores_inputs_after_t(name):
+    encoder = _encoder(name).eval()
+    x = torch.randn(1, L, D)
+    mask = torch.ones(1, L, dtype=torch.bool)
+    out = encoder(x, mask)
+    for t in range(L - 1):
+        changed = x.clone()
+        changed[:, t + 1 :] = torch.randn(1, L - t - 1, D)
+        torch.testing.assert_close(encoder(changed, mask)[:, : t + 1], out[:, : t + 1])
+        assert not torch.allclose(encoder(changed, mask)[:, t + 1 :], out[:, t + 1 :])
+
+
+def test_bidirectional_attention_reads_later_positions():
+    encoder = CausalSelfAttentionEncoder(D, max_len=L, causal=False).eval()
+    x, mask = torch.randn(1, L, D), torch.ones(1, L, dtype=torch.bool)
+    changed = x.clone()
+    changed[:, -1] = torch.randn(D)
+    assert not torch.allclose(encoder(changed, mask)[:, 0], encoder(x, mask)[:, 0])
+
+
+def test_attention_mask_keys_real_and_past_plus_self():
+    allowed = attention_mask(MASK, causal=True)
+    assert allowed.shape == (B, 1, L, L)
+    row = allowed[1, 0]  # length 3
+    assert row[2, :3].all() and not row[2, 3:].any()
+    assert row[1, :2].all() and not row[1, 2:].any()  # causal
+    assert row[4].tolist() == [True, True, True, False, True, False]  # padded query also reads itself
+    assert allowed[3, 0].equal(torch.eye(L, dtype=torch.bool))  # empty row: itself only, no NaN
+    assert attention_mask(MASK, causal=False)[1, 0, 0, :3].all()
+
+
+def test_positional_embedding_distinguishes_order():
+    encoder = CausalSelfAttentionEncoder(D, max_len=L, causal=False).eval()
+    x, mask = torch.randn(1, L, D), torch.ones(1, L, dtype=torch.bool)
+    swapped = x[:, [1, 0, 2, 3, 4, 5]]
+    assert not torch.allclose(encoder(x, mask)[:, 0], encoder(swapped, mask)[:, 1])
+    unordered = CausalSelfAttentionEncoder(D, max_len=L, causal=False, positional=False).eval()
+    torch.testing.assert_close(unordered(x, mask)[:, 0], unordered(swapped, mask)[:, 1])
+
+
+def test_explicit_positions_and_recency_positions():
+    positions = recency_positions(MASK)
+    assert positions[0].tolist() == [5, 4, 3, 2, 1, 0]
+    assert positions[1].tolist() == [2, 1, 0, 0, 0, 0]
+    assert positions[3].tolist() == [0] * L
+    encoder = CausalSelfAttentionEncoder(D, max_len=L).eval()
+    x = torch.randn(B, L, D)
+    default = torch.arange(L).expand(B, L)
+    torch.testing.assert_close(encoder(x, MASK, default), encoder(x, MASK))
+    assert not torch.allclose(encoder(x, MASK, positions)[1], encoder(x, MASK)[1])
+
+
+def test_too_long_sequence_and_bad_heads_raise():
+    with pytest.raises(ValueError, match="max_len"):
+        CausalSelfAttentionEncoder(D, max_len=L - 1)(torch.randn(B, L, D), MASK)
+    with pytest.raises(ValueError, match="num_heads"):
+        CausalSelfAttentionEncoder(D, num_heads=3, max_len=L)
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_gradients_reach_every_parameter_and_the_inputs(name):
+    encoder = _encoder(name).train()
+    x = torch.randn(B, L, D, requires_grad=True)
+    encoder(x, MASK).sum().backward()
+    for param_name, parameter in encoder.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, param_name
+    assert x.grad[MASK].abs().sum() > 0
+    assert (x.grad[~MASK] == 0).all()  # padding never reaches the output
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_eval_mode_is_deterministic(name):
+    encoder = _encoder(name).eval()
+    x = torch.randn(B, L, D)
+    torch.testing.assert_close(encoder(x, MASK), encoder(x, MASK), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_fully_padded_batch_has_no_nan(training):
+    encoder = CausalSelfAttentionEncoder(D, max_len=L).train(training)
+    mask = torch.zeros(B, L, dtype=torch.bool)
+    x = torch.randn(B, L, D, requires_grad=True)
+    out = encoder(x, mask)
+    assert (out == 0).all()
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    assert (GRUEncoder(D, H)(x, mask) == 0).all()
+
+
+def test_gru_encoder_matches_a_plain_gru_at_real_positions():
+    encoder = GRUEncoder(D, H).eval()
+    x = torch.randn(B, L, D)
+    plain, _ = encoder.gru(x)
+    torch.testing.assert_close(encoder(x, MASK)[MASK], plain[MASK])
+
+
+def test_last_position_gathers_each_rows_last_real_output():
+    outputs = torch.randn(B, L, D)
+    last = last_position(outputs, MASK)
+    torch.testing.assert_close(last[0], outputs[0, 5])
+    torch.testing.assert_close(last[1], outputs[1, 2])
+    torch.testing.assert_close(last[2], outputs[2, 0])
+    assert (last[3] == 0).all()
+    gappy = torch.tensor([[True, False, True, False, False, False]] * B)
+    torch.testing.assert_close(last_position(outputs, gappy), outputs[:, 2])
+
+
+def _augru_reference(augru, x, attention, mask):
+    """One row at a time, one step at a time, the paper's equations with nn.GRUCell's layout."""
+    states = []
+    for b in range(x.shape[0]):
+        h = torch.zeros(augru.hidden_dim)
+        for t in range(int(mask[b].sum())):
+            gi = augru.input_gates(x[b, t]).chunk(3)
+            gh = augru.hidden_gates(h).chunk(3)
+            u = torch.sigmoid(gi[0] + gh[0])
+            r = torch.sigmoid(gi[1] + gh[1])
+            n = torch.tanh(gi[2] + r * gh[2])
+            u = attention[b, t] * u
+            h = (1 - u) * h + u * n
+        states.append(h)
+    return torch.stack(states)
+
+
+def test_augru_follows_the_papers_equations():
+    augru = AUGRU(D, H)
+    x, attention = torch.randn(B, L, D), torch.rand(B, L)
+    torch.testing.assert_close(augru(x, attention, MASK), _augru_reference(augru, x, attention, MASK))
+
+
+def test_augru_attention_one_is_a_gru_and_zero_keeps_the_state():
+    augru = AUGRU(D, H)
+    gru = torch.nn.GRU(D, H, batch_first=True)
+    # nn.GRU's gates are (r, z, n) with h' = (1 - z) n + z h: the paper's update gate u = 1 - z
+    with torch.no_grad():
+        w_u, w_r, w_n = augru.input_gates.weight.chunk(3)
+        b_u, b_r, b_n = augru.input_gates.bias.chunk(3)
+        u_u, u_r, u_n = augru.hidden_gates.weight.chunk(3)
+        c_u, c_r, c_n = augru.hidden_gates.bias.chunk(3)
+        gru.weight_ih_l0.copy_(torch.cat([w_r, -w_u, w_n]))
+        gru.bias_ih_l0.copy_(torch.cat([b_r, -b_u, b_n]))
+        gru.weight_hh_l0.copy_(torch.cat([u_r, -u_u, u_n]))
+        gru.bias_hh_l0.copy_(torch.cat([c_r, -c_u, c_n]))
+    x = torch.randn(B, L, D)
+    ones = torch.ones(B, L)
+    plain = last_position(gru(x)[0], MASK)
+    torch.testing.assert_close(augru(x, ones, MASK), plain)
+    assert (augru(x, torch.zeros(B, L), MASK) == 0).all()  # never updated from the zero state
+    # attention 0 at the last step: the state after it equals the state before it
+    attention = torch.rand(B, L)
+    attention[0, 5] = 0.0
+    torch.testing.assert_close(augru(x, attention, MASK)[0], augru(x[:, :5], attention[:, :5], MASK[:, :5])[0])
+
+
+def test_augru_padding_and_empty_rows():
+    augru = AUGRU(D, H)
+    x, attention = torch.randn(B, L, D), torch.rand(B, L)
+    changed_attention = torch.where(MASK, attention, torch.rand(B, L))
+    torch.testing.assert_close(
+        augru(x, attention, MASK), augru(_with_padding_changed(x), changed_attention, MASK)
+    )
+    assert (augru(x, attention, MASK)[3] == 0).all()
+
+
+def test_augru_gradients_reach_parameters_inputs_and_attention():
+    augru = AUGRU(D, H)
+    x = torch.randn(B, L, D, requires_grad=True)
+    attention = torch.rand(B, L, requires_grad=True)
+    augru(x, attention, MASK).sum().backward()
+    for name, parameter in augru.named_parameters():
+        assert parameter.grad.abs().sum() > 0, name
+    assert attention.grad[MASK].abs().sum() > 0 and (attention.grad[~MASK] == 0).all()
+    assert (x.grad[~MASK] == 0).all()
+
+
+class _Stack(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attention = CausalSelfAttentionEncoder(D, num_heads=2, max_len=L)
+        self.gru = GRUEncoder(D, H)
+        self.augru = AUGRU(H, H)
+
+    def forward(self, x, mask):
+        states = self.gru(self.attention(x, mask), mask)  # (B, L, H)
+        return self.augru(states, torch.sigmoid(states.sum(-1)), mask), last_position(states, mask)
+
+
+def test_blocks_export_to_onnx_equal_to_torch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model = _Stack().eval()
+    path = tmp_path / "stack.onnx"
+    axes = {"x": {0: "B"}, "mask": {0: "B"}}
+    torch.onnx.export(model, (torch.randn(B, L, D), MASK), str(path), input_names=["x", "mask"], dynamic_axes=axes, dynamo=False)
+    session = ort.InferenceSession(str(path))
+    x = torch.randn(7, L, D)  # another batch size than the traced one
+    mask = torch.arange(L) < torch.tensor([6, 3, 1, 0, 2, 5, 4]).unsqueeze(1)
+    exported = session.run(None, {"x": x.numpy(), "mask": mask.numpy()})
+    with torch.no_grad():
+        for got, expected in zip(exported, model(x, mask)):
+            torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-5, rtol=1e-4)
