@@ -14,7 +14,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "recstack"
 # lowest first; a package may import packages of strictly lower layers (and itself)
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("atomic", "typed_fields"),
+    ("atomic", "typed_fields", "parallel"),
     ("schema",),
     ("vector_io",),
     ("data",),

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-import torch.distributed as dist
+
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from recstack.data.batch import Batch
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
 from recstack.errors import DataError
+from recstack.parallel import rank_and_world
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,7 @@ class BatchStream(IterableDataset):
     def _shard(self) -> tuple[int, int]:
         rank, world = self.rank, self.world_size
         if rank is None or world is None:
-            initialised = dist.is_available() and dist.is_initialized()
-            rank, world = (dist.get_rank(), dist.get_world_size()) if initialised else (0, 1)
+            rank, world = rank_and_world()
         worker = get_worker_info()
         workers, worker_id = (worker.num_workers, worker.id) if worker is not None else (1, 0)
         return rank * workers + worker_id, world * workers

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from recstack.data.batch import Batch
+from recstack.parallel import rank_and_world
 
 __all__ = [
     "apply_logq_correction",
@@ -118,9 +119,7 @@ def _log_probs_from_counts(counts: Tensor) -> Tensor:
 
 # ---- distributed: negatives from every rank's batch --------------------------------------------
 def _world_size() -> int:
-    import torch.distributed as dist
-
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return rank_and_world()[1]
 
 
 class _AllGatherRows(torch.autograd.Function):

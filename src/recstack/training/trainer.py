@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from recstack.data.batch import Batch
+from recstack.parallel import rank
 from recstack.tasks.base import Task
 from recstack.training.allocator import keep_freed_memory
 from recstack.training.callbacks import (
@@ -300,7 +301,7 @@ class Trainer:
         if path is None:
             warnings.warn("a callback requested a checkpoint but the Trainer has no checkpoint_dir")
             return
-        if _distributed_rank() != 0:  # DDP keeps every rank's state identical: rank 0 writes it
+        if rank() != 0:  # DDP keeps every rank's state identical: rank 0 writes it
             return
         save_checkpoint(path, checkpoint_payload(run, self.callbacks.state_dict()))
         self.callbacks.fire("on_save", run.state, run.control, path)
@@ -376,11 +377,6 @@ class Trainer:
         now = time.perf_counter()
         run.state.train_seconds += now - run.clock
         run.clock = now
-
-
-def _distributed_rank() -> int:
-    distributed = torch.distributed
-    return distributed.get_rank() if distributed.is_available() and distributed.is_initialized() else 0
 
 
 def _epoch_length(batches: Iterable[Batch], *, previous: int | None) -> int | None:

@@ -22,6 +22,7 @@ from recstack.export.staged_run import StagedRun
 from recstack.atomic import write_json_atomic
 from recstack.models import build_model
 from recstack.models.registry import check_model_config
+from recstack.parallel import rank as process_rank
 from recstack.tasks.base import Task
 from recstack.training import MetricHistory, TensorBoardLogger, Trainer, TrainerCallback, TrainerConfig
 from recstack.training.rng import seed_everything
@@ -61,7 +62,7 @@ def train_run(
     context = init_from_env(trainer_config.device)  # None unless launched by torchrun (WORLD_SIZE > 1)
     if context is not None:
         trainer_config = dataclasses.replace(trainer_config, device=str(context.device))
-    rank = _rank()
+    rank = process_rank()
     if context is not None:
         torch.distributed.barrier()  # every rank has planned before rank 0 creates the partial folder
     with staged.lock() if rank == 0 else contextlib.nullcontext():
@@ -185,10 +186,6 @@ def _check_columns(config: RunConfig) -> None:
             source.require_columns(columns)
 
 
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _resolved(config: RunConfig) -> dict[str, Any]:
