@@ -19,7 +19,6 @@ from recstack.schema import (
     VectorFeature,
     WeightFormat,
     is_embedded,
-    source_columns,
 )
 
 DIN = {
@@ -104,7 +103,7 @@ def test_columns_lists_every_column_read_once():
         }
     )
     assert schema.columns() == ["user_id", "hist", "hist_w", "a", "b", "label"]
-    assert source_columns(schema["hist"]) == ("hist", "hist_w")
+    assert schema["hist"].source_columns == ("hist", "hist_w")
 
 
 def test_which_features_are_embedded_and_by_side():

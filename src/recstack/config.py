@@ -17,7 +17,7 @@ from recstack.data.catalog_join import with_catalog
 from recstack.data.loader import LoaderConfig
 from recstack.data.sources import DataSource
 from recstack.errors import ConfigError
-from recstack.schema import Schema, Side, source_columns
+from recstack.schema import Schema, Side
 from recstack.tasks.registry import TaskSpec, TaskType, parse_task_section
 
 # `tune:` is the search space of `recstack tune` (recstack.tuning.space); training ignores it
@@ -227,7 +227,7 @@ def _events(data: DataConfig, schema: Schema, task: TaskConfig, model: ModelConf
             raise ConfigError(f"task.target_column: the schema has no item-id feature {item_feature!r} to read it as")
         return data
     item_column = schema[item_feature].column
-    item_columns = [c for f in schema.by_side(Side.ITEM) for c in source_columns(f)]
+    item_columns = [c for f in schema.by_side(Side.ITEM) for c in f.source_columns]
 
     def events(source: DataSource | None, catalog: DataSource | None) -> DataSource | None:
         return with_catalog(source, catalog=catalog, item_column=item_column, target_column=target, item_columns=item_columns)

@@ -23,7 +23,7 @@ from recstack.data.bad_rows import bad_rows
 from recstack.data.columns import Jagged, Where, invalid_numbers, number_kind, split_pairs, split_values, stack_vectors, to_float
 from recstack.data.sources import Chunk
 from recstack.errors import DataError
-from recstack.schema import NumericFeature, Schema, SequenceFeature, VectorFeature, WeightFormat, source_columns
+from recstack.schema import NumericFeature, Schema, SequenceFeature, VectorFeature, WeightFormat
 from recstack.schema.enums import InvalidPolicy, LabelKind
 from recstack.schema.targets import Target
 
@@ -51,7 +51,7 @@ def check_columns(chunk: Chunk, features: Sequence[Any]) -> None:
     """DataError naming the first column a feature reads that the chunk lacks."""
     names = chunk.records.schema.names
     for feature in features:
-        for column in source_columns(feature):
+        for column in feature.source_columns:
             if column not in names:
                 raise DataError("missing column", path=chunk.path, column=column, feature=feature.name)
 

@@ -31,7 +31,6 @@ from recstack.schema.specs import (
     TableSpec,
     VectorFeature,
     is_embedded,
-    source_columns,
 )
 
 __all__ = [
@@ -53,5 +52,4 @@ __all__ = [
     "VectorFormat",
     "WeightFormat",
     "is_embedded",
-    "source_columns",
 ]

@@ -33,7 +33,6 @@ from recstack.schema.specs import (
     TableSpec,
     VectorFeature,
     is_embedded,
-    source_columns,
 )
 from recstack.schema.targets import Target
 
@@ -130,7 +129,7 @@ class Schema:
         """Every data column the schema reads (features, targets, group), without duplicates."""
         cols: list[str] = []
         for feature in self.features:
-            cols.extend(source_columns(feature))
+            cols.extend(feature.source_columns)
         cols.extend(self.target_names)
         cols.extend(c for c in (self.group,) if c)
         return list(dict.fromkeys(cols))

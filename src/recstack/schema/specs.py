@@ -16,7 +16,6 @@ __all__ = [
     "TableSpec",
     "VectorFeature",
     "is_embedded",
-    "source_columns",
 ]
 
 
@@ -48,6 +47,11 @@ class CategoricalFeature:
 
     kind = "categorical"
 
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        """The data columns this feature reads."""
+        return (self.column,)
+
 
 @dataclass(frozen=True)
 class NumericFeature:
@@ -66,6 +70,11 @@ class NumericFeature:
     @property
     def table(self) -> str:
         return self.name
+
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        """The data columns this feature reads."""
+        return (self.column,)
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,13 @@ class SequenceFeature:
 
     kind = "sequence"
 
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        """The data columns this feature reads: the list, and its weights' column if weighted by one."""
+        if self.weights is WeightFormat.COLUMN:
+            return (self.column, self.weight_column or "")
+        return (self.column,)
+
 
 @dataclass(frozen=True)
 class VectorFeature:
@@ -102,6 +118,11 @@ class VectorFeature:
 
     kind = "vector"
 
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        """The data columns this feature reads: its float columns, or its one list column."""
+        return self.columns or (self.column,)
+
 
 Feature = Union[CategoricalFeature, NumericFeature, SequenceFeature, VectorFeature]
 EmbeddedFeature = Union[CategoricalFeature, SequenceFeature, NumericFeature]
@@ -113,11 +134,3 @@ def is_embedded(feature: Feature) -> bool:
         return feature.transform is NumericTransform.BUCKETIZE
     return isinstance(feature, (CategoricalFeature, SequenceFeature))
 
-
-def source_columns(feature: Feature) -> tuple[str, ...]:
-    """The data columns a feature reads."""
-    if isinstance(feature, VectorFeature):
-        return feature.columns or (feature.column,)
-    if isinstance(feature, SequenceFeature) and feature.weights is WeightFormat.COLUMN:
-        return (feature.column, feature.weight_column or "")
-    return (feature.column,)

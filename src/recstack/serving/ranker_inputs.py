@@ -54,10 +54,10 @@ class RankerInputs:
         self._preprocessor = preprocessor
         item_set = set(item_columns)
         features = preprocessor.schema.features
-        self.item_features = [f.name for f in features if set(_columns_of(f)) <= item_set]
+        self.item_features = [f.name for f in features if set(f.source_columns) <= item_set]
         self.user_features = [f.name for f in features if f.name not in self.item_features]
-        self.user_columns = list(dict.fromkeys(c for f in features if f.name in self.user_features for c in _columns_of(f)))
-        columns = list(dict.fromkeys(c for f in features if f.name in self.item_features for c in _columns_of(f)))
+        self.user_columns = list(dict.fromkeys(c for f in features if f.name in self.user_features for c in f.source_columns))
+        columns = list(dict.fromkeys(c for f in features if f.name in self.item_features for c in f.source_columns))
         table = items.table.select(columns)
         null_row = pa.table({c: pa.nulls(1, table.schema.field(c).type) for c in columns})
         self.null_row = len(items)  # the row of an item id the catalogue lacks
@@ -99,8 +99,3 @@ def combine(items: Batch, item_rows: Tensor, users: Batch, user_rows: Tensor) ->
         fields[name] = picked
     return Batch(**fields)
 
-
-def _columns_of(feature: object) -> tuple[str, ...]:
-    columns = tuple(getattr(feature, "columns", ()) or (getattr(feature, "column", None),))
-    weight = getattr(feature, "weight_column", None)
-    return tuple(c for c in (*columns, weight) if c)
