@@ -80,14 +80,6 @@ def test_index_command_saves_a_searchable_item_index(run_copy: Path, tiny_runs: 
     assert set(ids[0].tolist()) <= set(range(1, 41))
 
 
-def test_commands_have_help(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("export", "embed-items", "embed-users", "index", "serve", "item2vec", "encode-text", "synth"):
-        with pytest.raises(SystemExit) as exit_:
-            main([command, "--help"])
-        assert exit_.value.code == 0
-        assert "usage" in capsys.readouterr().out
-
-
 def _string_item_ids(source: Path, target: Path) -> Path:
     """The tiny data with every item id (columns and id lists) as a string: 7 -> "m7"."""
     import pyarrow as pa

@@ -34,7 +34,7 @@ def test_every_subcommand_is_listed_once_in_commands() -> None:
 
 def test_every_subcommand_has_help(capsys: pytest.CaptureFixture) -> None:
     commands = subcommands()
-    for expected in ("train", "evaluate", "predict", "data", "datasets", "export", "embed-items", "index", "serve"):
+    for expected in ("train", "evaluate", "predict", "data", "datasets", "export", "embed-items", "embed-users", "index", "query", "tune", "serve"):
         assert expected in commands
     for command in commands:
         with pytest.raises(SystemExit) as exit_info:
