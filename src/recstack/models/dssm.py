@@ -33,6 +33,7 @@ from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap, table_name
 from recstack.models.params import DeepParams, param_errors, require, select_features
 from recstack.models.registry import register_model
+from recstack.models.retrieval_contract import RetrievalDefaults
 from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import MLP, Activation
 from recstack.nn.sparse_inputs import SparseInputs
@@ -121,7 +122,7 @@ def tower_features(feature_map: FeatureMap, names: Sequence[str], side: Side) ->
 
 
 @register_model("dssm")
-class TwoTower(nn.Module):
+class TwoTower(RetrievalDefaults, nn.Module):
     """DSSM: user and item towers, ``forward(batch) -> (user (B, D), item (B, D))``, unit rows.
 
     Train with a task of ``recstack.tasks.retrieval`` (in-batch softmax, pointwise, sampled).

@@ -2,7 +2,9 @@
 
 A registered model is an ``nn.Module`` with a nested ``Params`` dataclass (a
 :class:`~recstack.models.params.ModelParams`) and the constructor
-``Model(*, feature_map, params=None)``. :func:`build_model` parses a config's ``params``
+``Model(*, feature_map, params=None)``. A retrieval model declares ``kind = "retrieval"`` and
+must have every member of :class:`~recstack.models.retrieval_contract.RetrievalModel`
+(a TypeError naming the member otherwise). :func:`build_model` parses a config's ``params``
 mapping into that dataclass, so a typo or a bad value fails before anything trains, with the
 key in the message::
 
@@ -22,6 +24,7 @@ from torch import nn
 from recstack.data.feature_map import FeatureMap
 from recstack.errors import ConfigError
 from recstack.models.params import ModelParams, ParamError
+from recstack.models.retrieval_contract import RETRIEVAL_KIND, check_retrieval_class
 
 M = TypeVar("M", bound=type[nn.Module])
 
@@ -35,6 +38,8 @@ def register_model(name: str) -> Callable[[M], M]:
         params = getattr(cls, "Params", None)
         if not (isinstance(params, type) and issubclass(params, ModelParams)):
             raise TypeError(f"model {name!r}: {cls.__name__}.Params must subclass ModelParams")
+        if getattr(cls, "kind", None) == RETRIEVAL_KIND:
+            check_retrieval_class(name, cls)  # TypeError naming the missing member
         if name in _MODELS and _MODELS[name].__qualname__ != cls.__qualname__:
             raise ValueError(f"model name {name!r} is already taken by {_MODELS[name].__qualname__}")
         _MODELS[name] = cls

@@ -37,6 +37,7 @@ from recstack.data.feature_map import FeatureMap, table_name
 from recstack.models.dssm import Tower, tower_features
 from recstack.models.params import ModelParams, param_errors, require, require_dims, require_dropout, select_features
 from recstack.models.registry import register_model
+from recstack.models.retrieval_contract import RetrievalDefaults
 from recstack.models.state_keys import accept_old_keys
 from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import MLP, Activation
@@ -79,7 +80,7 @@ class ItemEmbeddingTower(nn.Module):
 
 
 @register_model("youtube_dnn")
-class YoutubeDNN(nn.Module):
+class YoutubeDNN(RetrievalDefaults, nn.Module):
     """``forward(batch) -> (user (B, D), item (B, D))``; the score is their dot product.
 
     Example:

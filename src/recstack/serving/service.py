@@ -48,7 +48,7 @@ from recstack.serving.user_cache import UserCache, UserState
 from recstack.serving.user_rows import assemble_user_rows
 from recstack.serving.user_encoder import UserEncoder
 from recstack.tasks import Task, TaskType
-from recstack.workflows.retrieval import EMBED_BATCH_SIZE, item_feature_names, user_feature_names
+from recstack.export.retrieval_run import EMBED_BATCH_SIZE, item_id_column, retrieval_model
 
 @dataclass(frozen=True)
 class ServingModels:
@@ -120,8 +120,7 @@ class RecommendationService:
     def _load(self, retrieval_run: Any, ranking_run: Any, index_path: str | Path | None) -> ServingModels:
         retrieval = retrieval_run if isinstance(retrieval_run, LoadedRun) else load_run(retrieval_run)
         ranker = ranking_run if isinstance(ranking_run, LoadedRun) else load_run(ranking_run)
-        if not hasattr(retrieval.model, "encode_user"):
-            raise ValueError(f"{retrieval.paths.root} is not a two-tower retrieval run (no user tower)")
+        retrieval_model(retrieval)  # ConfigError naming the run folder for a ranking run
         if ranker.task.type is not TaskType.BINARY:
             raise ValueError(f"{ranker.paths.root} is not a ranking run (its task {ranker.task.name!r} is a {ranker.task.type.value} task)")
         self._check_item_column(retrieval)
@@ -131,7 +130,7 @@ class RecommendationService:
             ids, vectors = _embed_catalogue(retrieval, self.catalogue.items)
             index = create_index(self.backend, dim=vectors.shape[1], **({"kind": self.kind} if self.backend == "faiss" else {}))
             index.add(ids, vectors)  # the catalogue's own ids: ints or strings
-        user_features = user_feature_names(retrieval.model)
+        user_features = list(retrieval_model(retrieval).user_feature_names)
         retrieval_columns = _feature_columns(retrieval, user_features)
         ranker_columns = [c for c in ranker.preprocessor.input_columns(with_label=False) if c != ranker.preprocessor.schema.label]
         item_side, user_side = self._with_aggregates(ranker, ranker_columns)
@@ -147,8 +146,6 @@ class RecommendationService:
     def _check_item_column(self, retrieval: LoadedRun) -> None:
         """The catalogue must be keyed by the retrieval run's item-id column (``post_id`` in seed
         001): the index, histories, exclusions and responses all carry that column's ids."""
-        from recstack.workflows.export import item_id_column
-
         try:
             column = item_id_column(retrieval, self.catalogue.items.table)
         except (ConfigError, KeyError):  # the run leaves it open and the catalogue cannot tell
@@ -371,7 +368,7 @@ def _column_sides(run: LoadedRun) -> dict[str, Side]:
 
 def _embed_catalogue(run: LoadedRun, items: FeatureTable) -> tuple[np.ndarray, np.ndarray]:
     """``(N,)`` item ids and ``(N, D)`` item-tower vectors of every catalogue row."""
-    features = item_feature_names(run.model)
+    features = list(retrieval_model(run).item_feature_names)
     columns = _feature_columns(run, features)
     vectors = []
     for start in range(0, len(items), EMBED_BATCH_SIZE):

@@ -24,22 +24,24 @@ import torch
 from torch import nn
 
 from recstack.data.batch import Batch
+from recstack.models.retrieval_contract import RetrievalModel, require_retrieval_model
 
 
 class UserEncoder:
     """``(B, D)`` user vectors of a transformed batch, through the fastest form that is exact.
 
     Args:
-        model: a two-tower model (``encode_user``, and ``user_tower()`` to export).
+        model: a retrieval model (``encode_user``, and ``user_tower()`` to export); anything
+            else is a ConfigError.
         example: transformed user rows to export with and to check the export on.
         onnx: try ONNX Runtime at all (False: always eager).
     """
 
     def __init__(self, model: nn.Module, *, example: Batch, onnx: bool = True) -> None:
-        self.model = model
+        self.model: RetrievalModel = require_retrieval_model(model, where="the user encoder")
         self.session = None
         self.backend = "eager"
-        if onnx and hasattr(model, "user_tower") and len(example):
+        if onnx and len(example):
             self.session = _onnx_session(model, example)
             self.backend = "onnxruntime" if self.session is not None else "eager"
 
@@ -53,7 +55,7 @@ class UserEncoder:
         return vectors  # (B, D)
 
 
-def _onnx_session(model: nn.Module, example: Batch) -> tuple[object, set[str]] | None:
+def _onnx_session(model: RetrievalModel, example: Batch) -> tuple[object, set[str]] | None:
     try:
         import onnxruntime as ort
 

@@ -2,9 +2,9 @@
 
 Shape legend: B batch, C candidate columns, D vector dim, N item rows (vocabulary).
 
-A two-tower model's ``forward(batch)`` returns ``(user_vectors (B, D), item_vectors (B, D))``,
-both already L2-normalised, so ``user @ item.T`` is a cosine in [-1, 1]; a temperature (or its
-inverse, seed 001's ``gamma``) stretches it into a logit. The refinements are the named steps
+The model gives N (query, positive item) pairs (``retrieval_pairs``: one per row for two towers,
+one per sequence position for a sequence model), usually L2-normalised, so ``user @ item.T`` is a
+cosine in [-1, 1]; a temperature (or its inverse, seed 001's ``gamma``) stretches it into a logit. The refinements are the named steps
 of :mod:`recstack.tasks.retrieval_steps`, applied in this order::
 
     logits = user_vectors @ item_vectors.T                        # (B, B) cosines
@@ -40,7 +40,10 @@ from recstack.tasks.retrieval_steps import (
     apply_logq_correction,
     apply_temperature,
     mask_accidental_hits,
-    scaled_cosine,
+    positive_item_rows,
+    positive_item_vectors,
+    retrieval_pairs,
+    scaled_cosine_of_pairs,
 )
 
 __all__ = ["InBatchSoftmaxTask"]
@@ -125,19 +128,27 @@ class InBatchSoftmaxTask(RegisteredTask, SingleHeadTask):
         return self
 
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
-        """``(B, B)`` refined logits; row i's target is column i (see :meth:`logits_and_targets`)."""
+        """``(N, N)`` refined logits; pair i's target is column i (see :meth:`logits_and_targets`)."""
         return self.logits_and_targets(model, batch)[0]
 
     def logits_and_targets(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
-        """``(B, C)`` refined logits and ``(B,)`` target columns; C = B, or the items of every
+        """``(N, C)`` refined logits and ``(N,)`` target columns; C = N, or the items of every
         rank's batch with ``gather_negatives``."""
-        user_vectors, item_vectors = model(batch)  # (B, D), (B, D)
-        needs_rows = self.logq_correction or self.remove_accidental_hits
-        item_rows = self._item_rows(batch, user_vectors.device) if needs_rows else None  # (B,)
+        logits, targets, _ = self._scored(model, batch)
+        return logits, targets
+
+    def _scored(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Refined logits, target columns and the pairs' labels (row weights)."""
+        pairs = retrieval_pairs(model, batch)  # N (query, positive) pairs: N = B for two towers
+        user_vectors = pairs.queries  # (N, D)
+        needs_rows = self.logq_correction or self.remove_accidental_hits or pairs.positive_vectors is None
+        why = "log-Q correction and accidental-hit removal"
+        item_rows = positive_item_rows(pairs, batch, self.item_feature, user_vectors.device, why=why) if needs_rows else None  # (N,)
+        item_vectors = positive_item_vectors(model, pairs, item_rows)  # (N, D)
         candidates, candidate_rows, targets, padded = item_vectors.float(), item_rows, None, None
         if self.gather_negatives and _world_size() > 1:
             candidates, candidate_rows, targets, padded = _gather_items(item_vectors.float(), item_rows)
-        logits = user_vectors.float() @ candidates.T  # (B, C) cosines
+        logits = user_vectors.float() @ candidates.T  # (N, C) cosines
         logits = apply_temperature(logits, temperature=self.temperature)
         if self.logq_correction:
             if self.item_log_probs is None:
@@ -148,33 +159,24 @@ class InBatchSoftmaxTask(RegisteredTask, SingleHeadTask):
             self.item_log_probs = self.item_log_probs.to(logits.device)
             logits = apply_logq_correction(logits, item_log_probs=self.item_log_probs[candidate_rows])
         if targets is None:
-            targets = torch.arange(logits.shape[0], device=logits.device)  # (B,) the diagonal
+            targets = torch.arange(logits.shape[0], device=logits.device)  # (N,) the diagonal
             if self.remove_accidental_hits:
                 logits = mask_accidental_hits(logits, query_item_rows=item_rows, candidate_item_rows=candidate_rows)
-            return logits, targets
+            return logits, targets, pairs.labels
         if self.remove_accidental_hits:
-            hits = item_rows.unsqueeze(1) == candidate_rows.unsqueeze(0)  # (B, C)
+            hits = item_rows.unsqueeze(1) == candidate_rows.unsqueeze(0)  # (N, C)
             hits[torch.arange(len(targets), device=hits.device), targets] = False
             logits = logits.masked_fill(hits, torch.finfo(logits.dtype).min)
-        return logits.masked_fill(padded.unsqueeze(0), torch.finfo(logits.dtype).min), targets
+        return logits.masked_fill(padded.unsqueeze(0), torch.finfo(logits.dtype).min), targets, pairs.labels
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        logits, targets = self.logits_and_targets(model, batch)  # (B, C), (B,)
-        per_row = F.cross_entropy(logits, targets, reduction="none")  # (B,)
-        return _weighted_mean(per_row, _row_weights(batch, per_row.dtype, per_row.device))
+        logits, targets, labels = self._scored(model, batch)  # (N, C), (N,), (N,) or None
+        per_row = F.cross_entropy(logits, targets, reduction="none")  # (N,)
+        return _weighted_mean(per_row, _row_weights(labels, per_row.dtype, per_row.device))
 
     def predict(self, model: nn.Module, batch: Batch) -> Tensor:
-        """``(B,)`` cosine / temperature of each row's (user, item) pair."""
-        user_vectors, item_vectors = model(batch)
-        return scaled_cosine(user_vectors.float(), item_vectors.float(), scale=1.0 / self.temperature)
-
-    def _item_rows(self, batch: Batch, device: torch.device) -> Tensor:
-        if self.item_feature not in batch.ids:
-            raise ValueError(
-                f"log-Q correction and accidental-hit removal read batch.ids[{self.item_feature!r}], "
-                f"which this batch lacks (ids: {sorted(batch.ids)}); set item_feature or turn both off"
-            )
-        return batch.ids[self.item_feature].to(device)
+        """``(N,)`` cosine / temperature of each (query, positive) pair (N = B for two towers)."""
+        return scaled_cosine_of_pairs(model, batch, self.item_feature, scale=1.0 / self.temperature)
 
     def __repr__(self) -> str:
         return (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,16 @@ from recstack.data.batch import Batch, OOV_INDEX
 from recstack.models.params import require
 from recstack.tasks.base import SingleHeadTask
 from recstack.tasks.registry import RegisteredTask, TaskParams, TaskType, register_task
-from recstack.tasks.retrieval_steps import _row_weights, _weighted_mean, apply_temperature, scaled_cosine
+from recstack.models.retrieval_contract import ItemCatalogueModel
+from recstack.tasks.retrieval_steps import (
+    _row_weights,
+    _weighted_mean,
+    apply_temperature,
+    positive_item_rows,
+    positive_item_vectors,
+    retrieval_pairs,
+    scaled_cosine_of_pairs,
+)
 
 __all__ = ["ItemCatalogueModel", "NegativeDistribution", "NegativeSamplingTask"]
 
@@ -35,16 +44,6 @@ class NegativeDistribution(str, enum.Enum):
 
 # Rows below this are padding (0) and out-of-vocabulary (1): never real items to sample.
 FIRST_ITEM_ROW = OOV_INDEX + 1
-
-
-class ItemCatalogueModel(Protocol):
-    """What :class:`NegativeSamplingTask` needs beyond ``forward``: item vectors from table rows."""
-
-    num_item_rows: int
-
-    def encode_item_rows(self, item_rows: Tensor) -> Tensor:
-        """``(N,)`` int64 rows of the item table -> ``(N, D)`` unit vectors."""
-        ...
 
 
 @register_task("negative_sampling")
@@ -138,35 +137,38 @@ class NegativeSamplingTask(RegisteredTask, SingleHeadTask):
         return flat.view(shape)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        user_vectors, item_vectors = model(batch)  # (B, D), (B, D)
-        user_vectors, item_vectors = user_vectors.float(), item_vectors.float()
-        B, device = user_vectors.shape[0], user_vectors.device
-        num_item_rows = getattr(model, "num_item_rows", None)
-        if num_item_rows is None:
+        if not isinstance(model, ItemCatalogueModel) or model.num_item_rows is None:
             raise ValueError(
-                f"NegativeSamplingTask needs a model with num_item_rows and encode_item_rows, got {type(model).__name__}"
+                f"NegativeSamplingTask needs a model with num_item_rows and encode_item_rows (an "
+                f"ItemCatalogueModel, as every RetrievalModel is), got {type(model).__name__}"
             )
-        negative_rows = self.sample(B, num_item_rows).to(device)  # (B, K)
-        # encode each distinct sampled row once: B*K rows hold many repeats
-        unique_rows, inverse = torch.unique(negative_rows, return_inverse=True)  # (U,), (B, K)
-        negative_vectors = model.encode_item_rows(unique_rows).float()[inverse]  # (B, K, D)
+        pairs = retrieval_pairs(model, batch)  # N (query, positive) pairs: N = B for two towers
+        user_vectors = pairs.queries.float()  # (N, D)
+        N, device = user_vectors.shape[0], user_vectors.device
+        needs_rows = pairs.positive_vectors is None
+        positive_rows = positive_item_rows(pairs, batch, self.item_feature, device, why="negative sampling") if needs_rows else None
+        item_vectors = positive_item_vectors(model, pairs, positive_rows).float()  # (N, D)
+        negative_rows = self.sample(N, model.num_item_rows).to(device)  # (N, K)
+        # encode each distinct sampled row once: N*K rows hold many repeats
+        unique_rows, inverse = torch.unique(negative_rows, return_inverse=True)  # (U,), (N, K)
+        negative_vectors = model.encode_item_rows(unique_rows).float()[inverse]  # (N, K, D)
 
-        positive = (user_vectors * item_vectors).sum(-1, keepdim=True)  # (B, 1)
-        negative = torch.einsum("bd,bkd->bk", user_vectors, negative_vectors)  # (B, K)
-        logits = torch.cat([positive, negative], dim=1)  # (B, 1+K) cosines, the positive first
+        positive = (user_vectors * item_vectors).sum(-1, keepdim=True)  # (N, 1)
+        negative = torch.einsum("bd,bkd->bk", user_vectors, negative_vectors)  # (N, K)
+        logits = torch.cat([positive, negative], dim=1)  # (N, 1+K) cosines, the positive first
         logits = apply_temperature(logits, temperature=self.temperature)
-        positive_rows = batch.ids[self.item_feature].to(device)  # (B,)
-        hits = negative_rows == positive_rows.unsqueeze(1)  # (B, K) accidental hits
-        hits = torch.cat([torch.zeros_like(hits[:, :1]), hits], dim=1)  # (B, 1+K): never the positive
+        if positive_rows is None:
+            positive_rows = positive_item_rows(pairs, batch, self.item_feature, device, why="negative sampling")  # (N,)
+        hits = negative_rows == positive_rows.unsqueeze(1)  # (N, K) accidental hits
+        hits = torch.cat([torch.zeros_like(hits[:, :1]), hits], dim=1)  # (N, 1+K): never the positive
         logits = logits.masked_fill(hits, torch.finfo(logits.dtype).min)
-        targets = torch.zeros(B, dtype=torch.long, device=device)  # the positive is column 0
-        per_row = F.cross_entropy(logits, targets, reduction="none")  # (B,)
-        return _weighted_mean(per_row, _row_weights(batch, per_row.dtype, device))
+        targets = torch.zeros(N, dtype=torch.long, device=device)  # the positive is column 0
+        per_row = F.cross_entropy(logits, targets, reduction="none")  # (N,)
+        return _weighted_mean(per_row, _row_weights(pairs.labels, per_row.dtype, device))
 
     def predict(self, model: nn.Module, batch: Batch) -> Tensor:
-        """``(B,)`` cosine / temperature of each row's (user, item) pair."""
-        user_vectors, item_vectors = model(batch)
-        return scaled_cosine(user_vectors.float(), item_vectors.float(), scale=1.0 / self.temperature)
+        """``(N,)`` cosine / temperature of each (query, positive) pair (N = B for two towers)."""
+        return scaled_cosine_of_pairs(model, batch, self.item_feature, scale=1.0 / self.temperature)
 
     def __repr__(self) -> str:
         return (

@@ -16,7 +16,7 @@ from recstack.data.batch import Batch
 from recstack.models.params import require
 from recstack.tasks.base import SingleHeadTask
 from recstack.tasks.registry import RegisteredTask, TaskParams, TaskType, register_task
-from recstack.tasks.retrieval_steps import scaled_cosine
+from recstack.tasks.retrieval_steps import positive_item_rows, positive_item_vectors, retrieval_pairs, scaled_cosine
 
 __all__ = ["PointwiseTask"]
 
@@ -56,19 +56,27 @@ class PointwiseTask(RegisteredTask, SingleHeadTask):
         self.pos_weight = self.params.pos_weight
 
     def logits(self, model: nn.Module, batch: Batch) -> Tensor:
-        user_vectors, item_vectors = model(batch)  # (B, D), (B, D)
-        return scaled_cosine(user_vectors.float(), item_vectors.float(), scale=self.gamma)  # (B,)
+        return self._logits_and_labels(model, batch)[0]
+
+    def _logits_and_labels(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """``(N,)`` gamma * cosine of the model's pairs (N = B for two towers) and their labels."""
+        pairs = retrieval_pairs(model, batch)
+        rows = None
+        if pairs.positive_vectors is None:
+            rows = positive_item_rows(pairs, batch, "item_id", pairs.queries.device, why="pointwise positives")
+        items = positive_item_vectors(model, pairs, rows)  # (N, D)
+        return scaled_cosine(pairs.queries.float(), items.float(), scale=self.gamma), pairs.labels  # (N,)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        if batch.label is None:
+        logits, labels = self._logits_and_labels(model, batch)  # (N,), (N,)
+        if labels is None:
             raise ValueError("PointwiseTask.loss needs batch.label")
-        logits = self.logits(model, batch)  # (B,)
-        labels = batch.label.to(device=logits.device, dtype=logits.dtype)  # (B,)
+        labels = labels.to(device=logits.device, dtype=logits.dtype)  # (N,)
         pos_weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logits.device)
         return F.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
 
     def predict(self, model: nn.Module, batch: Batch) -> Tensor:
-        return torch.sigmoid(self.logits(model, batch))  # probabilities (B,)
+        return torch.sigmoid(self.logits(model, batch))  # probabilities (N,)
 
     def __repr__(self) -> str:
         return f"PointwiseTask(gamma={self.gamma}, pos_weight={self.pos_weight})"

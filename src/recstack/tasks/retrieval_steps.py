@@ -13,9 +13,11 @@ from typing import Iterable
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from recstack.data.batch import Batch
+from recstack.errors import ConfigError
+from recstack.models.retrieval_contract import ItemCatalogueModel, RetrievalPairs, is_retrieval_model
 from recstack.parallel import rank_and_world
 
 __all__ = [
@@ -23,8 +25,49 @@ __all__ = [
     "apply_temperature",
     "count_item_rows",
     "mask_accidental_hits",
+    "positive_item_rows",
+    "positive_item_vectors",
+    "retrieval_pairs",
     "scaled_cosine",
 ]
+
+
+def retrieval_pairs(model: nn.Module, batch: Batch) -> RetrievalPairs:
+    """The (query, positive) pairs of ``batch``: ``model.retrieval_pairs(batch)`` for a
+    :class:`~recstack.models.retrieval_contract.RetrievalModel`; for a bare module whose
+    ``forward(batch)`` returns ``(users (B, D), items (B, D))``, one pair per row.
+
+    Raises:
+        ConfigError: the model returns anything else (a ranking model's logits ``(B,)``).
+    """
+    if is_retrieval_model(model):
+        return model.retrieval_pairs(batch)  # type: ignore[attr-defined]
+    output = model(batch)
+    if not (isinstance(output, tuple) and len(output) == 2 and all(isinstance(t, Tensor) and t.dim() == 2 for t in output)):
+        raise ConfigError(
+            f"a retrieval task needs a retrieval model (user and item vectors), got {type(model).__name__}, "
+            "whose forward returns no (users (B, D), items (B, D)) pair: is this a ranking model?"
+        )
+    users, items = output
+    return RetrievalPairs(queries=users, positive_rows=None, positive_vectors=items, labels=batch.label)
+
+
+def positive_item_rows(pairs: RetrievalPairs, batch: Batch, item_feature: str, device: torch.device, *, why: str) -> Tensor:
+    """``(N,)`` item table rows of the pairs' positives: the model's, else ``batch.ids[item_feature]``."""
+    if pairs.positive_rows is not None:
+        return pairs.positive_rows.to(device)
+    if item_feature not in batch.ids:
+        raise ValueError(f"{why} read batch.ids[{item_feature!r}], which this batch lacks (ids: {sorted(batch.ids)})")
+    return batch.ids[item_feature].to(device)
+
+
+def positive_item_vectors(model: nn.Module, pairs: RetrievalPairs, rows: Tensor | None) -> Tensor:
+    """``(N, D)`` the positives' vectors: the pairs' own, else ``model.encode_item_rows(rows)``."""
+    if pairs.positive_vectors is not None:
+        return pairs.positive_vectors
+    if rows is None or not isinstance(model, ItemCatalogueModel):
+        raise ConfigError(f"{type(model).__name__}: pairs without positive vectors need item rows and encode_item_rows")
+    return model.encode_item_rows(rows)
 
 
 def apply_temperature(logits: Tensor, *, temperature: float) -> Tensor:
@@ -87,6 +130,16 @@ def scaled_cosine(user_vectors: Tensor, item_vectors: Tensor, *, scale: float) -
     return scale * (user_vectors * item_vectors).sum(dim=-1)
 
 
+def scaled_cosine_of_pairs(model: nn.Module, batch: Batch, item_feature: str, *, scale: float) -> Tensor:
+    """``(N,)`` ``scale * <query, positive>`` of the model's pairs on ``batch``."""
+    pairs = retrieval_pairs(model, batch)
+    rows = None
+    if pairs.positive_vectors is None:
+        rows = positive_item_rows(pairs, batch, item_feature, pairs.queries.device, why="positive item vectors")
+    items = positive_item_vectors(model, pairs, rows)
+    return scaled_cosine(pairs.queries.float(), items.float(), scale=scale)
+
+
 def count_item_rows(batches: Iterable[Batch], *, num_rows: int, item_feature: str = "item_id") -> Tensor:
     """``(N,)`` int64 count of each item row over one pass of the training batches.
 
@@ -99,8 +152,8 @@ def count_item_rows(batches: Iterable[Batch], *, num_rows: int, item_feature: st
 
 
 # ---- helpers shared by the tasks ---------------------------------------------------------------
-def _row_weights(batch: Batch, dtype: torch.dtype, device: torch.device) -> Tensor | None:
-    return None if batch.label is None else batch.label.to(device=device, dtype=dtype)  # (B,)
+def _row_weights(labels: Tensor | None, dtype: torch.dtype, device: torch.device) -> Tensor | None:
+    return None if labels is None else labels.to(device=device, dtype=dtype)  # (N,)
 
 
 def _weighted_mean(per_row: Tensor, weights: Tensor | None) -> Tensor:

@@ -26,10 +26,11 @@ from recstack.atomic import atomic_path, write_json_atomic
 from recstack.data.sources import DataSource
 from recstack.errors import ConfigError, DataError
 from recstack.export.onnx_towers import export_tower_onnx, onnx_max_abs_error
-from recstack.export.run_folder import LoadedRun, load_run
+from recstack.export.retrieval_run import EMBED_BATCH_SIZE, item_id_column, item_id_feature, load_retrieval_run  # noqa: F401 (re-exported)
+from recstack.export.run_folder import LoadedRun
 from recstack.schema.specs import CategoricalFeature
 from recstack.schema import Side
-from recstack.workflows.retrieval import EMBED_BATCH_SIZE, _dataset_file, embed_users, item_feature_names, user_feature_names
+from recstack.workflows.retrieval import _dataset_file, embed_users, item_feature_names, user_feature_names
 
 EXAMPLE_ROWS = 256
 INDEX_SOURCE_NAME = "index_source.json"  # beside an index built from a run: which run, which ids
@@ -55,45 +56,6 @@ class ItemCatalogue:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-
-def item_id_feature(run: LoadedRun, table: pa.Table | None = None) -> str:
-    """The run's item-id feature, read from the run.
-
-    In order: the model's ``item_id_feature`` when the schema has it; the item-side
-    categorical feature reading the task's ``target_column``; the only item-side categorical
-    feature; else, given the item rows ``table``, the item-side categorical feature whose
-    column has the most distinct values there (an item's other attributes, such as its topic,
-    are functions of its id, so none has more values than the id). Anything else is a
-    ConfigError naming the candidates and the key to set.
-    """
-    schema = run.preprocessor.schema
-    named = getattr(getattr(run.model, "params", None), "item_id_feature", None)
-    if named in schema.names and isinstance(schema[named], CategoricalFeature):
-        return named
-    candidates = [f for f in schema.by_side(Side.ITEM) if isinstance(f, CategoricalFeature) and f.name in item_feature_names(run.model)]
-    target = (run.config.get("task") or {}).get("target_column")
-    by_target = [f.name for f in candidates if target and f.column == target]
-    if len(by_target) == 1:
-        return by_target[0]
-    if len(candidates) == 1:
-        return candidates[0].name
-    hint = f"set model.params.item_id_feature to one of {[f.name for f in candidates]} in the run's config"
-    if not candidates:
-        raise ConfigError(f"model.params.item_id_feature: {named!r} is not a feature of the run's schema and the item tower has no categorical feature to key items by")
-    if table is None:
-        raise ConfigError(f"model.params.item_id_feature: {named!r} is not a feature of the run's schema; {hint}")
-    distinct = {f.name: len(table.column(f.column).unique()) for f in candidates}
-    ranked = sorted(distinct.items(), key=lambda kv: -kv[1])
-    if ranked[0][1] == ranked[1][1]:
-        raise ConfigError(f"model.params.item_id_feature: {named!r} is not in the schema and the item features {[n for n, c in ranked if c == ranked[0][1]]} have as many distinct values ({ranked[0][1]}); {hint}")
-    return ranked[0][0]
-
-
-def item_id_column(run: LoadedRun, table: pa.Table | None = None) -> str:
-    """The raw column holding the run's item ids (``item_id_feature``'s column): ``post_id`` in
-    seed 001, ``item_id`` in MovieLens."""
-    return run.preprocessor.schema[item_id_feature(run, table)].column
 
 
 def item_catalogue(run: LoadedRun, catalog: str | Path | None = None) -> ItemCatalogue:
@@ -144,10 +106,7 @@ def _columns(run: LoadedRun, feature: str) -> list[str]:
 
 
 def _two_tower(run_dir: str | Path) -> LoadedRun:
-    run = load_run(run_dir)
-    if not (hasattr(run.model, "user_tower") and hasattr(run.model, "item_tower")):
-        raise ConfigError(f"{run_dir}: not a two-tower run (model {run.model_spec.get('name')!r} has no user/item towers)")
-    return run
+    return load_retrieval_run(run_dir)  # ConfigError naming the run for a ranking run
 
 
 def _run_source(run: LoadedRun, key: str, fallback_file: str, given: str | Path | None) -> DataSource:

@@ -27,31 +27,32 @@ from recstack.data.sources import DataSource
 from recstack.errors import ConfigError, DataError
 from recstack.evaluation.progress import progress_counter
 from recstack.evaluation.retrieval_metrics import evaluate_ranked_scores
+from recstack.export.retrieval_run import EMBED_BATCH_SIZE, retrieval_model  # noqa: F401 (EMBED_BATCH_SIZE re-exported)
 from recstack.export.run_folder import LoadedRun
+from recstack.models.retrieval_contract import RetrievalModel, require_retrieval_model
 from recstack.tasks import Task, build_task
 from recstack.tasks.retrieval import InBatchSoftmaxTask, NegativeSamplingTask, count_item_rows
 from recstack.training.config import TrainerConfig
-
-EMBED_BATCH_SIZE = 4096
 
 
 def build_retrieval_task(config: RunConfig, model: nn.Module, preprocessor: Preprocessor) -> Task:
     """``task: {type: retrieval, loss: in_batch_softmax | pointwise | negative_sampling, ...}``:
     the task built from ``config.task.spec`` (the model's item-id feature filled in when the
     config names none), with the training split's item frequencies where it needs them."""
+    retrieval = require_retrieval_model(model, where=f"task {config.task.spec.name!r} (model {config.model.name!r})")
     spec = config.task.spec
     has_item_feature = any(f.name == "item_feature" for f in dataclasses.fields(spec.params))
     if has_item_feature and spec.params.item_feature is None:  # type: ignore[attr-defined]
-        spec = spec.replace(item_feature=_item_id_feature(model))
+        spec = spec.replace(item_feature=retrieval.item_id_feature)
     task = build_task(spec)
     if isinstance(task, InBatchSoftmaxTask):
         if task.logq_correction:
             task.set_item_frequencies(_item_counts(config, preprocessor, task.item_feature))
     elif isinstance(task, NegativeSamplingTask):
         task.set_item_frequencies(_item_counts(config, preprocessor, task.item_feature))
-        if hasattr(model, "set_item_catalogue") and config.data.catalog is not None:
+        if config.data.catalog is not None:
             _, catalogue = catalog_batch(preprocessor, config.data.catalog, item_feature_names(model), task.item_feature)
-            model.set_item_catalogue(catalogue)
+            retrieval.set_item_catalogue(catalogue)
     return task
 
 
@@ -63,16 +64,21 @@ def _item_counts(config: RunConfig, preprocessor: Preprocessor, item_feature: st
 
 
 def _item_id_feature(model: nn.Module) -> str:
-    return getattr(getattr(model, "params", None), "item_id_feature", "item_id")
+    return _retrieval(model).item_id_feature
 
 
 def item_feature_names(model: nn.Module) -> list[str]:
-    tower = model.item_tower()
-    return list(getattr(tower, "features", None) or tower.input_names)
+    """The features a retrieval model's item tower reads."""
+    return list(_retrieval(model).item_feature_names)
 
 
 def user_feature_names(model: nn.Module) -> list[str]:
-    return list(model.user_tower().features)
+    """The features a retrieval model's user tower reads."""
+    return list(_retrieval(model).user_feature_names)
+
+
+def _retrieval(model: nn.Module) -> RetrievalModel:
+    return require_retrieval_model(model, where="retrieval evaluation")
 
 
 def catalog_batch(preprocessor: Preprocessor, catalog: DataSource, features: list[str], item_feature: str) -> tuple[np.ndarray, Batch]:
