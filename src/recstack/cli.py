@@ -406,6 +406,9 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog", required=True, help="items.parquet: item_id, title, genres and item features")
     parser.add_argument("--users", default=None, help="users.parquet: user_id and user features")
     parser.add_argument("--history", default=None, help="interactions (user_id, item_id, timestamp): each user's last 50 positives")
+    parser.add_argument("--user-column", default="user_id", help="user-id column of --users and --history (seed 001: client_id)")
+    parser.add_argument("--history-label-column", default="label", help="history rows with a value > 0 in this column are positives; 'none': every row (seed 001: act)")
+    parser.add_argument("--history-time-column", default="timestamp", help="orders each user's history (oldest first)")
     parser.add_argument("--index", default=None, help="saved index folder (default: built at start-up)")
     parser.add_argument("--backend", choices=["exact", "faiss"], default="faiss", help="index built at start-up")
     parser.add_argument("--kind", choices=["flat", "hnsw", "ivf"], default="flat")
@@ -434,7 +437,7 @@ def _serve(args: argparse.Namespace) -> None:
     for run in (args.retrieval, args.ranker):
         check_run_folder(run)
     window = args.batch_window_ms if args.batch_window_ms > 0 else None
-    serve(host=args.host, port=args.port, workers=args.workers, threads=args.threads, batch_window_ms=window, retrieval=args.retrieval, ranker=args.ranker, catalog=args.catalog, users=args.users, history=args.history, index=args.index, backend=args.backend, kind=args.kind, user_cache_size=args.user_cache, **limits)
+    serve(host=args.host, port=args.port, workers=args.workers, threads=args.threads, batch_window_ms=window, retrieval=args.retrieval, ranker=args.ranker, catalog=args.catalog, users=args.users, history=args.history, index=args.index, backend=args.backend, kind=args.kind, user_cache_size=args.user_cache, user_column=args.user_column, history_label_column=None if args.history_label_column.lower() == "none" else args.history_label_column, history_time_column=args.history_time_column, **limits)
 
 
 # ---------------------------------------------------------------------------------------------

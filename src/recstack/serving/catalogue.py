@@ -43,11 +43,13 @@ class Catalogue:
     genres_column: str = "genres"
 
     @classmethod
-    def from_files(cls, *, catalog: str | Path, users: str | Path | None, history: str | Path | None, item_column: str = "item_id", user_column: str = "user_id", history_length: int = 50) -> "Catalogue":
+    def from_files(cls, *, catalog: str | Path, users: str | Path | None, history: str | Path | None, item_column: str = "item_id", user_column: str = "user_id", history_label_column: str | None = "label", history_time_column: str = "timestamp", history_length: int = 50) -> "Catalogue":
+        """``history_label_column``: a history row counts when its value is > 0 (None, or a column the
+        file lacks: every row counts); ``history_time_column`` orders each user's history."""
         items = FeatureTable(read_table(DataSource.from_config(str(catalog), key="catalog")), key=item_column)
         user_table = read_table(DataSource.from_config(str(users), key="users")) if users else pa.table({user_column: pa.array([], pa.int64())})
         if history:
-            histories = Histories.from_source(DataSource.from_config(str(history), key="history"), user_column=user_column, item_column=item_column, maxlen=history_length)
+            histories = Histories.from_source(DataSource.from_config(str(history), key="history"), user_column=user_column, item_column=item_column, time_column=history_time_column, label_column=history_label_column, maxlen=history_length)
         else:
             histories = Histories(np.zeros(0, np.int64), np.zeros(0, items.keys.dtype), maxlen=history_length)
         return cls(items=items, users=FeatureTable(user_table, key=user_column), histories=histories)

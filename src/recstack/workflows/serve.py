@@ -29,6 +29,7 @@ OPTIONS_VARIABLE = "RECSTACK_SERVE_OPTIONS"
 
 
 def build_service(*, retrieval: str | Path | LoadedRun, ranker: str | Path, catalog: str | Path, users: str | Path | None = None, history: str | Path | None = None, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", user_cache_size: int = DEFAULT_USER_CACHE,
+                  user_column: str = "user_id", history_label_column: str | None = "label", history_time_column: str = "timestamp",
                   max_users: int | None = None, max_candidates: int | None = None, max_k: int | None = None, max_history: int | None = None,
                   max_body_bytes: int | None = None, deadline_ms: int | None = None, chunk_rows: int | None = None) -> RecommendationService:
     """Load both runs, the catalogue, users and histories, and the index (built if not given).
@@ -37,11 +38,14 @@ def build_service(*, retrieval: str | Path | LoadedRun, ranker: str | Path, cata
     in seed 001), in the catalogue, the histories, the exclusions and the responses; its values,
     integers or strings, are served as they are.
 
+    ``user_column``: the users' and histories' user-id column (``client_id`` in seed 001);
+    ``history_label_column``: history rows with a value > 0 there are the positives (None: every
+    row); ``history_time_column`` orders them.
     ``max_users`` ... ``chunk_rows``: the ``ServingLimits`` fields (None: the default value).
     """
     limits = serving_limits(max_users=max_users, max_candidates=max_candidates, max_k=max_k, max_history=max_history, max_body_bytes=max_body_bytes, deadline_ms=deadline_ms, chunk_rows=chunk_rows)
     retrieval_run = retrieval if isinstance(retrieval, LoadedRun) else load_run(retrieval)
-    catalogue = Catalogue.from_files(catalog=catalog, users=users, history=history, item_column=served_item_column(retrieval_run, catalog))
+    catalogue = Catalogue.from_files(catalog=catalog, users=users, history=history, item_column=served_item_column(retrieval_run, catalog), user_column=user_column, history_label_column=history_label_column, history_time_column=history_time_column)
     return RecommendationService(retrieval_run=retrieval_run, ranking_run=ranker, catalogue=catalogue, index=index, backend=backend, kind=kind, user_cache_size=user_cache_size, limits=limits)
 
 
