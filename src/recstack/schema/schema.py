@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -133,6 +133,10 @@ class Schema:
         cols.extend(self.target_names)
         cols.extend(c for c in (self.group,) if c)
         return list(dict.fromkeys(cols))
+
+    def feature_columns(self, names: Sequence[str]) -> list[str]:
+        """The data columns the features ``names`` read, in order, without duplicates."""
+        return list(dict.fromkeys(column for name in names for column in self[name].source_columns))
 
     def table_of(self, feature: Feature) -> TableSpec:
         return self.tables[feature.table]

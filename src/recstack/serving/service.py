@@ -131,7 +131,7 @@ class RecommendationService:
             index = create_index(self.backend, dim=vectors.shape[1], **({"kind": self.kind} if self.backend == "faiss" else {}))
             index.add(ids, vectors)  # the catalogue's own ids: ints or strings
         user_features = list(retrieval_model(retrieval).user_feature_names)
-        retrieval_columns = _feature_columns(retrieval, user_features)
+        retrieval_columns = retrieval.preprocessor.schema.feature_columns(user_features)
         ranker_columns = [c for c in ranker.preprocessor.input_columns(with_label=False) if c != ranker.preprocessor.schema.label]
         item_side, user_side = self._with_aggregates(ranker, ranker_columns)
         sides = _column_sides(ranker)
@@ -348,20 +348,10 @@ def _nothing_left(indexed: int, request: RecommendRequest, history: np.ndarray) 
     return "the index returned no candidates"
 
 
-def _feature_columns(run: LoadedRun, features: Sequence[str]) -> list[str]:
-    columns: list[str] = []
-    for name in features:
-        spec = run.preprocessor.schema[name]
-        columns += list(getattr(spec, "columns", ()) or [spec.column])
-        if getattr(spec, "weight_column", None):
-            columns.append(spec.weight_column)
-    return list(dict.fromkeys(columns))
-
-
 def _column_sides(run: LoadedRun) -> dict[str, Side]:
     sides: dict[str, Side] = {}
     for feature in run.preprocessor.schema.features:
-        for column in getattr(feature, "columns", ()) or [feature.column]:
+        for column in feature.source_columns:
             sides.setdefault(column, feature.side)
     return sides
 
@@ -369,7 +359,7 @@ def _column_sides(run: LoadedRun) -> dict[str, Side]:
 def _embed_catalogue(run: LoadedRun, items: FeatureTable) -> tuple[np.ndarray, np.ndarray]:
     """``(N,)`` item ids and ``(N, D)`` item-tower vectors of every catalogue row."""
     features = list(retrieval_model(run).item_feature_names)
-    columns = _feature_columns(run, features)
+    columns = run.preprocessor.schema.feature_columns(features)
     vectors = []
     for start in range(0, len(items), EMBED_BATCH_SIZE):
         records = items.table.select(columns).slice(start, EMBED_BATCH_SIZE).combine_chunks().to_batches()[0]

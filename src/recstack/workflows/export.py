@@ -65,7 +65,7 @@ def item_catalogue(run: LoadedRun, catalog: str | Path | None = None) -> ItemCat
     derived = not spec
     source = DataSource.from_config(str(spec) if isinstance(spec, Path) else spec, key="catalog") if spec else _run_source(run, "train", "train.parquet", None)
     preprocessor = run.preprocessor
-    feature_columns = [c for f in item_feature_names(run.model) for c in _columns(run, f)]
+    feature_columns = run.preprocessor.schema.feature_columns(item_feature_names(run.model))
     candidates = [f.column for f in preprocessor.schema.by_side(Side.ITEM) if isinstance(f, CategoricalFeature)]
     available = set(source.columns_of(source.files()[0]))
     columns = [c for c in dict.fromkeys(candidates + feature_columns) if c in available]
@@ -98,11 +98,6 @@ def embed_catalogue(run: LoadedRun, catalogue: ItemCatalogue, *, batch_size: int
         batch = run.preprocessor.transform(rows, features=features, with_label=False)
         vectors = model.encode_item(batch.to(device)).cpu().numpy().astype(np.float32)  # (b, D)
         yield catalogue.ids[start : start + batch_size], vectors
-
-
-def _columns(run: LoadedRun, feature: str) -> list[str]:
-    spec = run.preprocessor.schema[feature]
-    return list(getattr(spec, "columns", ()) or [spec.column]) + ([spec.weight_column] if getattr(spec, "weight_column", None) else [])
 
 
 def _two_tower(run_dir: str | Path) -> LoadedRun:

@@ -84,18 +84,13 @@ def _retrieval(model: nn.Module) -> RetrievalModel:
 def catalog_batch(preprocessor: Preprocessor, catalog: DataSource, features: list[str], item_feature: str) -> tuple[np.ndarray, Batch]:
     """Raw item ids and one batch holding the item features of every catalogue row."""
     column = preprocessor.schema[item_feature].column
-    columns = list(dict.fromkeys([column] + [c for f in features for c in _columns(preprocessor, f)]))
+    columns = list(dict.fromkeys([column, *preprocessor.schema.feature_columns(features)]))
     table = pa.concat_tables(pa.Table.from_batches([chunk.records]) for chunk in catalog.chunks(columns=columns))
     records = table.combine_chunks().to_batches()[0]
     ids = records.column(column).to_numpy(zero_copy_only=False)
     if len(np.unique(ids)) != len(ids):
         raise DataError(f"catalogue item ids in column {column!r} must be unique", path=",".join(catalog.paths), column=column)
     return ids, preprocessor.transform(records, features=features, with_label=False)
-
-
-def _columns(preprocessor: Preprocessor, feature: str) -> list[str]:
-    spec = preprocessor.schema[feature]
-    return list(getattr(spec, "columns", ()) or [spec.column])
 
 
 @torch.no_grad()
@@ -113,7 +108,7 @@ def embed_users(model: nn.Module, preprocessor: Preprocessor, data: DataSource, 
     """``(U,)`` user ids (one per row of ``data``) and ``(U, D)`` user vectors."""
     model.eval()
     features = user_feature_names(model)
-    columns = list(dict.fromkeys([user_column] + [c for f in features for c in _columns(preprocessor, f)]))
+    columns = list(dict.fromkeys([user_column, *preprocessor.schema.feature_columns(features)]))
     device = next(model.parameters()).device
     ids, vectors = [], []
     for chunk in data.chunks(columns=columns):
