@@ -54,6 +54,45 @@ class NumericStats:
             merged_values, merged_keys = merged_values[keep], merged_keys[keep]
         self._sample, self._keys = merged_values, merged_keys
 
+    def merged(self, other: "NumericStats") -> "NumericStats":
+        """The statistics of both streams' values together (Chan et al.'s pairwise merge of
+        the moments); the reservoir is left out (bucket boundaries are never refitted
+        incrementally), so the result holds no sample."""
+        merged = NumericStats(sample=False)
+        total = self.count + other.count
+        merged.count = total
+        if total:
+            merged.mean, merged.m2 = _merge_pair(self.count, self.mean, self.m2, other.count, other.mean, other.m2)
+            merged.log_mean, merged.log_m2 = _merge_pair(
+                self.count, self.log_mean, self.log_m2, other.count, other.log_mean, other.log_m2
+            )
+        merged.minimum = min(self.minimum, other.minimum)
+        merged.maximum = max(self.maximum, other.maximum)
+        return merged
+
+    def to_dict(self) -> dict[str, Any]:
+        """The moments as JSON numbers (min/max null when no value was seen); no sample."""
+        finite = self.count > 0
+        return {
+            "count": self.count,
+            "mean": self.mean,
+            "m2": self.m2,
+            "log_mean": self.log_mean,
+            "log_m2": self.log_m2,
+            "min": float(self.minimum) if finite else None,
+            "max": float(self.maximum) if finite else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NumericStats":
+        stats = cls(sample=False)
+        stats.count = int(data["count"])
+        stats.mean, stats.m2 = float(data["mean"]), float(data["m2"])
+        stats.log_mean, stats.log_m2 = float(data["log_mean"]), float(data["log_m2"])
+        stats.minimum = np.inf if data["min"] is None else float(data["min"])
+        stats.maximum = -np.inf if data["max"] is None else float(data["max"])
+        return stats
+
     def quantiles(self, num_buckets: int) -> list[float]:
         if self._sample.size == 0:
             return []
@@ -142,6 +181,15 @@ def _merge_moments(count: int, mean: float, m2: float, values: np.ndarray) -> tu
     total = count + values.size
     delta = batch_mean - mean
     return mean + delta * values.size / total, m2 + batch_m2 + delta**2 * count * values.size / total
+
+
+def _merge_pair(count_a: int, mean_a: float, m2_a: float, count_b: int, mean_b: float, m2_b: float) -> tuple[float, float]:
+    """Mean and squared-deviation sum of two summarised groups of values together."""
+    total = count_a + count_b
+    if total == 0:
+        return 0.0, 0.0
+    delta = mean_b - mean_a
+    return mean_a + delta * count_b / total, m2_a + m2_b + delta**2 * count_a * count_b / total
 
 
 def _safe(scale: float) -> float:

@@ -19,6 +19,7 @@ from recstack.atomic import write_json_atomic
 from recstack.data.batch import Batch, PADDING_INDEX
 from recstack.data.columns import pad_recent, split_pairs, split_values
 from recstack.data.feature_map import FeatureMap, TableInfo, table_name
+from recstack.data.incremental import NumericUpdate, check_growable, check_numeric_stats, grow_from
 from recstack.data.numeric import NumericNormalizer, NumericStats
 from recstack.data.screening import Screened, check_columns, check_targets, screen, sequence_values, vector_matrix
 from recstack.data.sources import Chunk, DataSource
@@ -59,6 +60,8 @@ class Preprocessor:
         self.lookups: dict[str, Vocabulary | HashBuckets] = {}
         self.normalizers: dict[str, NumericNormalizer] = {}
         self.table_dims: dict[str, int] = {}
+        # moments of every numeric feature's training values (incremental refits merge them)
+        self.numeric_stats: dict[str, NumericStats] = {}
         # Counters of this process (DataLoader workers keep their own); compare two readings.
         self.skipped_rows = 0  # rows dropped by skip_bad_rows and by on_invalid: skip_row
         self.invalid_values: dict[str, int] = {}  # per feature: NaN/inf values filled or rows dropped
@@ -70,8 +73,20 @@ class Preprocessor:
     def is_fitted(self) -> bool:
         return bool(self.lookups or self.normalizers) or not self.schema.embedded()
 
-    def fit(self, source: DataSource | Iterable[Chunk]) -> "Preprocessor":
+    def fit(
+        self,
+        source: DataSource | Iterable[Chunk],
+        *,
+        parent: "Preprocessor | None" = None,
+        numeric: NumericUpdate = NumericUpdate.KEEP,
+    ) -> "Preprocessor":
         """One streaming pass: counts vocabularies and numeric statistics; memory is bounded.
+
+        With ``parent`` (a preprocessor fitted earlier, incremental training), the result is
+        ``parent`` grown by this data: every known value keeps its row, new values above
+        ``min_count`` get rows appended, numeric normalisers are kept or updated by ``numeric``
+        (see ``data/incremental.py``); a schema change that cannot be grown is a ConfigError
+        naming the feature, raised before any data is read.
 
         Rows are checked as in ``transform`` (NaN/inf numbers by each numeric feature's
         ``on_invalid``, labels by each target's kind), so bad data fails here, before
@@ -80,6 +95,9 @@ class Preprocessor:
         ``on_invalid: skip_row``). Lists longer than ``maxlen`` are counted, and warned about
         once per feature.
         """
+        if parent is not None:
+            check_growable(parent.schema, self.schema)
+            check_numeric_stats(parent, numeric)
         counters: dict[str, VocabularyCounter] = {}
         stats: dict[str, NumericStats] = {}
         truncated: dict[str, int] = {}
@@ -134,10 +152,13 @@ class Preprocessor:
                 self.table_dims[name] = spec.dim
         for feature in self.schema.features:
             if isinstance(feature, NumericFeature):
-                self.normalizers[feature.name] = NumericNormalizer.fit(feature, stats.get(feature.name, NumericStats()))
+                self.numeric_stats[feature.name] = stats.get(feature.name, NumericStats(sample=False))
+                self.normalizers[feature.name] = NumericNormalizer.fit(feature, self.numeric_stats[feature.name])
                 if feature.transform is NumericTransform.BUCKETIZE:
                     self.table_dims[feature.name] = feature.dim
         self._warn_truncated(truncated, f"of the {rows_read} rows fitted on")
+        if parent is not None:
+            grow_from(self, parent, numeric)
         return self
 
     def warn_truncated(self) -> None:
@@ -323,6 +344,7 @@ class Preprocessor:
             "vocabularies": {n: v.to_dict() for n, v in self.lookups.items() if isinstance(v, Vocabulary)},
             "hash_buckets": {n: v.buckets for n, v in self.lookups.items() if isinstance(v, HashBuckets)},
             "normalizers": {n: v.to_dict() for n, v in self.normalizers.items()},
+            "numeric_stats": {n: v.to_dict() for n, v in self.numeric_stats.items()},
             "table_dims": self.table_dims,
         }
 
@@ -335,6 +357,7 @@ class Preprocessor:
         pre.lookups.update({n: HashBuckets(int(b)) for n, b in data["hash_buckets"].items()})
         pre.normalizers = {n: NumericNormalizer.from_dict(v) for n, v in data["normalizers"].items()}
         pre.table_dims = {n: int(d) for n, d in data["table_dims"].items()}
+        pre.numeric_stats = {n: NumericStats.from_dict(v) for n, v in data.get("numeric_stats", {}).items()}
         return pre
 
     def save(self, path: str | Path) -> None:

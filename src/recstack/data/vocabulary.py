@@ -189,6 +189,34 @@ class Vocabulary:
         order = np.argsort(hashes, kind="stable")
         return hashes[order], np.arange(FIRST_VALUE_INDEX, self.num_rows, dtype=np.int64)[order]
 
+    def grown(self, candidates: Sequence[Any], *, max_size: int | None = None) -> "Vocabulary":
+        """This vocabulary with the ``candidates`` it lacks appended, in their order: every
+        known value keeps its row (incremental training), new values get rows ``num_rows..``.
+
+        Args:
+            candidates: values in priority order (most frequent first), ints or strings; a
+                value already known (``42`` and ``"42"`` are one value) is skipped.
+            max_size: cap on the grown vocabulary's size; known values are never dropped, so
+                a vocabulary already this large gains nothing.
+
+        Example:
+            >>> Vocabulary(keys=[7, 3]).grown([3, 9, 5], max_size=3).keys
+            [7, 3, 9]
+        """
+        room = None if max_size is None else max(0, max_size - len(self.keys))
+        if len(candidates) == 0 or room == 0:
+            return Vocabulary(keys=list(self.keys), unknown_index=self.unknown_index)
+        offered = pa.array(list(candidates))
+        integer = (self.is_integer or not self.keys) and pa.types.is_integer(offered.type)
+        known = pa.array(self.keys, type=pa.int64() if integer else None)
+        if integer:
+            keys, offered = list(self.keys), offered.cast(pa.int64())
+        else:  # one key type per vocabulary: ints become their decimal text, as lookups match them
+            known, offered = known.cast(pa.string()), offered.cast(pa.string())
+            keys = known.to_pylist()
+        fresh = pc.unique(offered.filter(pc.invert(pc.is_in(offered, value_set=known)))).to_pylist()
+        return Vocabulary(keys=keys + (fresh if room is None else fresh[:room]), unknown_index=self.unknown_index)
+
     def to_dict(self) -> dict[str, Any]:
         return {"keys": self.keys, "unknown_index": self.unknown_index}
 
