@@ -8,6 +8,7 @@ Importing this package registers every model, so configs can name them::
 
 # Importing each model module registers it.
 from recstack.models.bst import BST
+from recstack.models.bst import BST
 from recstack.models.dcn import DCN
 from recstack.models.dcn_v2 import DCNv2, Structure
 from recstack.models.deep_crossing import DeepCrossing
@@ -27,6 +28,7 @@ from recstack.models.dssm import TwoTower
 from recstack.models.youtube_dnn import YoutubeDNN
 
 __all__ = [
+    "BST",
     "BST",
     "DCN",
     "DIN",
