@@ -10,6 +10,7 @@ and OS errors such as a missing file) print one ``error: ...`` line and exit wit
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ def _train_summary(metrics: Mapping[str, Any], run_folder: Path) -> str:
         f"best_epoch {metrics['best_epoch']}, epochs_run {metrics['epochs_run']}, "
         f"stopped_early {str(metrics['stopped_early']).lower()}, train {metrics['train_seconds']:.1f} s"
     )
-    lines.append(f"run folder: {run_folder}")
+    lines.append(f"run folder: {os.path.normpath(run_folder)}")  # examples/x/../../runs/y -> runs/y
     return "\n".join(lines)
 
 
