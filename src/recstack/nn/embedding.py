@@ -113,6 +113,7 @@ class EmbeddingCollection(nn.Module):
         super().__init__()
         selected = feature_map.select(list(features) if features is not None else None)
         self._features: dict[str, Feature] = {f.name: f for f in selected}
+        self.width_override = dim  # None: the feature map's dims (pretrained tables hold their files' rows)
         self._table_of: dict[str, str] = {f.name: table_name(f) for f in selected if is_embedded(f)}
         self._module_keys: dict[str, str] = {}
         self.tables = nn.ModuleDict()
