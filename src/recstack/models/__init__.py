@@ -8,35 +8,26 @@ Importing this package registers every model, so configs can name them::
 
 # Importing each model module registers it.
 from recstack.models.bst import BST
-from recstack.models.bst import BST
 from recstack.models.dcn import DCN
 from recstack.models.dcn_v2 import DCNv2, Structure
 from recstack.models.deep_crossing import DeepCrossing
 from recstack.models.deepfm import DeepFM
 from recstack.models.din import DIN, Behaviour
 from recstack.models.embedding_mlp import EmbeddingMLP
-from recstack.models.esmm import ESMM
 from recstack.models.fm import FM
 from recstack.models.lr import LR
-from recstack.models.mmoe import MMoE
 from recstack.models.params import ModelParams, ParamError
-from recstack.models.ple import PLE
 from recstack.models.registry import build_model, model_class, model_names, register_model
-from recstack.models.shared_bottom import SharedBottom
 from recstack.models.wide_deep import WideDeep
 from recstack.models.dssm import TwoTower
 from recstack.models.youtube_dnn import YoutubeDNN
 
 __all__ = [
     "BST",
-    "BST",
     "DCN",
     "DIN",
-    "ESMM",
     "FM",
     "LR",
-    "MMoE",
-    "PLE",
     "Behaviour",
     "DCNv2",
     "DeepCrossing",
@@ -44,7 +35,6 @@ __all__ = [
     "EmbeddingMLP",
     "ModelParams",
     "ParamError",
-    "SharedBottom",
     "Structure",
     "TwoTower",
     "WideDeep",
