@@ -209,7 +209,7 @@ def _data(args: argparse.Namespace) -> Outcome:
     return Outcome(report, {"report": report})
 
 
-_DATASETS = ["movielens-ctr", "movielens-retrieval", "synthetic-ctr", "synthetic-criteo", "synthetic-retrieval"]
+_DATASETS = ["movielens-ctr", "movielens-retrieval", "movielens-sequences", "synthetic-ctr", "synthetic-criteo", "synthetic-retrieval", "synthetic-sequences"]
 
 
 def _datasets_arguments(parser: argparse.ArgumentParser) -> None:
@@ -218,6 +218,8 @@ def _datasets_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default=None, help="ml-100k folder or zip (default: cached registry copy)")
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-len", type=int, default=50, help="sequences: the longest input kept (the most recent N items)")
+    parser.add_argument("--partitions", type=int, default=1, help="sequences: split the events in N user-hash partitions (bounded memory)")
 
 
 def _datasets(args: argparse.Namespace) -> Outcome:
@@ -228,6 +230,10 @@ def _datasets(args: argparse.Namespace) -> Outcome:
         stats = datasets.build_ctr(out, args.source)
     elif args.name == "movielens-retrieval":
         stats = datasets.build_retrieval(out, args.source)
+    elif args.name == "movielens-sequences":
+        stats = datasets.build_sequences(out, args.source, max_len=args.max_len, partitions=args.partitions)
+    elif args.name == "synthetic-sequences":
+        stats = datasets.generate_sequences(out, num_users=max(10, args.rows // 20), num_items=max(50, args.rows // 40), length=20, seed=args.seed, max_len=args.max_len)
     elif args.name == "synthetic-ctr":
         from recstack.workflows.datasets import write_synthetic_ctr_splits
 

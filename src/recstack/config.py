@@ -185,6 +185,9 @@ _DATASET_FILES = {
     "synthetic_ctr": ("train.parquet", "valid.parquet", "test.parquet", None, None),
     "movielens_retrieval": ("train.parquet", "valid.parquet", "test.parquet", "items.parquet", "seen.parquet"),
     "synthetic_retrieval": ("train.parquet", "valid.parquet", "test.parquet", "items.parquet", "seen.parquet"),
+    # sequences: the evaluation excludes each row's input items (hist_item_ids); data.seen adds all training items
+    "movielens_sequences": ("train.parquet", "valid.parquet", "test.parquet", "items.parquet", None),
+    "synthetic_sequences": ("train.parquet", "valid.parquet", "test.parquet", "items.parquet", None),
 }
 
 

@@ -26,6 +26,10 @@ def ensure_dataset(data: DataConfig) -> None:
         datasets.build_ctr(folder)
     elif data.dataset == "movielens_retrieval":
         datasets.build_retrieval(folder)
+    elif data.dataset == "movielens_sequences":
+        datasets.build_sequences(folder)
+    elif data.dataset == "synthetic_sequences":
+        datasets.generate_sequences(folder, num_users=1000, num_items=500, length=20, seed=0)
     elif data.dataset == "synthetic_ctr":
         write_synthetic_ctr_splits(folder, rows=(40_000, 10_000, 10_000), seed=0)
     elif data.dataset == "synthetic_retrieval":
