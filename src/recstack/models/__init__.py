@@ -12,6 +12,7 @@ from recstack.models.dcn import DCN
 from recstack.models.dcn_v2 import DCNv2, Structure
 from recstack.models.deep_crossing import DeepCrossing
 from recstack.models.deepfm import DeepFM
+from recstack.models.dien import DIEN
 from recstack.models.din import DIN, Behaviour
 from recstack.models.embedding_mlp import EmbeddingMLP
 from recstack.models.fm import FM
@@ -24,6 +25,7 @@ from recstack.models.youtube_dnn import YoutubeDNN
 
 __all__ = [
     "BST",
+    "DIEN",
     "DCN",
     "DIN",
     "FM",

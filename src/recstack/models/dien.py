@@ -1,0 +1,163 @@
+"""Deep Interest Evolution Network (Zhou et al., 2019): a GRU interest extractor trained with an
+auxiliary next-behaviour loss, and an attention-gated GRU (AUGRU) for interest evolution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from recstack.data.batch import PADDING_INDEX, Batch
+from recstack.data.feature_map import FeatureMap
+from recstack.models.din import Behaviour, _check_behaviour, _grouped
+from recstack.models.params import DeepParams, require, require_dims, select_features
+from recstack.models.registry import register_model
+from recstack.nn.embedding import build_sparse_inputs
+from recstack.nn.mlp import MLP, Activation
+from recstack.nn.sequence import AUGRU, GRUEncoder
+
+
+@register_model("dien")
+class DIEN(nn.Module):
+    """Embedding -> interest extractor (GRU) -> interest evolution (AUGRU) -> concat -> MLP -> logit.
+
+    For each group of behaviours (their embeddings concatenated per position, as DIN), a GRU
+    reads the history and gives one interest state h_t per position. In training, an auxiliary
+    loss (eq. 3) supervises each h_t with the next behaviour: an MLP on ``[h_t, e_{t+1}]``
+    scores the real next behaviour as positive and an item drawn uniformly from the table
+    (padding excluded) as negative, binary cross-entropy, averaged over the pairs whose t + 1 is
+    a real position, weighted by ``aux_loss_weight``. A sampled item's other features (its
+    genre) are unknown, so the pairs are compared on the group's first history feature (the
+    item id) only. The attention a_t = softmax_t(h_t W e_target) over real positions (eq. 5)
+    drives the AUGRU, whose update gate is scaled by a_t (eq. 6-7); its state after the last
+    real position is the user's interest in the target. The interests are concatenated with
+    every other feature (the candidates included) and scored by an MLP and a Linear.
+
+    The auxiliary loss is computed in ``forward`` while training and handed to the task by
+    :meth:`regularization` (the task adds it to its loss); in evaluation there is none.
+
+    Example (``tests/models`` runs it)::
+
+        model = build_model("dien", feature_map, {"behaviours": [
+            {"candidate": "item_id", "history": "hist_item_ids"},
+            {"candidate": "genre", "history": "hist_genres"}]})
+        logits = model(batch)  # (B,)
+        loss = task_loss + model.regularization(batch)  # aux_loss_weight * auxiliary loss
+    """
+
+    @dataclass(frozen=True, kw_only=True)
+    class Params(DeepParams):
+        behaviours: tuple[Behaviour, ...] = ()
+        gru_hidden_dim: int | None = None  # None: the group's width (the sum of its embedding dims)
+        aux_loss_weight: float = 1.0  # the paper's alpha; 0 turns the auxiliary loss off
+        aux_hidden_dims: tuple[int, ...] = (100, 50)  # the auxiliary net of the paper's code
+        hidden_dims: tuple[int, ...] = (200, 80)
+        activation: Activation = Activation.DICE
+
+        def validate(self) -> None:
+            super().validate()
+            require(len(self.behaviours) > 0, "behaviours", "DIEN needs at least one {candidate, history} pair")
+            histories = [b.history for b in self.behaviours]
+            repeated = sorted({h for h in histories if histories.count(h) > 1})
+            require(not repeated, "behaviours", f"history feature(s) {repeated} appear in two pairs")
+            require(
+                self.gru_hidden_dim is None or self.gru_hidden_dim >= 1,
+                "gru_hidden_dim",
+                f"must be >= 1, got {self.gru_hidden_dim}",
+            )
+            require(self.aux_loss_weight >= 0, "aux_loss_weight", f"must be >= 0, got {self.aux_loss_weight}")
+            require_dims("aux_hidden_dims", self.aux_hidden_dims)
+
+    def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
+        super().__init__()
+        self.params = p = params or self.Params()
+        schema = feature_map.schema
+        for index, behaviour in enumerate(p.behaviours):
+            _check_behaviour(schema, behaviour, key=f"behaviours[{index}]")
+        self.groups = _grouped(schema, p.behaviours)
+        histories = [b.history for b in p.behaviours]
+        candidates = [b.candidate for b in p.behaviours]
+        self.other_inputs = select_features(feature_map, p.features, exclude=histories).all
+        served = list(dict.fromkeys([*self.other_inputs, *candidates, *histories]))
+        self.embeddings = build_sparse_inputs(feature_map, features=served, sparse=p.sparse_embeddings)
+        group_dims = [self.embeddings.output_dim([b.candidate for b in group]) for group in self.groups]
+        hidden_dims = [p.gru_hidden_dim or dim for dim in group_dims]
+        self.extractors = nn.ModuleList(GRUEncoder(dim, hidden) for dim, hidden in zip(group_dims, hidden_dims))
+        self.attention_weights = nn.ParameterList(
+            nn.Parameter(nn.init.xavier_uniform_(torch.empty(hidden, dim))) for dim, hidden in zip(group_dims, hidden_dims)
+        )  # W of a_t = softmax(h_t W e_target), (H, D_g) each
+        self.evolutions = nn.ModuleList(AUGRU(hidden, hidden) for hidden in hidden_dims)
+        # the sampled negatives' table size, and the auxiliary net over [h_t, e_{t+1}] of the lead feature
+        leads = [group[0].history for group in self.groups]
+        self.negative_rows = [feature_map.table_of(schema[lead]).num_rows for lead in leads]
+        self.auxiliary_nets = nn.ModuleList(
+            MLP(in_dim=hidden + self.embeddings.dim(lead), hidden_dims=p.aux_hidden_dims, activation=Activation.RELU, head_dim=1)
+            for hidden, lead in zip(hidden_dims, leads)
+        )
+        self.mlp = p.mlp(self.embeddings.output_dim(self.other_inputs) + sum(hidden_dims), head_dim=1)
+        self._aux_loss: torch.Tensor | None = None  # set by a training forward, read by regularization
+
+    def interests(self, batch: Batch) -> list[torch.Tensor]:
+        """The user's evolved interest in the candidate, one ``(B, H_g)`` per behaviour group;
+        in training (and with ``aux_loss_weight > 0``) also records the auxiliary loss."""
+        interests, aux_losses = [], []
+        parts = zip(self.groups, self.extractors, self.attention_weights, self.evolutions)
+        for index, (group, extractor, weight, evolution) in enumerate(parts):
+            target = torch.cat([self.embeddings.pooled(batch, b.candidate) for b in group], dim=-1)  # (B, D_g)
+            history = torch.cat([self.embeddings.sequence(batch, b.history) for b in group], dim=-1)  # (B, L, D_g)
+            mask = batch.mask(group[0].history)  # (B, L)
+            for behaviour in group[1:]:
+                mask = mask | batch.mask(behaviour.history)
+            states = extractor(history, mask)  # (B, L, H) interest extractor, zero at padding
+            if self.training and self.params.aux_loss_weight > 0:
+                lead_dim = self.embeddings.dim(group[0].history)
+                aux_losses.append(self.auxiliary_loss(index, states, history[..., :lead_dim], mask))
+            scores = (states @ (weight @ target.unsqueeze(-1))).squeeze(-1)  # (B, L) h_t W e_target
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # finite: no NaN on empty rows
+            attention = torch.softmax(scores, dim=-1) * mask.to(scores.dtype)  # (B, L)
+            interests.append(evolution(states, attention, mask))  # (B, H) interest evolution
+        self._aux_loss = torch.stack(aux_losses).sum() if aux_losses else None
+        return interests
+
+    def auxiliary_loss(self, index: int, states: torch.Tensor, behaviours: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Eq. 3 for group ``index``: ``-mean[log s(h_t, e_{t+1}) + log(1 - s(h_t, e^-_{t+1}))]``.
+
+        Args:
+            states: (B, L, H) extractor states.
+            behaviours: (B, L, D) the lead feature's embeddings of the behaviours.
+            mask: (B, L) bool, True at real behaviours.
+
+        Returns:
+            A scalar, averaged over the pairs (b, t) whose t + 1 is real (0 when there are none).
+        """
+        pairs = mask[:, 1:] & mask[:, :-1]  # (B, L - 1): h_t has a real next behaviour
+        hidden = states[:, :-1][pairs]  # (N, H)
+        positive = behaviours[:, 1:][pairs]  # (N, D), e_{t+1}
+        if hidden.shape[0] == 0:
+            return states.sum() * 0.0  # keeps the graph (and DDP's parameter set) intact
+        lead = self.groups[index][0].history
+        # uniform over the table's rows, padding excluded
+        sampled = torch.randint(PADDING_INDEX + 1, self.negative_rows[index], (1, hidden.shape[0]), device=states.device)
+        negative = self.embeddings.sequence(Batch(sequences={lead: sampled}), lead).squeeze(0)  # (N, D)
+        net = self.auxiliary_nets[index]
+        positive_logits = net(torch.cat([hidden, positive], dim=-1)).squeeze(-1)  # (N,)
+        negative_logits = net(torch.cat([hidden, negative], dim=-1)).squeeze(-1)  # (N,)
+        return F.binary_cross_entropy_with_logits(
+            positive_logits, torch.ones_like(positive_logits)
+        ) + F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits))
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Returns logits (B,)."""
+        others = self.embeddings.concat(batch, self.other_inputs)  # (B, N)
+        combined = torch.cat([others, *self.interests(batch)], dim=-1)  # (B, N + sum H_g)
+        return self.mlp(combined).squeeze(-1)  # (B,)
+
+    def regularization(self, batch: Batch) -> torch.Tensor:
+        """``aux_loss_weight`` times the auxiliary loss of the last training ``forward`` (on
+        ``batch``), a scalar; 0 in evaluation. Add it to the task loss (the binary task does)."""
+        aux_loss, self._aux_loss = self._aux_loss, None  # used once
+        if aux_loss is None or not self.training:
+            return torch.zeros((), device=self.mlp.head.weight.device)
+        return self.params.aux_loss_weight * aux_loss
