@@ -103,6 +103,10 @@ def _train_summary(metrics: Mapping[str, Any], run_folder: Path) -> str:
         f"best_epoch {metrics['best_epoch']}, epochs_run {metrics['epochs_run']}, "
         f"stopped_early {str(metrics['stopped_early']).lower()}, train {metrics['train_seconds']:.1f} s"
     )
+    if "incremental" in metrics:
+        from recstack.workflows.incremental import growth_summary
+
+        lines.append(growth_summary(metrics["incremental"]))
     lines.append(f"run folder: {os.path.normpath(run_folder)}")  # examples/x/../../runs/y -> runs/y
     return "\n".join(lines)
 
@@ -117,6 +121,12 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name (default: refuse)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted), e.g. trainer.epochs=3")
     parser.add_argument("--nproc", type=int, default=0, help="train with N processes (torchrun + DDP)")
+    parser.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="incremental training: continue the run folder RUN on this config's data, its vocabularies and "
+        "embedding tables grown by the new ids (docs/incremental.md; the config's incremental: section sets the rest)",
+    )
 
 
 def _train(args: argparse.Namespace) -> Outcome | None:
@@ -132,7 +142,7 @@ def _train(args: argparse.Namespace) -> Outcome | None:
         return None
     from recstack.workflows.train import train_run
 
-    metrics = train_run(config, resume=args.resume, overwrite=args.overwrite)
+    metrics = train_run(config, resume=args.resume, overwrite=args.overwrite, init_from=args.init_from)
     return Outcome(_train_summary(metrics, config.output), metrics)
 
 
@@ -209,7 +219,7 @@ def _data(args: argparse.Namespace) -> Outcome:
     return Outcome(report, {"report": report})
 
 
-_DATASETS = ["movielens-ctr", "movielens-retrieval", "movielens-sequences", "synthetic-ctr", "synthetic-criteo", "synthetic-retrieval", "synthetic-sequences"]
+_DATASETS = ["movielens-ctr", "movielens-retrieval", "movielens-multitask", "movielens-sequences", "synthetic-ctr", "synthetic-criteo", "synthetic-multitask", "synthetic-retrieval", "synthetic-sequences"]
 
 
 def _datasets_arguments(parser: argparse.ArgumentParser) -> None:
@@ -230,6 +240,10 @@ def _datasets(args: argparse.Namespace) -> Outcome:
         stats = datasets.build_ctr(out, args.source)
     elif args.name == "movielens-retrieval":
         stats = datasets.build_retrieval(out, args.source)
+    elif args.name == "movielens-multitask":
+        stats = datasets.build_multitask(out, args.source, seed=args.seed)
+    elif args.name == "synthetic-multitask":
+        stats = datasets.generate_multitask(out, rows=(args.rows, args.rows // 4, args.rows // 4), seed=args.seed)
     elif args.name == "movielens-sequences":
         stats = datasets.build_sequences(out, args.source, max_len=args.max_len, partitions=args.partitions)
     elif args.name == "synthetic-sequences":

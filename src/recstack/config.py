@@ -20,8 +20,9 @@ from recstack.errors import ConfigError
 from recstack.schema import Schema, Side
 from recstack.tasks.registry import TaskSpec, TaskType, parse_task_section
 
-# `tune:` is the search space of `recstack tune` (recstack.tuning.space); training ignores it
-_TOP_LEVEL_KEYS = {"name", "data", "schema", "task", "model", "loader", "trainer", "evaluation", "output", "threads", "seed", "tune"}
+# `tune:` is the search space of `recstack tune` (recstack.tuning.space); training ignores it;
+# `incremental:` is read by recstack.training.warm_start.IncrementalConfig (train --init-from)
+_TOP_LEVEL_KEYS = {"name", "data", "schema", "task", "model", "loader", "trainer", "evaluation", "output", "threads", "seed", "tune", "incremental"}
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class DataConfig:
     train: DataSource
     valid: DataSource | None = None
     test: DataSource | None = None
-    dataset: str | None = None  # movielens_ctr | movielens_retrieval | synthetic_ctr | synthetic_retrieval
+    dataset: str | None = None  # movielens_ctr | movielens_retrieval | movielens_multitask | synthetic_ctr | synthetic_retrieval | synthetic_multitask
     dataset_dir: str | None = None
     catalog: DataSource | None = None  # item catalogue (retrieval): one row per item
     seen: DataSource | None = None  # items each user saw in training (retrieval exclusion)
@@ -183,6 +184,8 @@ def _schema(spec: Any, base_dir: Path) -> Schema:
 _DATASET_FILES = {
     "movielens_ctr": ("train.parquet", "valid.parquet", "test.parquet", None, None),
     "synthetic_ctr": ("train.parquet", "valid.parquet", "test.parquet", None, None),
+    "movielens_multitask": ("train.parquet", "valid.parquet", "test.parquet", None, None),
+    "synthetic_multitask": ("train.parquet", "valid.parquet", "test.parquet", None, None),
     "movielens_retrieval": ("train.parquet", "valid.parquet", "test.parquet", "items.parquet", "seen.parquet"),
     "synthetic_retrieval": ("train.parquet", "valid.parquet", "test.parquet", "items.parquet", "seen.parquet"),
     # sequences: the evaluation excludes each row's input items (hist_item_ids); data.seen adds all training items

@@ -6,7 +6,8 @@ Layout::
       manifest.json        what is here, with versions
       config.yaml          the resolved run config
       preprocessor.json    the fitted preprocessor (schema, vocabularies, normalisers)
-      model.json           model name + params + task, to rebuild the module
+      model.json           model name + params + task, to rebuild the module (+ parent_run: the
+                           run an incremental run grew from)
       model.pt             the best weights (a state_dict of tensors; loaded with weights_only=True)
       metrics.json         {"valid": {...}, "test": {...}, "train_seconds": ..., ...}
       learning_curve.png   training loss and validation metric per epoch
@@ -115,12 +116,24 @@ def save_config(paths: RunPaths, raw_config: Mapping[str, Any]) -> None:
         tmp.write_text(yaml.safe_dump(_plain(raw_config), sort_keys=False), encoding="utf-8")
 
 
-def save_model(paths: RunPaths, model: nn.Module, *, name: str, params: Mapping[str, Any], task: Mapping[str, Any]) -> None:
-    """Weights (a state_dict of CPU tensors) and the spec that rebuilds the module."""
+def save_model(
+    paths: RunPaths,
+    model: nn.Module,
+    *,
+    name: str,
+    params: Mapping[str, Any],
+    task: Mapping[str, Any],
+    parent_run: str | None = None,
+) -> None:
+    """Weights (a state_dict of CPU tensors) and the spec that rebuilds the module;
+    ``parent_run``: the run an incremental run grew from (recorded as ``"parent_run"``)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(paths.weights) as tmp:
         torch.save(state, tmp)
-    write_json_atomic(paths.model_spec, {"name": name, "params": _plain(params), "task": _plain(task)})
+    spec = {"name": name, "params": _plain(params), "task": _plain(task)}
+    if parent_run is not None:
+        spec["parent_run"] = parent_run
+    write_json_atomic(paths.model_spec, spec)
 
 
 def save_manifest(paths: RunPaths, extra: Mapping[str, Any] | None = None) -> None:

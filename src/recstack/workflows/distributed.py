@@ -72,6 +72,8 @@ def launch(args: argparse.Namespace) -> int:
         argv += ["--set", pair]
     if args.resume:
         argv.append("--resume")
+    if getattr(args, "init_from", None):
+        argv += ["--init-from", str(args.init_from)]
     if getattr(args, "overwrite", False):
         argv.append("--overwrite")
     # torchrun would set 1 with a warning; train_run sets config.threads per process anyway

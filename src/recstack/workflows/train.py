@@ -15,19 +15,23 @@ from recstack.config import RunConfig, TaskType
 from recstack.data.batch import Batch
 from recstack.data.loader import BatchStream, LoaderConfig, make_loader
 from recstack.data.bad_rows import skipped_rows
+from recstack.data.incremental import check_growable, check_numeric_stats
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
 from recstack.export.run_folder import RunPaths, load_preprocessor, save_config, save_manifest, save_model
 from recstack.export.staged_run import StagedRun
 from recstack.atomic import write_json_atomic
+from recstack.errors import ConfigError
 from recstack.models import build_model
 from recstack.models.registry import check_model_config
 from recstack.parallel import rank as process_rank
 from recstack.tasks.base import Task
 from recstack.training import MetricHistory, TensorBoardLogger, Trainer, TrainerCallback, TrainerConfig
 from recstack.training.rng import seed_everything
+from recstack.training.warm_start import IncrementalConfig, OptimizerState
 from recstack.workflows.datasets import ensure_dataset
 from recstack.workflows.distributed import DistributedTraining, init_from_env, sum_over_ranks
+from recstack.workflows.incremental import ParentRun, carried_optimizers, incremental_config, load_parent, warm_start
 from recstack.workflows.tasks import build_task, make_evaluator, saved_task_spec
 
 
@@ -38,8 +42,13 @@ def train_run(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
     callbacks: Sequence[TrainerCallback] = (),
+    init_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Trains the configured model and writes the run folder; returns metrics.json's content.
+
+    ``init_from`` (or the config's ``incremental.init_from``) names a parent run to continue on
+    this config's data (incremental training, docs/incremental.md): its preprocessor refitted
+    with vocabulary growth, its weights loaded with the embedding tables grown.
 
     The run is written into ``runs/.NAME.partial/`` and moved to ``config.output`` only when it is
     complete (:class:`~recstack.export.staged_run.StagedRun`): a failed run leaves an existing
@@ -49,7 +58,9 @@ def train_run(
     Raises:
         RunFolderError: the run folder exists (without ``overwrite``), an interrupted run is in
             the way, there is nothing to resume, or another process trains the same folder.
-        ConfigError: unknown model or model parameter (before any data is read).
+        ConfigError: unknown model or model parameter, or a parent run this config cannot grow
+            (another model; a feature added, removed or of another kind or width: named), before
+            any data is read.
     """
     torch.set_num_threads(config.threads)
     trainer_config = TrainerConfig.from_dict({"seed": config.seed, **config.trainer})
@@ -57,6 +68,8 @@ def train_run(
     if trainer_config.sparse_embeddings:
         model_params.setdefault("sparse_embeddings", True)
     check_model_config(config.model.name, model_params)
+    incremental = incremental_config(config, init_from)
+    parent = None if incremental.init_from is None else _parent_run(config, incremental)
     staged = StagedRun(config.output)
     mode = staged.plan(resume=resume, overwrite=overwrite)  # every rank checks before anyone writes
     context = init_from_env(trainer_config.device)  # None unless launched by torchrun (WORLD_SIZE > 1)
@@ -70,11 +83,14 @@ def train_run(
             ensure_dataset(config.data)
             _check_columns(config)
             paths = staged.prepare(mode)
-            save_config(paths, _resolved(config))
+            save_config(paths, _resolved(config) | ({"incremental": incremental.to_dict()} if parent is not None else {}))
         if context is not None:
             torch.distributed.barrier()  # the partial folder exists before any rank reads it
         try:
-            metrics = _train(config, trainer_config, model_params, staged.paths, context, rank, resume=resume, log=log, callbacks=callbacks)
+            metrics = _train(
+                config, trainer_config, model_params, staged.paths, context, rank,
+                resume=resume, log=log, callbacks=callbacks, parent=parent, incremental=incremental,
+            )  # fmt: skip
         except BaseException:
             if rank == 0:
                 staged.discard_unless_resumable()
@@ -98,6 +114,8 @@ def _train(
     resume: bool,
     log: Callable[[str], None],
     callbacks: Sequence[TrainerCallback] = (),
+    parent: ParentRun | None = None,
+    incremental: IncrementalConfig = IncrementalConfig(),
 ) -> dict[str, Any]:
     """Fit, train, evaluate and write everything into ``paths`` (the partial run folder)."""
 
@@ -108,7 +126,7 @@ def _train(
     elif rank == 0:
         preprocessor = Preprocessor(config.schema)
         before = skipped_rows(preprocessor, config.data.train)
-        preprocessor.fit(config.data.train)
+        preprocessor.fit(config.data.train, parent=None if parent is None else parent.preprocessor, numeric=incremental.numeric)
         preprocessor.save(paths.preprocessor)
         skipped_train = skipped_rows(preprocessor, config.data.train) - before
         if skipped_train or config.data.train.skip_bad_rows:  # skip_bad_rows, or on_invalid: skip_row
@@ -122,7 +140,9 @@ def _train(
     fit_seconds = time.perf_counter() - started
     feature_map = preprocessor.feature_map()
     seed_everything(trainer_config.seed)  # the initial weights too, not only fit's shuffling: reproducible runs
-    model = build_model(config.model.name, feature_map, model_params)
+    # a grown pretrained table's rows come from the parent's weights and the file (warm_start)
+    model = build_model(config.model.name, feature_map if parent is None else feature_map.without_pretrained_files(), model_params)
+    growth = None if parent is None else warm_start(model, parent, preprocessor, incremental)
     task = build_task(config, model, preprocessor)
     training = None if context is None else DistributedTraining(model=model, task=task, context=context)
 
@@ -139,7 +159,11 @@ def _train(
     # every rank reads the checkpoint on resume; only rank 0 writes it (see Trainer._save)
     trainer = Trainer(trainer_config, callbacks=callbacks, checkpoint_dir=paths.checkpoints)
     train_started = time.perf_counter()
-    state = trainer.fit(model, task if training is None else training.task, train_batches, evaluate, resume=resume)
+    optimizers = None  # the Trainer builds fresh ones
+    if parent is not None and growth is not None and incremental.optimizer_state is OptimizerState.CARRY and not resume:
+        optimizers = trainer.build_optimizers(trainer.place_model(model))
+        growth["optimizer_params_carried"] = carried_optimizers(optimizers, parent, incremental)
+    state = trainer.fit(model, task if training is None else training.task, train_batches, evaluate, resume=resume, optimizers=optimizers)
     train_seconds = time.perf_counter() - train_started
     train_samples = state.samples_seen
     if training is not None:  # all ranks' rows, without the padding steps
@@ -166,12 +190,28 @@ def _train(
     )
     if skipped_train is not None:
         metrics["skipped_bad_rows"] = skipped_train
+    if growth is not None:
+        metrics["incremental"] = growth
     if rank == 0:
-        save_model(paths, model, name=config.model.name, params=model_params, task=saved_task_spec(task, config).to_dict())
+        save_model(
+            paths, model, name=config.model.name, params=model_params, task=saved_task_spec(task, config).to_dict(),
+            parent_run=None if parent is None else str(parent.root),
+        )  # fmt: skip
         write_json_atomic(paths.metrics, metrics)
         history.plot(paths.learning_curve)
         save_manifest(paths, {"model": config.model.name, "task": config.task.type.value})
     return metrics
+
+
+def _parent_run(config: RunConfig, incremental: IncrementalConfig) -> ParentRun:
+    """The parent run, read and checked against ``config`` before any data is read."""
+    assert incremental.init_from is not None
+    if incremental.init_from == Path(config.output).resolve():
+        raise ConfigError(f"incremental.init_from: {incremental.init_from} is this run's own output folder; give the new run another name")
+    parent = load_parent(incremental.init_from, config)
+    check_growable(parent.preprocessor.schema, config.schema)
+    check_numeric_stats(parent.preprocessor, incremental.numeric)
+    return parent
 
 
 def _check_columns(config: RunConfig) -> None:
