@@ -7,6 +7,7 @@ multi-valued field is a string of ``"id:weight"`` pairs joined by ``","``.
 
 from recstack.datasets.movielens import build_ctr, build_retrieval
 from recstack.datasets.movielens_raw import MovieLensRaw, load_raw
+from recstack.datasets.multi_task import build_multitask, generate_multitask
 from recstack.datasets.movielens_sequences import build_sequences
 from recstack.datasets.retrieval_split import RetrievalSplit, leave_last_out
 from recstack.datasets.sequence_split import SequenceSplit, SequenceSplitSpec, split_sequences, write_sequence_split
@@ -22,9 +23,11 @@ __all__ = [
     "SequenceSplit",
     "SequenceSplitSpec",
     "build_ctr",
+    "build_multitask",
     "build_retrieval",
     "build_sequences",
     "generate_criteo_like",
+    "generate_multitask",
     "generate_ctr",
     "generate_retrieval",
     "generate_sequence_events",

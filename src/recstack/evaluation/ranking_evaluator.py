@@ -9,8 +9,30 @@ import torch
 from torch import nn
 
 from recstack.data.batch import Batch
+from recstack.evaluation.multi_task_metrics import multi_task_report
 from recstack.evaluation.ranking_metrics import PredictionCollector, Predictions, ranking_report
 from recstack.tasks.base import Task
+from recstack.tasks.multi_task import MultiTaskTask
+
+
+@torch.no_grad()
+def collect_heads(model: nn.Module, task: Task, batches: Iterable[Batch], *, device: torch.device | str = "cpu") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray | None]:
+    """Every row's labels by target, scores by head (``task.predict_heads``) and group keys."""
+    was_training = model.training
+    model.eval()
+    labels: dict[str, list[np.ndarray]] = {}
+    heads: dict[str, list[np.ndarray]] = {}
+    groups: list[np.ndarray] = []
+    for batch in batches:
+        for name, values in task.predict_heads(model, batch.to(device)).items():
+            heads.setdefault(name, []).append(values.float().cpu().numpy())
+        for name, values in batch.labels.items():
+            labels.setdefault(name, []).append(values.numpy())
+        if batch.group is not None:
+            groups.append(np.asarray(batch.group))
+    model.train(was_training)
+    joined = {name: np.concatenate(parts) for name, parts in labels.items()}
+    return joined, {name: np.concatenate(parts) for name, parts in heads.items()}, (np.concatenate(groups) if groups else None)
 
 
 @torch.no_grad()
@@ -28,6 +50,10 @@ def collect_predictions(model: nn.Module, task: Task, batches: Iterable[Batch], 
 
 
 def evaluate_ranking(model: nn.Module, task: Task, batches: Iterable[Batch], *, device: torch.device | str = "cpu") -> dict[str, float]:
-    """AUC, GAUC (when the batches carry groups), log loss and accuracy over the whole set."""
+    """AUC, GAUC (when the batches carry groups), log loss and accuracy over the whole set; a
+    multi-task task's metrics per target (``click_auc`` ..., ``evaluation.multi_task_metrics``)."""
+    if isinstance(task, MultiTaskTask):
+        labels, heads, groups = collect_heads(model, task, batches, device=device)
+        return multi_task_report(task.targets, labels, heads, groups, task.params.weighted_metric)
     predictions = collect_predictions(model, task, batches, device=device)
     return ranking_report(predictions.labels, predictions.probs, predictions.groups)

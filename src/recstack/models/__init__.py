@@ -15,10 +15,14 @@ from recstack.models.deepfm import DeepFM
 from recstack.models.dien import DIEN
 from recstack.models.din import DIN, Behaviour
 from recstack.models.embedding_mlp import EmbeddingMLP
+from recstack.models.esmm import ESMM
 from recstack.models.fm import FM
 from recstack.models.lr import LR
+from recstack.models.mmoe import MMoE
 from recstack.models.params import ModelParams, ParamError
+from recstack.models.ple import PLE
 from recstack.models.registry import build_model, model_class, model_names, register_model
+from recstack.models.shared_bottom import SharedBottom
 from recstack.models.wide_deep import WideDeep
 from recstack.models.dssm import TwoTower
 from recstack.models.youtube_dnn import YoutubeDNN
@@ -28,8 +32,11 @@ __all__ = [
     "DIEN",
     "DCN",
     "DIN",
+    "ESMM",
     "FM",
     "LR",
+    "MMoE",
+    "PLE",
     "Behaviour",
     "DCNv2",
     "DeepCrossing",
@@ -37,6 +44,7 @@ __all__ = [
     "EmbeddingMLP",
     "ModelParams",
     "ParamError",
+    "SharedBottom",
     "Structure",
     "TwoTower",
     "WideDeep",

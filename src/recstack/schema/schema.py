@@ -323,3 +323,11 @@ def _validate(schema: Schema) -> None:
     for name in names:
         if names.count(name) > 1:
             raise SchemaError(f"target {name!r}: declared twice")
+    for target in schema.targets:  # a condition names a declared binary target that has none itself
+        if target.condition is None:
+            continue
+        if target.condition not in names:
+            raise SchemaError(f"target {target.name!r}: condition {target.condition!r} is not a target (targets: {', '.join(names)})")
+        given = schema.target(target.condition)
+        if given.kind is not LabelKind.BINARY or given.condition is not None:
+            raise SchemaError(f"target {target.name!r}: condition {given.name!r} must be a binary target without a condition of its own")

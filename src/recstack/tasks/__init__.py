@@ -19,6 +19,7 @@ from recstack.tasks.registry import (
 )
 from recstack.tasks.binary import BinaryClassificationTask
 from recstack.tasks.in_batch_softmax import InBatchSoftmaxTask
+from recstack.tasks.multi_task import MultiTaskTask
 from recstack.tasks.negative_sampling import NegativeDistribution, NegativeSamplingTask
 from recstack.tasks.pointwise import PointwiseTask
 
@@ -26,6 +27,7 @@ __all__ = [
     "SCORE_HEAD",
     "BinaryClassificationTask",
     "InBatchSoftmaxTask",
+    "MultiTaskTask",
     "NegativeDistribution",
     "NegativeSamplingTask",
     "PointwiseTask",

@@ -32,6 +32,10 @@ def ensure_dataset(data: DataConfig) -> None:
         datasets.generate_sequences(folder, num_users=1000, num_items=500, length=20, seed=0)
     elif data.dataset == "synthetic_ctr":
         write_synthetic_ctr_splits(folder, rows=(40_000, 10_000, 10_000), seed=0)
+    elif data.dataset == "movielens_multitask":
+        datasets.build_multitask(folder)
+    elif data.dataset == "synthetic_multitask":
+        datasets.generate_multitask(folder)
     elif data.dataset == "synthetic_retrieval":
         datasets.generate_retrieval(folder, num_users=1000, num_items=2000, interactions_per_user=20, seed=0)
 

@@ -9,12 +9,14 @@ from torch import nn
 
 from recstack.config import RunConfig, TaskType
 from recstack.data.bad_rows import skipped_rows
+from recstack.errors import ConfigError
 from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
 from recstack.evaluation.progress import progress_batches
 from recstack.evaluation.ranking_evaluator import evaluate_ranking
 from recstack.tasks import RegisteredTask, Task, TaskSpec, build_task as build_task_from_spec
+from recstack.tasks.multi_task import MultiTaskTask
 from recstack.training.config import TrainerConfig
 
 EVAL_BATCH_SIZE = 4096
@@ -26,10 +28,50 @@ def build_task(config: RunConfig, model: nn.Module, preprocessor: Preprocessor) 
     the training split's item frequencies (:func:`~recstack.workflows.retrieval.build_retrieval_task`).
     Save ``task.spec``: it rebuilds the same task."""
     if config.task.type is TaskType.BINARY:
-        return build_task_from_spec(config.task.spec)
+        task = build_task_from_spec(config.task.spec)
+        if isinstance(task, MultiTaskTask):  # the schema's targets, saved in the spec; the model scores them
+            task = task.with_schema_targets(preprocessor.schema.targets)
+            task.check_model(model)
+        return task
     from recstack.workflows.retrieval import build_retrieval_task
 
     return build_retrieval_task(config, model, preprocessor)
+
+
+def multi_task_model_params(config: RunConfig, params: dict[str, Any]) -> dict[str, Any]:
+    """A multi-task model's params with ``targets`` filled in (unless the config gives them): the
+    task's targets when its config names them, else the schema's."""
+    from recstack.models.multi_task_base import is_multi_task_model
+    from recstack.models.registry import model_class
+
+    if "targets" in params or not is_multi_task_model(model_class(config.model.name)):
+        return params
+    spec_targets = getattr(config.task.spec.params, "targets", ())
+    names = [t.name for t in spec_targets] or [t.name for t in config.schema.targets]
+    return {**params, "targets": names}
+
+
+def check_multi_task_config(config: RunConfig, model_params: dict[str, Any], trainer: TrainerConfig) -> None:
+    """Before any data is read: a multi-task model trains with the ``multi_task`` task and the
+    other way round, and ``trainer.monitor`` names a metric the task reports (ConfigError)."""
+    from recstack.models.multi_task_base import is_multi_task_model
+    from recstack.models.registry import model_class
+
+    multi_model = is_multi_task_model(model_class(config.model.name))
+    multi_task = config.task.name == "multi_task"
+    if multi_model != multi_task:
+        raise ConfigError(
+            f"task.type: model {config.model.name!r} "
+            + ("scores several targets and trains with task: {type: multi_task}" if multi_model else "scores one target; the multi_task task needs a multi-task model (shared_bottom, esmm, mmoe, ple)")
+            + f", got task {config.task.name!r}"
+        )
+    if not multi_task:
+        return
+    task = build_task_from_spec(config.task.spec).with_schema_targets(config.schema.targets)
+    if tuple(model_params.get("targets", ())) != task.target_names:
+        raise ConfigError(f"model.params.targets: {list(model_params.get('targets', ()))} differ from the task's targets {list(task.target_names)}")
+    if trainer.monitor not in task.metric_names():
+        raise ConfigError(f"trainer.monitor: {trainer.monitor!r} is not reported by this multi-task run; one of {task.metric_names()}")
 
 
 def saved_task_spec(task: Task, config: RunConfig) -> TaskSpec:

@@ -32,7 +32,7 @@ from recstack.training.warm_start import IncrementalConfig, OptimizerState
 from recstack.workflows.datasets import ensure_dataset
 from recstack.workflows.distributed import DistributedTraining, init_from_env, sum_over_ranks
 from recstack.workflows.incremental import ParentRun, carried_optimizers, incremental_config, load_parent, warm_start
-from recstack.workflows.tasks import build_task, make_evaluator, saved_task_spec
+from recstack.workflows.tasks import build_task, check_multi_task_config, make_evaluator, multi_task_model_params, saved_task_spec
 
 
 def train_run(
@@ -67,7 +67,9 @@ def train_run(
     model_params = dict(config.model.params)
     if trainer_config.sparse_embeddings:
         model_params.setdefault("sparse_embeddings", True)
+    model_params = multi_task_model_params(config, model_params)  # the schema's targets, for a multi-task model
     check_model_config(config.model.name, model_params)
+    check_multi_task_config(config, model_params, trainer_config)
     incremental = incremental_config(config, init_from)
     parent = None if incremental.init_from is None else _parent_run(config, incremental)
     staged = StagedRun(config.output)

@@ -1,0 +1,103 @@
+"""What every multi-task ranker shares: its targets, its feature part (the bottom's input) and
+one tower per target.
+
+A multi-task ranker's ``forward(batch)`` returns ``{target: logits (B,)}``, one entry per name of
+``params.targets`` (the schema's targets, in order; ``recstack train`` fills them in when the
+config leaves them out). The ``multi_task`` task turns them into losses and per-target scores.
+
+Feature part: every model here reads its features the way the single-task rankers'
+deep part does (``models/embedding_mlp.py``): each embedded feature (sequences pooled with their
+pooling) and each dense feature, concatenated by ``SparseInputs.concat`` into one ``(B, N)``
+vector. The embedding tables are the schema's tables, shared by every task.
+
+Shape legend: B batch, N concatenated input width, H tower width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+from torch import Tensor, nn
+
+from recstack.data.batch import Batch
+from recstack.data.feature_map import FeatureMap
+from recstack.models.params import DeepParams, require, require_dims
+from recstack.models.params import select_features
+from recstack.nn.embedding import build_sparse_inputs
+from recstack.nn.mlp import MLP
+
+__all__ = ["MultiTaskParams", "MultiTaskRanker", "is_multi_task_model"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MultiTaskParams(DeepParams):
+    """Parameters every multi-task ranker has.
+
+    Attributes:
+        targets: the targets the model scores, in order (default: the schema's, filled in by
+            ``recstack train``).
+        tower_dims: each target's tower (an MLP ending in one logit).
+        hidden_dims / activation / batch_norm / dropout: the shared part (its meaning is the
+            model's: the shared bottom, or each expert).
+    """
+
+    targets: tuple[str, ...] = ()
+    tower_dims: tuple[int, ...] = (64,)
+
+    def validate(self) -> None:
+        super().validate()
+        require_dims("tower_dims", self.tower_dims, allow_empty=True)
+        require(len(set(self.targets)) == len(self.targets), "targets", f"a target is named twice: {list(self.targets)}")
+
+    def tower(self, in_dim: int) -> MLP:
+        """One target's tower: ``tower_dims`` then a logit."""
+        return MLP(in_dim=in_dim, hidden_dims=self.tower_dims, activation=self.activation,
+                   batch_norm=self.batch_norm, dropout=self.dropout, head_dim=1)  # fmt: skip
+
+
+class MultiTaskRanker(nn.Module):
+    """Base of the multi-task rankers: the feature part and the towers; a subclass computes each
+    target's tower input in :meth:`tower_inputs`.
+
+    ``entire_space`` (ESMM): the model scores a conditioned target as ``p(target | condition)``
+    and is trained only through ``p(condition) * p(target | condition)`` over every row.
+    """
+
+    entire_space: ClassVar[bool] = False
+    min_targets: ClassVar[int] = 1
+    model_name: ClassVar[str] = "multi-task"
+
+    def __init__(self, *, feature_map: FeatureMap, params: MultiTaskParams) -> None:
+        super().__init__()
+        self.params = params
+        require(len(params.targets) >= self.min_targets, "targets",
+                f"{self.model_name} needs at least {self.min_targets} target(s), got {list(params.targets)} "
+                "(declare them in the schema's targets:)")  # fmt: skip
+        self.targets = tuple(params.targets)
+        self.inputs = select_features(feature_map, params.features).all
+        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=params.sparse_embeddings)
+        self.input_dim = self.embeddings.output_dim(self.inputs)
+
+    def build_towers(self, in_dim: int) -> None:
+        """One tower per target (``towers[target]``), each reading ``in_dim`` values."""
+        self.towers = nn.ModuleDict({name: self.params.tower(in_dim) for name in self.targets})
+
+    def features(self, batch: Batch) -> Tensor:
+        """``(B, N)``: the model's features, embedded, pooled and concatenated."""
+        return self.embeddings.concat(batch, self.inputs)
+
+    def tower_inputs(self, features: Tensor) -> Sequence[Tensor]:  # pragma: no cover - abstract
+        """One ``(B, H)`` per target, in the order of ``targets``."""
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        """``{target: logits (B,)}``."""
+        inputs = self.tower_inputs(self.features(batch))
+        return {name: self.towers[name](x).squeeze(-1) for name, x in zip(self.targets, inputs)}
+
+
+def is_multi_task_model(cls: type) -> bool:
+    """Whether the model class scores several targets (its Params are :class:`MultiTaskParams`)."""
+    params = getattr(cls, "Params", None)
+    return isinstance(params, type) and issubclass(params, MultiTaskParams)

@@ -1,0 +1,298 @@
+"""Several targets at once: a weighted sum of per-target losses over a model's per-target logits.
+
+A multi-task ranker returns ``{target: logits (B,)}`` (``models/multi_task_base.py``). For each
+target the task computes binary cross-entropy (binary) or squared error (regression) and sums
+them with the targets' weights::
+
+    loss = sum_k weight_k * mean_rows(loss_k) (+ the model's own penalty, if Regularized)
+
+A target with a ``condition`` (``like`` given ``click``) is defined only where the condition
+target is 1. Two ways to train it (``conditioned_loss``):
+
+* ``masked``: its loss is averaged over the batch's rows where the condition holds only; the
+  model's logit is ``p(like | click)``.
+* ``entire_space`` (ESMM, Ma et al. 2018, the default for a model with ``entire_space = True``):
+  over every row, binary cross-entropy of ``p(click) * p(like | click)`` against
+  ``click * like``; the conditional logit gets its gradient only through that product.
+
+Either way a label of 1 where the condition is 0 is ignored by the loss (the evaluation counts
+such rows as ``<target>_outside_condition_rows``).
+
+Heads (``predict_heads``): every target's probability (regression: its value) and, for each
+binary conditioned target, ``<condition>_and_<target>`` = ``p(condition) * p(target | condition)``
+(ESMM's pCTCVR).
+
+Shape legend: B batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recstack.data.batch import Batch
+from recstack.errors import ConfigError
+from recstack.models.params import CheckedParams, require
+from recstack.schema.targets import Target
+from recstack.tasks.base import model_regularization
+from recstack.tasks.registry import RegisteredTask, TaskParams, TaskType, register_task
+
+__all__ = ["ConditionedLoss", "MetricWeight", "MultiTaskTask", "TargetParams", "joint_head"]
+
+BINARY, REGRESSION = "binary", "regression"
+WEIGHTED_METRIC = "weighted_metric"  # the key of the declared weighted sum in a run's metrics
+_MAX_LOG_PROB = -1e-7  # log p clamped below 0: log(1 - p) stays finite in float32
+
+
+class ConditionedLoss(str, Enum):
+    """How a target with a condition is trained."""
+
+    MASKED = "masked"  # on the rows where the condition holds
+    ENTIRE_SPACE = "entire_space"  # ESMM: p(condition) * p(target | condition) over every row
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetParams(CheckedParams):
+    """One target as the task sees it (the schema's :class:`~recstack.schema.targets.Target`)."""
+
+    name: str
+    kind: str = BINARY  # binary | regression ("real" is read as regression)
+    weight: float = 1.0
+    condition: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "real":
+            object.__setattr__(self, "kind", REGRESSION)
+        super().__post_init__()
+
+    def validate(self) -> None:
+        require(self.name != "", "name", "must name a target")
+        require(self.kind in (BINARY, REGRESSION), "kind", f"must be 'binary' or 'regression', got {self.kind!r}")
+        require(math.isfinite(self.weight) and self.weight > 0, "weight", f"must be a finite number > 0, got {self.weight}")
+
+    @classmethod
+    def of(cls, target: Target) -> "TargetParams":
+        kind = BINARY if target.kind.value == BINARY else REGRESSION
+        return cls(name=target.name, kind=kind, weight=target.weight, condition=target.condition)
+
+    @property
+    def binary(self) -> bool:
+        return self.kind == BINARY
+
+
+@dataclass(frozen=True, kw_only=True)
+class MetricWeight(CheckedParams):
+    """One term of the weighted metric a run may monitor: ``weight * <metric>``."""
+
+    metric: str
+    weight: float = 1.0
+
+    def validate(self) -> None:
+        require(math.isfinite(self.weight) and self.weight != 0, "weight", f"must be a finite non-zero number, got {self.weight}")
+
+
+def joint_head(target: TargetParams) -> str:
+    """The head of ``p(condition) * p(target | condition)``: ``click_and_like``."""
+    return f"{target.condition}_and_{target.name}"
+
+
+@register_task("multi_task")
+class MultiTaskTask(RegisteredTask):
+    """Weighted per-target losses over a multi-task ranker's ``{target: logits (B,)}``.
+
+    Args:
+        targets: the targets, in order; empty: the schema's (``recstack train`` fills them in,
+            :meth:`with_schema_targets`), so the saved spec rebuilds the task alone.
+        conditioned_loss: ``masked`` or ``entire_space`` for conditioned targets; None: the
+            model's choice (``entire_space`` for ESMM, else ``masked``).
+        weighted_metric: terms ``{metric, weight}`` of a validation metric reported as
+            ``weighted_metric`` (``trainer.monitor: weighted_metric``), e.g. ``click_auc`` 0.5 and
+            ``like_auc`` 0.5.
+
+    Example:
+        >>> class Zero(nn.Module):
+        ...     def forward(self, batch):
+        ...         return {"click": torch.zeros(len(batch)), "like": torch.zeros(len(batch))}
+        >>> task = MultiTaskTask(targets=[TargetParams(name="click"), TargetParams(name="like", weight=0.5, condition="click")])
+        >>> batch = Batch(dense={"x": torch.zeros(4, 1)}, labels={"click": torch.tensor([1.0, 1, 0, 0]), "like": torch.tensor([1.0, 0, 0, 0])})
+        >>> round(task.loss(Zero(), batch).item(), 4)  # ln 2 + 0.5 ln 2 (like: the two clicked rows)
+        1.0397
+        >>> task.heads
+        ('click', 'like', 'click_and_like')
+    """
+
+    family: ClassVar[TaskType] = TaskType.BINARY
+
+    @dataclass(frozen=True, kw_only=True)
+    class Params(TaskParams):
+        """``task: {type: multi_task, conditioned_loss: masked, weighted_metric: [...]}``."""
+
+        targets: tuple[TargetParams, ...] = ()
+        conditioned_loss: ConditionedLoss | None = None
+        weighted_metric: tuple[MetricWeight, ...] = ()
+
+        def validate(self) -> None:
+            names = [t.name for t in self.targets]
+            require(len(set(names)) == len(names), "targets", f"a target is named twice: {names}")
+            by_name = {t.name: t for t in self.targets}
+            for i, target in enumerate(self.targets):
+                if target.condition is None:
+                    continue
+                given = by_name.get(target.condition)
+                require(given is not None, f"targets[{i}].condition", f"{target.condition!r} is not a target (targets: {names})")
+                require(given.binary and given.condition is None, f"targets[{i}].condition",
+                        f"{target.condition!r} must be a binary target without a condition of its own")  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        targets: Sequence[TargetParams] = (),
+        conditioned_loss: ConditionedLoss | str | None = None,
+        weighted_metric: Sequence[MetricWeight] = (),
+    ) -> None:
+        self.params = self.Params(targets=tuple(targets), conditioned_loss=conditioned_loss, weighted_metric=tuple(weighted_metric))
+        self.targets: tuple[TargetParams, ...] = self.params.targets
+
+    @classmethod
+    def from_params(cls, params: "MultiTaskTask.Params") -> "MultiTaskTask":
+        return cls(targets=params.targets, conditioned_loss=params.conditioned_loss, weighted_metric=params.weighted_metric)
+
+    def with_schema_targets(self, schema_targets: Sequence[Target]) -> "MultiTaskTask":
+        """This task with its targets resolved against the schema's: all of them when the config
+        named none, else the named ones, each of which must be a schema target (ConfigError)."""
+        declared = [t.name for t in schema_targets]
+        if not self.targets:
+            targets = tuple(TargetParams.of(t) for t in schema_targets)
+        else:
+            for target in self.targets:
+                if target.name not in declared:
+                    raise ConfigError(f"task.targets: {target.name!r} is not one of the schema's targets ({', '.join(declared)})")
+            targets = self.targets
+        if not targets:
+            raise ConfigError("task: multi_task needs targets; the schema declares none (targets: [...])")
+        return type(self)(targets=targets, conditioned_loss=self.params.conditioned_loss, weighted_metric=self.params.weighted_metric)
+
+    @property
+    def target_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.targets)
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        joints = tuple(joint_head(t) for t in self.targets if t.condition is not None and t.binary)
+        return (*self.target_names, *joints)
+
+    def metric_names(self) -> list[str]:
+        """The validation metrics an evaluation of this task reports (``trainer.monitor`` names one)."""
+        names = []
+        for target in self.targets:
+            names += [f"{target.name}_{m}" for m in (("auc", "gauc", "logloss", "accuracy") if target.binary else ("rmse", "mae"))]
+            if target.condition is not None and target.binary:
+                names += [f"{joint_head(target)}_{m}" for m in ("auc", "gauc", "logloss", "accuracy")]
+        return names + ([WEIGHTED_METRIC] if self.params.weighted_metric else [])
+
+    def check_model(self, model: nn.Module) -> None:
+        """ConfigError unless ``model`` scores exactly this task's targets and, trained over the
+        entire space, has every conditioned target's condition among them."""
+        model_targets = tuple(getattr(model, "targets", ()))
+        if model_targets != self.target_names:
+            raise ConfigError(
+                f"model.params.targets: the model scores {list(model_targets)} but the task trains {list(self.target_names)}"
+            )
+        if self._entire_space(model):
+            conditioned = [t for t in self.targets if t.condition is not None]
+            if not conditioned or any(not t.binary for t in conditioned):
+                raise ConfigError(
+                    f"task: {type(model).__name__} trains over the entire space and needs a binary target with a condition "
+                    f"(e.g. targets: [click, {{name: like, condition: click}}]); targets: {list(self.target_names)}"
+                )
+        elif self.params.conditioned_loss is ConditionedLoss.ENTIRE_SPACE:
+            if any(t.condition is not None and not t.binary for t in self.targets):
+                raise ConfigError("task.conditioned_loss: entire_space needs binary conditioned targets")
+        if getattr(model, "entire_space", False) and self.params.conditioned_loss is ConditionedLoss.MASKED:
+            raise ConfigError(
+                f"task.conditioned_loss: {type(model).__name__} trains its conditioned target only through "
+                "p(condition) * p(target | condition) over every row; masked contradicts it"
+            )
+
+    def _entire_space(self, model: nn.Module) -> bool:
+        if self.params.conditioned_loss is not None:
+            return self.params.conditioned_loss is ConditionedLoss.ENTIRE_SPACE
+        inner = getattr(model, "module", model)  # DDP wraps the model
+        return bool(getattr(inner, "entire_space", False))
+
+    def target_losses(self, logits: dict[str, Tensor], batch: Batch, *, entire_space: bool) -> dict[str, Tensor]:
+        """Each target's scalar loss (before its weight)."""
+        losses = {}
+        for target in self.targets:
+            if target.name not in logits:
+                raise ValueError(f"the model returned {sorted(logits)}, not target {target.name!r}")
+            if target.name not in batch.labels:
+                raise ValueError(f"the batch has labels {sorted(batch.labels)}, not target {target.name!r}")
+            z = logits[target.name].float()  # (B,)
+            y = batch.labels[target.name].to(z.dtype)  # (B,)
+            if target.condition is None:
+                losses[target.name] = _per_row_loss(z, y, target).mean()
+                continue
+            given = batch.labels[target.condition].to(z.dtype)  # (B,) 0/1
+            if entire_space and target.binary:
+                losses[target.name] = _entire_space_loss(logits[target.condition].float(), z, given * y)
+            else:
+                rows = given  # the loss of rows where the condition holds, averaged over them
+                losses[target.name] = (_per_row_loss(z, y, target) * rows).sum() / rows.sum().clamp_min(1.0)
+        return losses
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        logits = _logit_dict(model(batch))
+        losses = self.target_losses(logits, batch, entire_space=self._entire_space(model))
+        total = sum(target.weight * losses[target.name] for target in self.targets)
+        regularized = model_regularization(model)
+        if regularized is not None:
+            total = total + regularized.regularization(batch)
+        return total  # type: ignore[return-value]
+
+    def predict(self, model: nn.Module, batch: Batch) -> Tensor:
+        raise ValueError(f"the multi_task task has several heads ({', '.join(self.heads)}): read predict_heads")
+
+    def predict_heads(self, model: nn.Module, batch: Batch) -> dict[str, Tensor]:
+        """``(B,)`` per head: probabilities of binary targets (a conditioned one's given its
+        condition), values of regression targets, and each ``<condition>_and_<target>``."""
+        return self.scores(_logit_dict(model(batch)))
+
+    def scores(self, logits: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The heads from a model's ``{target: logits (B,)}`` (the exported ranker's outputs)."""
+        scores = {t.name: torch.sigmoid(logits[t.name].float()) if t.binary else logits[t.name].float() for t in self.targets}
+        for target in self.targets:
+            if target.condition is not None and target.binary:
+                scores[joint_head(target)] = scores[target.condition] * scores[target.name]  # pCTCVR <= pCTR
+        return scores
+
+    def __repr__(self) -> str:
+        return f"MultiTaskTask(targets={list(self.target_names)}, conditioned_loss={self.params.conditioned_loss})"
+
+
+def _logit_dict(output: Any) -> dict[str, Tensor]:
+    if not isinstance(output, dict):
+        raise ValueError(f"the multi_task task needs a model returning {{target: logits}}, got {type(output).__name__}")
+    return output
+
+
+def _per_row_loss(logits: Tensor, labels: Tensor, target: TargetParams) -> Tensor:
+    """``(B,)``: binary cross-entropy on logits, or the squared error of a regression target."""
+    if target.binary:
+        return F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    return (logits - labels).square()
+
+
+def _entire_space_loss(condition_logits: Tensor, target_logits: Tensor, joint_labels: Tensor) -> Tensor:
+    """ESMM's pCTCVR loss: BCE of ``sigmoid(z_c) * sigmoid(z_t)`` against ``y_c * y_t``, computed
+    in log space (``log p = logsigmoid(z_c) + logsigmoid(z_t)``) so neither factor underflows."""
+    log_p = (F.logsigmoid(condition_logits) + F.logsigmoid(target_logits)).clamp(max=_MAX_LOG_PROB)  # (B,)
+    # log(1 - p) = log1mexp(log p): -expm1 near p = 1, log1p(-exp) for small p (both stay finite)
+    log_not_p = torch.where(log_p > -math.log(2.0), torch.log(-torch.expm1(log_p)), torch.log1p(-torch.exp(log_p)))
+    return -(joint_labels * log_p + (1.0 - joint_labels) * log_not_p).mean()
