@@ -15,7 +15,9 @@ naming the member. What it offers:
 - ``user_tower()`` / ``item_tower()``: exportable modules on plain tensors (their
   ``input_names`` in order); ``user_feature_names`` / ``item_feature_names``; ``item_id_feature``
   (the categorical feature whose table row names an item) and ``num_item_rows`` (None: the item
-  id feature has no table);
+  id feature has no table); ``positive_feature``: the feature holding the training positives'
+  rows (the item id for two towers, the next-item sequence for a sequence model), over which
+  item frequencies (log-Q, popularity sampling) are counted;
 - ``retrieval_pairs(batch)``: the training pairs a retrieval task scores, a :class:`RetrievalPairs`:
   ``queries (N, D)`` and their positives. A two-tower model gives one pair per batch row; a
   sequence model one per non-padding position (flattened ``(B, L)``); a multi-interest model its
@@ -67,12 +69,15 @@ class RetrievalPairs(NamedTuple):
             ``positive_rows`` with ``model.encode_item_rows``.
         labels: ``(N,)`` float label of each pair (a 0/1 target for pointwise losses, a weight
             for the softmax losses); None: every pair a positive of weight 1.
+        seen_rows: ``(N, S)`` item rows a loss must not sample as the pair's negative (SASRec's
+            BCE: the user's sequence; 0 = none); None: only the positive itself.
     """
 
     queries: Tensor
     positive_rows: Tensor | None
     positive_vectors: Tensor | None
     labels: Tensor | None
+    seen_rows: Tensor | None = None
 
 
 @runtime_checkable
@@ -95,6 +100,9 @@ class RetrievalModel(ItemCatalogueModel, Protocol):
 
     @property
     def item_id_feature(self) -> str: ...
+
+    @property
+    def positive_feature(self) -> str: ...
 
     @property
     def user_feature_names(self) -> tuple[str, ...]: ...
@@ -120,6 +128,7 @@ RETRIEVAL_MEMBERS: tuple[str, ...] = (
     "num_interests",
     "num_item_rows",
     "item_id_feature",
+    "positive_feature",
     "user_feature_names",
     "item_feature_names",
     "encode_user",
@@ -146,6 +155,11 @@ class RetrievalDefaults:
     @property
     def item_id_feature(self) -> str:
         return self.params.item_id_feature  # type: ignore[attr-defined]
+
+    @property
+    def positive_feature(self) -> str:
+        """One positive per row: the item id."""
+        return self.item_id_feature
 
     @property
     def user_feature_names(self) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from recstack.tasks.in_batch_softmax import InBatchSoftmaxTask
 from recstack.tasks.negative_sampling import NegativeDistribution, NegativeSamplingTask
 from recstack.tasks.pointwise import PointwiseTask
 from recstack.tasks.retrieval_steps import (
+    FrequencyAwareTask,
     apply_logq_correction,
     apply_temperature,
     count_item_rows,
@@ -23,6 +24,7 @@ from recstack.tasks.retrieval_steps import (
 )
 
 __all__ = [
+    "FrequencyAwareTask",
     "InBatchSoftmaxTask",
     "NegativeDistribution",
     "NegativeSamplingTask",

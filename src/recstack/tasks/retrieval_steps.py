@@ -9,7 +9,7 @@ tasks of :mod:`recstack.tasks.retrieval` are built from them.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from recstack.models.retrieval_contract import ItemCatalogueModel, RetrievalPair
 from recstack.parallel import rank_and_world
 
 __all__ = [
+    "FrequencyAwareTask",
     "apply_logq_correction",
     "apply_temperature",
     "count_item_rows",
@@ -30,6 +31,18 @@ __all__ = [
     "retrieval_pairs",
     "scaled_cosine",
 ]
+
+
+@runtime_checkable
+class FrequencyAwareTask(Protocol):
+    """A task that reads the training positives' item frequencies (log-Q, popularity sampling):
+    the training workflow counts them in one pass when ``needs_item_frequencies``."""
+
+    needs_item_frequencies: bool
+
+    def set_item_frequencies(self, counts: Tensor) -> object:
+        """``(R,)`` occurrences of each item table row among the training positives."""
+        ...
 
 
 def retrieval_pairs(model: nn.Module, batch: Batch) -> RetrievalPairs:
@@ -144,10 +157,16 @@ def count_item_rows(batches: Iterable[Batch], *, num_rows: int, item_feature: st
     """``(N,)`` int64 count of each item row over one pass of the training batches.
 
     Feed the result to ``set_item_frequencies``; count the same rows the loss sees (all rows).
+    ``item_feature`` is an id feature (one row per batch row) or a sequence feature (every
+    non-padding position: a sequence model's next-item targets).
     """
     counts = torch.zeros(num_rows, dtype=torch.int64)
     for batch in batches:
-        counts += torch.bincount(batch.ids[item_feature].reshape(-1).cpu(), minlength=num_rows)
+        if item_feature in batch.sequences:
+            values = batch.sequences[item_feature].reshape(-1).cpu()
+            counts += torch.bincount(values[values != 0], minlength=num_rows)
+        else:
+            counts += torch.bincount(batch.ids[item_feature].reshape(-1).cpu(), minlength=num_rows)
     return counts
 
 

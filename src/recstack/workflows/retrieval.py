@@ -31,7 +31,7 @@ from recstack.export.retrieval_run import EMBED_BATCH_SIZE, retrieval_model  # n
 from recstack.export.run_folder import LoadedRun
 from recstack.models.retrieval_contract import RetrievalModel, require_retrieval_model
 from recstack.tasks import Task, build_task
-from recstack.tasks.retrieval import InBatchSoftmaxTask, NegativeSamplingTask, count_item_rows
+from recstack.tasks.retrieval import FrequencyAwareTask, InBatchSoftmaxTask, NegativeSamplingTask, count_item_rows
 from recstack.training.config import TrainerConfig
 
 
@@ -45,11 +45,18 @@ def build_retrieval_task(config: RunConfig, model: nn.Module, preprocessor: Prep
     if has_item_feature and spec.params.item_feature is None:  # type: ignore[attr-defined]
         spec = spec.replace(item_feature=retrieval.item_id_feature)
     task = build_task(spec)
+    # frequencies of the training positives: the task's item column for two towers, the model's
+    # next-item sequence for a sequence model
+    counted = retrieval.positive_feature
+    if isinstance(task, (InBatchSoftmaxTask, NegativeSamplingTask)) and counted == retrieval.item_id_feature:
+        counted = task.item_feature  # the config may name the item column itself
     if isinstance(task, InBatchSoftmaxTask):
         if task.logq_correction:
-            task.set_item_frequencies(_item_counts(config, preprocessor, task.item_feature))
+            task.set_item_frequencies(_item_counts(config, preprocessor, counted))
+    elif isinstance(task, FrequencyAwareTask) and task.needs_item_frequencies:
+        task.set_item_frequencies(_item_counts(config, preprocessor, counted))
     elif isinstance(task, NegativeSamplingTask):
-        task.set_item_frequencies(_item_counts(config, preprocessor, task.item_feature))
+        task.set_item_frequencies(_item_counts(config, preprocessor, counted))
         if config.data.catalog is not None:
             _, catalogue = catalog_batch(preprocessor, config.data.catalog, item_feature_names(model), task.item_feature)
             retrieval.set_item_catalogue(catalogue)
