@@ -246,17 +246,19 @@ class AUGRU(nn.Module):
 
     def forward(self, x: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Args: x (B, L, D); attention (B, L) scores; mask (B, L) bool. Returns (B, H)."""
-        batch_size, length, _ = x.shape
-        inputs = self.input_gates(x).chunk(3, dim=-1)  # 3 x (B, L, H), computed once for all steps
-        scores = (attention * mask.to(attention.dtype)).unsqueeze(-1)  # (B, L, 1), 0 at padding
-        state = x.new_zeros(batch_size, self.hidden_dim)  # (B, H)
-        for t in range(length):
-            hidden_u, hidden_r, hidden_n = self.hidden_gates(state).chunk(3, dim=-1)  # (B, H) each
-            update = torch.sigmoid(inputs[0][:, t] + hidden_u)
-            reset = torch.sigmoid(inputs[1][:, t] + hidden_r)
-            candidate = torch.tanh(inputs[2][:, t] + reset * hidden_n)
-            update = scores[:, t] * update  # (B, H); 0 at padding: the state is kept
-            state = (1 - update) * state + update * candidate
+        hidden = self.hidden_dim
+        # the input side of every gate for all steps at once; unbind (not x[:, t]) so that the
+        # backward stacks L gradients instead of filling a (B, L, 3H) zero tensor per step
+        inputs = self.input_gates(x).transpose(0, 1).unbind(0)  # L x (B, 3H)
+        scores = (attention * mask.to(attention.dtype)).t().unsqueeze(-1).unbind(0)  # L x (B, 1), 0 at padding
+        state = x.new_zeros(x.shape[0], hidden)  # (B, H)
+        for step_inputs, score in zip(inputs, scores):
+            step_hidden = self.hidden_gates(state)  # (B, 3H)
+            gates = torch.sigmoid(step_inputs[:, : 2 * hidden] + step_hidden[:, : 2 * hidden])  # (B, 2H)
+            update, reset = gates[:, :hidden], gates[:, hidden:]
+            candidate = torch.tanh(step_inputs[:, 2 * hidden :] + reset * step_hidden[:, 2 * hidden :])  # (B, H)
+            update = score * update  # (B, H); 0 at padding: the state is kept
+            state = state + update * (candidate - state)  # (1 - u') h + u' n
         return state
 
 
