@@ -447,6 +447,7 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=None, help=f"request body size, refused before parsing (default {limits.max_body_bytes})")
     parser.add_argument("--deadline-ms", type=int, default=None, help=f"a request not answered in this time gets 504 (default {limits.deadline_ms})")
     parser.add_argument("--chunk-rows", type=int, default=None, help=f"(user, candidate) rows per ranker pass (default {limits.chunk_rows})")
+    parser.add_argument("--blend", default=None, help="a multi-task ranker's rank score from its heads: product:click=1,like=0.5 or sum:click=0.3,click_and_like=0.7 (default: product of its targets)")
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -458,7 +459,7 @@ def _serve(args: argparse.Namespace) -> None:
     for run in (args.retrieval, args.ranker):
         check_run_folder(run)
     window = args.batch_window_ms if args.batch_window_ms > 0 else None
-    serve(host=args.host, port=args.port, workers=args.workers, threads=args.threads, batch_window_ms=window, retrieval=args.retrieval, ranker=args.ranker, catalog=args.catalog, users=args.users, history=args.history, index=args.index, backend=args.backend, kind=args.kind, user_cache_size=args.user_cache, user_column=args.user_column, history_label_column=None if args.history_label_column.lower() == "none" else args.history_label_column, history_time_column=args.history_time_column, **limits)
+    serve(host=args.host, port=args.port, workers=args.workers, threads=args.threads, batch_window_ms=window, retrieval=args.retrieval, ranker=args.ranker, catalog=args.catalog, users=args.users, history=args.history, index=args.index, backend=args.backend, kind=args.kind, user_cache_size=args.user_cache, user_column=args.user_column, history_label_column=None if args.history_label_column.lower() == "none" else args.history_label_column, history_time_column=args.history_time_column, blend=args.blend, **limits)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,6 +77,7 @@ class ItemOut(BaseModel):
     recall_score: float | None
     rank_score: float | None
     rank: int
+    head_scores: dict[str, float] | None = None  # a multi-task ranker's score per head
 
 
 class RecommendOut(BaseModel):

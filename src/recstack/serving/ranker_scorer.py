@@ -11,10 +11,16 @@ The ranker is exported once at start-up over positional tensors (the batch's ids
 weights and dense values, in a fixed order, C dynamic) and used only if its probabilities match
 ``task.predict`` within 1e-5 on ``example``.
 
+A multi-task ranker (its task has several heads) is exported with one output per head (each
+target's probability and ``<condition>_and_<target>``), each checked against
+``task.predict_heads``; its rank score is their :class:`~recstack.serving.blend.Blend` (default:
+the product of the targets' probabilities).
+
 Example::
 
     scorer = RankerScorer(model=run.model, task=task_from_run(run), example=batch)
-    probs = scorer(batch)  # (C,) float32
+    probs = scorer(batch)  # (C,) float32: the probability, or a multi-task ranker's blend
+    rank_scores, heads = scorer.score(batch)  # heads: {head: (C,)} of a multi-task ranker, else {}
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from recstack.data.batch import Batch
-from recstack.tasks import Task
+from recstack.serving.blend import Blend
+from recstack.tasks import SCORE_HEAD, Task
 
 _KINDS = ("ids", "sequences", "weights", "dense")
 
@@ -42,13 +49,20 @@ class RankerScorer:
 
     Args:
         model: the ranking model, ``model(batch) -> (C,)`` logits.
-        task: its task (``predict``: probabilities).
+        task: its task (``predict``: probabilities; ``predict_heads`` of a multi-task ranker).
         example: a ranker batch to export with and to check the export on.
         onnx: try ONNX Runtime at all (False: always eager).
+        blend: a multi-task ranker's rank score from its heads (None: the product of the targets'
+            probabilities); ConfigError naming a head the ranker does not have.
     """
 
-    def __init__(self, *, model: nn.Module, task: Task, example: Batch, onnx: bool = True) -> None:
+    def __init__(self, *, model: nn.Module, task: Task, example: Batch, onnx: bool = True, blend: Blend | None = None) -> None:
         self.model, self.task = model, task
+        self.heads = tuple(task.heads)
+        self.multi_head = self.heads != (SCORE_HEAD,)
+        self.blend = (blend or Blend.default(getattr(task, "target_names", self.heads))) if self.multi_head else None
+        if self.blend is not None:
+            self.blend.check(self.heads)
         self.spec = [(kind, name) for kind in _KINDS for name in getattr(example, kind)]
         self.session: tuple[Any, list[str]] | None = None
         self.failure: str | None = None  # why ONNX Runtime is not used
@@ -57,26 +71,42 @@ class RankerScorer:
         self.backend = "onnxruntime" if self.session is not None else "eager"
 
     def __call__(self, batch: Batch) -> np.ndarray:
+        """``(C,)`` rank scores: the probability, or a multi-task ranker's blend of its heads."""
+        return self.score(batch)[0]
+
+    def score(self, batch: Batch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(C,)`` rank scores and ``{head: (C,)}`` (a multi-task ranker's; empty otherwise)."""
+        heads = self.head_scores(batch)
+        if self.blend is None:
+            return heads[SCORE_HEAD], {}
+        return self.blend(heads), heads
+
+    def head_scores(self, batch: Batch) -> dict[str, np.ndarray]:
+        """``{head: (C,)}`` float32 (``{"score": ...}`` for a single-head ranker)."""
         if self.session is not None and [(k, n) for k in _KINDS for n in getattr(batch, k)] == self.spec:
             session, names = self.session
             feeds = {name: getattr(batch, kind)[name].numpy() for kind, name in self.spec if name in names}
-            return session.run(None, feeds)[0]  # (C,)
+            return dict(zip(self.heads, session.run(None, feeds)))  # (C,) each
         with torch.inference_mode():
-            return self.task.predict(self.model, batch).float().numpy()  # (C,)
+            return {name: values.float().numpy() for name, values in self.task.predict_heads(self.model, batch).items()}
 
 
 class _Positional(nn.Module):
     """The ranker over positional tensors (exporters take tensors, not a Batch)."""
 
-    def __init__(self, model: nn.Module, spec: list[tuple[str, str]]) -> None:
+    def __init__(self, model: nn.Module, spec: list[tuple[str, str]], task: Task) -> None:
         super().__init__()
-        self.model, self.spec = model, spec
+        self.model, self.spec, self.task = model, spec, task
+        self.heads = tuple(task.heads)
 
-    def forward(self, *tensors: Tensor) -> Tensor:
+    def forward(self, *tensors: Tensor) -> Tensor | tuple[Tensor, ...]:
         batch = Batch()
         for (kind, name), tensor in zip(self.spec, tensors):
             getattr(batch, kind)[name] = tensor
-        return torch.sigmoid(self.model(batch).float())  # (C,) probabilities
+        if self.heads == (SCORE_HEAD,):
+            return torch.sigmoid(self.model(batch).float())  # (C,) probabilities
+        scores = self.task.scores(self.model(batch))  # type: ignore[attr-defined]  # multi-task: {head: (C,)}
+        return tuple(scores[head] for head in self.heads)
 
 
 def _onnx_session(model: nn.Module, task: Task, example: Batch, spec: list[tuple[str, str]]) -> tuple[tuple[Any, list[str]] | None, str | None]:
@@ -84,7 +114,9 @@ def _onnx_session(model: nn.Module, task: Task, example: Batch, spec: list[tuple
         import onnxruntime as ort
     except ImportError:
         return None, "onnxruntime is not installed"
-    positional = _Positional(model, spec).eval()
+    positional = _Positional(model, spec, task).eval()
+    heads = list(positional.heads)
+    outputs = ["probs"] if heads == [SCORE_HEAD] else heads
     names = [name for _, name in spec]
     inputs = tuple(getattr(example, kind)[name] for kind, name in spec)
     with tempfile.TemporaryDirectory() as folder:
@@ -94,18 +126,20 @@ def _onnx_session(model: nn.Module, task: Task, example: Batch, spec: list[tuple
             # prints its whole graph, kept out of the server's output
             with torch.no_grad(), warnings.catch_warnings(), _quiet_stdout():
                 warnings.simplefilter("ignore")
-                torch.onnx.export(positional, inputs, str(path), input_names=names, output_names=["probs"], dynamic_axes={n: {0: "C"} for n in names + ["probs"]}, dynamo=False)
+                torch.onnx.export(positional, inputs, str(path), input_names=names, output_names=outputs, dynamic_axes={n: {0: "C"} for n in names + outputs}, dynamo=False)
         except Exception as error:  # noqa: BLE001 - a ranker that does not export is served eagerly
             return None, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
         options = ort.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = max(1, torch.get_num_threads())
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     graph_inputs = [i.name for i in session.get_inputs()]  # constant-folded inputs may be absent
-    (onnx_probs,) = session.run(None, {n: t.numpy() for n, t in zip(names, inputs) if n in graph_inputs})
+    onnx_heads = session.run(None, {n: t.numpy() for n, t in zip(names, inputs) if n in graph_inputs})
     with torch.no_grad():
-        eager = task.predict(model, example).float().numpy()
-    if onnx_probs.shape != eager.shape or not np.allclose(onnx_probs, eager, rtol=0, atol=1e-5):
-        return None, "the ONNX Runtime probabilities differ from PyTorch's by more than 1e-5"
+        eager = task.predict_heads(model, example)
+    for head, onnx_probs in zip(heads, onnx_heads):
+        expected = eager[head].float().numpy()
+        if onnx_probs.shape != expected.shape or not np.allclose(onnx_probs, expected, rtol=0, atol=1e-5):
+            return None, f"the ONNX Runtime scores of head {head!r} differ from PyTorch's by more than 1e-5"
     return (session, graph_inputs), None
 
 

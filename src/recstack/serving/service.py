@@ -42,6 +42,7 @@ from recstack.serving.catalogue import HISTORY_COLUMNS, Catalogue
 from recstack.serving.feature_table import FeatureTable, latest_rows, read_table
 from recstack.serving.limits import ServingLimits
 from recstack.serving.ranker_inputs import RankerInputs
+from recstack.serving.blend import Blend
 from recstack.serving.ranker_scorer import RankerScorer
 from recstack.serving.types import DEFAULT_USER_CACHE, DeadlineExceeded, RecommendedItem, RecommendRequest, RecommendResponse, RequestError
 from recstack.serving.user_cache import UserCache, UserState
@@ -91,8 +92,9 @@ class RecommendationService:
         [response] = service.recommend([RecommendRequest(user_id=1, k=10)])
     """
 
-    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", onnx_runtime: bool = True, user_cache_size: int = DEFAULT_USER_CACHE, limits: ServingLimits | None = None) -> None:
+    def __init__(self, *, retrieval_run: str | Path | LoadedRun, ranking_run: str | Path | LoadedRun, catalogue: Catalogue, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", onnx_runtime: bool = True, user_cache_size: int = DEFAULT_USER_CACHE, limits: ServingLimits | None = None, blend: Blend | None = None) -> None:
         self.catalogue = catalogue
+        self.blend = blend  # a multi-task ranker's rank score from its heads (None: product of its targets')
         self.limits = limits or ServingLimits()
         self.onnx_runtime = onnx_runtime
         self.user_cache_size = user_cache_size
@@ -140,7 +142,7 @@ class RecommendationService:
         models = ServingModels(retrieval, ranker, index, user_features, retrieval_columns, ranker_columns, item_side, user_side, ranker_inputs)
         users, pairs = self._examples(models)
         user_encoder = UserEncoder(retrieval.model, example=users, onnx=self.onnx_runtime)
-        ranker_scorer = RankerScorer(model=ranker.model, task=task_from_run(ranker), example=pairs, onnx=self.onnx_runtime)
+        ranker_scorer = RankerScorer(model=ranker.model, task=task_from_run(ranker), example=pairs, onnx=self.onnx_runtime, blend=self.blend)
         return replace(models, user_encoder=user_encoder, ranker_scorer=ranker_scorer, user_cache=UserCache(self.user_cache_size))
 
     def _check_item_column(self, retrieval: LoadedRun) -> None:
@@ -217,14 +219,15 @@ class RecommendationService:
         keep = found_mask(candidate_ids) & (np.arange(n)[None, :] < limit)  # (B, N) padding is -1 or None
         owner = np.nonzero(keep)[0]  # (C,) request of each candidate
         flat_ids, flat_recall = candidate_ids[keep], recall_scores[keep]  # (C,)
-        probs = self._rank(models, ranker_users, owner, flat_ids, deadline)  # (C,)
+        probs, heads = self._rank(models, ranker_users, owner, flat_ids, deadline)  # (C,), {head: (C,)}
         responses = []
         bounds = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
         for b, request in enumerate(requests):
             start, stop = bounds[b], bounds[b + 1]
             order = start + np.argsort(-probs[start:stop], kind="stable")[: request.k]  # ties keep recall order
             reason = _nothing_left(len(models.index), request, histories[b]) if stop == start else None
-            responses.append(self._response(request, flat_ids[order], flat_recall[order], probs[order], reason=reason))
+            head_scores = {name: values[order] for name, values in heads.items()}
+            responses.append(self._response(request, flat_ids[order], flat_recall[order], probs[order], reason=reason, heads=head_scores))
         return responses
 
     def _users(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> tuple[np.ndarray, Batch]:
@@ -249,24 +252,30 @@ class RecommendationService:
                     cache.put(keys[b], states[b])
         return np.stack([s.vector for s in states]), Batch.concat(s.ranker_row for s in states)  # type: ignore[union-attr]
 
-    def _rank(self, models: ServingModels, ranker_users: Batch, owner: np.ndarray, item_ids: np.ndarray, deadline: float | None) -> np.ndarray:
-        """``(C,)`` ranker probabilities of each (user row ``owner[c]``, item ``item_ids[c]``) pair.
+    def _rank(self, models: ServingModels, ranker_users: Batch, owner: np.ndarray, item_ids: np.ndarray, deadline: float | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(C,)`` ranker scores of each (user row ``owner[c]``, item ``item_ids[c]``) pair: the
+        probability, or a multi-task ranker's blend, with its ``{head: (C,)}`` (else empty).
 
         Scored ``limits.chunk_rows`` pairs at a time: the ranker's batch (every feature of its
         rows, history sequences included) and its activations never exceed one chunk, whatever
         C is, and the deadline is checked before each chunk.
         """
         probs = np.empty(len(item_ids), np.float32)  # (C,)
+        heads: dict[str, np.ndarray] = {}  # a multi-task ranker's scores per head, (C,) each
         step = self.limits.chunk_rows
         for start in range(0, len(item_ids), step):
             if deadline is not None and time.monotonic() > deadline:
                 raise DeadlineExceeded(self.limits.deadline_ms)
             batch = models.ranker_inputs.pairs(ranker_users, owner[start : start + step], item_ids[start : start + step])  # (<= chunk, ...)
-            if models.ranker_scorer is not None:
+            if models.ranker_scorer is not None and models.ranker_scorer.multi_head:
+                probs[start : start + step], chunk_heads = models.ranker_scorer.score(batch)
+                for name, values in chunk_heads.items():
+                    heads.setdefault(name, np.empty(len(item_ids), np.float32))[start : start + step] = values
+            elif models.ranker_scorer is not None:
                 probs[start : start + step] = models.ranker_scorer(batch)
             else:
                 probs[start : start + step] = task_from_run(models.ranker).predict(models.ranker.model, batch).float().numpy()
-        return probs
+        return probs, heads
 
     def _user_rows(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray]) -> pa.Table:
         """One row per request holding every user-side column either model reads."""
@@ -314,7 +323,7 @@ class RecommendationService:
         reason = None if len(ids) else "no popular items to fall back on: the stored histories are empty"
         return self._response(request, ids, shares, None, fallback="popular", reason=reason)
 
-    def _response(self, request: RecommendRequest, ids: np.ndarray, recall: np.ndarray, probs: np.ndarray | None, fallback: str | None = None, reason: str | None = None) -> RecommendResponse:
+    def _response(self, request: RecommendRequest, ids: np.ndarray, recall: np.ndarray, probs: np.ndarray | None, fallback: str | None = None, reason: str | None = None, heads: Mapping[str, np.ndarray] | None = None) -> RecommendResponse:
         titles, genres = self.describe(ids)
         items = [
             RecommendedItem(
@@ -324,6 +333,7 @@ class RecommendationService:
                 recall_score=float(recall[r]),
                 rank_score=None if probs is None else float(probs[r]),
                 rank=r + 1,
+                head_scores={name: float(values[r]) for name, values in heads.items()} if heads else None,
             )
             for r, item_id in enumerate(ids)
         ]

@@ -62,11 +62,15 @@ class RecommendedItem:
     title: str | None
     genres: list[str]
     recall_score: float | None  # inner product of user and item vectors; popularity share on fallback
-    rank_score: float | None  # the ranker's click probability; None on the popular fallback
+    rank_score: float | None  # the ranker's click probability (a multi-task ranker's blend); None on the popular fallback
     rank: int  # 1-based
+    head_scores: dict[str, float] | None = None  # a multi-task ranker's score per head (click, like, click_and_like)
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        plain = dict(self.__dict__)
+        if plain["head_scores"] is None:  # a single-task ranker's items keep their six fields
+            del plain["head_scores"]
+        return plain
 
 
 @dataclass(frozen=True)

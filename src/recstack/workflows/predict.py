@@ -15,9 +15,9 @@ from recstack.atomic import atomic_path, write_json_atomic
 from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.sources import DataSource
 from recstack.errors import ConfigError, RecstackError
-from recstack.evaluation.ranking_evaluator import collect_predictions
+from recstack.evaluation.ranking_evaluator import collect_heads, collect_predictions
 from recstack.export.run_folder import LoadedRun, load_run, task_from_run
-from recstack.tasks import TaskType
+from recstack.tasks import SCORE_HEAD, TaskType
 from recstack.workflows.tasks import EVAL_BATCH_SIZE, evaluate_source
 
 
@@ -55,13 +55,15 @@ def evaluate_run(
 
 def predict_run(run_dir: str | Path, data: DataSource, output: str | Path, *, threads: int = 1) -> int:
     """Writes one probability per input row (CSV or Parquet by suffix), atomically; returns the
-    row count. A score that is not a number is never written: the whole output is refused."""
+    row count. A multi-task run writes one column per head (``click``, ``like``, ``click_and_like``). A score that is not a number is never written: the whole output is refused."""
     torch.set_num_threads(threads)
     run = load_run(run_dir)
-    probs = score_rows(run, data)
+    columns = score_heads(run, data)  # {"score": (N,)}, or one column per head of a multi-task run
     run.preprocessor.warn_truncated()
-    _check_finite(probs, run_dir, data, output)
-    table = pa.table({"score": pa.array(probs.astype(np.float32))})
+    for probs in columns.values():
+        _check_finite(probs, run_dir, data, output)
+    table = pa.table({name: pa.array(values.astype(np.float32)) for name, values in columns.items()})
+    probs = next(iter(columns.values()))
     output = Path(output)
     with atomic_path(output) as tmp:
         if output.suffix.lower() in (".parquet", ".pq"):
@@ -69,6 +71,17 @@ def predict_run(run_dir: str | Path, data: DataSource, output: str | Path, *, th
         else:
             pacsv.write_csv(table, tmp)
     return len(probs)
+
+
+def score_heads(run: LoadedRun, data: DataSource) -> dict[str, np.ndarray]:
+    """``{head: (N,)}`` of every row in file order: ``score`` of a single-head run, each target
+    (and ``<condition>_and_<target>``) of a multi-task run."""
+    task = task_from_run(run)
+    if task.heads == (SCORE_HEAD,):
+        return {SCORE_HEAD: score_rows(run, data)}
+    stream = BatchStream(source=data, preprocessor=run.preprocessor, config=LoaderConfig(batch_size=EVAL_BATCH_SIZE),
+                         rank=0, world_size=1, with_label=False)  # fmt: skip
+    return collect_heads(run.model, task, stream)[1]
 
 
 def score_rows(run: LoadedRun, data: DataSource) -> np.ndarray:

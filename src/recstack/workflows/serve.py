@@ -22,6 +22,7 @@ from recstack.errors import ConfigError
 from recstack.export.run_folder import LoadedRun, load_run
 from recstack.serving.catalogue import Catalogue
 from recstack.serving.limits import ServingLimits
+from recstack.serving.blend import Blend
 from recstack.serving.service import RecommendationService
 from recstack.serving.types import DEFAULT_USER_CACHE
 
@@ -31,7 +32,7 @@ OPTIONS_VARIABLE = "RECSTACK_SERVE_OPTIONS"
 def build_service(*, retrieval: str | Path | LoadedRun, ranker: str | Path, catalog: str | Path, users: str | Path | None = None, history: str | Path | None = None, index: str | Path | None = None, backend: str = "faiss", kind: str = "flat", user_cache_size: int = DEFAULT_USER_CACHE,
                   user_column: str = "user_id", history_label_column: str | None = "label", history_time_column: str = "timestamp",
                   max_users: int | None = None, max_candidates: int | None = None, max_k: int | None = None, max_history: int | None = None,
-                  max_body_bytes: int | None = None, deadline_ms: int | None = None, chunk_rows: int | None = None) -> RecommendationService:
+                  max_body_bytes: int | None = None, deadline_ms: int | None = None, chunk_rows: int | None = None, blend: str | None = None) -> RecommendationService:
     """Load both runs, the catalogue, users and histories, and the index (built if not given).
 
     Items are keyed by the retrieval run's own item-id column (``served_item_column``: ``post_id``
@@ -42,11 +43,13 @@ def build_service(*, retrieval: str | Path | LoadedRun, ranker: str | Path, cata
     ``history_label_column``: history rows with a value > 0 there are the positives (None: every
     row); ``history_time_column`` orders them.
     ``max_users`` ... ``chunk_rows``: the ``ServingLimits`` fields (None: the default value).
+    ``blend``: a multi-task ranker's rank score, ``product:click=1,like=0.5`` or ``sum:...``
+    (``serving.blend``; None: the product of its targets' probabilities).
     """
     limits = serving_limits(max_users=max_users, max_candidates=max_candidates, max_k=max_k, max_history=max_history, max_body_bytes=max_body_bytes, deadline_ms=deadline_ms, chunk_rows=chunk_rows)
     retrieval_run = retrieval if isinstance(retrieval, LoadedRun) else load_run(retrieval)
     catalogue = Catalogue.from_files(catalog=catalog, users=users, history=history, item_column=served_item_column(retrieval_run, catalog), user_column=user_column, history_label_column=history_label_column, history_time_column=history_time_column)
-    return RecommendationService(retrieval_run=retrieval_run, ranking_run=ranker, catalogue=catalogue, index=index, backend=backend, kind=kind, user_cache_size=user_cache_size, limits=limits)
+    return RecommendationService(retrieval_run=retrieval_run, ranking_run=ranker, catalogue=catalogue, index=index, backend=backend, kind=kind, user_cache_size=user_cache_size, limits=limits, blend=Blend.parse(blend) if blend else None)
 
 
 def served_item_column(run: LoadedRun, catalog: str | Path) -> str:
