@@ -211,7 +211,7 @@ def _file_rows(child: Preprocessor, name: str, *, first_row: int) -> Tensor:
     vocabulary = child.lookups[name]
     assert isinstance(vocabulary, Vocabulary) and spec.pretrained
     table = read_vectors(spec.pretrained, spec.pretrained_format)
-    keys = pa.array([str(k) for k in vocabulary.keys[first_row - FIRST_VALUE_INDEX :]], type=pa.string())
+    keys = pa.array(vocabulary.keys[first_row - FIRST_VALUE_INDEX :]).cast(pa.string())
     rows = vocabulary_from_ids(table.ids).lookup(keys)  # (N,): file row + 2; the grown keys all come from the file
     assert not (rows == PADDING_INDEX).any()
     return torch.as_tensor(table.vectors[rows - FIRST_VALUE_INDEX], dtype=torch.float32)

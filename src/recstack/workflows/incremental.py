@@ -9,7 +9,6 @@ parameters carried their optimiser state); the train summary prints it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,8 +18,8 @@ from torch import Tensor, nn
 
 from recstack.config import RunConfig
 from recstack.data.preprocessor import Preprocessor
-from recstack.errors import ConfigError, RunFolderError
-from recstack.export.run_folder import RunPaths, check_run_folder, load_preprocessor
+from recstack.errors import ConfigError
+from recstack.export.run_folder import RunPaths, load_run
 from recstack.training.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from recstack.training.warm_start import IncrementalConfig, OptimizerState, carry_optimizer_state, grow_model
 
@@ -67,24 +66,19 @@ def load_parent(root: str | Path, config: RunConfig) -> ParentRun:
     """Read the parent run and check that ``config`` can grow it: the same model (the schema is
     checked by the preprocessor's refit, the parameters' shapes by the warm start).
 
+    The parent's weights are read as :func:`~recstack.export.run_folder.load_run` reads them
+    (into the parent's own model, so state-dict keys renamed since it was written still load).
+
     Raises:
         RunFolderError: the parent folder is missing, incomplete or damaged (naming the file).
         ConfigError: ``config`` trains another model than the parent.
     """
-    paths = check_run_folder(root)
-    preprocessor = load_preprocessor(paths.preprocessor)
-    try:
-        spec = json.loads(paths.model_spec.read_text(encoding="utf-8"))
-        name, params = spec["name"], spec.get("params", {})
-    except (ValueError, KeyError, TypeError) as error:
-        raise RunFolderError(f"{paths.model_spec}: damaged model spec ({type(error).__name__}: {error})") from None
+    run = load_run(root)
+    name = run.model_spec["name"]
     if name != config.model.name:
-        raise ConfigError(f"model: {config.model.name!r}, but the parent run {paths.root} trained {name!r}; --init-from needs the same model")
-    try:
-        state = torch.load(paths.weights, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or empty file
-        raise RunFolderError(f"{paths.weights}: damaged weights file ({type(error).__name__})") from None
-    return ParentRun(paths=paths, preprocessor=preprocessor, model_name=name, model_params=params, state=state)
+        raise ConfigError(f"model: {config.model.name!r}, but the parent run {run.paths.root} trained {name!r}; --init-from needs the same model")
+    state = {key: value.detach().clone() for key, value in run.model.state_dict().items()}
+    return ParentRun(paths=run.paths, preprocessor=run.preprocessor, model_name=name, model_params=run.model_spec.get("params", {}), state=state)
 
 
 def warm_start(model: nn.Module, parent: ParentRun, child: Preprocessor, incremental: IncrementalConfig) -> dict[str, Any]:
