@@ -1,0 +1,131 @@
+"""recstack's sequence rankers side by side on the MovieLens-100K CTR task (time split): DIN, BST, DIEN.
+
+Same features for all three (the id features of ``benchmarks/ranking.py`` plus the item and
+genre histories, maxlen 50, attended or encoded as one group), embedding 16, MLP 256-128 ReLU,
+batch 1024, Adam lr 1e-3, fixed epochs, one thread. Each (model, seed) run is its own
+subprocess (peak RSS per run); seeds are interleaved so each seed's rows share the machine's
+load. "train samples/s" times ``Trainer.fit`` alone (the batches are transformed and cached
+before the timer); the DIEN figure includes its auxiliary loss. No peer: DeepCTR-Torch has DIN
+and DIEN (not BST) but ``benchmarks/_deepctr_peer.py`` builds only DIN.
+
+    .venv/bin/python benchmarks/sequence_ranking.py --seeds 0 1 2 --epochs 1
+
+Prints a Markdown table: medians over seeds, with the min-max spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = ROOT / "data" / "ml100k_ctr"
+SCHEMA = ROOT / "schemas" / "movielens_ctr.yaml"
+MODELS = ("din", "bst", "dien")
+ID_FEATURES = ["user_id", "item_id", "gender", "age", "occupation", "zip_prefix", "genre"]
+BEHAVIOURS = [{"candidate": "item_id", "history": "hist_item_ids"}, {"candidate": "genre", "history": "hist_genres"}]
+
+
+def model_params(name: str) -> dict:
+    params: dict = {"features": ID_FEATURES, "behaviours": BEHAVIOURS, "hidden_dims": [256, 128], "activation": "relu"}
+    if name == "din":
+        params["attention_hidden_dims"] = [80, 40]
+    if name == "bst":
+        params.update(num_layers=1, num_heads=2, transformer_dropout=0.2, output="concat")
+    if name == "dien":
+        params.update(aux_loss_weight=1.0, aux_hidden_dims=[100, 50])
+    return params
+
+
+def run(name: str, seed: int, epochs: int) -> dict:
+    """One training run in this process: test AUC / logloss, train samples/s, peak RSS."""
+    import torch
+
+    torch.set_num_threads(1)
+    from recstack.data.loader import BatchStream, LoaderConfig
+    from recstack.data.preprocessor import Preprocessor
+    from recstack.data.sources import DataSource
+    from recstack.models import build_model
+    from recstack.schema import Schema
+    from recstack.tasks.binary import BinaryClassificationTask
+    from recstack.training import Trainer, TrainerConfig
+    from recstack.workflows.tasks import evaluate_source
+
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3, fused=True)  # the one-time import, untimed
+    train = DataSource(paths=(str(DATA_DIR / "train.parquet"),))
+    preprocessor = Preprocessor(Schema.from_yaml(SCHEMA)).fit(train)
+    torch.manual_seed(seed)
+    model = build_model(name, preprocessor.feature_map(), model_params(name))
+    task = BinaryClassificationTask()
+    stream = BatchStream(
+        source=train, preprocessor=preprocessor,
+        config=LoaderConfig(batch_size=1024, shuffle_buffer=100_000, seed=seed, cache=True),
+    )
+    for _ in stream:  # transform and cache before the timer
+        pass
+
+    def batches(epoch: int):
+        stream.set_epoch(epoch)
+        return stream
+
+    trainer = Trainer(TrainerConfig.from_dict(
+        {"epochs": epochs, "lr": 1e-3, "seed": seed, "log_every_steps": 10_000, "progress": False}
+    ))
+    started = time.perf_counter()
+    state = trainer.fit(model, task, batches)
+    seconds = time.perf_counter() - started
+    metrics = evaluate_source(model, task, preprocessor, DataSource(paths=(str(DATA_DIR / "test.parquet"),)))
+    return {
+        "auc": metrics["auc"],
+        "gauc": metrics.get("gauc"),
+        "logloss": metrics["logloss"],
+        "samples_per_second": state.samples_seen / seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def summarise(values: list[float], digits: int) -> str:
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--worker", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run(args.worker[0], int(args.worker[1]), args.epochs)))
+        return
+    if not (DATA_DIR / "train.parquet").exists():
+        from recstack.datasets.movielens import build_ctr
+
+        build_ctr(DATA_DIR)
+    runs: dict[str, list[dict]] = {name: [] for name in args.models}
+    for seed in args.seeds:  # interleaved: each seed's runs share the machine's load
+        for name in args.models:
+            command = [sys.executable, __file__, "--worker", name, str(seed), "--epochs", str(args.epochs)]
+            out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+            if out.returncode != 0:
+                raise SystemExit(f"{name} seed {seed} failed:\n{out.stderr[-2000:]}")
+            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(f"# {name} seed {seed}: {runs[name][-1]}", file=sys.stderr, flush=True)
+    print(f"| model | test AUC | test GAUC | test logloss | train samples/s | peak RSS MiB |  ({len(args.seeds)} seeds, {args.epochs} epoch(s), medians (min-max))")
+    print("|---|---|---|---|---|---|")
+    for name, results in runs.items():
+        column = lambda key: [r[key] for r in results]  # noqa: E731
+        print(
+            f"| {name} | {summarise(column('auc'), 4)} | {summarise(column('gauc'), 4)} | {summarise(column('logloss'), 4)} "
+            f"| {summarise(column('samples_per_second'), 0)} | {summarise(column('peak_rss_mib'), 0)} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
