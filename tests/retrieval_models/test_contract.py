@@ -25,13 +25,18 @@ from recstack.models.retrieval_contract import (
 )
 from recstack.tasks.retrieval import InBatchSoftmaxTask, NegativeSamplingTask, PointwiseTask
 
-from .helpers import NUM_ITEM_ROWS, make_batch
+from .helpers import NUM_ITEM_ROWS, make_batch, rich_feature_map
+from .sequence_helpers import ROWS, sequence_batch, sequence_feature_map
 
-# Small params of each registered retrieval model on the ``feature_map`` fixture. A new retrieval
-# model adds itself here (the test below fails until it does).
-RETRIEVAL_PARAMS: dict[str, dict] = {
-    "dssm": {"hidden_dims": [16, 8]},
-    "youtube_dnn": {"hidden_dims": [16, 8]},
+# Small params of each registered retrieval model, with the feature map, a batch maker and the item
+# table's rows it is built on. A new retrieval model adds itself here (the test below fails until it does).
+RICH = (rich_feature_map, make_batch, NUM_ITEM_ROWS)
+SEQUENCES = (sequence_feature_map, sequence_batch, ROWS)
+RETRIEVAL_PARAMS: dict[str, tuple[dict, tuple]] = {
+    "dssm": ({"hidden_dims": [16, 8]}, RICH),
+    "youtube_dnn": ({"hidden_dims": [16, 8]}, RICH),
+    "sasrec": ({"num_layers": 1}, SEQUENCES),
+    "gru4rec": ({}, SEQUENCES),
 }
 
 
@@ -41,14 +46,16 @@ def retrieval_model_names() -> list[str]:
 
 def test_every_registered_retrieval_model_is_listed_here() -> None:
     assert set(retrieval_model_names()) <= set(RETRIEVAL_PARAMS), "add the new model's params to RETRIEVAL_PARAMS"
-    assert {"dssm", "youtube_dnn"} <= set(retrieval_model_names())
+    assert {"dssm", "youtube_dnn", "sasrec", "gru4rec"} <= set(retrieval_model_names())
 
 
 @pytest.mark.parametrize("name", sorted(RETRIEVAL_PARAMS))
-def test_every_retrieval_model_satisfies_the_protocol(name: str, feature_map) -> None:
+def test_every_retrieval_model_satisfies_the_protocol(name: str) -> None:
     if name not in model_names():
         pytest.skip(f"{name} is not registered in this checkout")
-    model = build_model(name, feature_map, RETRIEVAL_PARAMS[name]).eval()
+    params, (make_feature_map, make_batch, num_rows) = RETRIEVAL_PARAMS[name]
+    feature_map = make_feature_map()
+    model = build_model(name, feature_map, params).eval()
     assert isinstance(model, RetrievalModel) and is_retrieval_model(model)
     batch = make_batch(6)
     users = model.encode_user(batch)
@@ -56,13 +63,13 @@ def test_every_retrieval_model_satisfies_the_protocol(name: str, feature_map) ->
     assert users.shape[:-1] == ((6,) if K == 1 else (6, K))
     D = users.shape[-1]
     assert model.encode_item(batch).shape == (6, D)
-    rows = torch.arange(2, NUM_ITEM_ROWS)
+    rows = torch.arange(2, num_rows)
     if set(model.item_feature_names) != {model.item_id_feature}:
         catalogue = make_batch(len(rows))
         catalogue.ids[model.item_id_feature] = rows
         model.set_item_catalogue(catalogue)
     assert model.encode_item_rows(rows).shape == (len(rows), D)
-    assert model.num_item_rows == NUM_ITEM_ROWS
+    assert model.num_item_rows == num_rows
     assert model.item_id_feature in feature_map.schema.names
     assert set(model.user_feature_names) <= set(feature_map.schema.names)
     assert set(model.item_feature_names) <= set(feature_map.schema.names)
@@ -72,6 +79,7 @@ def test_every_retrieval_model_satisfies_the_protocol(name: str, feature_map) ->
         assert set(tower.input_names) <= {n for f in names for n in (f, f + "__weights")}
     pairs = model.retrieval_pairs(batch)
     assert isinstance(pairs, RetrievalPairs) and pairs.queries.dim() == 2 and pairs.queries.shape[1] == D
+    assert model.positive_feature in feature_map.schema.names
     # the user tower alone computes what the model computes
     assert torch.allclose(model.user_tower()(*model.user_tower().inputs_from_batch(batch).values()), users, atol=1e-6)
 

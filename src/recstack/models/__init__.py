@@ -26,6 +26,8 @@ from recstack.models.shared_bottom import SharedBottom
 from recstack.models.wide_deep import WideDeep
 from recstack.models.dssm import TwoTower
 from recstack.models.youtube_dnn import YoutubeDNN
+from recstack.models.sasrec import SASRec
+from recstack.models.gru4rec import GRU4Rec
 
 __all__ = [
     "BST",
@@ -34,6 +36,7 @@ __all__ = [
     "DIN",
     "ESMM",
     "FM",
+    "GRU4Rec",
     "LR",
     "MMoE",
     "PLE",
@@ -45,6 +48,7 @@ __all__ = [
     "ModelParams",
     "ParamError",
     "SharedBottom",
+    "SASRec",
     "Structure",
     "TwoTower",
     "WideDeep",

@@ -22,15 +22,21 @@ from recstack.tasks.in_batch_softmax import InBatchSoftmaxTask
 from recstack.tasks.multi_task import MultiTaskTask
 from recstack.tasks.negative_sampling import NegativeDistribution, NegativeSamplingTask
 from recstack.tasks.pointwise import PointwiseTask
+from recstack.tasks.full_softmax import FullSoftmaxTask
+from recstack.tasks.sampled_softmax import SampledSoftmaxTask
+from recstack.tasks.sampled_bce import SampledBCETask
 
 __all__ = [
     "SCORE_HEAD",
     "BinaryClassificationTask",
+    "FullSoftmaxTask",
     "InBatchSoftmaxTask",
     "MultiTaskTask",
     "NegativeDistribution",
     "NegativeSamplingTask",
     "PointwiseTask",
+    "SampledBCETask",
+    "SampledSoftmaxTask",
     "RegisteredTask",
     "Regularized",
     "SingleHeadTask",

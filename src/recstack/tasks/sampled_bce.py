@@ -1,0 +1,115 @@
+"""SASRec's loss (Kang & McAuley 2018, eq. 7): binary cross-entropy on each position's next item
+and one item sampled outside the user's sequence.
+
+Shape legend: N pairs (positions), K negatives per pair, S items of a pair's sequence.
+
+    loss = mean over positions of  -log sigmoid(r_pos) - sum_k log(1 - sigmoid(r_neg_k))
+
+Negatives are drawn uniformly from the real item rows; one that falls in the pair's
+``seen_rows`` (the user's sequence, from the model's pairs; else the positive) is redrawn, in
+vectorised rounds. A pair whose every redraw failed (a user who saw almost every item) keeps
+only its positive term; ``last_unresolved`` counts them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recstack.data.batch import Batch
+from recstack.models.params import require
+from recstack.tasks.base import SingleHeadTask
+from recstack.tasks.full_softmax import catalogue_model
+from recstack.tasks.negative_sampling import FIRST_ITEM_ROW
+from recstack.tasks.registry import RegisteredTask, TaskParams, TaskType, register_task
+from recstack.tasks.retrieval_steps import _row_weights, _weighted_mean, positive_item_rows, positive_item_vectors, retrieval_pairs, scaled_cosine_of_pairs
+
+__all__ = ["SampledBCETask"]
+
+REDRAW_ROUNDS = 20
+
+
+@register_task("sampled_bce")
+class SampledBCETask(RegisteredTask, SingleHeadTask):
+    """BCE on ``[positive, K negatives not in the sequence]`` per pair (SASRec: K = 1).
+
+    Args:
+        num_negatives: K per pair (the paper: 1).
+        item_feature: the batch's item column for models whose pairs carry no rows.
+        seed: the sampler's seed.
+    """
+
+    family: ClassVar[TaskType] = TaskType.RETRIEVAL
+    needs_item_frequencies = False
+
+    @dataclass(frozen=True, kw_only=True)
+    class Params(TaskParams):
+        """``task: {type: retrieval, loss: sampled_bce, num_negatives: 1}``."""
+
+        num_negatives: int = 1
+        item_feature: str | None = None
+        seed: int | None = None
+
+        def validate(self) -> None:
+            require(self.num_negatives >= 1, "num_negatives", f"must be >= 1, got {self.num_negatives}")
+
+    @classmethod
+    def from_params(cls, params: "SampledBCETask.Params") -> "SampledBCETask":
+        return cls(num_negatives=params.num_negatives, item_feature=params.item_feature or "item_id", seed=params.seed)
+
+    def __init__(self, *, num_negatives: int = 1, item_feature: str = "item_id", seed: int | None = None) -> None:
+        self.params = self.Params(num_negatives=num_negatives, item_feature=item_feature, seed=seed)
+        self.num_negatives = num_negatives
+        self.item_feature = item_feature
+        self.generator = torch.Generator()
+        if seed is not None:
+            self.generator.manual_seed(seed)
+        self.last_unresolved = 0
+
+    def set_item_frequencies(self, counts: Tensor) -> "SampledBCETask":
+        """Not used: negatives are uniform."""
+        return self
+
+    def sample(self, seen: Tensor, num_item_rows: int) -> tuple[Tensor, Tensor]:
+        """``(N, K)`` item rows outside each pair's ``seen`` ``(N, S)`` and a ``(N, K)`` mask of
+        the ones that are (drawn ``REDRAW_ROUNDS`` times and still in the sequence)."""
+        shape = (seen.shape[0], self.num_negatives)
+        negatives = torch.randint(FIRST_ITEM_ROW, num_item_rows, shape, generator=self.generator)
+        seen = seen.cpu()
+        clash = (negatives.unsqueeze(-1) == seen.unsqueeze(1)).any(-1)  # (N, K)
+        for _ in range(REDRAW_ROUNDS):  # rounds over all clashing pairs at once
+            if not bool(clash.any()):
+                break
+            redraw = torch.randint(FIRST_ITEM_ROW, num_item_rows, (int(clash.sum()),), generator=self.generator)
+            negatives[clash] = redraw
+            clash = (negatives.unsqueeze(-1) == seen.unsqueeze(1)).any(-1)
+        return negatives, clash
+
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        catalogue = catalogue_model(model, "sampled_bce")
+        pairs = retrieval_pairs(model, batch)
+        queries = pairs.queries.float()  # (N, D)
+        device = queries.device
+        rows = positive_item_rows(pairs, batch, self.item_feature, device, why="sampled BCE")  # (N,)
+        positives = positive_item_vectors(model, pairs, rows).float()  # (N, D)
+        seen = pairs.seen_rows if pairs.seen_rows is not None else rows.unsqueeze(1)  # (N, S)
+        negative_rows, unresolved = self.sample(seen, catalogue.num_item_rows)  # (N, K)
+        self.last_unresolved = int(unresolved.any(-1).sum())
+        negatives = catalogue.encode_item_rows(negative_rows.to(device).reshape(-1)).float().view(*negative_rows.shape, -1)  # (N, K, D)
+        positive_logits = (queries * positives).sum(-1)  # (N,)
+        negative_logits = torch.einsum("nd,nkd->nk", queries, negatives)  # (N, K)
+        keep = (~unresolved).to(device=device, dtype=negative_logits.dtype)  # (N, K)
+        # -log sigmoid(x) = softplus(-x); -log(1 - sigmoid(x)) = softplus(x)
+        per_row = F.softplus(-positive_logits) + (F.softplus(negative_logits) * keep).sum(-1)  # (N,)
+        return _weighted_mean(per_row, _row_weights(pairs.labels, per_row.dtype, device))
+
+    def predict(self, model: nn.Module, batch: Batch) -> Tensor:
+        """``(N,)`` probability that each pair's positive is the next item."""
+        return torch.sigmoid(scaled_cosine_of_pairs(model, batch, self.item_feature, scale=1.0))
+
+    def __repr__(self) -> str:
+        return f"SampledBCETask(num_negatives={self.num_negatives})"
