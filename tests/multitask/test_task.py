@@ -1,0 +1,149 @@
+"""The multi_task task: weighted per-target losses, conditions, ESMM's entire-space loss, the spec."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recstack.data.batch import Batch
+from recstack.errors import ConfigError
+from recstack.schema import Schema
+from recstack.tasks import build_task, parse_task_section
+from recstack.tasks.multi_task import ConditionedLoss, MultiTaskTask, TargetParams
+
+CLICK = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0])
+LIKE = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0])  # row 3: a like where click = 0 (ignored)
+TARGETS = (TargetParams(name="click"), TargetParams(name="like", weight=0.5, condition="click"))
+
+
+class Fixed(nn.Module):
+    """Returns the given logits (as leaves, so their gradients can be read)."""
+
+    def __init__(self, **logits: list[float]) -> None:
+        super().__init__()
+        self.logits = {k: torch.tensor(v, requires_grad=True) for k, v in logits.items()}
+        self.targets = tuple(logits)
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return dict(self.logits)
+
+
+class EntireSpace(Fixed):
+    entire_space = True
+
+
+def batch(**labels: torch.Tensor) -> Batch:
+    return Batch(dense={"x": torch.zeros(5, 1)}, labels=labels or {"click": CLICK, "like": LIKE})
+
+
+def bce(z: float, y: float) -> float:
+    p = 1 / (1 + math.exp(-z))
+    return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+
+ZC, ZL = [0.5, -1.0, 2.0, 0.0, 1.5], [1.0, 0.3, -2.0, 4.0, -0.5]
+
+
+def test_loss_is_the_weighted_sum_of_per_target_losses_by_hand() -> None:
+    model = Fixed(click=ZC, like=ZL)
+    click = sum(bce(z, y) for z, y in zip(ZC, CLICK.tolist())) / 5
+    like = sum(bce(ZL[i], LIKE[i].item()) for i in (0, 1, 4)) / 3  # only where click = 1
+    loss = MultiTaskTask(targets=TARGETS).loss(model, batch())
+    assert loss.item() == pytest.approx(click + 0.5 * like, rel=1e-6)
+
+
+def test_a_regression_target_adds_its_squared_error() -> None:
+    targets = (TargetParams(name="click"), TargetParams(name="secs", kind="regression", weight=2.0))
+    model = Fixed(click=ZC, secs=[1.0, 2.0, 3.0, 4.0, 5.0])
+    secs = torch.tensor([1.5, 2.0, 2.0, 4.0, 7.0])
+    expected = sum(bce(z, y) for z, y in zip(ZC, CLICK.tolist())) / 5 + 2.0 * (0.25 + 0 + 1 + 0 + 4) / 5
+    assert MultiTaskTask(targets=targets).loss(model, batch(click=CLICK, secs=secs)).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_condition_masks_the_loss_and_its_gradient_to_rows_where_it_holds() -> None:
+    model = Fixed(click=ZC, like=ZL)
+    task = MultiTaskTask(targets=TARGETS)
+    flipped = LIKE.clone()
+    flipped[[2, 3]] = 1 - flipped[[2, 3]]  # labels where click = 0 change nothing
+    assert task.loss(model, batch()).item() == pytest.approx(task.loss(model, batch(click=CLICK, like=flipped)).item())
+    task.loss(model, batch()).backward()
+    grad = model.logits["like"].grad
+    assert grad[[2, 3]].abs().sum() == 0 and (grad[[0, 1, 4]] != 0).all()
+
+
+def test_entire_space_trains_the_conditional_tower_only_through_the_joint_probability() -> None:
+    model = EntireSpace(click=ZC, like=ZL)
+    task = MultiTaskTask(targets=TARGETS)
+    loss = task.loss(model, batch())
+    joint = [bce_prob(sig(zc) * sig(zl), c * l) for zc, zl, c, l in zip(ZC, ZL, CLICK.tolist(), LIKE.tolist())]
+    click = sum(bce(z, y) for z, y in zip(ZC, CLICK.tolist())) / 5
+    assert loss.item() == pytest.approx(click + 0.5 * sum(joint) / 5, rel=1e-5)
+    loss.backward()
+    # d/dz_cvr of 0.5 * mean BCE(pCTR * pCVR, y): the CVR logit's only gradient, on EVERY row
+    zc, zl = torch.tensor(ZC), torch.tensor(ZL, requires_grad=True)
+    reference = 0.5 * F.binary_cross_entropy(torch.sigmoid(zc) * torch.sigmoid(zl), CLICK * LIKE)
+    reference.backward()
+    assert torch.allclose(model.logits["like"].grad, zl.grad, atol=1e-6)
+    assert (model.logits["like"].grad[[2, 3]] != 0).all()  # non-clicked rows train CVR too (entire space)
+
+
+def sig(z: float) -> float:
+    return 1 / (1 + math.exp(-z))
+
+
+def bce_prob(p: float, y: float) -> float:
+    return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+
+def test_entire_space_loss_stays_finite_at_extreme_logits() -> None:
+    model = EntireSpace(click=[30.0, -30.0, 30.0, 0.0, 0.0], like=[30.0, 30.0, -30.0, 0.0, 0.0])
+    loss = MultiTaskTask(targets=TARGETS).loss(model, batch(click=torch.tensor([0.0, 1, 1, 0, 1]), like=torch.tensor([0.0, 1, 1, 0, 0])))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(t.grad).all() for t in model.logits.values())
+
+
+def test_heads_are_probabilities_and_the_joint_is_at_most_the_condition() -> None:
+    model = Fixed(click=ZC, like=ZL)
+    task = MultiTaskTask(targets=TARGETS)
+    heads = task.predict_heads(model, batch())
+    assert task.heads == ("click", "like", "click_and_like") and list(heads) == list(task.heads)
+    assert torch.allclose(heads["click_and_like"], torch.sigmoid(torch.tensor(ZC)) * torch.sigmoid(torch.tensor(ZL)))
+    assert (heads["click_and_like"] <= heads["click"]).all()
+    with pytest.raises(ValueError, match="several heads"):
+        task.predict(model, batch())
+
+
+def test_spec_round_trip_and_key_naming_errors() -> None:
+    spec = parse_task_section({"type": "multi_task", "conditioned_loss": "masked", "targets": [{"name": "click"}, {"name": "like", "condition": "click"}],
+                               "weighted_metric": [{"metric": "click_auc", "weight": 0.5}]})  # fmt: skip
+    task = build_task(spec)
+    assert isinstance(task, MultiTaskTask) and task.params.conditioned_loss is ConditionedLoss.MASKED
+    assert build_task(spec.to_dict()) == task
+    with pytest.raises(ConfigError, match=r"task.conditioned_los: unknown parameter \(did you mean 'conditioned_loss'\?\)"):
+        parse_task_section({"type": "multi_task", "conditioned_los": "masked"})
+    with pytest.raises(ConfigError, match=r"task.targets\[1\].condition: 'buy' is not a target"):
+        parse_task_section({"type": "multi_task", "targets": [{"name": "click"}, {"name": "like", "condition": "buy"}]})
+    with pytest.raises(ConfigError, match=r"task.targets\[0\].kind"):
+        parse_task_section({"type": "multi_task", "targets": [{"name": "click", "kind": "ordinal"}]})
+
+
+def test_targets_come_from_the_schema_and_must_be_its_own() -> None:
+    schema = Schema.from_dict({"targets": [{"name": "click"}, {"name": "like", "weight": 0.5, "condition": "click"}], "features": [{"name": "a", "kind": "categorical"}]})
+    task = MultiTaskTask().with_schema_targets(schema.targets)
+    assert task.targets == TARGETS
+    with pytest.raises(ConfigError, match="'buy' is not one of the schema's targets"):
+        MultiTaskTask(targets=[TargetParams(name="buy")]).with_schema_targets(schema.targets)
+
+
+def test_model_and_task_must_agree() -> None:
+    task = MultiTaskTask(targets=TARGETS)
+    with pytest.raises(ConfigError, match=r"the model scores \['click'\] but the task trains \['click', 'like'\]"):
+        task.check_model(Fixed(click=ZC))
+    with pytest.raises(ConfigError, match="masked contradicts it"):
+        MultiTaskTask(targets=TARGETS, conditioned_loss="masked").check_model(EntireSpace(click=ZC, like=ZL))
+    with pytest.raises(ConfigError, match="needs a binary target with a condition"):
+        MultiTaskTask(targets=(TargetParams(name="click"), TargetParams(name="like"))).check_model(EntireSpace(click=ZC, like=ZL))
