@@ -207,7 +207,8 @@ def evaluate_retrieval_run(
             raise ConfigError("the run has no data.catalog: give the items to rank (evaluate --catalog ITEMS)")
     catalog = catalog if isinstance(catalog, DataSource) else DataSource.from_config(catalog, key="data.catalog")
     if seen is None:
-        seen = data_spec.get("seen") or _dataset_file(config, "seen.parquet")
+        # a saved run config lists its resolved files: no seen file there means none was used
+        seen = data_spec.get("seen") or (None if "train" in data_spec else _dataset_file(config, "seen.parquet"))
     seen = seen if seen is None or isinstance(seen, DataSource) else DataSource.from_config(seen, key="data.seen")
     evaluation = config.get("evaluation") or {}
     task = config.get("task") if isinstance(config.get("task"), Mapping) else {}
