@@ -1,0 +1,128 @@
+"""recstack train / evaluate / predict on a multi-task run: per-target metrics everywhere, early
+stopping on a target's metric, config errors before any data is read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+
+from recstack.config import RunConfig
+from recstack.errors import ConfigError
+from recstack.training.callbacks.base import TrainerCallback
+from recstack.workflows.predict import evaluate_run, predict_run
+from recstack.data.sources import DataSource
+from recstack.workflows.train import train_run
+
+from .helpers import SCHEMA, SMALL_PARAMS, write_data
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def config(folder: Path, out: Path, *, model: str = "mmoe", schema: dict | None = None, **trainer: Any) -> RunConfig:
+    return RunConfig.from_dict(
+        {
+            "name": "mt",
+            "data": {split: str(folder / f"{split}.parquet") for split in ("train", "valid", "test")},
+            "schema": schema or SCHEMA,
+            "task": {"type": "multi_task"},
+            "model": {"name": model, "params": SMALL_PARAMS[model]},
+            "loader": {"batch_size": 256, "shuffle_buffer": 10000},
+            "trainer": {"epochs": 2, "lr": 0.005, "monitor": "click_and_like_auc", "progress": False, **trainer},
+            "output": str(out),
+            "threads": 1,
+        }
+    )
+
+
+class Recorder(TrainerCallback):
+    def __init__(self) -> None:
+        self.evaluations: list[dict[str, float]] = []
+
+    def on_evaluate(self, state, control, metrics) -> None:  # type: ignore[override]
+        self.evaluations.append(dict(metrics))
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_data(tmp_path_factory.mktemp("mt"), rows=(4000, 1000, 1000))
+
+
+def test_train_writes_per_target_metrics_tensorboard_and_curves_then_evaluate_and_predict(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    metrics = train_run(config(data, run), log=lambda _: None)
+    for split in ("valid", "test"):
+        assert {"click_auc", "click_gauc", "click_logloss", "like_auc", "like_gauc", "like_logloss", "click_and_like_auc"} <= set(metrics[split])
+        assert metrics[split]["click_auc"] > 0.6 and metrics[split]["like_auc"] > 0.6
+    assert json.loads((run / "metrics.json").read_text())["test"] == metrics["test"]
+    assert (run / "learning_curve.png").stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert {"eval/click_auc", "eval/like_auc", "eval/click_and_like_auc"} <= set(events.Tags()["scalars"])
+    assert evaluate_run(run, DataSource.from_config(str(data / "test.parquet")), write=False)["like_auc"] == pytest.approx(metrics["test"]["like_auc"])
+    assert predict_run(run, DataSource.from_config(str(data / "test.parquet")), tmp_path / "scores.parquet") == 1000
+    scores = pq.read_table(tmp_path / "scores.parquet")
+    assert scores.column_names == ["click", "like", "click_and_like"]
+
+
+def test_early_stopping_and_the_best_epoch_follow_a_target_metric(data: Path, tmp_path: Path) -> None:
+    recorder = Recorder()
+    metrics = train_run(config(data, tmp_path / "run", epochs=6, lr=0.05, patience=1, monitor="like_logloss", monitor_mode="min"),
+                        log=lambda _: None, callbacks=[recorder])  # fmt: skip
+    history = [m["like_logloss"] for m in recorder.evaluations]
+    best = min(range(len(history)), key=history.__getitem__)
+    assert metrics["best_epoch"] == best + 1
+    if metrics["stopped_early"]:
+        assert len(history) == best + 2  # one evaluation without improvement (patience 1)
+    assert metrics["valid"]["like_logloss"] == pytest.approx(history[best], rel=1e-5)  # the best epoch's weights
+
+
+def test_a_weighted_metric_can_be_monitored(data: Path, tmp_path: Path) -> None:
+    cfg = config(data, tmp_path / "run", epochs=1, monitor="weighted_metric")
+    raw = dict(cfg.raw)
+    raw["task"] = {"type": "multi_task", "weighted_metric": [{"metric": "click_auc", "weight": 0.5}, {"metric": "like_auc", "weight": 0.5}]}
+    metrics = train_run(RunConfig.from_dict(raw), log=lambda _: None)
+    assert metrics["test"]["weighted_metric"] == pytest.approx(0.5 * metrics["test"]["click_auc"] + 0.5 * metrics["test"]["like_auc"])
+
+
+def test_config_errors_before_any_data_is_read(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"  # no files: the errors come first
+    with pytest.raises(ConfigError, match=r"trainer.monitor: 'auc' is not reported by this multi-task run; one of \['click_auc'"):
+        train_run(config(missing, tmp_path / "a", monitor="auc"), log=lambda _: None)
+    single = {**SCHEMA, "targets": [{"name": "click"}]}
+    with pytest.raises(ConfigError, match=r"model.params.targets: esmm needs two targets: a click target and a conversion target with condition: <click>, got \['click'\]"):
+        train_run(config(missing, tmp_path / "b", model="esmm", schema=single), log=lambda _: None)
+    raw = dict(config(missing, tmp_path / "c").raw)
+    raw["model"] = {"name": "deepfm"}
+    with pytest.raises(ConfigError, match="the multi_task task needs a multi-task model"):
+        train_run(RunConfig.from_dict(raw), log=lambda _: None)
+    raw = dict(config(missing, tmp_path / "d").raw)
+    raw["task"] = {"type": "binary"}
+    with pytest.raises(ConfigError, match=r"model 'mmoe' scores several targets and trains with task: \{type: multi_task\}"):
+        train_run(RunConfig.from_dict(raw), log=lambda _: None)
+
+
+@pytest.mark.slow
+def test_cli_datasets_train_evaluate_on_movielens(tmp_path: Path) -> None:
+    """recstack datasets movielens-multitask -> recstack train configs/ml100k_mmoe.yaml (1 epoch) -> evaluate."""
+
+    def cli(*args: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "recstack.cli", *args, "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
+        return json.loads(done.stdout)
+
+    data = tmp_path / "ml100k_multitask"
+    stats = cli("datasets", "movielens-multitask", "--out", str(data))
+    assert stats["click_rate"]["train"] == pytest.approx(0.5, abs=1e-3)
+    run = tmp_path / "mmoe"
+    metrics = cli("train", "configs/ml100k_mmoe.yaml", "--set", "trainer.epochs=1", "--set", f"data.dir={data}", "--set", f"output={run}")
+    popularity = stats["popularity_auc"]["test"]
+    assert metrics["test"]["click_auc"] > popularity["click"] + 0.03 and metrics["test"]["like_auc"] > popularity["like"] + 0.03
+    evaluated = cli("evaluate", str(run), "--data", str(data / "test.parquet"))
+    assert evaluated["click_and_like_auc"] == pytest.approx(metrics["test"]["click_and_like_auc"])
