@@ -28,6 +28,8 @@ from recstack.models.dssm import TwoTower
 from recstack.models.youtube_dnn import YoutubeDNN
 from recstack.models.sasrec import SASRec
 from recstack.models.gru4rec import GRU4Rec
+from recstack.models.comirec import ComiRecDR, ComiRecSA
+from recstack.models.mind import MIND
 
 __all__ = [
     "BST",
@@ -36,8 +38,11 @@ __all__ = [
     "DIN",
     "ESMM",
     "FM",
+    "ComiRecDR",
+    "ComiRecSA",
     "GRU4Rec",
     "LR",
+    "MIND",
     "MMoE",
     "PLE",
     "Behaviour",

@@ -25,6 +25,7 @@ from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
 from recstack.errors import ConfigError, DataError
+from recstack.evaluation.multi_interest import max_interest_scores
 from recstack.evaluation.progress import progress_counter
 from recstack.evaluation.retrieval_metrics import evaluate_ranked_scores
 from recstack.export.retrieval_run import EMBED_BATCH_SIZE, retrieval_model  # noqa: F401 (EMBED_BATCH_SIZE re-exported)
@@ -112,7 +113,8 @@ def embed_items(model: nn.Module, preprocessor: Preprocessor, catalog: DataSourc
 
 @torch.no_grad()
 def embed_users(model: nn.Module, preprocessor: Preprocessor, data: DataSource, *, user_column: str = "user_id") -> tuple[np.ndarray, np.ndarray]:
-    """``(U,)`` user ids (one per row of ``data``) and ``(U, D)`` user vectors."""
+    """``(U,)`` user ids (one per row of ``data``) and ``(U, D)`` user vectors (``(U, K, D)``
+    for a model with K > 1 interests)."""
     model.eval()
     features = user_feature_names(model)
     columns = list(dict.fromkeys([user_column, *preprocessor.schema.feature_columns(features)]))
@@ -153,13 +155,14 @@ def retrieval_metrics(
         exclude_columns=exclude_columns, delimiter=exclude_delimiter or _list_delimiter(preprocessor, exclude_columns),
     )  # fmt: skip
     _, user_vectors = embed_users(model, preprocessor, split, user_column=user_column)  # (rows, D)
-    users = torch.from_numpy(user_vectors[targets.rows])  # (U, D) one per held-out row
+    users = torch.from_numpy(user_vectors[targets.rows])  # (U, D) or (U, K, D): one per held-out row
     items_t = torch.from_numpy(item_vectors).T  # (D, N)
     with progress_counter(len(users), desc=desc, unit="user", enabled=progress, file=progress_file) as advance:
 
         def score_chunk(rows: np.ndarray) -> torch.Tensor:  # rows: (C,) contiguous, ascending
             advance(len(rows))
-            return users[int(rows[0]) : int(rows[-1]) + 1] @ items_t  # (C, N), a fresh matrix
+            # K interests: each searches the corpus, merged by max score (evaluation.multi_interest)
+            return max_interest_scores(users[int(rows[0]) : int(rows[-1]) + 1], items_t)  # (C, N), a fresh matrix
 
         metrics = evaluate_ranked_scores(score_chunk, targets.targets, exclude=(targets.exclude_indptr, targets.exclude_indices), ks=ks)
     return {k: float(v) for k, v in metrics.items()}
