@@ -37,6 +37,9 @@ RETRIEVAL_PARAMS: dict[str, tuple[dict, tuple]] = {
     "youtube_dnn": ({"hidden_dims": [16, 8]}, RICH),
     "sasrec": ({"num_layers": 1}, SEQUENCES),
     "gru4rec": ({}, SEQUENCES),
+    "comirec_sa": ({"num_interests": 3}, SEQUENCES),
+    "comirec_dr": ({"num_interests": 3}, SEQUENCES),
+    "mind": ({"num_interests": 3}, SEQUENCES),
 }
 
 
