@@ -19,10 +19,11 @@ from recstack.data.sources import DataSource
 from recstack.errors import ConfigError
 from recstack.schema import Schema, Side
 from recstack.tasks.registry import TaskSpec, TaskType, parse_task_section
+from recstack.training.sharding_config import DistributedConfig
 
 # `tune:` is the search space of `recstack tune` (recstack.tuning.space); training ignores it;
 # `incremental:` is read by recstack.training.warm_start.IncrementalConfig (train --init-from)
-_TOP_LEVEL_KEYS = {"name", "data", "schema", "task", "model", "loader", "trainer", "evaluation", "output", "threads", "seed", "tune", "incremental"}
+_TOP_LEVEL_KEYS = {"name", "data", "schema", "task", "model", "loader", "trainer", "evaluation", "output", "threads", "seed", "tune", "incremental", "distributed"}
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class RunConfig:
     output: Path
     threads: int = 1
     seed: int = 0
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)  # replicated (DDP) or sharded tables
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)  # the resolved YAML
 
     @classmethod
@@ -146,6 +148,7 @@ class RunConfig:
             output=Path(output) if Path(output).is_absolute() else project_dir / output,
             threads=threads,
             seed=int(raw.get("seed", 0)),
+            distributed=DistributedConfig.from_dict(raw.get("distributed") or {}),
             raw=dict(raw),
         )
 

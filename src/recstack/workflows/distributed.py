@@ -180,6 +180,8 @@ class DistributedTraining:
             every rank here.
         task: the run's task.
         context: from :func:`init_from_env`.
+        wrapped: a module that distributes ``model`` itself (``DistributedModelParallel``, whose
+            ``.module`` is ``model``), used instead of DDP (workflows/sharded.py).
 
     Example (tests/distributed/test_training.py runs it in two processes)::
 
@@ -187,11 +189,14 @@ class DistributedTraining:
         trainer.fit(model, training.task, lambda epoch: training.lockstep(stream_for(epoch)))
     """
 
-    def __init__(self, *, model: nn.Module, task: Task, context: DistributedContext) -> None:
+    def __init__(self, *, model: nn.Module, task: Task, context: DistributedContext, wrapped: nn.Module | None = None) -> None:
         self.context = context
-        model.to(context.device)
-        device_ids = [context.device.index] if context.device.type == "cuda" else None
-        self.ddp = DistributedDataParallel(model, device_ids=device_ids)
+        if wrapped is not None:  # already distributed (TorchRec's DistributedModelParallel): as is
+            self.ddp = wrapped
+        else:
+            model.to(context.device)
+            device_ids = [context.device.index] if context.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(model, device_ids=device_ids)
         self.task = _DistributedTask(task, self)
         self.padding = False  # True while the current step is a padding step
         self.padding_rows = 0  # rows of padding steps, to report true sample counts

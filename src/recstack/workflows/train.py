@@ -27,10 +27,12 @@ from recstack.models.registry import check_model_config
 from recstack.parallel import rank as process_rank
 from recstack.tasks.base import Task
 from recstack.training import MetricHistory, TensorBoardLogger, Trainer, TrainerCallback, TrainerConfig
+from recstack.training.sharded_trainer import ShardedTrainer
 from recstack.training.rng import seed_everything
 from recstack.training.warm_start import IncrementalConfig, OptimizerState
 from recstack.workflows.datasets import ensure_dataset
 from recstack.workflows.distributed import DistributedTraining, init_from_env, sum_over_ranks
+from recstack.workflows.sharded import first_batch, shard_run_model
 from recstack.workflows.incremental import ParentRun, carried_optimizers, incremental_config, load_parent, warm_start
 from recstack.workflows.tasks import build_task, check_multi_task_config, make_evaluator, multi_task_model_params, saved_task_spec
 
@@ -146,9 +148,15 @@ def _train(
     model = build_model(config.model.name, feature_map if parent is None else feature_map.without_pretrained_files(), model_params)
     growth = None if parent is None else warm_start(model, parent, preprocessor, incremental)
     task = build_task(config, model, preprocessor)
-    training = None if context is None else DistributedTraining(model=model, task=task, context=context)
-
     stream = BatchStream(source=config.data.train, preprocessor=preprocessor, config=config.loader)
+    sharded = None  # distributed.embeddings: sharded: TorchRec tables over the ranks (workflows/sharded.py)
+    if config.distributed.sharded:
+        sharded = shard_run_model(
+            config, trainer_config, model, task, first_batch(make_loader(stream)), device=torch.device(trainer_config.device),
+            build_plain=lambda: build_model(config.model.name, feature_map, model_params), paths=paths if rank == 0 else None, log=log,
+        )  # fmt: skip
+    wrapped = None if sharded is None else sharded.sharded.dmp
+    training = None if context is None else DistributedTraining(model=model, task=task, context=context, wrapped=wrapped)
 
     def train_batches(epoch: int):
         stream.set_epoch(epoch)
@@ -159,13 +167,20 @@ def _train(
     history = MetricHistory()
     callbacks = [history] + ([TensorBoardLogger(paths.tensorboard)] if rank == 0 else []) + list(callbacks)
     # every rank reads the checkpoint on resume; only rank 0 writes it (see Trainer._save)
-    trainer = Trainer(trainer_config, callbacks=callbacks, checkpoint_dir=paths.checkpoints)
+    if sharded is None:
+        trainer = Trainer(trainer_config, callbacks=callbacks, checkpoint_dir=paths.checkpoints)
+    else:
+        trainer = ShardedTrainer(trainer_config, sharded=sharded.sharded, callbacks=callbacks, checkpoint_dir=paths.checkpoints)
     train_started = time.perf_counter()
     optimizers = None  # the Trainer builds fresh ones
     if parent is not None and growth is not None and incremental.optimizer_state is OptimizerState.CARRY and not resume:
         optimizers = trainer.build_optimizers(trainer.place_model(model))
         growth["optimizer_params_carried"] = carried_optimizers(optimizers, parent, incremental)
-    state = trainer.fit(model, task if training is None else training.task, train_batches, evaluate, resume=resume, optimizers=optimizers)
+    fit_evaluate = evaluate if sharded is None or evaluate is None else sharded.evaluator(evaluate)
+    fit_model = model if wrapped is None else wrapped
+    state = trainer.fit(fit_model, task if training is None else training.task, train_batches, fit_evaluate, resume=resume, optimizers=optimizers)
+    if sharded is not None:  # the plain model, tables gathered: evaluated and saved as any run's
+        model = sharded.replica()
     train_seconds = time.perf_counter() - train_started
     train_samples = state.samples_seen
     if training is not None:  # all ranks' rows, without the padding steps

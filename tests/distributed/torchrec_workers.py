@@ -1,0 +1,143 @@
+"""What each spawned rank runs in the TorchRec tests (importable by the children).
+
+The data is the model tests' full schema (tests/models/helpers.py): ids, shared tables
+(``item_id`` and ``hist_item_ids``), weighted var-len tags, a frozen pretrained table, a
+bucketised numeric, dense values.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+_HELPERS = Path(__file__).resolve().parents[1] / "models" / "helpers.py"
+
+
+def model_helpers() -> Any:
+    """tests/models/helpers.py under its own module name (no clash with other helpers.py)."""
+    name = "recstack_tests_model_helpers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _HELPERS)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def world(folder: Path, rows: int = 64) -> tuple[Any, Any, Any]:
+    """(feature map, whole batch, preprocessor) of the full schema."""
+    helpers = model_helpers()
+    path, _ = helpers.write_pretrained(folder)
+    records = helpers.full_records(rows)
+    preprocessor = helpers.fit(helpers.full_schema(path), records)
+    return preprocessor.feature_map(), preprocessor.transform(records), preprocessor
+
+
+def plain_model(name: str, feature_map: Any) -> torch.nn.Module:
+    from recstack.models import build_model
+
+    torch.manual_seed(0)  # the same initial weights on every rank and in the reference
+    return build_model(name, feature_map, model_helpers().model_params(name))
+
+
+def _shard(model: torch.nn.Module, batch: Any, sharding: str | None, *, table_optimizer: str = "sgd", lr: float = 0.1) -> Any:
+    from recstack.nn.sharded_inputs import table_weights, unpooled_features, use_torchrec_tables
+    from recstack.tasks.binary import BinaryClassificationTask
+    from recstack.training.sharded import shard_model
+    from recstack.training.sharding_config import DistributedConfig
+
+    task = BinaryClassificationTask()
+    unpooled = unpooled_features(model, lambda: task.loss(model, batch))
+    weights = {k: v.detach().clone() for k, v in table_weights(model).items()}
+    tables = use_torchrec_tables(model, unpooled=unpooled, device="meta")
+    constraints = {} if sharding is None else {n: {"sharding": [sharding]} for n, s in tables.specs.items() if s.dim % 4 == 0}
+    config = DistributedConfig.from_dict({"embeddings": "sharded", "table_optimizer": table_optimizer, "tables": constraints})
+    return shard_model(model, config, lr=lr, device=torch.device("cpu"), weights=weights)
+
+
+def compare_sharded(rank: int, folder: str, model_name: str, sharding: str) -> None:
+    """Outputs of the sharded model vs the plain one on the same weights; one SGD step of both
+    (the fused table SGD and torch SGD for the dense part) on this rank's half of the batch."""
+    from recstack.tasks.binary import BinaryClassificationTask
+    from recstack.training.sharded import full_tables
+    from recstack.workflows.sharded import load_replica
+
+    out = Path(folder)
+    feature_map, batch, _ = world(out / f"data{rank}")
+    task = BinaryClassificationTask()
+    plain = plain_model(model_name, feature_map)
+    sharded = _shard(plain_model(model_name, feature_map), batch, sharding)
+    half = _half(batch, rank)
+
+    sharded.dmp.eval()
+    plain.eval()
+    with torch.no_grad():
+        same = (sharded.dmp(half) - plain(half)).abs().max().item()
+    # one training step: the DDP average of the two ranks' gradients = the whole batch's mean
+    sharded.dmp.train()
+    plain.train()
+    dense = torch.optim.SGD(sharded.dense_parameters(), lr=0.1)
+    loss = task.loss(sharded.dmp, half)
+    loss.backward()
+    dense.step()
+    reference = torch.optim.SGD([p for p in plain.parameters() if p.requires_grad], lr=0.1)
+    task.loss(plain, batch).backward()
+    reference.step()
+    replica = plain_model(model_name, feature_map)
+    load_replica(replica, sharded)
+    gathered = full_tables(sharded)
+    stepped = {k: (v - replica.state_dict()[k]).abs().max().item() for k, v in plain.state_dict().items()}
+    torch.save({"same": same, "stepped": stepped, "plan": sharded.report, "tables": sorted(gathered)}, out / f"compare{rank}.pt")
+
+
+def _half(batch: Any, rank: int) -> Any:
+    from recstack.data.batch import Batch
+
+    rows = slice(rank * 32, rank * 32 + 32)
+    return Batch(
+        ids={k: v[rows] for k, v in batch.ids.items()},
+        sequences={k: v[rows] for k, v in batch.sequences.items()},
+        weights={k: v[rows] for k, v in batch.weights.items()},
+        dense={k: v[rows] for k, v in batch.dense.items()},
+        labels={k: v[rows] for k, v in batch.labels.items()},
+    )
+
+
+def checkpoint_round_trip(rank: int, folder: str) -> None:
+    """DCP save of a trained sharded model and its table optimiser, load into a fresh one:
+    identical outputs, and the next step identical too (the row-wise Adagrad state came back)."""
+    import torch.distributed.checkpoint as dcp
+
+    from recstack.tasks.binary import BinaryClassificationTask
+
+    out = Path(folder)
+    feature_map, batch, _ = world(out / f"data{rank}")
+    half = _half(batch, rank)
+    task = BinaryClassificationTask()
+
+    def trained(steps: int) -> Any:
+        sharded = _shard(plain_model("deepfm", feature_map), batch, "row_wise", table_optimizer="rowwise_adagrad")
+        for _ in range(steps):
+            task.loss(sharded.dmp, half).backward()
+        return sharded
+
+    first = trained(3)
+    state = {"model": first.dmp.state_dict(), "optim": first.fused_optimizer.state_dict()}
+    dcp.save(state, checkpoint_id=str(out / "dcp"))
+    second = trained(0)
+    loaded = {"model": second.dmp.state_dict(), "optim": second.fused_optimizer.state_dict()}
+    dcp.load(loaded, checkpoint_id=str(out / "dcp"))
+    second.dmp.load_state_dict(loaded["model"])
+    second.fused_optimizer.load_state_dict(loaded["optim"])
+    with torch.no_grad():
+        before = (first.dmp(half) - second.dmp(half)).abs().max().item()
+    for sharded in (first, second):  # one more step each: the optimiser state must match too
+        task.loss(sharded.dmp, half).backward()
+    with torch.no_grad():
+        after = (first.dmp(half) - second.dmp(half)).abs().max().item()
+    torch.save({"before": before, "after": after}, out / f"dcp{rank}.pt")
