@@ -13,7 +13,16 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     || $PIP install -q torch --index-url https://download.pytorch.org/whl/cpu
 fi
 $PIP install -q -e ".[all]"
-.venv/bin/python -c "import recstack, torch, faiss, fastapi, onnxruntime, gensim, pymilvus" 
+# Sharded tables (distributed.embeddings: sharded, docs/distributed.md): fbgemm's CPU kernels built
+# for torch 2.13 (fbgemm-gpu-cpu 1.9.0 fails to load against it), then TorchRec without its
+# metadata's CUDA `fbgemm-gpu` requirement, then TorchRec's own dependencies (the `sharded` extra).
+# About 8 MB of wheels. GPUs: fbgemm-gpu (CUDA build matching torch) instead of fbgemm-gpu-cpu.
+if ! .venv/bin/python -c "import torchrec, fbgemm_gpu" 2>/dev/null; then
+  $PIP install -q fbgemm-gpu-cpu==1.8.0
+  $PIP install -q --no-deps torchrec==1.9.2
+  $PIP install -q -e ".[sharded]"
+fi
+.venv/bin/python -c "import recstack, torch, faiss, fastapi, onnxruntime, gensim, pymilvus, torchrec, fbgemm_gpu" 
 # Headless Chromium for the demo page's browser test (Debian package, no downloads at test time).
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
