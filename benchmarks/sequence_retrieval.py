@@ -1,0 +1,139 @@
+"""Sequential recall benchmark on MovieLens-100K leave-one-out sequences (``recstack datasets
+movielens-sequences``): SASRec and GRU4Rec (recstack, trained by ``train_run`` from the shipped
+configs) beside Popularity and EASE, on the same split and the same scoring code.
+
+Every rating is an interaction; per user, the last item is the test target, the one before the
+validation target. Every method ranks all 1,682 items for each of the 943 test users with the
+test row's input items (its last 50 items, ``hist_item_ids``) excluded, through
+``recstack.evaluation.retrieval_metrics.evaluate_ranked_scores`` and the targets/exclusions of
+``recstack.data.held_out`` (the deep models get them inside ``train_run``'s test evaluation).
+Popularity and EASE are fitted on every item before the test target (train + validation items),
+the interactions the deep models' test inputs hold (EASE sees the whole history, not only the
+last 50); EASE's l2 is picked on the validation split from a small grid.
+
+Usage::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sequence_retrieval.py --epochs 40
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sequence_retrieval.py --only baselines
+
+Results go to ``runs/bench_sequence_retrieval/results.json`` and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import scipy.sparse as sp
+import torch
+import yaml
+
+from recstack.config import RunConfig
+from recstack.datasets import build_sequences
+from recstack.evaluation.retrieval_metrics import evaluate_ranked_scores
+from recstack.retrieval.baselines import EASE, Popularity
+from recstack.workflows.train import train_run
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "data" / "ml100k_sequences"
+OUT = ROOT / "runs" / "bench_sequence_retrieval"
+KS = (10, 50)
+CONFIGS = {"SASRec (full softmax)": "configs/ml100k_sasrec.yaml", "GRU4Rec (full softmax)": "configs/ml100k_gru4rec.yaml"}
+EXTRA = {
+    "SASRec (sampled softmax, log-Q, 256 negatives)": ("configs/ml100k_sasrec.yaml", {"task": {"type": "retrieval", "loss": "sampled_softmax", "num_negatives": 256}}),
+    "SASRec (paper BCE, 1 negative)": ("configs/ml100k_sasrec.yaml", {"task": {"type": "retrieval", "loss": "sampled_bce"}}),
+}
+
+
+def _lists(table, column: str) -> list[np.ndarray]:
+    offsets = table.column(column).combine_chunks().offsets.to_numpy()
+    values = table.column(column).combine_chunks().values.to_numpy()
+    return [values[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def baselines() -> dict[str, dict[str, float]]:
+    """Popularity and EASE on the leave-one-out split (items as matrix columns 0..N-1)."""
+    items = pq.read_table(DATA / "items.parquet")["item_id"].to_numpy()
+    column = {int(i): c for c, i in enumerate(items)}
+    seen = pq.read_table(DATA / "seen.parquet")
+    results = {}
+    for split in ("valid", "test"):
+        rows = pq.read_table(DATA / f"{split}.parquet")
+        users = rows["user_id"].to_numpy()
+        history = {int(u): h for u, h in zip(seen["user_id"].to_numpy(), _lists(seen, "seen_item_ids"))}
+        if split == "test":  # the validation target is history when scoring test
+            valid = pq.read_table(DATA / "valid.parquet")
+            for u, i in zip(valid["user_id"].to_numpy(), valid["item_id"].to_numpy()):
+                history[int(u)] = np.r_[history[int(u)], i]
+        matrix_rows = [np.array([column[int(i)] for i in history[int(u)]]) for u in users]
+        X = sp.csr_matrix((np.ones(sum(map(len, matrix_rows)), np.float32), np.concatenate(matrix_rows), np.r_[0, np.cumsum([len(r) for r in matrix_rows])]), shape=(len(users), len(items)))
+        X.sum_duplicates()
+        X.data[:] = 1.0
+        inputs = _lists(rows, "hist_item_ids")
+        exclude = (np.r_[0, np.cumsum([len(h) for h in inputs])], np.array([column[int(i)] for h in inputs for i in h]))
+        targets = np.array([column[int(i)] for i in rows["item_id"].to_numpy()])
+        results[split] = (X, exclude, targets)
+    out = {}
+    X, exclude, targets = results["test"]
+    started = time.perf_counter()
+    out["Popularity"] = {**evaluate_ranked_scores(Popularity().fit(X).score, targets, exclude=exclude, ks=KS), "train_s": time.perf_counter() - started}
+    Xv, exclude_v, targets_v = results["valid"]
+    best = max((50.0, 100.0, 200.0, 500.0, 1000.0), key=lambda l2: evaluate_ranked_scores(EASE(l2=l2).fit(Xv).score, targets_v, exclude=exclude_v, ks=KS)["ndcg@10"])
+    started = time.perf_counter()
+    model = EASE(l2=best).fit(X)
+    out[f"EASE (l2 {best:g}, picked on valid)"] = {**evaluate_ranked_scores(model.score, targets, exclude=exclude, ks=KS), "train_s": time.perf_counter() - started}
+    return out
+
+
+def deep(name: str, config_path: str, overrides: dict, epochs: int, patience: int) -> dict[str, float]:
+    raw = yaml.safe_load((ROOT / config_path).read_text())
+    raw.update(overrides)
+    raw["data"] = {"dataset": "movielens_sequences", "dir": str(DATA)}
+    raw["schema"] = str(ROOT / raw["schema"])
+    raw["output"] = str(OUT / re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"))
+    raw["trainer"] = {**raw["trainer"], "epochs": epochs, "patience": patience, "progress": False}
+    config = RunConfig.from_dict(raw, base_dir=ROOT)
+    metrics = train_run(config, log=lambda _: None, overwrite=True)
+    stats = json.loads((DATA / "stats.json").read_text())
+    positions = stats["train_positions"] * metrics["epochs_run"]
+    return {
+        **{k.removeprefix("test_"): float(v) for k, v in metrics.items() if k.startswith("test_")},
+        "train_s": float(metrics["train_seconds"]), "epochs": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
+        "positions_per_s": positions / float(metrics["train_seconds"]),
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--only", nargs="*", default=None, help="baselines, sasrec, gru4rec, variants")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    build_sequences(DATA)
+    OUT.mkdir(parents=True, exist_ok=True)
+    results_path = OUT / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    chosen = set(args.only or ["baselines", "sasrec", "gru4rec", "variants"])
+    if "baselines" in chosen:
+        results.update(baselines())
+    for name, path in CONFIGS.items():
+        if name.split(" ")[0].lower() in chosen:
+            results[name] = deep(name, path, {}, args.epochs, args.patience)
+    if "variants" in chosen:
+        for name, (path, overrides) in EXTRA.items():
+            results[name] = deep(name, path, overrides, args.epochs, args.patience)
+    results_path.write_text(json.dumps(results, indent=2, default=float))
+    print("| method | Recall@10 | NDCG@10 | Recall@50 | MRR | train s | epochs | positions/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, m in results.items():
+        print(f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['recall@50']:.4f} | {m['mrr']:.4f} | {m['train_s']:.1f} | {m.get('epochs', '-')} | {m.get('positions_per_s', 0):.0f} |")
+
+
+if __name__ == "__main__":
+    main()
