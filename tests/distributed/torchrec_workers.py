@@ -60,14 +60,24 @@ def _shard(model: torch.nn.Module, batch: Any, sharding: str | None, *, table_op
     return shard_model(model, config, lr=lr, device=torch.device("cpu"), weights=weights)
 
 
-def compare_sharded(rank: int, folder: str, model_name: str, sharding: str) -> None:
-    """Outputs of the sharded model vs the plain one on the same weights; one SGD step of both
-    (the fused table SGD and torch SGD for the dense part) on this rank's half of the batch."""
+CASES = [("deepfm", "table_wise"), ("deepfm", "row_wise"), ("deepfm", "column_wise"), ("din", "row_wise")]
+
+
+def compare_all(rank: int, folder: str) -> None:
+    """Every case of :data:`CASES` and the DCP round trip in one process group (one start-up)."""
+    out = Path(folder)
+    results = {case: compare_sharded(out, rank, *case) for case in CASES}
+    results["dcp"] = checkpoint_round_trip(out, rank)
+    torch.save(results, out / f"results{rank}.pt")
+
+
+def compare_sharded(out: Path, rank: int, model_name: str, sharding: str) -> dict[str, Any]:
+    """The sharded model vs the plain one on the same weights: outputs; after one SGD step of
+    both (fused table SGD + torch SGD on the dense part, each rank on its half of the batch; the
+    plain model on the whole batch) the weights; and the gathered replica's outputs."""
     from recstack.tasks.binary import BinaryClassificationTask
-    from recstack.training.sharded import full_tables
     from recstack.workflows.sharded import load_replica
 
-    out = Path(folder)
     feature_map, batch, _ = world(out / f"data{rank}")
     task = BinaryClassificationTask()
     plain = plain_model(model_name, feature_map)
@@ -77,22 +87,22 @@ def compare_sharded(rank: int, folder: str, model_name: str, sharding: str) -> N
     sharded.dmp.eval()
     plain.eval()
     with torch.no_grad():
-        same = (sharded.dmp(half) - plain(half)).abs().max().item()
-    # one training step: the DDP average of the two ranks' gradients = the whole batch's mean
+        outputs = (sharded.dmp(half) - plain(half)).abs().max().item()
     sharded.dmp.train()
     plain.train()
     dense = torch.optim.SGD(sharded.dense_parameters(), lr=0.1)
-    loss = task.loss(sharded.dmp, half)
-    loss.backward()
+    task.loss(sharded.dmp, half).backward()
     dense.step()
     reference = torch.optim.SGD([p for p in plain.parameters() if p.requires_grad], lr=0.1)
     task.loss(plain, batch).backward()
     reference.step()
     replica = plain_model(model_name, feature_map)
     load_replica(replica, sharded)
-    gathered = full_tables(sharded)
     stepped = {k: (v - replica.state_dict()[k]).abs().max().item() for k, v in plain.state_dict().items()}
-    torch.save({"same": same, "stepped": stepped, "plan": sharded.report, "tables": sorted(gathered)}, out / f"compare{rank}.pt")
+    sharded.dmp.eval()
+    with torch.no_grad():
+        exported = (sharded.dmp(half) - replica.eval()(half)).abs().max().item()
+    return {"outputs": outputs, "stepped": stepped, "exported": exported, "plan": sharded.report}
 
 
 def _half(batch: Any, rank: int) -> Any:
@@ -108,14 +118,13 @@ def _half(batch: Any, rank: int) -> Any:
     )
 
 
-def checkpoint_round_trip(rank: int, folder: str) -> None:
+def checkpoint_round_trip(out: Path, rank: int) -> dict[str, float]:
     """DCP save of a trained sharded model and its table optimiser, load into a fresh one:
     identical outputs, and the next step identical too (the row-wise Adagrad state came back)."""
     import torch.distributed.checkpoint as dcp
 
     from recstack.tasks.binary import BinaryClassificationTask
 
-    out = Path(folder)
     feature_map, batch, _ = world(out / f"data{rank}")
     half = _half(batch, rank)
     task = BinaryClassificationTask()
@@ -140,4 +149,4 @@ def checkpoint_round_trip(rank: int, folder: str) -> None:
         task.loss(sharded.dmp, half).backward()
     with torch.no_grad():
         after = (first.dmp(half) - second.dmp(half)).abs().max().item()
-    torch.save({"before": before, "after": after}, out / f"dcp{rank}.pt")
+    return {"before": before, "after": after}
