@@ -140,3 +140,14 @@ def test_planted_transitions_are_followed() -> None:
     items = events["item_id"].to_numpy().reshape(200, 10)
     followed = (items[:, 1:] == successor[items[:, :-1]]).mean()
     assert 0.75 < followed < 0.9 and items.min() >= 1 and items.max() <= 50
+
+
+def test_cli_builds_sequences(tmp_path: Path, fake_ml: SimpleNamespace, capsys: pytest.CaptureFixture) -> None:
+    from recstack.cli import main
+
+    raw = fake_ml.write_official(tmp_path / "raw", fake_ml.random(seed=4))
+    assert main(["datasets", "movielens-sequences", "--out", str(tmp_path / "seq"), "--source", str(raw), "--max-len", "5", "--partitions", "2"]) == 0
+    assert "wrote movielens-sequences" in capsys.readouterr().out
+    assert all(len(h) <= 5 for h in pq.read_table(tmp_path / "seq" / "test.parquet")["hist_item_ids"].to_pylist())
+    assert main(["datasets", "synthetic-sequences", "--out", str(tmp_path / "syn"), "--rows", "400"]) == 0
+    assert pq.read_table(tmp_path / "syn" / "train.parquet").num_rows == 20  # 400 // 20 users
