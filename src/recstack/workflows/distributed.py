@@ -44,9 +44,11 @@ from recstack.data.batch import Batch
 from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
-from recstack.evaluation.ranking_evaluator import collect_predictions
+from recstack.evaluation.multi_task_metrics import multi_task_report
+from recstack.evaluation.ranking_evaluator import collect_heads, collect_predictions
 from recstack.evaluation.ranking_metrics import Predictions, ranking_report
 from recstack.tasks.base import Task
+from recstack.tasks.multi_task import MultiTaskTask
 
 __all__ = [
     "DistributedContext",
@@ -256,6 +258,13 @@ def evaluate_sharded(
         world_size=dist.get_world_size(),
     )
     device = next(model.parameters()).device
+    if isinstance(task, MultiTaskTask):  # per-target metrics on every rank's rows, gathered
+        parts: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, collect_heads(model, task, stream, device=device))
+        filled = [part for part in parts if part[1]]
+        labels, heads = ({name: np.concatenate([part[i][name] for part in filled]) for name in filled[0][i]} for i in (0, 1))
+        groups = np.concatenate([part[2] for part in filled]) if filled[0][2] is not None else None
+        return multi_task_report(task.targets, labels, heads, groups, task.params.weighted_metric)
     predictions = collect_predictions(model, task, stream, device=device)
     return ranking_report(*gather_predictions(predictions))
 
