@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
 from recstack.models.multi_task_base import MultiTaskParams, MultiTaskRanker
 from recstack.models.params import require
@@ -55,7 +56,7 @@ class MMoE(MultiTaskRanker):
         return [mix(experts, self.gate[name](features)) for name in self.targets]  # (B, D) each
 
     @torch.no_grad()
-    def gates(self, batch) -> dict[str, Tensor]:
+    def gates(self, batch: Batch) -> dict[str, Tensor]:
         """Each target's gate weights ``(B, E)`` on ``batch`` (for inspection and tests)."""
         features = self.features(batch)
         return {name: self.gate[name](features) for name in self.targets}

@@ -22,8 +22,7 @@ from torch import Tensor, nn
 
 from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
-from recstack.models.params import DeepParams, require, require_dims
-from recstack.models.params import select_features
+from recstack.models.params import DeepParams, require, require_dims, select_features
 from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import MLP
 
