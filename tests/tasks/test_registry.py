@@ -71,7 +71,7 @@ def test_a_registered_name_is_a_task_type_too():
     "section, message",
     [
         ({"type": "ranking"}, r"task\.type: must be one of .*'binary'.*'retrieval'.*got 'ranking'"),
-        ({"type": "retrieval", "loss": "softmax"}, r"task\.loss: must be one of \['in_batch_softmax', 'negative_sampling', 'pointwise'\], got 'softmax'"),
+        ({"type": "retrieval", "loss": "softmax"}, r"task\.loss: must be one of \['full_softmax', 'in_batch_softmax', 'negative_sampling', 'pointwise', 'sampled_bce', 'sampled_softmax'\], got 'softmax'"),
         ({"type": "binary", "pos_wieght": 2}, r"task\.pos_wieght: unknown parameter \(did you mean 'pos_weight'\?\)"),
         ({"type": "binary", "loss": "pointwise"}, r"task\.loss: unknown parameter"),
         ({"type": "retrieval", "temperature": 0}, r"task\.temperature: must be > 0"),
