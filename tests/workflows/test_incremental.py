@@ -183,3 +183,16 @@ def test_cli_init_from_end_to_end(tmp_path: Path, days: dict[str, Path], parent:
     assert json.loads((tmp_path / "day2" / "model.json").read_text())["parent_run"] == str(parent.resolve())
     assert cli_main(["train", str(path), "--init-from", str(tmp_path / "missing"), "--overwrite"]) == 2
     assert "missing does not exist" in capsys.readouterr().err
+
+
+def test_nproc_launch_passes_init_from_to_every_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch.distributed.run as torchrun
+
+    from recstack.cli import build_parser
+    from recstack.workflows.distributed import launch
+
+    launched = []
+    monkeypatch.setattr(torchrun, "run", lambda parsed: launched.append(parsed))
+    args = build_parser().parse_args(["train", "c.yaml", "--nproc", "2", "--init-from", "runs/day1"])
+    assert launch(args) == 0
+    assert launched[0].training_script_args[-2:] == ["--init-from", "runs/day1"]
