@@ -328,3 +328,28 @@ def test_k_interests_learn_two_disjoint_interests_one_vector_cannot(name: str) -
     assert np.mean(covered) > 0.6
     cosine = F.cosine_similarity(users.unsqueeze(1), users.unsqueeze(2), dim=-1)  # (U, 4, 4)
     assert float(cosine.min(dim=-1).values.mean()) < 0.8  # MIND's ReLU vectors are >= 0: cosines >= 0
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_search_interests_is_k_searches_merged_by_max(string_ids: bool) -> None:
+    from recstack.retrieval.index import create_index
+    from recstack.retrieval.multi_interest import search_interests
+
+    g = torch.Generator().manual_seed(1)
+    items, users = torch.randn(60, 8, generator=g).numpy(), torch.randn(7, K, 8, generator=g).numpy()
+    ids = np.array([f"i{j}" for j in range(60)], dtype=object) if string_ids else np.arange(100, 160)
+    index = create_index("exact", dim=8)
+    index.add(ids, items)
+    exclude = [ids[[0, 5, 9]], ids[:0], ids[10:50], ids[:0], ids[:0], ids[:58], ids[:0]]  # user 5 keeps 2 items
+    scores, found = search_interests(index, users, 10, exclude=exclude)
+    assert scores.shape == found.shape == (7, 10)
+    full = (users @ items.T).max(axis=1)  # (B, N) brute force: best interest per item
+    for b in range(7):
+        allowed = ~np.isin(ids, exclude[b])
+        order = np.argsort(-np.where(allowed, full[b], -np.inf), kind="stable")[: min(10, int(allowed.sum()))]
+        assert found[b, : len(order)].tolist() == ids[order].tolist()
+        assert np.allclose(scores[b, : len(order)], full[b, order], atol=1e-5)
+    assert found[5, 2:].tolist() == ([None] * 8 if string_ids else [-1] * 8) and np.isneginf(scores[5, 2:]).all()
+    single_scores, single_ids = search_interests(index, users[:, 0], 10)  # (B, D): a plain search
+    plain_scores, plain_ids = index.search(users[:, 0], 10)
+    assert np.array_equal(single_ids, plain_ids) and np.array_equal(single_scores, plain_scores)

@@ -101,7 +101,7 @@ class SelfAttentiveInterests(nn.Module):
         """``(B, K, L)`` unnormalised attention ``W2 tanh(W1 (H + P)^T)``."""
         keys = x
         if self.positions is not None:
-            if x.shape[1] > self.max_len:
+            if not torch.jit.is_tracing() and x.shape[1] > self.max_len:  # traced: the export's fixed L
                 raise ValueError(f"sequence length {x.shape[1]} exceeds max_len {self.max_len}")
             keys = x + self.positions[: x.shape[1]]  # (B, L, D)
         return self.w2(torch.tanh(self.w1(keys))).transpose(1, 2)  # (B, K, L)
@@ -212,7 +212,7 @@ class CapsuleRouting(nn.Module):
         """``ê``: (B, L, D_out) for the shared map, (B, K, L, D_out) per position and interest."""
         if self.bilinear is Bilinear.SHARED:
             return self.S(x)  # (B, L, D_out)
-        if x.shape[1] > self.max_len:
+        if not torch.jit.is_tracing() and x.shape[1] > self.max_len:
             raise ValueError(f"sequence length {x.shape[1]} exceeds max_len {self.max_len}")
         return torch.einsum("lkod,bld->bklo", self.W[: x.shape[1]], x)  # (B, K, L, D_out)
 
@@ -228,7 +228,7 @@ class CapsuleRouting(nn.Module):
             interests in use (B, Q, K) bool)``.
         """
         length = x.shape[1]
-        if length > self.max_len:
+        if not torch.jit.is_tracing() and length > self.max_len:
             raise ValueError(f"sequence length {length} exceeds max_len {self.max_len}")
         mapped = self.mapped(x)
         shared = self.bilinear is Bilinear.SHARED

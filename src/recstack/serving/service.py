@@ -37,6 +37,7 @@ from recstack.errors import ConfigError
 from recstack.export.run_folder import LoadedRun, load_run, task_from_run
 from recstack.retrieval.index import VectorIndex, create_index, load_index
 from recstack.retrieval.index.ids import IdType, found_mask, id_type_of
+from recstack.retrieval.multi_interest import search_interests
 from recstack.schema import Side
 from recstack.serving.catalogue import HISTORY_COLUMNS, Catalogue
 from recstack.serving.feature_table import FeatureTable, latest_rows, read_table
@@ -211,10 +212,11 @@ class RecommendationService:
         return responses  # type: ignore[return-value]
 
     def _two_stage(self, models: ServingModels, requests: list[RecommendRequest], histories: list[np.ndarray], deadline: float | None) -> list[RecommendResponse]:
-        user_vectors, ranker_users = self._users(models, requests, histories)  # (B, D), B rows
+        user_vectors, ranker_users = self._users(models, requests, histories)  # (B, D) or (B, K, D), B rows
         n = max(r.candidates for r in requests)
         exclude = [h if r.exclude_seen else np.zeros(0, np.int64) for r, h in zip(requests, histories)]
-        recall_scores, candidate_ids = models.index.search(user_vectors, n, exclude=exclude)  # (B, N)
+        # K-interest users (B, K, D): K searches each, merged per user by max score, deduped
+        recall_scores, candidate_ids = search_interests(models.index, user_vectors, n, exclude=exclude)  # (B, N)
         limit = np.array([r.candidates for r in requests])[:, None]
         keep = found_mask(candidate_ids) & (np.arange(n)[None, :] < limit)  # (B, N) padding is -1 or None
         owner = np.nonzero(keep)[0]  # (C,) request of each candidate

@@ -141,7 +141,8 @@ def export_run(run_dir: str | Path, *, catalog: str | Path | None = None, data: 
 
 
 def write_embeddings(path: str | Path, ids: np.ndarray, vectors: np.ndarray, *, id_column: str) -> Path:
-    """``.parquet``: columns ``id_column`` and ``vector`` (fixed-size list); ``.npy``: the vectors,
+    """``.parquet``: columns ``id_column`` and ``vector`` (fixed-size list; K fixed-size lists for
+    ``(U, K, D)`` multi-interest users); ``.npy``: the vectors,
     with the ids in ``<stem>.ids.npy`` beside it (int64, or fixed-width unicode for string ids:
     never a pickled object array)."""
     path = Path(path)
@@ -157,7 +158,9 @@ def write_embeddings(path: str | Path, ids: np.ndarray, vectors: np.ndarray, *, 
         raise ConfigError(f"--output: expected a .parquet or .npy file, got {str(path)!r}")
     import pyarrow.parquet as pq
 
-    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[-1])
+    if vectors.ndim == 3:  # K interests per user: a list of K vectors
+        column = pa.FixedSizeListArray.from_arrays(column, vectors.shape[1])
     with atomic_path(path) as tmp:
         pq.write_table(pa.table({id_column: pa.array(ids), "vector": column}), tmp)
     return path

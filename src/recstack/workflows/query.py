@@ -25,6 +25,7 @@ import pyarrow as pa
 from recstack.atomic import atomic_path
 from recstack.errors import ConfigError, DataError
 from recstack.retrieval.index import found_mask, load_index
+from recstack.retrieval.multi_interest import search_interests
 
 QUERY_BATCH_SIZE = 4096  # user vectors searched per index call
 DEFAULT_USER_COLUMN = "user_id"  # the ids of a .npy file carry no column name
@@ -33,7 +34,8 @@ DEFAULT_ITEM_COLUMN = "item_id"  # an index folder without index_source.json
 
 @dataclass(frozen=True)
 class UserVectors:
-    """``(U,)`` user ids (int64 or object str), ``(U, D)`` float32 vectors, the id column."""
+    """``(U,)`` user ids (int64 or object str), ``(U, D)`` float32 vectors (``(U, K, D)`` for
+    multi-interest users), the id column."""
 
     ids: np.ndarray
     vectors: np.ndarray
@@ -109,8 +111,8 @@ def read_user_vectors(path: str | Path) -> UserVectors:
         vectors = _vector_matrix(table.column("vector"), path)
     else:
         raise ConfigError(f"--vectors: expected a .parquet or .npy file of user vectors, got {str(path)!r}")
-    if vectors.ndim != 2:
-        raise DataError(f"user vectors must be a (users, dim) matrix, got shape {vectors.shape}", path=str(path))
+    if vectors.ndim not in (2, 3):
+        raise DataError(f"user vectors must be a (users, dim) matrix or (users, interests, dim), got shape {vectors.shape}", path=str(path))
     if len(ids) != len(vectors):
         raise DataError(f"{len(ids)} ids for {len(vectors)} vectors", path=str(path))
     ids = ids.astype(object) if ids.dtype.kind == "U" else ids  # plain str values, like the index's
@@ -118,8 +120,12 @@ def read_user_vectors(path: str | Path) -> UserVectors:
 
 
 def _vector_matrix(column: pa.ChunkedArray, path: Path) -> np.ndarray:
-    """``(U, D)`` from a fixed-size or variable list column of equal-length vectors."""
+    """``(U, D)`` from a fixed-size or variable list column of equal-length vectors; ``(U, K, D)``
+    from a fixed-size list of K such lists (multi-interest users)."""
     column = column.combine_chunks()
+    if pa.types.is_fixed_size_list(column.type) and (pa.types.is_fixed_size_list(column.type.value_type) or pa.types.is_list(column.type.value_type)):
+        interests = column.type.list_size
+        return _vector_matrix(pa.chunked_array([column.flatten()]), path).reshape(len(column), interests, -1)
     if column.null_count:
         raise DataError(f"{column.null_count} null vectors", path=str(path), column="vector")
     lengths = np.asarray(column.value_lengths()) if not pa.types.is_fixed_size_list(column.type) else np.full(len(column), column.type.list_size)
@@ -148,9 +154,10 @@ def query_index(index_folder: str | Path, vectors: str | Path | UserVectors, *, 
     if not Path(index_folder).is_dir():
         raise ConfigError(f"{index_folder}: no index folder (build one with `recstack index RUN --output {index_folder}`)")
     with load_index(index_folder) as index:
-        if users.vectors.shape[1] != index.dim:
-            raise DataError(f"user vectors have dim {users.vectors.shape[1]}, the index at {index_folder} holds dim {index.dim} (vectors of another run?)", path=users.path, column="vector")
-        parts = [index.search(users.vectors[start : start + batch_size], k) for start in range(0, len(users.ids), batch_size)]
+        if users.vectors.shape[-1] != index.dim:
+            raise DataError(f"user vectors have dim {users.vectors.shape[-1]}, the index at {index_folder} holds dim {index.dim} (vectors of another run?)", path=users.path, column="vector")
+        # (U, K, D) multi-interest users: each interest searches, merged per user by max score
+        parts = [search_interests(index, users.vectors[start : start + batch_size], k) for start in range(0, len(users.ids), batch_size)]
     if parts:
         scores, item_ids = np.concatenate([s for s, _ in parts]), np.concatenate([i for _, i in parts])  # (U, K)
     else:
