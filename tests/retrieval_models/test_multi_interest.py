@@ -274,6 +274,13 @@ def test_full_corpus_max_scores_rank_as_the_merged_per_interest_top_n() -> None:
     full = max_interest_scores(users, items.T)  # (U, N)
     assert torch.equal(full.topk(n, dim=-1).indices, torch.from_numpy(merged_keys))
     assert torch.allclose(max_interest_scores(users[:, 0], items.T), per_interest[:, 0])  # (U, D): one vector
+    targets = torch.randint(0, 200, (20,), generator=g).numpy()
+    from recstack.evaluation.retrieval_metrics import evaluate_retrieval
+
+    by_max = evaluate_ranked_scores(lambda r: full[r[0] : r[-1] + 1].clone(), targets, ks=(n,))
+    assert evaluate_retrieval(users, items, targets, ks=(n,)) == by_max  # (U, K, D) users: the best interest
+    hits = np.mean([t in set(k.tolist()) for t, k in zip(targets, merged_keys)])  # recall@n of the merged lists
+    assert by_max[f"recall@{n}"] == pytest.approx(hits)
 
 
 # ---- learning ------------------------------------------------------------------------------------

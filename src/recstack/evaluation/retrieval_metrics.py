@@ -51,6 +51,8 @@ import torch
 from numpy.typing import ArrayLike
 from torch import Tensor
 
+from recstack.evaluation.multi_interest import max_interest_scores
+
 # A chunk of user rows (C,) int64 -> (C, N) scores, higher is better. The evaluator writes -inf
 # into the returned matrix, so it must be a fresh array/tensor, not a cached one.
 ScoreFn = Callable[[np.ndarray], Union[Tensor, np.ndarray]]
@@ -72,7 +74,8 @@ def evaluate_retrieval(
     """Top-K metrics of dot-product retrieval over the whole item corpus.
 
     Args:
-        user_vectors: ``(U, D)`` query embeddings; row u is user u.
+        user_vectors: ``(U, D)`` query embeddings; row u is user u. ``(U, K, D)``: K interests per
+            user, an item scored by the best one (``evaluation.multi_interest``).
         item_vectors: ``(N, D)`` item embeddings, on the same device.
         targets: ``(U,)`` the single held-out item row of each user; or leave None and give
             ``target_indptr`` ``(U + 1,)`` / ``target_indices`` for several targets per user.
@@ -84,15 +87,15 @@ def evaluate_retrieval(
     Returns:
         ``{"recall@K", "hitrate@K", "ndcg@K" for each K, "mrr": float, "users": int}``.
     """
-    if user_vectors.ndim != 2 or item_vectors.ndim != 2:
-        raise ValueError("user_vectors and item_vectors must be (U, D) and (N, D)")
+    if user_vectors.ndim not in (2, 3) or item_vectors.ndim != 2:
+        raise ValueError("user_vectors and item_vectors must be (U, D) or (U, K, D), and (N, D)")
     if len(user_vectors) != _num_users(targets, target_indptr):
         raise ValueError("user_vectors must have one row per user of the targets")
     items_t = item_vectors.detach().T  # (D, N)
 
     def score_chunk(rows: np.ndarray) -> Tensor:
-        chunk = user_vectors.detach()[int(rows[0]) : int(rows[-1]) + 1]  # (C, D), rows contiguous
-        return chunk @ items_t  # (C, N)
+        chunk = user_vectors.detach()[int(rows[0]) : int(rows[-1]) + 1]  # (C, D) or (C, K, D), rows contiguous
+        return max_interest_scores(chunk, items_t)  # (C, N)
 
     return evaluate_ranked_scores(
         score_chunk,
