@@ -133,6 +133,7 @@ def grow_model(model: nn.Module, parent_state: Mapping[str, Tensor], *, parent: 
     """
     tables = _table_parameters(model)
     state = model.state_dict(keep_vars=True)
+    parent_rows = {name: info.num_rows for name, info in parent.feature_map().tables.items()}
     _check_keys(state, parent_state)
     merged: dict[str, Tensor] = {}
     growth: dict[str, TableGrowth] = {}
@@ -147,6 +148,11 @@ def grow_model(model: nn.Module, parent_state: Mapping[str, Tensor], *, parent: 
             merged[key] = old
             continue
         name, collection, features = tables[id(value)]
+        if old.dim() != 2 or old.shape[0] != parent_rows.get(name):
+            raise ConfigError(
+                f"table {name!r}: the parent's weights hold {tuple(old.shape)}, its preprocessor {parent_rows.get(name)} rows "
+                "(model.pt and preprocessor.json of different runs?)"
+            )
         merged[key] = _grown_table(key, value.detach(), old, name=name, features=features, collection=collection, child=child)
         growth[name] = TableGrowth(name, old.shape[0], value.shape[0], features)
     model.load_state_dict(merged)
