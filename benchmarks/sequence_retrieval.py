@@ -102,10 +102,33 @@ def deep(name: str, config_path: str, overrides: dict, epochs: int, patience: in
     stats = json.loads((DATA / "stats.json").read_text())
     positions = stats["train_positions"] * metrics["epochs_run"]
     return {
-        **{k.removeprefix("test_"): float(v) for k, v in metrics.items() if k.startswith("test_")},
+        **{k: float(v) for k, v in metrics["test"].items()},
         "train_s": float(metrics["train_seconds"]), "epochs": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
         "positions_per_s": positions / float(metrics["train_seconds"]),
     }  # fmt: skip
+
+
+def tower_timing(run_dir: Path, repeats: int = 300) -> dict[str, float]:
+    """Median ms of one request's user vector (B = 1, a 50-item history): eager vs ONNX Runtime,
+    the two forms ``recstack serve`` picks from (``serving.user_encoder.UserEncoder``)."""
+    from recstack.data.batch import Batch
+    from recstack.export.run_folder import load_run
+    from recstack.serving.user_encoder import UserEncoder
+
+    run = load_run(run_dir)
+    history = torch.randint(2, 1000, (1, 50))
+    batch = Batch(sequences={"hist_item_ids": history})
+    out = {}
+    for name, onnx in (("eager", False), ("onnxruntime", True)):
+        encoder = UserEncoder(run.model, example=Batch(sequences={"hist_item_ids": torch.randint(2, 1000, (16, 50))}), onnx=onnx)
+        assert encoder.backend == name, encoder.backend
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            encoder(batch)
+            times.append(time.perf_counter() - started)
+        out[f"user_tower_{name}_ms"] = 1000 * float(np.median(times))
+    return out
 
 
 def main() -> None:
@@ -113,14 +136,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=None, help="baselines, sasrec, gru4rec, variants")
+    parser.add_argument("--tower-timing", type=Path, default=None, help="a sequence run folder: time its user tower, eager vs ONNX, and exit")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.tower_timing is not None:
+        print(json.dumps(tower_timing(args.tower_timing), indent=2))
+        return
     build_sequences(DATA)
     OUT.mkdir(parents=True, exist_ok=True)
     results_path = OUT / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     chosen = set(args.only or ["baselines", "sasrec", "gru4rec", "variants"])
     if "baselines" in chosen:
+        results = {k: v for k, v in results.items() if not k.startswith(("Popularity", "EASE"))}
         results.update(baselines())
     for name, path in CONFIGS.items():
         if name.split(" ")[0].lower() in chosen:
