@@ -256,3 +256,9 @@ def test_blocks_export_to_onnx_equal_to_torch(tmp_path):
     with torch.no_grad():
         for got, expected in zip(exported, model(x, mask)):
             torch.testing.assert_close(torch.from_numpy(got), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_positions_start_at_the_scale_of_the_item_tables():
+    # recstack's tables start at std 0.01; unit-scale positions would drown the items at first
+    encoder = CausalSelfAttentionEncoder(64, max_len=50)
+    assert 0.01 < encoder.positions.weight.std().item() < 0.04

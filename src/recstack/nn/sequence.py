@@ -71,6 +71,10 @@ class CausalSelfAttentionEncoder(nn.Module):
             raise ValueError(f"num_layers ({num_layers}) and max_len ({max_len}) must be >= 1")
         self.dim, self.max_len, self.causal, self.pre_norm = dim, max_len, causal, pre_norm
         self.positions = nn.Embedding(max_len, dim) if positional else None
+        if self.positions is not None:
+            # BERT's 0.02, not nn.Embedding's N(0, 1): recstack's item tables start at std 0.01,
+            # and unit-scale positions would drown the items until the positions shrink
+            nn.init.normal_(self.positions.weight, std=0.02)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
             _TransformerBlock(dim, num_heads=num_heads, ffn_dim=ffn_dim or dim, dropout=dropout, pre_norm=pre_norm)
