@@ -196,3 +196,74 @@ def test_nproc_launch_passes_init_from_to_every_process(monkeypatch: pytest.Monk
     args = build_parser().parse_args(["train", "c.yaml", "--nproc", "2", "--init-from", "runs/day1"])
     assert launch(args) == 0
     assert launched[0].training_script_args[-2:] == ["--init-from", "runs/day1"]
+
+
+def test_a_frozen_pretrained_table_grows_with_the_new_files_vectors(tmp_path: Path, days: dict[str, Path]) -> None:
+    from recstack.vector_io import VectorTable, write_vectors
+
+    vectors = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    write_vectors(tmp_path / "v1.parquet", VectorTable(ids=[str(i) for i in range(40)], vectors=vectors[:40]))
+    write_vectors(tmp_path / "v2.parquet", VectorTable(ids=[str(i) for i in range(60)], vectors=vectors))
+
+    def with_vectors(name: str, train: str, file: str, **extra) -> RunConfig:
+        schema = {**SCHEMA, "tables": {"item": {"pretrained": str(tmp_path / file), "trainable": False}}}
+        return RunConfig.from_dict({**config(tmp_path, days, name, train, **extra), "schema": schema})
+
+    train_run(with_vectors("p1", "day1", "v1.parquet", trainer={"epochs": 1, "progress": False}), log=lambda _: None)
+    metrics = train_run(with_vectors("p2", "day2", "v2.parquet", trainer={"epochs": 1, "progress": False}), init_from=tmp_path / "p1", log=lambda _: None)
+    assert metrics["incremental"]["tables"]["item"] == {"rows_before": 42, "rows_after": 62, "added": 20}
+    child = load_run(tmp_path / "p2")
+    table = child.model.state_dict()["embeddings.tables.item.weight"]
+    rows = child.preprocessor.lookups["item"].lookup(pa.array([str(i) for i in range(60)]))
+    torch.testing.assert_close(table[rows], torch.from_numpy(vectors), rtol=0, atol=0)  # frozen: the files' rows, old and new
+
+
+@pytest.mark.slow
+def test_a_two_tower_retrieval_run_grows_its_shared_item_table(tmp_path: Path) -> None:
+    from recstack.datasets import generate_retrieval
+
+    generate_retrieval(tmp_path, num_users=300, num_items=200, interactions_per_user=12, num_clusters=10, seed=0)
+    events = pq.read_table(tmp_path / "train.parquet")
+    histories = events.column("hist_item_ids").to_pylist()
+    old = pa.array([item < 150 and all(int(h) < 150 for h in history or []) for item, history in zip(events.column("item_id").to_pylist(), histories)])
+    pq.write_table(events.filter(old), tmp_path / "day1.parquet")
+    pq.write_table(events.filter(pa.compute.invert(old)), tmp_path / "day2.parquet")
+
+    def retrieval(name: str, train: str) -> RunConfig:
+        raw = {
+            "name": name,
+            "data": {
+                "train": str(tmp_path / train),
+                **{k: str(tmp_path / f"{k}.parquet") for k in ("valid", "test")},
+                "catalog": str(tmp_path / "items.parquet"),
+                "seen": str(tmp_path / "seen.parquet"),
+            },
+            "schema": {
+                "label": None,
+                "group": "user_id",
+                "tables": {"item": {"dim": 16}},
+                "features": [
+                    {"name": "user_id", "kind": "categorical", "side": "user", "dim": 16},
+                    {"name": "hist_item_ids", "kind": "sequence", "table": "item", "maxlen": 20, "side": "user"},
+                    {"name": "item_id", "kind": "categorical", "table": "item", "side": "item"},
+                    {"name": "genre", "kind": "categorical", "side": "item", "dim": 8},
+                ],
+            },
+            "task": {"type": "retrieval", "loss": "in_batch_softmax", "temperature": 0.1},
+            "model": {"name": "dssm", "params": {"hidden_dims": [32], "output_activation": "identity"}},
+            "loader": {"batch_size": 256, "shuffle_buffer": 10_000},
+            "trainer": {"epochs": 2, "lr": 0.01, "progress": False, "monitor": "recall@10"},
+            "evaluation": {"ks": [10, 50]},
+            "output": str(tmp_path / name),
+        }
+        return RunConfig.from_dict(raw, base_dir=tmp_path)
+
+    train_run(retrieval("day1", "day1.parquet"), log=lambda _: None)
+    metrics = train_run(retrieval("day2", "day2.parquet"), init_from=tmp_path / "day1", log=lambda _: None)
+    grown = metrics["incremental"]["tables"]["item"]
+    assert grown["added"] >= 40  # items 150..199, none of them in a day-1 event or history
+    model = load_run(tmp_path / "day2").model
+    collections = [m for m in model.modules() if type(m).__name__ == "EmbeddingCollection"]
+    item_tables = {id(c.table(f)) for c in collections for f in ("item_id", "hist_item_ids") if f in c.feature_names}
+    assert len(item_tables) == 1  # still one matrix for both towers
+    assert metrics["valid"]["recall@50"] > 3 * 50 / 200  # far above a random ranking of 200 items
