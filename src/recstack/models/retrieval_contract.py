@@ -145,7 +145,7 @@ class RetrievalDefaults:
     """Members two-tower models share: one interest, one training pair per batch row.
 
     A subclass sets ``num_item_rows`` and defines the encoders and towers; the towers'
-    ``features`` (or ``input_names``) are the feature names.
+    ``features`` are the feature names.
     """
 
     kind: ClassVar[str] = RETRIEVAL_KIND
@@ -167,8 +167,7 @@ class RetrievalDefaults:
 
     @property
     def item_feature_names(self) -> tuple[str, ...]:
-        tower = self.item_tower()  # type: ignore[attr-defined]
-        return tuple(getattr(tower, "features", None) or tower.input_names)
+        return tuple(self.item_tower().features)  # type: ignore[attr-defined]
 
     def retrieval_pairs(self, batch: "Batch") -> RetrievalPairs:
         """One pair per batch row: ``(user (B, D), the row's item (B, D))``, labels as weights."""

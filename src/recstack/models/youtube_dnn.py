@@ -63,6 +63,7 @@ class ItemEmbeddingTower(nn.Module):
         self.inputs = inputs
         self.normalize = normalize
         self.input_names: tuple[str, ...] = (input_name,)
+        self.features: tuple[str, ...] = (input_name,)  # the features it reads (the item id)
         # runs saved when this tower held the table itself as ``table``
         (weight_key,) = inputs.state_dict()  # one table: "tables.<name>.weight"
         accept_old_keys(self, {"table.": "inputs." + weight_key.removesuffix("weight")})
