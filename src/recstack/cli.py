@@ -230,6 +230,7 @@ def _datasets_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-len", type=int, default=50, help="sequences: the longest input kept (the most recent N items)")
     parser.add_argument("--partitions", type=int, default=1, help="sequences: split the events in N user-hash partitions (bounded memory)")
+    parser.add_argument("--split", choices=["leave_one_out", "time"], default="leave_one_out", help="movielens-sequences: leave-one-out, or a global time split (last 10%% of events test, 10%% before valid)")
 
 
 def _datasets(args: argparse.Namespace) -> Outcome:
@@ -245,7 +246,7 @@ def _datasets(args: argparse.Namespace) -> Outcome:
     elif args.name == "synthetic-multitask":
         stats = datasets.generate_multitask(out, rows=(args.rows, args.rows // 4, args.rows // 4), seed=args.seed)
     elif args.name == "movielens-sequences":
-        stats = datasets.build_sequences(out, args.source, max_len=args.max_len, partitions=args.partitions)
+        stats = datasets.build_sequences(out, args.source, max_len=args.max_len, how=args.split, partitions=args.partitions)
     elif args.name == "synthetic-sequences":
         stats = datasets.generate_sequences(out, num_users=max(10, args.rows // 20), num_items=max(50, args.rows // 40), length=20, seed=args.seed, max_len=args.max_len)
     elif args.name == "synthetic-ctr":

@@ -151,3 +151,22 @@ def test_cli_builds_sequences(tmp_path: Path, fake_ml: SimpleNamespace, capsys: 
     assert all(len(h) <= 5 for h in pq.read_table(tmp_path / "seq" / "test.parquet")["hist_item_ids"].to_pylist())
     assert main(["datasets", "synthetic-sequences", "--out", str(tmp_path / "syn"), "--rows", "400"]) == 0
     assert pq.read_table(tmp_path / "syn" / "train.parquet").num_rows == 20  # 400 // 20 users
+
+
+def test_cli_time_split_and_config_dataset_build(tmp_path: Path, fake_ml: SimpleNamespace) -> None:
+    from recstack.cli import main
+    from recstack.config import RunConfig
+    from recstack.workflows.datasets import ensure_dataset
+
+    raw = fake_ml.write_official(tmp_path / "raw", fake_ml.random(seed=6))
+    assert main(["datasets", "movielens-sequences", "--out", str(tmp_path / "t"), "--source", str(raw), "--split", "time"]) == 0
+    train, test = (pq.read_table(tmp_path / "t" / f"{n}.parquet") for n in ("train", "test"))
+    assert test.num_rows > 0 and train.num_rows > 0
+    config = RunConfig.from_dict({
+        "data": {"dataset": "synthetic_sequences", "dir": str(tmp_path / "syn")},
+        "schema": "schemas/movielens_sequences.yaml", "task": {"type": "retrieval", "loss": "full_softmax"},
+        "model": {"name": "sasrec"}, "output": str(tmp_path / "run"),
+    }, base_dir=Path(__file__).resolve().parents[2])  # fmt: skip
+    assert config.data.seen is None and config.data.catalog is not None
+    ensure_dataset(config.data)
+    assert all(Path(p).is_file() for source in (config.data.train, config.data.valid, config.data.test, config.data.catalog) for p in source.paths)
