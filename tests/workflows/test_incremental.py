@@ -267,3 +267,24 @@ def test_a_two_tower_retrieval_run_grows_its_shared_item_table(tmp_path: Path) -
     item_tables = {id(c.table(f)) for c in collections for f in ("item_id", "hist_item_ids") if f in c.feature_names}
     assert len(item_tables) == 1  # still one matrix for both towers
     assert metrics["valid"]["recall@50"] > 3 * 50 / 200  # far above a random ranking of 200 items
+
+
+def test_an_interrupted_incremental_run_resumes_to_the_uninterrupted_weights(tmp_path: Path, days: dict[str, Path], parent: Path) -> None:
+    from recstack.training import TrainerCallback
+
+    class InterruptSecondEpoch(TrainerCallback):
+        def on_epoch_begin(self, state, control) -> None:  # epoch 1's checkpoint is written by now
+            if state.epoch == 1:
+                raise KeyboardInterrupt
+
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    train_run(RunConfig.from_dict(config(straight, days, "day2", "day2")), init_from=parent, log=lambda _: None)
+    resumed = RunConfig.from_dict(config(tmp_path, days, "day2", "day2"))
+    with pytest.raises(KeyboardInterrupt):
+        train_run(resumed, init_from=parent, log=lambda _: None, callbacks=[InterruptSecondEpoch()])
+    metrics = train_run(resumed, init_from=parent, resume=True, log=lambda _: None)
+    assert metrics["incremental"]["parent_run"] == str(parent.resolve())
+    expected = torch.load(straight / "day2" / "model.pt", weights_only=True)
+    got = torch.load(tmp_path / "day2" / "model.pt", weights_only=True)
+    assert expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected)
