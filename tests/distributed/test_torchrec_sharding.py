@@ -35,7 +35,7 @@ def test_sharded_outputs_equal_the_unsharded_tables(results, case):
 @pytest.mark.parametrize("case", [c for c in CASES if c[0] == "deepfm"], ids=lambda case: "-".join(case))
 def test_one_sgd_step_equals_the_plain_model_on_the_whole_batch(results, case):
     # each rank's half; the tables' gradients averaged over ranks by TorchRec, the dense ones by DDP;
-    # the frozen pretrained table ("pre_d8") stays as it was in both
+    # the frozen pretrained table ("pre") stays as it was in both
     for rank in range(2):
         worst = {k: v for k, v in results[rank][case]["stepped"].items() if v > TOLERANCE}
         assert not worst, worst
@@ -52,3 +52,10 @@ def test_gathered_tables_give_the_sharded_outputs(results, case):
 def test_dcp_round_trip_is_exact_weights_and_table_optimiser(results):
     for rank in range(2):
         assert results[rank]["dcp"] == {"before": 0.0, "after": 0.0}
+
+
+@pytest.mark.slow
+def test_a_budget_below_the_tables_is_a_config_error_naming_tables_and_budget(results):
+    message = results[0]["budget"]
+    assert "no sharding plan fits 2 ranks with a per-rank budget of 0.001 MB" in message
+    assert "item 32 x 8" in message and "distributed.memory_budget_mb" in message

@@ -45,7 +45,7 @@ def plain_model(name: str, feature_map: Any) -> torch.nn.Module:
     return build_model(name, feature_map, model_helpers().model_params(name))
 
 
-def _shard(model: torch.nn.Module, batch: Any, sharding: str | None, *, table_optimizer: str = "sgd", lr: float = 0.1) -> Any:
+def _shard(model: torch.nn.Module, batch: Any, sharding: str | None, *, table_optimizer: str = "sgd", lr: float = 0.1, budget_mb: float | None = None) -> Any:
     from recstack.nn.sharded_inputs import table_weights, unpooled_features, use_torchrec_tables
     from recstack.tasks.binary import BinaryClassificationTask
     from recstack.training.sharded import shard_model
@@ -56,7 +56,9 @@ def _shard(model: torch.nn.Module, batch: Any, sharding: str | None, *, table_op
     weights = {k: v.detach().clone() for k, v in table_weights(model).items()}
     tables = use_torchrec_tables(model, unpooled=unpooled, device="meta")
     constraints = {} if sharding is None else {n: {"sharding": [sharding]} for n, s in tables.specs.items() if s.dim % 4 == 0}
-    config = DistributedConfig.from_dict({"embeddings": "sharded", "table_optimizer": table_optimizer, "tables": constraints})
+    config = DistributedConfig.from_dict(
+        {"embeddings": "sharded", "table_optimizer": table_optimizer, "tables": constraints, "memory_budget_mb": budget_mb}
+    )
     return shard_model(model, config, lr=lr, device=torch.device("cpu"), weights=weights)
 
 
@@ -68,6 +70,7 @@ def compare_all(rank: int, folder: str) -> None:
     out = Path(folder)
     results = {case: compare_sharded(out, rank, *case) for case in CASES}
     results["dcp"] = checkpoint_round_trip(out, rank)
+    results["budget"] = budget_error(out, rank)
     torch.save(results, out / f"results{rank}.pt")
 
 
@@ -150,3 +153,28 @@ def checkpoint_round_trip(out: Path, rank: int) -> dict[str, float]:
     with torch.no_grad():
         after = (first.dmp(half) - second.dmp(half)).abs().max().item()
     return {"before": before, "after": after}
+
+
+def budget_error(out: Path, rank: int) -> str:
+    """The planner's refusal of a per-rank budget smaller than the tables, as recstack words it."""
+    from recstack.errors import ConfigError
+
+    feature_map, batch, _ = world(out / f"data{rank}")
+    try:
+        _shard(plain_model("deepfm", feature_map), batch, None, budget_mb=0.001)
+    except ConfigError as error:
+        return str(error)
+    return ""
+
+
+def train_run_and_save(rank: int, config_path: str, out_dir: str, resume: bool) -> None:
+    """``train_run`` (resumed or not) in this rank; saves the run folder's weights and metrics."""
+    from recstack.config import RunConfig
+    from recstack.export.run_folder import load_run
+    from recstack.workflows.train import train_run
+
+    config = RunConfig.from_yaml(config_path)
+    metrics = train_run(config, resume=resume, log=lambda _: None)
+    dist.barrier()  # rank 0 has published the run folder
+    state = {k: v.clone() for k, v in load_run(config.output).model.state_dict().items()}
+    torch.save({"state": state, "metrics": metrics}, Path(out_dir) / f"rank{rank}.pt")

@@ -283,36 +283,31 @@ class _PlainTable:
 
 def _plain_tables(model: nn.Module) -> tuple[list[tuple[str, EmbeddingCollection]], dict[str, _PlainTable]]:
     """The model's EmbeddingCollections and its tables by TorchRec name, each ``nn.Embedding``
-    once (a shared table is one), in module order."""
+    once (a shared table is one), in module order. The widest table of a schema table takes its
+    name; another (a linear part's 1-wide weights) is ``<table>_d<dim>``."""
     owners = [(name, module) for name, module in model.named_modules() if isinstance(module, EmbeddingCollection)]
-    by_id: dict[int, str] = {}
-    tables: dict[str, _PlainTable] = {}
+    found: dict[int, _PlainTable] = {}
     for path, inputs in owners:
         for feature_name in inputs.feature_names:
             feature = inputs.feature(feature_name)
             if not is_embedded(feature):
                 continue
             embedding = inputs.table(feature_name)
-            if id(embedding) not in by_id:
-                schema_table = inputs._table_name_of(feature_name)
-                name = _table_name(schema_table, embedding.embedding_dim, taken=set(tables))
-                by_id[id(embedding)] = name
-                tables[name] = _PlainTable(schema_table, embedding)
-            table = tables[by_id[id(embedding)]]
+            table = found.setdefault(id(embedding), _PlainTable(inputs._table_name_of(feature_name), embedding))
             table.features[feature_name] = feature
             table.readers.append((path, feature_name))
+    widest: dict[str, int] = {}
+    for table in found.values():
+        widest[table.schema_table] = max(widest.get(table.schema_table, 0), table.embedding.embedding_dim)
+    tables: dict[str, _PlainTable] = {}
+    for table in found.values():
+        dim = table.embedding.embedding_dim
+        name = table.schema_table.replace(".", "_")  # TorchRec splits state-dict keys on dots
+        name = name if dim == widest[table.schema_table] else f"{name}_d{dim}"
+        while name in tables:
+            name = f"{name}_"
+        tables[name] = table
     return owners, tables
-
-
-def _table_name(schema_table: str, dim: int, *, taken: set[str]) -> str:
-    """The schema table's name; ``<table>_d<dim>`` for a second table of it (a linear part's
-    1-wide weights); no dots (TorchRec splits state-dict keys on them)."""
-    name = schema_table.replace(".", "_")
-    if name in taken:
-        name = f"{name}_d{dim}"
-    while name in taken:
-        name = f"{name}_"
-    return name
 
 
 def _replace(model: nn.Module, path: str, module: nn.Module) -> None:

@@ -116,6 +116,9 @@ class TorchRecTables(nn.Module):
         self._bag_keys = [(k, f) for s in bags for k, f in zip(s.keys, s.features)]
         self._position_keys = [(k, f) for s in positions for k, f in zip(s.keys, s.features)]
         self._cache: tuple[Batch, bool, dict[str, Tensor]] | None = None
+        # sharded: TorchRec's all-to-alls need one batch size on every rank, so a rank's smaller
+        # batch (an epoch's last) is looked up padded with empty rows, which are then dropped
+        self.pad_across_ranks = False
 
     # ---- lookups -------------------------------------------------------------------------------
     def lookup(self, batch: Batch) -> dict[str, Tensor]:
@@ -128,11 +131,13 @@ class TorchRecTables(nn.Module):
             return self._cache[2]
         found: dict[str, Tensor] = {}
         size = len(batch)
+        padded = _largest_over_ranks(size, _device_of(batch)) if self.pad_across_ranks else size
         if self.bags is not None:
-            pooled = self.bags(_jagged(batch, self._bag_keys, size, weighted=self.weighted)[0])
-            found.update(pooled.to_dict())  # by name: a sharded collection may reorder its keys
+            pooled = self.bags(_jagged(batch, self._bag_keys, size, padded, weighted=self.weighted)[0])
+            # by name: a sharded collection may reorder its keys; padding rows dropped
+            found.update({key: value[:size] for key, value in pooled.to_dict().items()})
         if self.positions is not None:
-            jagged, where = _jagged(batch, self._position_keys, size, weighted=False)
+            jagged, where = _jagged(batch, self._position_keys, size, padded, weighted=False)
             looked_up = self.positions(jagged)
             for key, feature in self._position_keys:
                 values = looked_up[key].values()  # (N, D) real positions only
@@ -191,9 +196,10 @@ def _length(batch: Batch, feature: Feature) -> int:
     return 1
 
 
-def _jagged(batch: Batch, keys: Sequence[tuple[str, Feature]], size: int, *, weighted: bool) -> tuple[Any, dict[str, Tensor]]:
-    """The KeyedJaggedTensor of ``keys`` (padding left out) and, per key, the flat ``(N,)``
-    positions of its values in the ``(B * L)`` padded layout."""
+def _jagged(batch: Batch, keys: Sequence[tuple[str, Feature]], size: int, padded: int, *, weighted: bool) -> tuple[Any, dict[str, Tensor]]:
+    """The KeyedJaggedTensor of ``keys`` (padding left out; ``padded - size`` empty rows after
+    the batch's) and, per key, the flat ``(N,)`` positions of its values in the ``(B * L)``
+    padded layout."""
     from torchrec import KeyedJaggedTensor
 
     values, lengths, weights, where = [], [], [], {}
@@ -205,7 +211,7 @@ def _jagged(batch: Batch, keys: Sequence[tuple[str, Feature]], size: int, *, wei
             ids = batch.ids.get(feature.name)
             ids = None if ids is None else ids.unsqueeze(1)  # (B, 1)
         if ids is None:  # a batch without this feature (an item-only batch): empty bags
-            lengths.append(torch.zeros(size, dtype=torch.long, device=device))
+            lengths.append(torch.zeros(padded, dtype=torch.long, device=device))
             where[key] = torch.zeros(0, dtype=torch.long, device=device)
             continue
         real = ids.ne(PADDING_INDEX)  # (B, L)
@@ -213,6 +219,8 @@ def _jagged(batch: Batch, keys: Sequence[tuple[str, Feature]], size: int, *, wei
         where[key] = flat
         values.append(ids.reshape(-1).index_select(0, flat))
         lengths.append(real.sum(dim=1))
+        if padded > size:
+            lengths.append(torch.zeros(padded - size, dtype=torch.long, device=device))
         if weighted:
             given = batch.weights.get(feature.name) if _is_weighted(feature) else None
             weights.append(given.reshape(-1).index_select(0, flat).float() if given is not None else torch.ones(len(flat), device=device))
@@ -224,6 +232,14 @@ def _jagged(batch: Batch, keys: Sequence[tuple[str, Feature]], size: int, *, wei
         weights=(torch.cat(weights) if weights else torch.zeros(0, device=device)) if weighted else None,
     )
     return jagged, where
+
+
+def _largest_over_ranks(size: int, device: torch.device) -> int:
+    import torch.distributed as dist
+
+    largest = torch.tensor([size], device=device)  # the batch's device: CPU for gloo, the GPU for NCCL
+    dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    return int(largest.item())
 
 
 def _scatter(values: Tensor, where: Tensor, size: int, length: int) -> Tensor:

@@ -33,6 +33,7 @@ __all__ = ["ShardedModel", "format_plan", "full_tables", "plan_report", "shard_m
 ROW_WISE_TYPES = (ShardingType.ROW_WISE.value, ShardingType.TABLE_ROW_WISE.value)
 # what the planner may choose for a table without constraints: data parallel only when asked
 # (a whole table on every rank is the dense optimiser's, not the fused one's)
+CPU_OPTIMIZERS = (TableOptimizer.ROWWISE_ADAGRAD, TableOptimizer.ADAGRAD, TableOptimizer.SGD)
 SHARDED_TYPES = [kind.value for kind in ShardingType if kind is not ShardingType.DATA_PARALLEL]
 
 
@@ -94,6 +95,11 @@ def shard_model(
     from torch.distributed.optim import _apply_optimizer_in_backward
     from torchrec.distributed.model_parallel import DistributedModelParallel
 
+    if device.type == "cpu" and config.table_optimizer not in CPU_OPTIMIZERS:
+        raise ConfigError(
+            f"distributed.table_optimizer: {config.table_optimizer.value} runs on GPUs only; fbgemm's CPU "
+            f"kernels have {[kind.value for kind in CPU_OPTIMIZERS]}"
+        )
     tables: TorchRecTables = getattr(model, TABLES_ATTRIBUTE)
     unknown = sorted(set(config.tables) - {s.schema_table for s in tables.specs.values()} - set(tables.specs))
     if unknown:
@@ -110,6 +116,7 @@ def shard_model(
     sharders = _sharders()
     plan = _plan(model, tables, config, constraints, sharders, device)
     dmp = DistributedModelParallel(model, device=device, plan=plan, sharders=sharders)
+    tables.pad_across_ranks = True  # one batch size on every rank for the all-to-alls
     # a sharded table's gradient is the mean over ranks, as DDP's: TorchRec divides its
     # all-to-all's backward by the world size (comm_ops' gradient division, on by default)
     # the fused kernels read their learning rate when the optimiser steps or zeroes, which the
@@ -191,8 +198,8 @@ def _plan(model: nn.Module, tables: TorchRecTables, config: DistributedConfig, c
     capacity = {"hbm_cap": budget} if device.type == "cuda" else {"ddr_cap": budget}
     topology = Topology(world_size=world_size, compute_device=device.type, **{k: v for k, v in capacity.items() if v is not None})
     planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints)
-    try:
-        return planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
+    try:  # every rank plans (the planner is deterministic): a refusal is raised on every rank
+        plan = planner.plan(model, sharders)
     except PlannerError as error:
         sizes = ", ".join(f"{s.name} {s.num_rows} x {s.dim} ({_mb(s.num_rows * s.dim * 4)})" for s in tables.specs.values())
         limit = "the planner's default" if budget is None else f"{config.memory_budget_mb:g} MB"
@@ -201,6 +208,11 @@ def _plan(model: nn.Module, tables: TorchRecTables, config: DistributedConfig, c
             f"(distributed.memory_budget_mb) for tables {sizes} plus their optimiser state; raise the "
             f"budget, add ranks or relax distributed.tables. TorchRec: {str(error).splitlines()[0]}"
         ) from None
+    plans: list[str | None] = [None] * world_size
+    dist.all_gather_object(plans, str(plan))
+    if len(set(plans)) > 1:
+        raise RuntimeError(f"the ranks planned different shardings:\n{plans[0]}\nvs\n{next(p for p in plans if p != plans[0])}")
+    return plan
 
 
 def plan_report(plan: Any, tables: TorchRecTables, *, world_size: int) -> dict[str, Any]:
@@ -273,4 +285,8 @@ def _device_of(value: Any) -> torch.device:
 
 
 def _mb(size: int) -> str:
-    return f"{size / 2**20:.1f} MB"
+    """Bytes as a person reads them: ``1.3 GB``, ``610.4 MB``, ``3.2 KB``."""
+    for unit, scale in (("GB", 2**30), ("MB", 2**20)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size / 2**10:.1f} KB"

@@ -117,9 +117,8 @@ class ShardedTrainer(Trainer):
             run.best_weights = self.snapshot_weights(run.model)  # the shapes DCP loads into
         state = self._sharded_state(run, run.model)
         dcp.load(state, checkpoint_id=str(path.parent / sharded["folder"]))
-        run.model.load_state_dict(state["model"])
         best = state.get("best")
-        payload["model"] = state["model"]
+        payload["model"] = state["model"]  # restore_run loads it (once: DMP's load consumes the dict)
         payload["optimizers"] = [*payload["optimizers"], state["tables_optimizer"]]
         restore_run(run, payload)
         run.best_weights = best
