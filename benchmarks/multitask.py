@@ -7,9 +7,10 @@ batch 1024, at most ``--epochs`` epochs with patience 2, each in its own ``recst
 process:
 
 * shared_bottom / esmm / mmoe / ple: ``configs/ml100k_<model>.yaml`` (monitor: click_and_like_auc);
-* DeepFM on click over every impression (monitor: auc);
-* DeepFM on like over clicked rows only (the usual CVR model, trained on the clicked space);
-  its click-and-like score is the product of the two DeepFMs' probabilities.
+* single-task pairs, DeepFM ([256, 128]) and embedding_mlp (a DNN on the same concatenated
+  features as the multi-task bottoms, [128, 64]): one on click over every impression, one on
+  like over clicked rows only (the usual CVR model, trained on the clicked space), monitor auc;
+  the pair's click-and-like score is the product of its two probabilities.
 
 Reported on the test split, per target: click AUC (all rows), like AUC and GAUC (clicked rows:
 p(like | click)), click_and_like AUC (all rows: pCTCVR against click·like), next to the
@@ -39,8 +40,11 @@ def run(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "recstack.cli", *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
-def single_task_config(out: Path, data: Path, target: str, epochs: int) -> Path:
-    """A DeepFM config on ``target``: every row for click, clicked rows only for like."""
+SINGLE = {"deepfm": {"hidden_dims": [256, 128]}, "embedding_mlp": {"hidden_dims": [128, 64]}}  # DNN: the bottoms' feature part
+
+
+def single_task_config(out: Path, data: Path, target: str, epochs: int, model: str = "deepfm") -> Path:
+    """A single-task config on ``target``: every row for click, clicked rows only for like."""
     schema = yaml.safe_load((ROOT / "schemas" / "movielens_multitask.yaml").read_text())
     schema.pop("targets")
     schema["label"] = target
@@ -52,18 +56,18 @@ def single_task_config(out: Path, data: Path, target: str, epochs: int) -> Path:
             pq.write_table(table.filter(pc.equal(table["click"], 1.0)), folder / f"{split}.parquet")
         data = folder
     config = {
-        "name": f"deepfm_{target}",
+        "name": f"{model}_{target}",
         "data": {split: str(data / f"{split}.parquet") for split in ("train", "valid", "test")},
         "schema": schema,
         "task": {"type": "binary"},
-        "model": {"name": "deepfm", "params": {"hidden_dims": [256, 128]}},
+        "model": {"name": model, "params": SINGLE[model]},
         "loader": {"batch_size": 1024, "shuffle_buffer": 200000},
         "trainer": {"epochs": epochs, "lr": 0.001, "patience": 2, "monitor": "auc"},
-        "output": str(out / f"deepfm_{target}"),
+        "output": str(out / f"{model}_{target}"),
         "threads": 1,
         "seed": 0,
     }
-    path = out / f"deepfm_{target}.yaml"
+    path = out / f"{model}_{target}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -73,14 +77,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/multitask_bench"))
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "ml100k_multitask")
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--models", nargs="*", default=[*MULTI, "deepfm"])
+    parser.add_argument("--models", nargs="*", default=[*MULTI, *SINGLE])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     run(["datasets", "movielens-multitask", "--out", str(args.data)])
     stats = json.loads((args.data / "stats.json").read_text())
     rows = []
     for name in args.models:
-        if name == "deepfm":
+        if name in SINGLE:
             continue
         output = args.out / name
         run(["train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite", "--set", f"output={output}",
@@ -89,22 +93,22 @@ def main() -> None:
         test = metrics["test"]
         rows.append((name, test["click_auc"], test["like_auc"], test["like_gauc"], test["click_and_like_auc"],
                      metrics["train_seconds"], metrics["samples_per_second"], metrics["epochs_run"]))  # fmt: skip
-    if "deepfm" in args.models:
-        single = {}
-        for target in ("click", "like"):
-            output = args.out / f"deepfm_{target}"
-            run(["train", str(single_task_config(args.out, args.data, target, args.epochs)), "--overwrite"])
-            single[target] = json.loads((output / "metrics.json").read_text())
-            run(["predict", str(output), "--data", str(args.data / "test.parquet"), "--out", str(args.out / f"{target}_scores.parquet")])
-        from recstack.evaluation.ranking_metrics import auc
+    from recstack.evaluation.ranking_metrics import auc
 
-        test = pq.read_table(args.data / "test.parquet")
-        click, like = test["click"].to_numpy(), test["like"].to_numpy()
-        joint = pq.read_table(args.out / "click_scores.parquet")["score"].to_numpy() * pq.read_table(args.out / "like_scores.parquet")["score"].to_numpy()
+    test_rows = pq.read_table(args.data / "test.parquet")
+    click, like = test_rows["click"].to_numpy(), test_rows["like"].to_numpy()
+    for model in (m for m in args.models if m in SINGLE):
+        single, scores = {}, {}
+        for target in ("click", "like"):
+            output = args.out / f"{model}_{target}"
+            run(["train", str(single_task_config(args.out, args.data, target, args.epochs, model)), "--overwrite"])
+            single[target] = json.loads((output / "metrics.json").read_text())
+            run(["predict", str(output), "--data", str(args.data / "test.parquet"), "--out", str(args.out / f"{model}_{target}_scores.parquet")])
+            scores[target] = pq.read_table(args.out / f"{model}_{target}_scores.parquet")["score"].to_numpy()
         seconds = single["click"]["train_seconds"] + single["like"]["train_seconds"]
         samples = single["click"]["train_samples"] + single["like"]["train_samples"]
-        rows.append(("2 × DeepFM (click; like on clicked rows)", single["click"]["test"]["auc"], single["like"]["test"]["auc"],
-                     single["like"]["test"]["gauc"], auc(click * like, joint),
+        rows.append((f"2 × {model} (click; like on clicked rows)", single["click"]["test"]["auc"], single["like"]["test"]["auc"],
+                     single["like"]["test"]["gauc"], auc(click * like, scores["click"] * scores["like"]),
                      seconds, samples / seconds, f'{single["click"]["epochs_run"]}+{single["like"]["epochs_run"]}'))  # fmt: skip
     popularity = stats["popularity_auc"]["test"]
     print("| model | click AUC | like AUC (clicked) | like GAUC | click&like AUC | train s | samples/s | epochs |")
