@@ -201,3 +201,42 @@ def test_incremental_config_names_bad_keys() -> None:
         IncrementalConfig.from_dict({"numeric": "average"})
     with pytest.raises(ConfigError, match="incremental.init_form: unknown key"):
         IncrementalConfig.from_dict({"init_form": "runs/a"})
+
+
+SEQUENCE_SCHEMA = {
+    "label": None,
+    "tables": {"item": {"dim": 8}},
+    "features": [
+        {"name": "hist_item_ids", "kind": "sequence", "table": "item", "maxlen": 5, "side": "user"},
+        {"name": "target_item_ids", "kind": "sequence", "table": "item", "maxlen": 5},
+        {"name": "item_id", "kind": "categorical", "table": "item", "side": "item"},
+    ],
+}
+
+
+def sequences(items: tuple[int, int], rows: int, seed: int) -> Chunk:
+    rng = np.random.default_rng(seed)
+    seq = rng.integers(*items, (rows, 6))
+    text = lambda block: [",".join(map(str, row)) for row in block]  # noqa: E731
+    records = pa.RecordBatch.from_pydict(
+        {"hist_item_ids": pa.array(text(seq[:, :-1])), "target_item_ids": pa.array(text(seq[:, 1:])), "item_id": pa.array(seq[:, -1])}
+    )
+    return Chunk(records, "<sequences>", 1)
+
+
+@pytest.mark.parametrize("name", [n for n in ("sasrec", "gru4rec", "mind", "comirec_sa", "comirec_dr") if n in model_names()])
+def test_sequence_retrieval_models_grow_their_one_item_table(name: str) -> None:
+    schema = Schema.from_dict(SEQUENCE_SCHEMA)
+    old_rows = sequences((0, 40), 200, seed=1)
+    parent_pre = Preprocessor(schema).fit([old_rows])
+    child_pre = Preprocessor(schema).fit([sequences((20, 60), 200, seed=2)], parent=parent_pre)
+    parent = trained_like(build(name, parent_pre, {}, seed=1))
+    child = build(name, child_pre, {}).eval()
+    growth = grow_model(child, parent.state_dict(), parent=parent_pre, child=child_pre)
+    assert [(g.table, g.added) for g in growth] == [("item", 20)]
+    assert set(growth[0].features) >= {"hist_item_ids", "item_id"}  # the history and the candidate: one table
+    with torch.no_grad():
+        for encode in ("encode_user", "encode_item"):
+            torch.testing.assert_close(
+                getattr(child, encode)(child_pre.transform(old_rows)), getattr(parent, encode)(parent_pre.transform(old_rows)), rtol=0, atol=0
+            )
