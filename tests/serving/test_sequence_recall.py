@@ -99,3 +99,16 @@ def test_served_as_the_recall_stage(sasrec_run: dict[str, Path]) -> None:
     assert empty.fallback == "popular"
     with pytest.raises(RequestError, match="history"):
         service.recommend([RecommendRequest(history=["x", 2], k=5)])
+
+
+def test_a_ranking_run_is_refused_where_a_retrieval_run_is_needed(sasrec_run: dict[str, Path]) -> None:
+    from recstack.errors import ConfigError
+
+    ranker, data = sasrec_run["ranker"], sasrec_run["data"]
+    with pytest.raises(ConfigError, match=rf"{ranker} \(model 'din'\): needs a retrieval run .* got a ranking model DIN"):
+        export_run(ranker)
+    with pytest.raises(ConfigError, match="needs a retrieval run"):
+        build_index_run(ranker, catalog=None, backend="exact", output=sasrec_run["root"] / "no_index", progress=False)
+    catalogue = Catalogue.from_files(catalog=data / "items.parquet", users=None, history=data / "ctr_train.parquet")
+    with pytest.raises(ConfigError, match="needs a retrieval run"):
+        RecommendationService(retrieval_run=ranker, ranking_run=ranker, catalogue=catalogue, backend="exact")
