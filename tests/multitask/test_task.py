@@ -145,5 +145,5 @@ def test_model_and_task_must_agree() -> None:
         task.check_model(Fixed(click=ZC))
     with pytest.raises(ConfigError, match="masked contradicts it"):
         MultiTaskTask(targets=TARGETS, conditioned_loss="masked").check_model(EntireSpace(click=ZC, like=ZL))
-    with pytest.raises(ConfigError, match="needs a binary target with a condition"):
+    with pytest.raises(ConfigError, match="over the entire space needs binary targets with a condition"):
         MultiTaskTask(targets=(TargetParams(name="click"), TargetParams(name="like"))).check_model(EntireSpace(click=ZC, like=ZL))

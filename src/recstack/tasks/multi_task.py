@@ -204,16 +204,13 @@ class MultiTaskTask(RegisteredTask):
             raise ConfigError(
                 f"model.params.targets: the model scores {list(model_targets)} but the task trains {list(self.target_names)}"
             )
-        if self._entire_space(model):
+        if self._entire_space(model):  # ESMM, or task.conditioned_loss: entire_space
             conditioned = [t for t in self.targets if t.condition is not None]
             if not conditioned or any(not t.binary for t in conditioned):
                 raise ConfigError(
-                    f"task: {type(model).__name__} trains over the entire space and needs a binary target with a condition "
+                    f"task: training {type(model).__name__} over the entire space needs binary targets with a condition "
                     f"(e.g. targets: [click, {{name: like, condition: click}}]); targets: {list(self.target_names)}"
                 )
-        elif self.params.conditioned_loss is ConditionedLoss.ENTIRE_SPACE:
-            if any(t.condition is not None and not t.binary for t in self.targets):
-                raise ConfigError("task.conditioned_loss: entire_space needs binary conditioned targets")
         if getattr(model, "entire_space", False) and self.params.conditioned_loss is ConditionedLoss.MASKED:
             raise ConfigError(
                 f"task.conditioned_loss: {type(model).__name__} trains its conditioned target only through "
