@@ -16,7 +16,7 @@ from recstack.nn.sharded_inputs import TABLES_ATTRIBUTE, TorchRecSparseInputs, u
 from recstack.nn.sparse_inputs import SparseInputs
 from recstack.nn.torchrec_tables import _jagged, require_torchrec
 from recstack.tasks.binary import BinaryClassificationTask
-from torchrec_workers import plain_model, world
+from torchrec_workers import model_helpers, plain_model, world
 
 RANKING = ["lr", "fm", "embedding_mlp", "deep_crossing", "wide_deep", "deepfm", "dcn", "dcn_v2", "din"]
 
@@ -65,6 +65,23 @@ def test_din_reads_shared_item_table_unpooled_and_the_rest_pooled(data):
     assert tables.specs["item"].unpooled and tables.specs["genre"].unpooled  # DIN's histories
     assert {f.name for f in tables.specs["item"].features} == {"item_id", "hist_item_ids"}  # one table
     assert not tables.specs["user"].unpooled and not tables.specs["tag"].unpooled
+
+
+def test_dins_mini_batch_l2_on_torchrec_tables_equals_the_plain_one(data):
+    feature_map, batch = data
+    from recstack.models import build_model
+
+    torch.manual_seed(0)
+    plain = build_model("din", feature_map, model_helpers().model_params("din", l2_reg=0.01))
+    torch.manual_seed(0)
+    model = build_model("din", feature_map, model_helpers().model_params("din", l2_reg=0.01))
+    task = BinaryClassificationTask()
+    unpooled = unpooled_features(model, lambda: task.loss(model, batch))
+    assert {"user_id", "item_id", "tags"} <= unpooled  # every feature the L2 term reads
+    use_torchrec_tables(model, unpooled=unpooled)
+    expected = plain.embeddings.mini_batch_l2(batch)
+    torch.testing.assert_close(model.embeddings.mini_batch_l2(batch), expected, rtol=1e-6, atol=0)
+    assert expected > 0
 
 
 def test_the_probe_leaves_buffers_and_rng_as_they_were(data):

@@ -78,6 +78,8 @@ def shard_run_model(
             "distributed.embeddings: sharded needs several processes: recstack train CONFIG --nproc N "
             "(or torchrun on each machine, docs/distributed.md)"
         )
+    if trainer_config.compile:
+        raise ConfigError("trainer.compile: not available with distributed.embeddings: sharded (TorchRec's sharded modules run eagerly)")
     model.to(device)
     unpooled = unpooled_features(model, lambda: task.loss(model, first_batch.to(device)))
     weights = {name: weight.detach() for name, weight in table_weights(model).items()}
