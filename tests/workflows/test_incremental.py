@@ -146,6 +146,10 @@ def test_config_section_carries_optimizer_state_and_updates_numeric_statistics(t
     assert child.numeric_stats["price"].count == 6000
     assert child.normalizers["price"].center != old.normalizers["price"].center
     assert child.normalizers["price"].center == pytest.approx(child.numeric_stats["price"].mean)
+    # a day later, grown from the child: the lineage goes back to the run trained from scratch
+    again = train_run(RunConfig.from_dict(config(tmp_path, days, "day3", "valid")), init_from=tmp_path / "day2", log=lambda _: None)
+    assert again["incremental"]["lineage"] == [str(parent.resolve()), str((tmp_path / "day2").resolve())]
+    assert load_run(tmp_path / "day3").preprocessor.numeric_stats["price"].count == 7500  # running moments of all three days
 
 
 @pytest.mark.parametrize(

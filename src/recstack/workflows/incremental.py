@@ -3,12 +3,14 @@ once, checked against the new config before any data is read, and recorded in th
 
 The child run folder records its parent in ``model.json`` (``"parent_run"``), in
 ``config.yaml`` (``incremental.init_from``, absolute) and in ``metrics.json``
-(``"incremental"``: the parent, each table's rows before and after, the numeric rule, how many
-parameters carried their optimiser state); the train summary prints it.
+(``"incremental"``: the parent, the lineage of runs back to the first one trained from scratch,
+each table's rows before and after, the numeric rule, how many parameters carried their optimiser
+state); the train summary prints it.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -39,6 +41,15 @@ class ParentRun:
     @property
     def root(self) -> Path:
         return self.paths.root
+
+    def lineage(self) -> list[str]:
+        """The runs this one grew from, oldest first (its own metrics.json's ``lineage``; empty
+        for a run trained from scratch)."""
+        try:
+            metrics = json.loads(self.paths.metrics.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return []
+        return list(metrics.get("incremental", {}).get("lineage", [])) if isinstance(metrics, dict) else []
 
     def optimizer_states(self) -> list[dict[str, Any]]:
         """The optimiser states of the parent's last checkpoint (``checkpoints/last.pt``)."""
@@ -87,6 +98,7 @@ def warm_start(model: nn.Module, parent: ParentRun, child: Preprocessor, increme
     growth = grow_model(model, parent.state, parent=parent.preprocessor, child=child)
     report = {
         "parent_run": str(parent.root),
+        "lineage": [*parent.lineage(), str(parent.root)],
         "numeric": incremental.numeric.value,
         "optimizer_state": incremental.optimizer_state.value,
         "tables": {g.table: {"rows_before": g.rows_before, "rows_after": g.rows_after, "added": g.added} for g in growth},
