@@ -197,6 +197,8 @@ def _grown_table(
     """``(R_new, D)``: the parent's ``(R_old, D)`` rows, then ``fresh``'s (a pretrained table's
     new rows from its vector file)."""
     where = f"feature {features[0]!r} (table {name!r}, parameter {key!r})"
+    if fresh.is_meta:  # a sharded run's deferred table: each rank would grow its own shard
+        raise ConfigError(f"{where}: --init-from does not grow sharded (deferred) tables yet; train it unsharded")
     if old.dim() != 2 or old.shape[1] != fresh.shape[1]:
         raise ConfigError(f"{where}: embedding width {tuple(old.shape)[1:]} in the parent run, {fresh.shape[1]} now; {_RETRAIN}")
     if old.shape[0] > fresh.shape[0]:
