@@ -457,6 +457,10 @@ def _serve(args: argparse.Namespace) -> None:
 
     limits = {name: getattr(args, name) for name in ("max_users", "max_candidates", "max_k", "max_history", "max_body_bytes", "deadline_ms", "chunk_rows")}
     serving_limits(**limits)  # a bad limit is a ConfigError before any model is loaded
+    if args.blend:
+        from recstack.serving.blend import Blend
+
+        Blend.parse(args.blend)  # so is a malformed --blend
     for run in (args.retrieval, args.ranker):
         check_run_folder(run)
     window = args.batch_window_ms if args.batch_window_ms > 0 else None
