@@ -5,7 +5,8 @@ genre histories, maxlen 50, attended or encoded as one group), embedding 16, MLP
 batch 1024, Adam lr 1e-3, fixed epochs, one thread. Each (model, seed) run is its own
 subprocess (peak RSS per run); seeds are interleaved so each seed's rows share the machine's
 load. "train samples/s" times ``Trainer.fit`` alone (the batches are transformed and cached
-before the timer); the DIEN figure includes its auxiliary loss. No peer: DeepCTR-Torch has DIN
+before the timer); the DIEN figure includes its auxiliary loss. ``bst`` is the paper's
+flattened output, ``bst_target`` the same model reading the target slot only (``output: target``). No peer: DeepCTR-Torch has DIN
 and DIEN (not BST) but ``benchmarks/_deepctr_peer.py`` builds only DIN.
 
     .venv/bin/python benchmarks/sequence_ranking.py --seeds 0 1 2 --epochs 1
@@ -27,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "data" / "ml100k_ctr"
 SCHEMA = ROOT / "schemas" / "movielens_ctr.yaml"
-MODELS = ("din", "bst", "dien")
+MODELS = ("din", "bst", "bst_target", "dien")  # bst_target: BST with output: target (the target slot only)
 ID_FEATURES = ["user_id", "item_id", "gender", "age", "occupation", "zip_prefix", "genre"]
 BEHAVIOURS = [{"candidate": "item_id", "history": "hist_item_ids"}, {"candidate": "genre", "history": "hist_genres"}]
 
@@ -36,8 +37,8 @@ def model_params(name: str) -> dict:
     params: dict = {"features": ID_FEATURES, "behaviours": BEHAVIOURS, "hidden_dims": [256, 128], "activation": "relu"}
     if name == "din":
         params["attention_hidden_dims"] = [80, 40]
-    if name == "bst":
-        params.update(num_layers=1, num_heads=2, transformer_dropout=0.2, output="concat")
+    if name in ("bst", "bst_target"):
+        params.update(num_layers=1, num_heads=2, transformer_dropout=0.2, output="target" if name == "bst_target" else "concat")
     if name == "dien":
         params.update(aux_loss_weight=1.0, aux_hidden_dims=[100, 50])
     return params
@@ -61,7 +62,7 @@ def run(name: str, seed: int, epochs: int) -> dict:
     train = DataSource(paths=(str(DATA_DIR / "train.parquet"),))
     preprocessor = Preprocessor(Schema.from_yaml(SCHEMA)).fit(train)
     torch.manual_seed(seed)
-    model = build_model(name, preprocessor.feature_map(), model_params(name))
+    model = build_model(name.removesuffix("_target"), preprocessor.feature_map(), model_params(name))
     task = BinaryClassificationTask()
     stream = BatchStream(
         source=train, preprocessor=preprocessor,
