@@ -63,8 +63,8 @@ def merge_by_max(scores: np.ndarray, keys: np.ndarray, n: int) -> tuple[np.ndarr
         >>> scores = np.array([[[0.9, 0.5], [0.7, 0.6]]])
         >>> keys = np.array([[[1, 2], [3, 2]]])
         >>> merged_scores, merged_keys = merge_by_max(scores, keys, 3)
-        >>> merged_keys.tolist(), merged_scores.round(2).tolist()
-        ([[1, 3, 2]], [[0.9, 0.7, 0.6]])
+        >>> merged_keys.tolist(), [round(float(s), 2) for s in merged_scores[0]]
+        ([[1, 3, 2]], [0.9, 0.7, 0.6])
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
