@@ -130,6 +130,40 @@ def test_weighted_and_mean_pooling_match_the_plain_collection(data):
     torch.testing.assert_close(holder.embeddings.concat(batch, ["user_id", "age", "vec"]), reference.concat(batch, ["user_id", "age", "vec"]))
 
 
+def test_drawn_rows_do_not_depend_on_the_sharding():
+    from recstack.nn.torchrec_tables import INIT_CHUNK_ROWS, fill_normal
+
+    rows, dim = INIT_CHUNK_ROWS + 100, 8  # two chunks
+    whole = torch.empty(rows, dim)
+    fill_normal(whole, row=0, col=0, dim=dim, std=0.01, seed=3, table="item")
+    pieces = torch.empty(rows, dim)
+    for row, size in [(0, 40_000), (40_000, rows - 40_000)]:  # row-wise halves (one across chunks),
+        for c in (0, 4):  # each split column-wise too
+            part = torch.empty(size, 4)
+            fill_normal(part, row=row, col=c, dim=dim, std=0.01, seed=3, table="item")
+            pieces[row : row + size, c : c + 4] = part
+    assert torch.equal(whole, pieces)
+    assert not whole[0].any() and whole[1:].std().item() == pytest.approx(0.01, rel=0.05)  # padding row zero
+
+
+def test_deferred_tables_are_built_on_meta_and_drawn_when_placed(data):
+    from recstack.models import build_model
+    from recstack.nn.embedding import deferred_tables
+
+    feature_map, batch = data
+    with deferred_tables():
+        model = build_model("din", feature_map, model_helpers().model_params("din"))
+    plain_tables = [m for m in model.modules() if isinstance(m, torch.nn.Embedding)]
+    assert {m.weight.is_meta for m in plain_tables} == {True, False}  # the pretrained table is read
+    task = BinaryClassificationTask()
+    unpooled = unpooled_features(model, lambda: task.loss(model, batch))  # zeros stand in for meta rows
+    assert unpooled == {"hist_item_ids", "hist_genres"}
+    tables = use_torchrec_tables(model, unpooled=unpooled, seed=0)
+    weights = tables.full_weights()
+    assert weights["item"][1:].std().item() == pytest.approx(0.01, rel=0.1) and not weights["item"][0].any()
+    assert torch.isfinite(task.loss(model, batch))
+
+
 def test_missing_torchrec_is_a_config_error_with_the_install_command(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchrec", None)  # import torchrec raises ImportError
     with pytest.raises(ConfigError, match=r"distributed.embeddings: sharded needs TorchRec.*pip install fbgemm-gpu-cpu==1.8.0"):

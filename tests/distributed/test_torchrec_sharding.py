@@ -59,3 +59,9 @@ def test_a_budget_below_the_tables_is_a_config_error_naming_tables_and_budget(re
     message = results[0]["budget"]
     assert "no sharding plan fits 2 ranks with a per-rank budget of 0.001 MB" in message
     assert "item 32 x 8" in message and "distributed.memory_budget_mb" in message
+
+
+@pytest.mark.slow
+def test_the_scheduled_learning_rate_reaches_the_fused_kernels_before_the_backward(results):
+    for rank in range(2):
+        assert results[rank]["lr"] == 0.0

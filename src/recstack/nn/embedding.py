@@ -31,7 +31,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -45,7 +47,7 @@ from recstack.nn.table import Embedding, FieldLookup, lookup_many
 from recstack.schema import Feature, SequenceFeature, VectorFeature, is_embedded
 from recstack.vector_io import read_vectors
 
-__all__ = ["EmbeddingCollection", "build_sparse_inputs"]
+__all__ = ["EmbeddingCollection", "build_sparse_inputs", "deferred_tables"]
 
 FIRST_VALUE_ROW = 2
 
@@ -317,11 +319,30 @@ class EmbeddingCollection(nn.Module):
         return self.tables[self._module_keys[table]]
 
 
+_DEFERRED = contextvars.ContextVar("recstack_deferred_tables", default=False)
+
+
+@contextlib.contextmanager
+def deferred_tables(enabled: bool = True) -> Iterator[None]:
+    """Fresh tables built inside are allocated on ``meta`` (no memory), their init std kept as
+    ``table.init_std``: a sharded run initialises each rank's shard itself
+    (``recstack.training.sharded``). Pretrained tables are read as usual."""
+    token = _DEFERRED.set(enabled)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
 def _build_table(info: TableInfo, *, sparse: bool, dim: int | None, init_std: float) -> nn.Embedding:
     width = dim if dim is not None else info.dim
-    table = Embedding(info.num_rows, width, padding_idx=PADDING_INDEX, sparse=sparse)
+    deferred = _DEFERRED.get() and not (info.pretrained and dim is None)
+    table = Embedding(info.num_rows, width, padding_idx=PADDING_INDEX, sparse=sparse, device="meta" if deferred else None)
+    table.init_std = init_std
     with torch.no_grad():
-        if info.pretrained and dim is None:
+        if deferred:
+            pass  # initialised shard by shard once placed
+        elif info.pretrained and dim is None:
             table.weight.copy_(_pretrained_weight(info))
         else:
             nn.init.normal_(table.weight, std=init_std)

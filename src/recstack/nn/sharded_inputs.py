@@ -207,6 +207,14 @@ def unpooled_features(model: nn.Module, run_forward: Callable[[], Any]) -> set[s
             if isinstance(inputs.feature(n), SequenceFeature) and inputs.feature(n).pooling is Pooling.MAX
         )
     buffers = {name: value.clone() for name, value in model.named_buffers()}  # batch-norm statistics
+    deferred = {}  # tables built on meta read as zeros, without memory (a stride-0 view)
+    device = next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
+    for inputs in collections:
+        for embedding in inputs.tables.values():
+            if embedding.weight.is_meta and id(embedding) not in deferred:
+                deferred[id(embedding)] = (embedding, embedding.weight)
+                rows, dim = embedding.weight.shape
+                embedding.weight = nn.Parameter(torch.zeros(1, dim, device=device).expand(rows, dim), requires_grad=False)
     try:
         with torch.no_grad(), torch.random.fork_rng():  # the probe leaves no trace: no RNG draws,
             run_forward()
@@ -214,13 +222,17 @@ def unpooled_features(model: nn.Module, run_forward: Callable[[], Any]) -> set[s
         with torch.no_grad():  # no running-statistics update
             for name, value in model.named_buffers():
                 value.copy_(buffers[name])
+        for embedding, weight in deferred.values():
+            embedding.weight = weight
         for inputs in collections:
             inputs.__dict__.pop("sequence", None)
             inputs.__dict__.pop("mini_batch_l2", None)
     return found
 
 
-def use_torchrec_tables(model: nn.Module, *, unpooled: set[str] = frozenset(), device: str | torch.device = "cpu") -> TorchRecTables:
+def use_torchrec_tables(
+    model: nn.Module, *, unpooled: set[str] = frozenset(), device: str | torch.device = "cpu", seed: int = 0
+) -> TorchRecTables:
     """Serve ``model``'s embedded features from TorchRec tables, in place; returns the tables.
 
     Every ``nn.Embedding`` of the model's EmbeddingCollections becomes one TorchRec table
@@ -228,7 +240,9 @@ def use_torchrec_tables(model: nn.Module, *, unpooled: set[str] = frozenset(), d
     a table any of whose features is in ``unpooled`` is read position by position (TorchRec's
     EmbeddingCollection), the others pooled (EmbeddingBagCollection). ``device="meta"`` builds
     the bag tables without memory: set their weights after sharding with
-    ``TorchRecTables.load_weights(weights)``, the tables of :func:`table_weights`.
+    ``TorchRecTables.load_weights(weights)``, the tables of :func:`table_weights`. Tables the
+    model built deferred (``nn.embedding.deferred_tables``: on meta) are drawn where they are
+    placed (``fill_normal``, seeded by ``seed``).
 
     Returns:
         The :class:`TorchRecTables`, also ``model.torchrec_tables``.
@@ -247,14 +261,13 @@ def use_torchrec_tables(model: nn.Module, *, unpooled: set[str] = frozenset(), d
             trainable=embedding.weight.requires_grad,
             features=tuple(members[name].values()),
             unpooled=any(f in unpooled for f in members[name]),
+            init_std=getattr(embedding, "init_std", 0.01) if embedding.weight.is_meta else None,
         )
         for name, (schema_table, embedding) in source.items()
     ]
     tables = TorchRecTables(specs, device=device)
-    if torch.device(device).type != "meta":
-        tables.load_weights({name: embedding.weight.detach() for name, (_, embedding) in source.items()})
-    elif tables.positions is not None:
-        tables.load_weights({n: e.weight.detach() for n, (_, e) in source.items() if tables.specs[n].unpooled})
+    # the bag collection on meta gets its weights once sharded; the rest here (drawn when deferred)
+    tables.load_weights({name: embedding.weight.detach() for name, (_, embedding) in source.items()}, seed=seed)
     for path, inputs in owners:
         table_of = {n: name for name, table in found.items() for p, n in table.readers if p == path}
         replacement = TorchRecSparseInputs(

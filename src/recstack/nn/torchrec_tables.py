@@ -23,6 +23,7 @@ Shape legend: B batch, L sequence length, N values in the batch, D embedding dim
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,7 @@ from recstack.data.batch import PADDING_INDEX, Batch
 from recstack.errors import ConfigError
 from recstack.schema import Feature, Pooling, SequenceFeature
 
-__all__ = ["TableSpec", "TorchRecTables", "feature_key", "require_torchrec"]
+__all__ = ["TableSpec", "TorchRecTables", "feature_key", "fill_normal", "load_table_weights", "require_torchrec"]
 
 INSTALL_HINT = (
     "pip install fbgemm-gpu-cpu==1.8.0 && pip install --no-deps torchrec==1.9.2 && "
@@ -71,6 +72,7 @@ class TableSpec:
     trainable: bool
     features: tuple[Feature, ...]
     unpooled: bool  # in the EmbeddingCollection (read position by position), else the bag collection
+    init_std: float | None = None  # a deferred table (built on meta): rows drawn N(0, std) where placed
 
     @property
     def keys(self) -> list[str]:
@@ -164,26 +166,55 @@ class TorchRecTables(nn.Module):
             weights[name.rsplit(".", 2)[-2]] = value
         return weights
 
-    def load_weights(self, weights: Mapping[str, Tensor]) -> None:
-        """Copy full ``(num_rows, D)`` tables into this collection, sharded or not: each rank
-        copies its own shards' rows and columns."""
-        load_table_weights(self.state_dict(), weights)
+    def load_weights(self, weights: Mapping[str, Tensor], *, seed: int = 0) -> None:
+        """Copy full ``(num_rows, D)`` tables into this collection, sharded or not (each rank
+        copies its own shards' rows and columns); deferred tables not in ``weights`` are drawn
+        (:func:`fill_normal`)."""
+        load_table_weights(self.state_dict(), weights, specs=self.specs, seed=seed)
 
 
-def load_table_weights(state: Mapping[str, Any], weights: Mapping[str, Tensor]) -> None:
-    """Copy full tables (by TorchRec table name) into ``state``'s weights, whole or sharded."""
+def load_table_weights(state: Mapping[str, Any], weights: Mapping[str, Tensor], *, specs: Mapping[str, TableSpec], seed: int = 0) -> None:
+    """Copy full tables (by TorchRec table name) into ``state``'s table weights, whole or
+    sharded; a deferred table (``init_std`` set) missing from ``weights`` gets its rows drawn."""
     with torch.no_grad():
         for name, target in state.items():
             table = name.rsplit(".", 2)[-2]
-            if not name.endswith(".weight") or table not in weights:
+            spec = specs.get(table)
+            if not name.endswith(".weight") or spec is None:
                 continue
-            source = weights[table]
-            if hasattr(target, "local_shards"):  # a ShardedTensor: this rank's pieces
-                for shard in target.local_shards():
-                    (row, col), (rows, cols) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
-                    shard.tensor.copy_(source[row : row + rows, col : col + cols])
-            else:
-                target.copy_(source)
+            if not hasattr(target, "local_shards") and target.device.type == "meta":
+                continue  # an unsharded bag table on meta: set once sharded
+            pieces = (
+                [(s.tensor, *s.metadata.shard_offsets) for s in target.local_shards()]  # a ShardedTensor: this rank's
+                if hasattr(target, "local_shards")
+                else [(target, 0, 0)]
+            )
+            for piece, row, col in pieces:
+                rows, cols = piece.shape
+                if table in weights and weights[table].device.type != "meta":
+                    piece.copy_(weights[table][row : row + rows, col : col + cols])
+                elif spec.init_std is not None:
+                    fill_normal(piece, row=row, col=col, dim=spec.dim, std=spec.init_std, seed=seed, table=table)
+
+
+INIT_CHUNK_ROWS = 65536
+
+
+def fill_normal(target: Tensor, *, row: int, col: int, dim: int, std: float, seed: int, table: str) -> None:
+    """Rows ``row ..`` and columns ``col ..`` of a table drawn N(0, std^2), row 0 (padding) zero.
+
+    The table is drawn in chunks of :data:`INIT_CHUNK_ROWS` full-width rows, each from its own
+    generator seeded by (seed, table, chunk): a row's values do not depend on how the table is
+    sharded, and no rank ever holds more than its shard and one chunk."""
+    rows, cols = target.shape
+    for chunk in range(row // INIT_CHUNK_ROWS, (row + rows - 1) // INIT_CHUNK_ROWS + 1):
+        generator = torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(f"{table}:{chunk}".encode()))
+        block = torch.randn(INIT_CHUNK_ROWS, dim, generator=generator) * std  # (CHUNK, D)
+        start, stop = max(row, chunk * INIT_CHUNK_ROWS), min(row + rows, (chunk + 1) * INIT_CHUNK_ROWS)
+        base = chunk * INIT_CHUNK_ROWS
+        target[start - row : stop - row] = block[start - base : stop - base, col : col + cols].to(target.device)
+    if row == PADDING_INDEX and rows:
+        target[0].zero_()
 
 
 def _is_weighted(feature: Feature) -> bool:

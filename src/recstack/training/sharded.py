@@ -31,9 +31,9 @@ from recstack.training.sharding_config import DistributedConfig, ShardingType, T
 __all__ = ["ShardedModel", "format_plan", "full_tables", "plan_report", "shard_model"]
 
 ROW_WISE_TYPES = (ShardingType.ROW_WISE.value, ShardingType.TABLE_ROW_WISE.value)
+CPU_OPTIMIZERS = (TableOptimizer.ROWWISE_ADAGRAD, TableOptimizer.ADAGRAD, TableOptimizer.SGD)  # fbgemm's CPU kernels
 # what the planner may choose for a table without constraints: data parallel only when asked
 # (a whole table on every rank is the dense optimiser's, not the fused one's)
-CPU_OPTIMIZERS = (TableOptimizer.ROWWISE_ADAGRAD, TableOptimizer.ADAGRAD, TableOptimizer.SGD)
 SHARDED_TYPES = [kind.value for kind in ShardingType if kind is not ShardingType.DATA_PARALLEL]
 
 
@@ -77,6 +77,7 @@ def shard_model(
     lr: float,
     device: torch.device,
     weights: Mapping[str, Tensor] | None = None,
+    seed: int = 0,
 ) -> ShardedModel:
     """Plan, shard and wrap ``model`` (its tables already TorchRec collections).
 
@@ -86,7 +87,8 @@ def shard_model(
         lr: the table optimiser's learning rate when ``config.table_lr`` is unset.
         device: this rank's device (cpu: gloo; cuda: NCCL).
         weights: full tables by TorchRec name, copied into this rank's shards after sharding
-            (needed when the bag tables were built on ``meta``).
+            (needed when the bag tables were built on ``meta``); deferred tables (the model's
+            own built on meta) are drawn shard by shard instead (``fill_normal``, ``seed``).
 
     Raises:
         ConfigError: a table named in ``config.tables`` is not the model's, or no plan fits
@@ -117,13 +119,13 @@ def shard_model(
     plan = _plan(model, tables, config, constraints, sharders, device)
     dmp = DistributedModelParallel(model, device=device, plan=plan, sharders=sharders)
     tables.pad_across_ranks = True  # one batch size on every rank for the all-to-alls
-    # a sharded table's gradient is the mean over ranks, as DDP's: TorchRec divides its
-    # all-to-all's backward by the world size (comm_ops' gradient division, on by default)
-    # the fused kernels read their learning rate when the optimiser steps or zeroes, which the
+    # (a sharded table's gradient is the mean over ranks, as DDP's: TorchRec divides its
+    # all-to-all's backward by the world size, comm_ops' gradient division, on by default.)
+    # The fused kernels read their learning rate when the optimiser steps or zeroes, which the
     # Trainer does before the scheduler moves it: hand it over before each forward instead
     dmp.register_forward_pre_hook(lambda *_: dmp.fused_optimizer.zero_grad())
-    if weights is not None:
-        load_table_weights(dmp.module.state_dict(), {k: v for k, v in weights.items() if k in tables.specs})
+    state = {k: v for k, v in dmp.module.state_dict().items() if k.startswith(f"{TABLES_ATTRIBUTE}.bags.")}
+    load_table_weights(state, weights or {}, specs=tables.specs, seed=seed)
     report = plan_report(plan, tables, world_size=dist.get_world_size())
     return ShardedModel(dmp=dmp, tables=tables, plan=plan, report=report, data_parallel=data_parallel)
 

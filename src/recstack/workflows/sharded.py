@@ -2,13 +2,16 @@
 
 :func:`shard_run_model` turns the built model (unchanged model code) into a sharded one:
 
+0. the model was built with its fresh tables deferred (``nn.embedding.deferred_tables``: on
+   ``meta``, no memory; pretrained ones read from their files);
 1. one forward on the first training batch finds the features it reads position by position
    (:func:`~recstack.nn.sharded_inputs.unpooled_features`);
-2. its tables become TorchRec collections (pooled ones built on ``meta``: no second copy);
+2. its tables become TorchRec collections (pooled ones built on ``meta``; ones read position
+   by position whole, drawn here: TorchRec's sharded EmbeddingCollection copies them);
 3. the planner places them within the per-rank budget; the plan is printed and saved as
    ``sharding_plan.json`` in the run folder; ``DistributedModelParallel`` wraps the model and
-   each rank copies its shards of the model's initial tables (the seeded ones a replicated run
-   starts from), after which the plain tables are freed.
+   each rank draws its shards' rows (N(0, init_std), chunk-seeded: the same values however the
+   table is sharded) or copies them from a pretrained table.
 
 Evaluation and export read a *replica*: the plain model rebuilt from ``model.json``'s recipe with
 the tables gathered (:func:`~recstack.training.sharded.full_tables`), so ``evaluate``,
@@ -80,17 +83,29 @@ def shard_run_model(
         )
     if trainer_config.compile:
         raise ConfigError("trainer.compile: not available with distributed.embeddings: sharded (TorchRec's sharded modules run eagerly)")
-    model.to(device)
+    _place_all_but_deferred(model, device)
     unpooled = unpooled_features(model, lambda: task.loss(model, first_batch.to(device)))
-    weights = {name: weight.detach() for name, weight in table_weights(model).items()}
-    use_torchrec_tables(model, unpooled=unpooled, device="meta")
-    sharded = shard_model(model, config.distributed, lr=trainer_config.lr, device=device, weights=weights)
+    weights = {name: weight.detach() for name, weight in table_weights(model).items()}  # meta when deferred
+    use_torchrec_tables(model, unpooled=unpooled, device="meta", seed=trainer_config.seed)
+    sharded = shard_model(model, config.distributed, lr=trainer_config.lr, device=device, weights=weights, seed=trainer_config.seed)
     del weights  # the plain tables: each rank keeps only its shards from here on
     if torch.distributed.get_rank() == 0:
         log(format_plan(sharded.report))
         if paths is not None:
             write_json_atomic(paths.root / PLAN_FILE, sharded.report)
     return ShardedRun(sharded=sharded, build_plain=build_plain)
+
+
+def _place_all_but_deferred(model: nn.Module, device: torch.device) -> None:
+    """``model.to(device)`` for everything but the deferred tables (on meta until sharded)."""
+    with torch.no_grad():
+        for module in model.modules():
+            for param in module._parameters.values():
+                if param is not None and not param.is_meta:
+                    param.data = param.data.to(device)  # the same Parameter: shared ones stay shared
+            for key, buffer in module._buffers.items():
+                if buffer is not None and not buffer.is_meta:
+                    module._buffers[key] = buffer.to(device)
 
 
 def load_replica(plain: nn.Module, sharded: ShardedModel) -> None:

@@ -23,6 +23,7 @@ from recstack.export.staged_run import StagedRun
 from recstack.atomic import write_json_atomic
 from recstack.errors import ConfigError
 from recstack.models import build_model
+from recstack.nn.embedding import deferred_tables
 from recstack.models.registry import check_model_config
 from recstack.parallel import rank as process_rank
 from recstack.tasks.base import Task
@@ -145,7 +146,8 @@ def _train(
     feature_map = preprocessor.feature_map()
     seed_everything(trainer_config.seed)  # the initial weights too, not only fit's shuffling: reproducible runs
     # a grown pretrained table's rows come from the parent's weights and the file (warm_start)
-    model = build_model(config.model.name, feature_map if parent is None else feature_map.without_pretrained_files(), model_params)
+    with deferred_tables(config.distributed.sharded):  # sharded: each rank draws only its shards' rows
+        model = build_model(config.model.name, feature_map if parent is None else feature_map.without_pretrained_files(), model_params)
     growth = None if parent is None else warm_start(model, parent, preprocessor, incremental)
     task = build_task(config, model, preprocessor)
     stream = BatchStream(source=config.data.train, preprocessor=preprocessor, config=config.loader)
