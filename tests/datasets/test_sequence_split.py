@@ -132,6 +132,10 @@ def test_build_sequences_on_fake_movielens(tmp_path: Path, fake_ml: SimpleNamesp
     assert stats["events"] == len(data.ratings) and stats["items"] == len(data.items)
     test = pq.read_table(out / "test.parquet").to_pylist()
     assert len(test) == stats["test_rows"] > 0 and all(len(r["hist_item_ids"]) <= 8 for r in test)
+    catalogue = pq.read_table(out / "items.parquet")
+    genre = dict(zip(catalogue["item_id"].to_pylist(), catalogue["genre"].to_pylist()))  # the target's genre, joined
+    assert all(r["genre"] == genre[r["item_id"]] for r in test)
+    assert "genre" in pq.read_table(out / "train.parquet").column_names
     assert build_sequences(out, fake_ml.write_official(tmp_path / "raw", data), max_len=8) == stats  # cached
 
 

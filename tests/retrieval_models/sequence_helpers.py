@@ -11,17 +11,20 @@ from recstack.schema import Schema
 ROWS, L = 40, 6
 
 
-def sequence_feature_map(*, num_rows: int = ROWS, maxlen: int = L, dim: int = 16) -> FeatureMap:
-    schema = Schema.from_dict({
-        "label": None,
-        "tables": {"item": {"dim": dim}},
-        "features": [
-            {"name": "hist_item_ids", "kind": "sequence", "table": "item", "maxlen": maxlen, "side": "user"},
-            {"name": "target_item_ids", "kind": "sequence", "table": "item", "maxlen": maxlen},
-            {"name": "item_id", "kind": "categorical", "table": "item", "side": "item"},
-        ],
-    })
-    return FeatureMap(schema=schema, tables={"item": TableInfo(name="item", num_rows=num_rows, dim=dim)})
+def sequence_feature_map(*, num_rows: int = ROWS, maxlen: int = L, dim: int = 16, genres: int = 0) -> FeatureMap:
+    """The three sequence features on one item table; with ``genres``, an item-side ``genre``
+    (``genres`` rows, dim 4) and a user-side ``age`` (for error tests)."""
+    features = [
+        {"name": "hist_item_ids", "kind": "sequence", "table": "item", "maxlen": maxlen, "side": "user"},
+        {"name": "target_item_ids", "kind": "sequence", "table": "item", "maxlen": maxlen},
+        {"name": "item_id", "kind": "categorical", "table": "item", "side": "item"},
+    ]
+    tables = {"item": TableInfo(name="item", num_rows=num_rows, dim=dim)}
+    if genres:
+        features += [{"name": "genre", "kind": "categorical", "side": "item", "dim": 4}, {"name": "age", "kind": "categorical", "side": "user", "dim": 4}]
+        tables.update(genre=TableInfo(name="genre", num_rows=genres, dim=4), age=TableInfo(name="age", num_rows=5, dim=4))
+    schema = Schema.from_dict({"label": None, "tables": {"item": {"dim": dim}}, "features": features})
+    return FeatureMap(schema=schema, tables=tables)
 
 
 def sequence_batch(batch_size: int = 5, *, length: int = L, seed: int = 0, num_rows: int = ROWS) -> Batch:

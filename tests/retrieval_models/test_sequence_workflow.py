@@ -49,3 +49,33 @@ def test_popularity_and_log_q_count_the_next_item_sequence(tmp_path: Path) -> No
     assert torch.allclose(in_batch.item_log_probs, expected)
     batch = preprocessor.transform(pq.read_table(tmp_path / "train.parquet").to_batches()[0], with_label=False)
     assert np.isfinite(task.loss(model, batch).item())
+
+
+def test_item_side_features_are_filled_from_the_catalogue(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pytest
+
+    from recstack.datasets._features import attach
+    from recstack.errors import ConfigError
+
+    events, _ = generate_sequence_events(num_users=50, num_items=30, length=8, seed=1)
+    items = pa.table({"item_id": pa.array(range(1, 31), pa.int64()), "genre": [f"g{i % 4}" for i in range(1, 31)]})
+    split = split_sequences(events, SequenceSplitSpec(max_len=10))
+    for name in ("train", "valid"):
+        pq.write_table(attach(getattr(split, name), items, "item_id"), tmp_path / f"{name}.parquet")
+    pq.write_table(items, tmp_path / "items.parquet")
+    raw = {
+        "data": {"train": str(tmp_path / "train.parquet"), "valid": str(tmp_path / "valid.parquet"), "catalog": str(tmp_path / "items.parquet")},
+        "schema": str(ROOT / "schemas/movielens_sequences_genres.yaml"), "task": {"type": "retrieval", "loss": "full_softmax"},
+        "model": {"name": "sasrec", "params": {"item_side_features": ["genre"]}}, "output": str(tmp_path / "run"),
+    }  # fmt: skip
+    config = RunConfig.from_dict(raw)
+    preprocessor = Preprocessor(config.schema).fit(config.data.train)
+    model = build_model("sasrec", preprocessor.feature_map(), {"num_layers": 1, "item_side_features": ["genre"]})
+    build_retrieval_task(config, model, preprocessor)
+    catalogue = preprocessor.transform(items.to_batches()[0], features=["item_id", "genre"], with_label=False)
+    rows = model.attributes.rows[catalogue.ids["item_id"], 0]
+    assert torch.equal(rows, catalogue.ids["genre"]) and bool((rows > 1).all())  # every item's genre, known
+    without = RunConfig.from_dict({**raw, "data": {k: v for k, v in raw["data"].items() if k != "catalog"}})
+    with pytest.raises(ConfigError, match="data.catalog: model 'sasrec' reads item side features"):
+        build_retrieval_task(without, model, preprocessor)

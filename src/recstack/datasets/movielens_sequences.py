@@ -3,8 +3,9 @@
 Every rating is an interaction (implicit feedback, as in SASRec and RecBole's sequential
 benchmarks), ordered by timestamp; the split is :mod:`recstack.datasets.sequence_split`'s
 leave-one-out (or time split). Files: ``train/valid/test/seen.parquet`` (see
-:class:`~recstack.datasets.sequence_split.SequenceSplit`), ``items.parquet`` (the catalogue: every
-movie), ``users.parquet``, ``stats.json`` (with the truncation counts).
+:class:`~recstack.datasets.sequence_split.SequenceSplit`; each row also holds its target's
+``genre``, for ``item_side_features``), ``items.parquet`` (the catalogue: every movie),
+``users.parquet``, ``stats.json`` (with the truncation counts).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def build_sequences(
     an existing build with the same parameters is returned as is)."""
     out = Path(out_dir)
     spec = SequenceSplitSpec(how=how, max_len=max_len)
-    params = {"kind": "sequences", "source": str(source) if source else None, **sequence_params(spec), "partitions": partitions}
+    params = {"kind": "sequences", "format": 2, "source": str(source) if source else None, **sequence_params(spec), "partitions": partitions}
     if (stats := cached_stats(out, SEQUENCE_DATASET_FILES, params)) is not None:
         return stats
     started = time.perf_counter()
@@ -43,9 +44,10 @@ def build_sequences(
     events = out / "events.parquet"
     with atomic_path(events) as tmp:
         pq.write_table(raw.ratings.select(["user_id", "item_id", "timestamp"]), tmp)
+    items = item_table(raw)
     split = write_sequence_split(
         DataSource(paths=(str(events),)), out, spec, partitions=partitions,
-        extra_tables={"items": item_table(raw), "users": user_table(raw)},
+        extra_tables={"items": items, "users": user_table(raw)}, item_features=items.select(["item_id", "genre"]),
     )  # fmt: skip
     events.unlink()
     stats = {"params": params, "items": raw.items.num_rows, **split.as_dict(), "build_seconds": round(time.perf_counter() - started, 3)}

@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recstack.data.sources import DataSource
+from recstack.datasets._features import attach
 from recstack.datasets._sequences import window_lists
 from recstack.errors import ConfigError, DataError
 
@@ -215,11 +216,15 @@ def write_sequence_split(
     *,
     partitions: int = 1,
     extra_tables: dict[str, pa.Table] | None = None,
+    item_features: pa.Table | None = None,
 ) -> SequenceStats:
     """Split the events of ``source`` into ``out_dir/{train,valid,test,seen}.parquet``.
 
     The file is read in record batches; ``partitions > 1`` bounds memory by one partition (see
-    the module docstring). ``extra_tables`` (an item catalogue, users) are written beside them.
+    the module docstring). ``extra_tables`` (an item catalogue, users) are written beside them;
+    ``item_features`` (keyed by the item column) are joined to each train / valid / test row's
+    ``item_id`` (its target), so a schema may declare item-side features (a sequence model's
+    ``item_side_features`` read every item's values from the catalogue).
     """
     if partitions < 1:
         raise ConfigError(f"partitions: must be >= 1, got {partitions}")
@@ -231,14 +236,14 @@ def write_sequence_split(
         if partitions == 1:
             _check_source(source, spec)
             events = pa.Table.from_batches([c.records for c in source.chunks(columns=spec.columns)])
-            _append(writers, out, split_sequences(events, spec, path=",".join(source.paths)), stats)
+            _append(writers, out, split_sequences(events, spec, path=",".join(source.paths)), stats, item_features, spec.item_column)
         else:
             _check_source(source, spec)
             bounds = _streamed_time_bounds(source, spec) if spec.how is SplitHow.TIME else None
             with tempfile.TemporaryDirectory(dir=out, prefix=".partitions-") as folder:
                 files = _partition(source, spec, Path(folder), partitions)
                 for path in files:
-                    _append(writers, out, split_sequences(pq.read_table(path), spec, bounds=bounds), stats)
+                    _append(writers, out, split_sequences(pq.read_table(path), spec, bounds=bounds), stats, item_features, spec.item_column)
     finally:
         for writer in writers.values():
             writer.close()
@@ -366,10 +371,14 @@ def _user_hash(users: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def _append(writers: dict[str, pq.ParquetWriter], out: Path, split: SequenceSplit, stats: SequenceStats) -> None:
+def _append(
+    writers: dict[str, pq.ParquetWriter], out: Path, split: SequenceSplit, stats: SequenceStats, item_features: pa.Table | None, item_column: str
+) -> None:
     stats.add(split.stats)
     for name in ("train", "valid", "test", "seen"):
         table: pa.Table = getattr(split, name)
+        if item_features is not None and name != "seen":
+            table = attach(table, item_features, item_column)
         if name not in writers:
             writers[name] = pq.ParquetWriter(out / f"{name}.parquet", table.schema)
         writers[name].write_table(table.cast(writers[name].schema))

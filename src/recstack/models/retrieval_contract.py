@@ -17,7 +17,9 @@ naming the member. What it offers:
   (the categorical feature whose table row names an item) and ``num_item_rows`` (None: the item
   id feature has no table); ``positive_feature``: the feature holding the training positives'
   rows (the item id for two towers, the next-item sequence for a sequence model), over which
-  item frequencies (log-Q, popularity sampling) are counted;
+  item frequencies (log-Q, popularity sampling) are counted; ``reads_item_catalogue`` /
+  ``item_catalogue_features``: whether training hands the model the catalogue's rows of those
+  features (``set_item_catalogue``) whatever the loss (a sequence model's item side features);
 - ``retrieval_pairs(batch)``: the training pairs a retrieval task scores, a :class:`RetrievalPairs`:
   ``queries (N, D)`` and their positives. A two-tower model gives one pair per batch row; a
   sequence model one per non-padding position (flattened ``(B, L)``); a multi-interest model its
@@ -122,6 +124,12 @@ class RetrievalModel(ItemCatalogueModel, Protocol):
 
     def set_item_catalogue(self, catalogue: "Batch") -> None: ...
 
+    @property
+    def reads_item_catalogue(self) -> bool: ...
+
+    @property
+    def item_catalogue_features(self) -> tuple[str, ...]: ...
+
 
 # Every member a class declaring ``kind = "retrieval"`` must have (checked at registration).
 RETRIEVAL_MEMBERS: tuple[str, ...] = (
@@ -138,6 +146,8 @@ RETRIEVAL_MEMBERS: tuple[str, ...] = (
     "item_tower",
     "retrieval_pairs",
     "set_item_catalogue",
+    "reads_item_catalogue",
+    "item_catalogue_features",
 )
 
 
@@ -176,6 +186,17 @@ class RetrievalDefaults:
 
     def set_item_catalogue(self, catalogue: "Batch") -> None:
         """Item vectors come from the rows alone: nothing to keep."""
+
+    @property
+    def reads_item_catalogue(self) -> bool:
+        """Whether training must hand the model the catalogue (``set_item_catalogue``) whatever
+        the loss; two towers read their item features from each batch."""
+        return False
+
+    @property
+    def item_catalogue_features(self) -> tuple[str, ...]:
+        """The catalogue features ``set_item_catalogue`` reads: the item tower's."""
+        return self.item_feature_names
 
 
 def check_retrieval_class(name: str, cls: type) -> None:

@@ -33,9 +33,9 @@ from recstack.models.youtube_dnn import ItemEmbeddingTower
 from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.sequence import last_position
 from recstack.nn.sparse_inputs import SparseInputs
-from recstack.schema import CategoricalFeature, SequenceFeature
+from recstack.schema import CategoricalFeature, SequenceFeature, Side
 
-__all__ = ["SequenceParams", "SequenceRetrievalModel", "SequenceUserTower"]
+__all__ = ["ItemAttributes", "SequenceParams", "SequenceRetrievalModel", "SequenceUserTower"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,11 +47,54 @@ class SequenceParams(ModelParams):
         target_feature: the next item at each input position (training rows only).
         item_id_feature: the categorical item id (catalogue, index and evaluation targets); the
             three features must name one schema table.
+        item_side_features: categorical item-side features (an item's genre) added to every
+            position's input: each history item's attributes, looked up in a table of every
+            item's values built from the catalogue (``set_item_catalogue``) and saved with the
+            model, so serving needs nothing but the item ids (:class:`ItemAttributes`).
     """
 
     history_feature: str = "hist_item_ids"
     target_feature: str = "target_item_ids"
     item_id_feature: str = "item_id"
+    item_side_features: tuple[str, ...] = ()
+
+
+class ItemAttributes(nn.Module):
+    """Per-position side features from the item ids: ``item rows (B, L) -> (B, L, D)``.
+
+    ``rows`` (R, S) holds, for item table row r, the table row of each of its S side features
+    (0 for padding, the OOV row for an item the catalogue lacks); it is a saved buffer, filled
+    by :meth:`set_from_catalogue`. The S attribute vectors are concatenated and projected to D,
+    then added to the item embedding (a Linear, bias-free: padding stays zero).
+
+    Args:
+        inputs: sparse inputs of the side features (their own tables).
+        features: the side features' names.
+        num_item_rows: R.
+        dim: D.
+    """
+
+    def __init__(self, *, inputs: SparseInputs, features: tuple[str, ...], num_item_rows: int, dim: int):
+        super().__init__()
+        self.inputs = inputs
+        self.features = features
+        rows = torch.full((num_item_rows, len(features)), OOV_INDEX, dtype=torch.long)
+        rows[0] = 0  # padding
+        self.register_buffer("rows", rows)  # (R, S), saved with the model
+        self.project = nn.Linear(inputs.output_dim(features), dim, bias=False)
+
+    def set_from_catalogue(self, item_rows: Tensor, attributes: dict[str, Tensor]) -> None:
+        """``item_rows (N,)`` and each side feature's rows ``(N,)`` of the same N catalogue items."""
+        item_rows = item_rows.to(self.rows.device)
+        for s, name in enumerate(self.features):
+            self.rows[item_rows, s] = attributes[name].to(self.rows.device)
+
+    def forward(self, history: Tensor) -> Tensor:
+        """Args: history (B, L) item rows. Returns (B, L, D), zero at padding."""
+        side = self.rows[history]  # (B, L, S)
+        flat = {name: side[..., s].reshape(-1) for s, name in enumerate(self.features)}  # (B * L,) each
+        vectors = self.inputs.concat(Batch(ids=flat), self.features)  # (B * L, sum of dims)
+        return self.project(vectors).view(*history.shape, -1) * (history != 0).unsqueeze(-1).to(vectors.dtype)
 
 
 class SequenceUserTower(nn.Module):
@@ -63,12 +106,14 @@ class SequenceUserTower(nn.Module):
         inputs: the sparse inputs serving ``history_feature`` (the shared item table).
         history_feature: the input sequence's feature name.
         encoder: ``(x (B, L, D), mask (B, L)) -> (B, L, D)``, causal.
+        attributes: per-position side features added to the item embeddings; None: none.
     """
 
-    def __init__(self, *, inputs: SparseInputs, history_feature: str, encoder: nn.Module):
+    def __init__(self, *, inputs: SparseInputs, history_feature: str, encoder: nn.Module, attributes: ItemAttributes | None = None):
         super().__init__()
         self.inputs = inputs
         self.encoder = encoder
+        self.attributes = attributes
         self.features: tuple[str, ...] = (history_feature,)
         self.input_names: tuple[str, ...] = (history_feature,)
 
@@ -83,6 +128,8 @@ class SequenceUserTower(nn.Module):
         """``(B, L, D)``: the output at every position (zero at padding)."""
         name = self.input_names[0]
         x = self.inputs.sequence(Batch(sequences={name: history}), name)  # (B, L, D)
+        if self.attributes is not None:
+            x = x + self.attributes(history)  # (B, L, D): the items' genres etc.
         return self.encoder(x, history != 0)  # (B, L, D)
 
     def forward(self, history: Tensor) -> Tensor:
@@ -102,7 +149,9 @@ class SequenceRetrievalModel(RetrievalDefaults, nn.Module):
 
     def _build_towers(self, params: SequenceParams, encoder: nn.Module) -> None:
         """The user tower over ``encoder`` and the item tower, both on ``self.inputs``."""
-        self.user_encoder = SequenceUserTower(inputs=self.inputs, history_feature=params.history_feature, encoder=encoder)
+        self.user_encoder = SequenceUserTower(
+            inputs=self.inputs, history_feature=params.history_feature, encoder=encoder, attributes=self.attributes
+        )
         self.item_encoder = ItemEmbeddingTower(inputs=self.inputs, input_name=params.item_id_feature, normalize=False)
 
     def _item_inputs(self, feature_map: FeatureMap, params: SequenceParams) -> SparseInputs:
@@ -118,13 +167,47 @@ class SequenceRetrievalModel(RetrievalDefaults, nn.Module):
         with param_errors("history_feature"):
             inputs = build_sparse_inputs(feature_map, features=[params.history_feature, params.item_id_feature], sparse=params.sparse_embeddings)
         self.num_item_rows = feature_map.tables[table].num_rows
+        self.attributes = self._item_attributes(feature_map, params, inputs.dim(params.history_feature))
         return inputs
+
+    def _item_attributes(self, feature_map: FeatureMap, params: SequenceParams, dim: int) -> ItemAttributes | None:
+        """The side features' lookup (None without ``item_side_features``)."""
+        if not params.item_side_features:
+            return None
+        schema = feature_map.schema
+        for name in params.item_side_features:
+            require(
+                name in schema.names and isinstance(schema[name], CategoricalFeature) and schema[name].side is Side.ITEM,
+                "item_side_features", f"{name!r} is not a categorical item-side feature of the schema",
+            )  # fmt: skip
+            require(name != params.item_id_feature, "item_side_features", f"{name!r} is the item id itself")
+        with param_errors("item_side_features"):
+            inputs = build_sparse_inputs(feature_map, features=list(params.item_side_features), sparse=params.sparse_embeddings)
+        assert self.num_item_rows is not None
+        return ItemAttributes(inputs=inputs, features=tuple(params.item_side_features), num_item_rows=self.num_item_rows, dim=dim)
 
     # ---- the retrieval contract -------------------------------------------------------------
     @property
     def positive_feature(self) -> str:
         """The next-item sequence: item frequencies are counted over its positions."""
         return self.params.target_feature
+
+    @property
+    def reads_item_catalogue(self) -> bool:
+        """With item side features: their per-item values come from the catalogue."""
+        return self.attributes is not None
+
+    @property
+    def item_catalogue_features(self) -> tuple[str, ...]:
+        return (self.params.item_id_feature, *self.params.item_side_features)
+
+    def set_item_catalogue(self, catalogue: Batch) -> None:
+        """Every item's side-feature rows, from a batch of catalogue rows (``item_id`` and the
+        side features; items it lacks keep the OOV row). Saved with the model."""
+        if self.attributes is None:
+            return
+        rows = catalogue.ids[self.params.item_id_feature]  # (N,)
+        self.attributes.set_from_catalogue(rows, {name: catalogue.ids[name] for name in self.params.item_side_features})
 
     def encode_user(self, batch: Batch) -> Tensor:
         """``(B, D)``: the output at the last real position of the history."""

@@ -61,6 +61,12 @@ def build_retrieval_task(config: RunConfig, model: nn.Module, preprocessor: Prep
         if config.data.catalog is not None:
             _, catalogue = catalog_batch(preprocessor, config.data.catalog, item_feature_names(model), task.item_feature)
             retrieval.set_item_catalogue(catalogue)
+    if retrieval.reads_item_catalogue:  # the model's per-item side features come from the catalogue
+        if config.data.catalog is None:
+            raise ConfigError(f"data.catalog: model {config.model.name!r} reads item side features from the item catalogue; name one")
+        features = list(retrieval.item_catalogue_features)
+        _, catalogue = catalog_batch(preprocessor, config.data.catalog, features, retrieval.item_id_feature)
+        retrieval.set_item_catalogue(catalogue)
     return task
 
 
