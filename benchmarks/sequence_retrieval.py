@@ -90,12 +90,14 @@ def baselines() -> dict[str, dict[str, float]]:
     return out
 
 
-def deep(name: str, config_path: str, overrides: dict, epochs: int, patience: int) -> dict[str, float]:
+def deep(name: str, config_path: str, overrides: dict, epochs: int, patience: int, seed: int = 0) -> dict[str, float]:
     raw = yaml.safe_load((ROOT / config_path).read_text())
     raw.update(overrides)
+    raw["seed"] = seed
+    raw["trainer"] = {**raw["trainer"], "seed": seed}
     raw["data"] = {"dataset": "movielens_sequences", "dir": str(DATA)}
     raw["schema"] = str(ROOT / raw["schema"])
-    raw["output"] = str(OUT / re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"))
+    raw["output"] = str(OUT / (re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") + (f"_seed{seed}" if seed else "")))
     raw["trainer"] = {**raw["trainer"], "epochs": epochs, "patience": patience, "progress": False}
     config = RunConfig.from_dict(raw, base_dir=ROOT)
     metrics = train_run(config, log=lambda _: None, overwrite=True)
@@ -136,6 +138,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=None, help="baselines, sasrec, gru4rec, variants")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="deep models: one run per seed (results keyed 'name, seed s' beyond seed 0)")
     parser.add_argument("--tower-timing", type=Path, default=None, help="a sequence run folder: time its user tower, eager vs ONNX, and exit")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -150,12 +153,15 @@ def main() -> None:
     if "baselines" in chosen:
         results = {k: v for k, v in results.items() if not k.startswith(("Popularity", "EASE"))}
         results.update(baselines())
-    for name, path in CONFIGS.items():
-        if name.split(" ")[0].lower() in chosen:
-            results[name] = deep(name, path, {}, args.epochs, args.patience)
-    if "variants" in chosen:
-        for name, (path, overrides) in EXTRA.items():
-            results[name] = deep(name, path, overrides, args.epochs, args.patience)
+    for seed in args.seeds:
+        key = (lambda name: name) if seed == 0 else (lambda name: f"{name}, seed {seed}")  # noqa: E731
+        for name, path in CONFIGS.items():
+            if name.split(" ")[0].lower() in chosen:
+                results[key(name)] = deep(name, path, {}, args.epochs, args.patience, seed)
+        if "variants" in chosen:
+            for name, (path, overrides) in EXTRA.items():
+                results[key(name)] = deep(name, path, overrides, args.epochs, args.patience, seed)
+        results_path.write_text(json.dumps(results, indent=2, default=float))  # each seed as it finishes
     results_path.write_text(json.dumps(results, indent=2, default=float))
     print("| method | Recall@10 | NDCG@10 | Recall@50 | MRR | train s | epochs | positions/s |")
     print("|---|---|---|---|---|---|---|---|")
