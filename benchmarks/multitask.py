@@ -18,6 +18,14 @@ popularity baseline's (training rating counts as the score); training seconds an
 from each run's metrics.json.
 
     .venv/bin/python benchmarks/multitask.py --epochs 6 --out /tmp/multitask_bench
+
+``--peer-path DIR`` (a folder holding DeepCTR-Torch 0.3.0, e.g. ``pip install --target DIR --no-deps
+deepctr-torch==0.3.0``) runs instead recstack and DeepCTR-Torch side by side on equal features
+(the 7 id fields of ``benchmarks/ranking.py``'s peer), fixed ``--epochs`` (no early stopping;
+recstack keeps its best epoch on validation click_and_like_auc), each run under
+``/usr/bin/time`` for peak RSS; the peer trains its second head on click·like over every row, as
+its examples do (``_deepctr_multitask_peer.py``). Compared: click AUC and click&like AUC (test,
+every row), training samples/s.
 """
 
 from __future__ import annotations
@@ -72,15 +80,65 @@ def single_task_config(out: Path, data: Path, target: str, epochs: int, model: s
     return path
 
 
+ID_FEATURES = ["user_id", "item_id", "gender", "age", "occupation", "zip_prefix", "genre"]
+
+
+def timed(command: list[str], env: dict | None = None) -> tuple[str, float]:
+    """``command``'s stdout and its peak RSS in MiB (``/usr/bin/time -f %M``)."""
+    import os
+
+    done = subprocess.run(["/usr/bin/time", "-f", "RSS_KB %M", *command], cwd=ROOT, capture_output=True, text=True, check=True,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+    rss = [line for line in done.stderr.splitlines() if line.startswith("RSS_KB ")][-1]
+    return done.stdout, int(rss.split()[1]) / 1024
+
+
+def peers(args: argparse.Namespace) -> None:
+    """recstack and DeepCTR-Torch on the same id features and epochs (module docstring)."""
+    print("| model | library | click AUC | click&like AUC | train samples/s | in-epoch samples/s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    features = "[" + ",".join(ID_FEATURES) + "]"
+    for name in (m for m in args.models if m in MULTI):
+        output = args.out / f"{name}_ids"
+        _, rss = timed([sys.executable, "-m", "recstack.cli", "train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite",
+                        "--set", f"output={output}", "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}",
+                        "--set", "trainer.patience=null", "--set", f"model.params.features={features}"])  # fmt: skip
+        metrics = json.loads((output / "metrics.json").read_text())
+        print(f"| {name} | recstack | {metrics['test']['click_auc']:.4f} | {metrics['test']['click_and_like_auc']:.4f} | "
+              f"{metrics['samples_per_second']:,.0f} | {logged_samples_per_second(output):,.0f} | {rss:.0f} |", flush=True)  # fmt: skip
+        out, rss = timed([sys.executable, str(ROOT / "benchmarks" / "_deepctr_multitask_peer.py"), str(args.data), name, "0", str(args.epochs)],
+                         env={"PYTHONPATH": str(args.peer_path), "OMP_NUM_THREADS": "1"})  # fmt: skip
+        peer = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+        print(f"| {name} | DeepCTR-Torch 0.3.0 | {peer['click_auc']:.4f} | {peer['click_and_like_auc']:.4f} | "
+              f"{peer['samples_per_second']:,.0f} | – | {rss:.0f} |", flush=True)  # fmt: skip
+
+
+def logged_samples_per_second(run: Path) -> float:
+    """The median of the run's logged training samples/s (TensorBoard ``train/samples_per_second``,
+    every ``log_every_steps``): training steps only, without the validation passes and one-time
+    costs that ``train_seconds`` holds."""
+    import statistics
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return statistics.median(e.value for e in events.Scalars("train/samples_per_second"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/multitask_bench"))
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "ml100k_multitask")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--models", nargs="*", default=[*MULTI, *SINGLE])
+    parser.add_argument("--peer-path", type=Path, default=None, help="a folder holding deepctr_torch: run the peer comparison")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     run(["datasets", "movielens-multitask", "--out", str(args.data)])
+    if args.peer_path is not None:
+        peers(args)
+        return
     stats = json.loads((args.data / "stats.json").read_text())
     rows = []
     for name in args.models:

@@ -1,0 +1,37 @@
+"""nn/experts.py: batched experts equal separate MLPs; gates are distributions; mix weighs them."""
+
+from __future__ import annotations
+
+import torch
+
+from recstack.nn.experts import CGCLayer, ExpertGroup, Gate, mix
+
+
+def test_each_expert_is_its_own_relu_mlp() -> None:
+    group = ExpertGroup(in_dim=6, num_experts=3, hidden_dims=(5, 4))
+    x = torch.randn(7, 6)
+    out = group(x)
+    assert out.shape == (7, 3, 4)
+    for e in range(3):
+        hidden = torch.relu(x @ group.weights[0][e] + group.biases[0][e])
+        expected = torch.relu(hidden @ group.weights[1][e] + group.biases[1][e])
+        assert torch.allclose(out[:, e], expected, atol=1e-6)
+
+
+def test_gates_are_distributions_and_mix_weighs_the_experts() -> None:
+    gate, x = Gate(in_dim=6, num_experts=3), torch.randn(7, 6)
+    weights = gate(x)
+    assert torch.allclose(weights.sum(-1), torch.ones(7)) and (weights > 0).all()
+    experts = torch.randn(7, 3, 4)
+    assert torch.allclose(mix(experts, weights), torch.einsum("be,bed->bd", weights, experts), atol=1e-6)
+
+
+def test_cgc_task_outputs_mix_own_and_shared_experts_with_their_gate() -> None:
+    layer = CGCLayer(in_dim=6, num_tasks=2, num_shared=2, num_specific=1, hidden_dims=(4,), shared_output=True)
+    inputs, shared = [torch.randn(5, 6), torch.randn(5, 6)], torch.randn(5, 6)
+    outputs, shared_out = layer(inputs, shared)
+    own = layer.specific[1](inputs[1])
+    expected = mix(torch.cat([own, layer.shared(shared)], dim=1), layer.task_gates[1](inputs[1]))
+    assert torch.allclose(outputs[1], expected, atol=1e-6)
+    every = torch.cat([layer.specific[0](inputs[0]), own, layer.shared(shared)], dim=1)
+    assert torch.allclose(shared_out, mix(every, layer.shared_gate(shared)), atol=1e-6)
