@@ -19,6 +19,7 @@ Each arm's wall time covers everything ``recstack train`` does (preprocessor fit
 training, evaluation, writing the run folder); ``train_seconds`` is the trainer alone.
 
     .venv/bin/python benchmarks/incremental.py --out /tmp/incremental --repeats 2
+    .venv/bin/python benchmarks/incremental.py --numeric update --optimizer-state carry   # other rules
 
 Prints a Markdown table (medians over repeats) and writes ``results.json`` into ``--out``.
 """
@@ -68,8 +69,13 @@ def write_days(tables: list[pa.Table], folder: Path) -> list[Path]:
     return paths
 
 
+INCREMENTAL: dict[str, str] = {}  # the incremental arm's incremental: section (--numeric, --optimizer-state)
+
+
 def run(raw: dict[str, Any], *, init_from: Path | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
+    if init_from is not None:
+        raw = {**raw, "incremental": dict(INCREMENTAL)}
     config = RunConfig.from_dict(raw, base_dir=ROOT / "configs")
     started = time.perf_counter()
     metrics = train_run(config, overwrite=True, init_from=init_from, log=lambda _: None)
@@ -152,11 +158,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="seeds 0..N-1; medians reported")
     parser.add_argument("--chain", action="store_true", help="CTR parent grown day by day from day 1")
     parser.add_argument("--skip", choices=("ctr", "retrieval"), action="append", default=[])
+    parser.add_argument("--numeric", choices=("keep", "update"), default="keep", help="incremental arm's incremental.numeric")
+    parser.add_argument("--optimizer-state", choices=("fresh", "carry"), default="fresh", help="incremental arm's incremental.optimizer_state")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    INCREMENTAL.update(numeric=args.numeric, optimizer_state=args.optimizer_state)
     out = args.out
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}}
-    lines = [f"MovieLens-100K, {args.days} equal time spans; {time.strftime('%Y-%m-%d')}"]
+    lines = [f"MovieLens-100K, {args.days} equal time spans; incremental: {INCREMENTAL}; {time.strftime('%Y-%m-%d')}"]
     if "ctr" not in args.skip:
         build_ctr(out / "ml100k_ctr")
         rows = pa.concat_tables(pq.read_table(out / "ml100k_ctr" / f"{s}.parquet") for s in ("train", "valid", "test"))
