@@ -35,20 +35,23 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "ml100k_sequences"
 OUT = ROOT / "runs" / "bench_multi_interest"
 KS = [10, 20, 50]
-# key: (label, config, model section replacing the config's; None keeps it)
-CONFIGS = {
-    "comirec_sa": ("ComiRec-SA (K=4)", "configs/ml100k_comirec_sa.yaml", None),
-    "mind": ("MIND (K=4, dynamic K'_u)", "configs/ml100k_mind.yaml", None),
-    "comirec_dr": ("ComiRec-DR (K=4)", "configs/ml100k_comirec_sa.yaml", {"name": "comirec_dr", "params": {"num_interests": 4}}),
-    "comirec_sa_k1": ("ComiRec-SA, one interest (K=1)", "configs/ml100k_comirec_sa.yaml", {"name": "comirec_sa", "params": {"num_interests": 1}}),
-    "mind_k1": ("MIND, one interest (K=1)", "configs/ml100k_mind.yaml", {"name": "mind", "params": {"num_interests": 1}}),
-    "sasrec": ("SASRec", "configs/ml100k_sasrec.yaml", None),
-    "gru4rec": ("GRU4Rec", "configs/ml100k_gru4rec.yaml", None),
+# key: (label, config, model section replacing the config's (None keeps it), trainer keys changed)
+CONFIGS: dict[str, tuple[str, str, dict | None, dict]] = {
+    "comirec_sa": ("ComiRec-SA (K=4)", "configs/ml100k_comirec_sa.yaml", None, {}),
+    "mind": ("MIND (K=4, dynamic K'_u)", "configs/ml100k_mind.yaml", None, {}),
+    "comirec_dr": ("ComiRec-DR (K=4)", "configs/ml100k_comirec_sa.yaml", {"name": "comirec_dr", "params": {"num_interests": 4}}, {}),
+    "comirec_sa_k1": ("ComiRec-SA, one interest (K=1)", "configs/ml100k_comirec_sa.yaml", {"name": "comirec_sa", "params": {"num_interests": 1}}, {}),
+    "comirec_sa_soft": ("ComiRec-SA (K=4), soft readout p=1", "configs/ml100k_comirec_sa.yaml", {"name": "comirec_sa", "params": {"num_interests": 4, "readout": "soft", "attention_pow": 1}}, {}),
+    "mind_k1": ("MIND, one interest (K=1)", "configs/ml100k_mind.yaml", {"name": "mind", "params": {"num_interests": 1}}, {}),
+    "mind_lr5e-3": ("MIND (K=4), lr 5e-3", "configs/ml100k_mind.yaml", None, {"lr": 0.005}),
+    "comirec_dr_lr5e-3": ("ComiRec-DR (K=4), lr 5e-3", "configs/ml100k_comirec_sa.yaml", {"name": "comirec_dr", "params": {"num_interests": 4}}, {"lr": 0.005}),
+    "sasrec": ("SASRec", "configs/ml100k_sasrec.yaml", None, {}),
+    "gru4rec": ("GRU4Rec", "configs/ml100k_gru4rec.yaml", None, {}),
 }
 
 
 def deep(key: str, epochs: int, patience: int) -> dict[str, float]:
-    _, config_path, model = CONFIGS[key]
+    _, config_path, model, trainer = CONFIGS[key]
     raw = yaml.safe_load((ROOT / config_path).read_text())
     if model is not None:
         raw["model"] = model
@@ -56,7 +59,7 @@ def deep(key: str, epochs: int, patience: int) -> dict[str, float]:
     raw["schema"] = str(ROOT / raw["schema"])
     raw["output"] = str(OUT / key)
     raw["evaluation"] = {**raw.get("evaluation", {}), "ks": KS}
-    raw["trainer"] = {**raw["trainer"], "epochs": epochs, "patience": patience, "progress": False}
+    raw["trainer"] = {**raw["trainer"], **trainer, "epochs": epochs, "patience": patience, "progress": False}
     config = RunConfig.from_dict(raw, base_dir=ROOT)
     metrics = train_run(config, log=lambda _: None, overwrite=True)
     return {
