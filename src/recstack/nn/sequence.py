@@ -251,16 +251,16 @@ class AUGRU(nn.Module):
     def forward(self, x: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Args: x (B, L, D); attention (B, L) scores; mask (B, L) bool. Returns (B, H)."""
         hidden = self.hidden_dim
-        # the input side of every gate for all steps at once; unbind (not x[:, t]) so that the
-        # backward stacks L gradients instead of filling a (B, L, 3H) zero tensor per step
-        inputs = self.input_gates(x).transpose(0, 1).unbind(0)  # L x (B, 3H)
-        scores = (attention * mask.to(attention.dtype)).t().unsqueeze(-1).unbind(0)  # L x (B, 1), 0 at padding
+        # The input side of every gate for all steps at once. Per-step pieces come from unbind and
+        # split, never x[:, t] or [:, :H] slices: a slice's backward fills a zero tensor of the
+        # whole input and adds into it, once per step; unbind/split backward is one stack/cat.
+        input_gates, input_candidates = self.input_gates(x).transpose(0, 1).split([2 * hidden, hidden], dim=-1)
+        scores = (attention * mask.to(attention.dtype)).t().unsqueeze(-1)  # (L, B, 1), 0 at padding
         state = x.new_zeros(x.shape[0], hidden)  # (B, H)
-        for step_inputs, score in zip(inputs, scores):
-            step_hidden = self.hidden_gates(state)  # (B, 3H)
-            gates = torch.sigmoid(step_inputs[:, : 2 * hidden] + step_hidden[:, : 2 * hidden])  # (B, 2H)
-            update, reset = gates[:, :hidden], gates[:, hidden:]
-            candidate = torch.tanh(step_inputs[:, 2 * hidden :] + reset * step_hidden[:, 2 * hidden :])  # (B, H)
+        for gates_x, candidate_x, score in zip(input_gates.unbind(0), input_candidates.unbind(0), scores.unbind(0)):
+            gates_h, candidate_h = self.hidden_gates(state).split([2 * hidden, hidden], dim=-1)  # (B, 2H), (B, H)
+            update, reset = torch.sigmoid(gates_x + gates_h).chunk(2, dim=-1)  # (B, H) each
+            candidate = torch.tanh(candidate_x + reset * candidate_h)  # (B, H)
             update = score * update  # (B, H); 0 at padding: the state is kept
             state = state + update * (candidate - state)  # (1 - u') h + u' n
         return state
