@@ -21,6 +21,7 @@ VARIANTS = [
     pytest.param(PARAMS, id="concat"),
     pytest.param({**PARAMS, "output": "mean", "pre_norm": True, "num_layers": 2}, id="mean-prenorm-2layers"),
     pytest.param({**PARAMS, "output": "target", "positional": False}, id="target-nopositions"),
+    pytest.param({**PARAMS, "attention_dropout": 0.0}, id="no-attention-dropout"),
 ]
 
 
@@ -162,6 +163,7 @@ def test_onnx_export_equals_torch(world):
         ({"behaviours": [{"candidate": "item_id", "history": "genre"}]}, r"behaviours\[0\]\.history: 'genre' is categorical"),
         ({"behaviours": BEHAVIOURS, "transformer_dropout": 1.0}, r"model\.params\.transformer_dropout: must be in \[0, 1\)"),
         ({"behaviours": BEHAVIOURS, "output": "flat"}, r"model\.params\.output"),
+        ({"behaviours": BEHAVIOURS, "attention_dropout": -0.1}, r"model\.params\.attention_dropout: must be in \[0, 1\)"),
     ],
 )
 def test_bad_params_are_config_errors_naming_the_key(world, params, message):

@@ -15,6 +15,8 @@ def _encoders():
         "attention_post": CausalSelfAttentionEncoder(D, num_heads=2, max_len=L, pre_norm=False),
         "attention_bidirectional": CausalSelfAttentionEncoder(D, max_len=L, causal=False),
         "attention_no_positions": CausalSelfAttentionEncoder(D, max_len=L, positional=False),
+        # no attention dropout: CPU training takes SDPA's fused kernel instead of the math path
+        "attention_fused": CausalSelfAttentionEncoder(D, num_heads=2, max_len=L, attention_dropout=0.0),
         "gru": GRUEncoder(D, H),
         "gru_2_layers": GRUEncoder(D, H, num_layers=2, dropout=0.1),
     }
@@ -55,7 +57,7 @@ def test_padding_values_do_not_change_real_outputs(name, training):
     torch.testing.assert_close(first, second)
 
 
-@pytest.mark.parametrize("name", ["attention_pre", "attention_post", "attention_no_positions", "gru"])
+@pytest.mark.parametrize("name", ["attention_pre", "attention_post", "attention_no_positions", "attention_fused", "gru"])
 def test_causal_output_at_t_ignores_inputs_after_t(name):
     encoder = _encoder(name).eval()
     x = torch.randn(1, L, D)
@@ -133,9 +135,10 @@ def test_eval_mode_is_deterministic(name):
     torch.testing.assert_close(encoder(x, MASK), encoder(x, MASK), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("attention_dropout", [None, 0.0])
 @pytest.mark.parametrize("training", [False, True])
-def test_fully_padded_batch_has_no_nan(training):
-    encoder = CausalSelfAttentionEncoder(D, max_len=L).train(training)
+def test_fully_padded_batch_has_no_nan(training, attention_dropout):
+    encoder = CausalSelfAttentionEncoder(D, max_len=L, attention_dropout=attention_dropout).train(training)
     mask = torch.zeros(B, L, dtype=torch.bool)
     x = torch.randn(B, L, D, requires_grad=True)
     out = encoder(x, mask)

@@ -60,6 +60,9 @@ class BST(nn.Module):
         num_heads: int = 2  # must divide the group's width (the sum of its embedding dims)
         ffn_dim: int | None = None  # feed-forward hidden width; None: the group's width
         transformer_dropout: float = 0.2
+        # on the attention weights (None: transformer_dropout); 0 lets CPU training use PyTorch's
+        # fused attention kernel (docs/benchmarks.md: Sequence rankers)
+        attention_dropout: float | None = None
         pre_norm: bool = False  # the paper's transformer normalises after each residual sum
         positional: bool = True
         output: BSTOutput = BSTOutput.CONCAT
@@ -76,6 +79,8 @@ class BST(nn.Module):
             require(self.num_heads >= 1, "num_heads", f"must be >= 1, got {self.num_heads}")
             require(self.ffn_dim is None or self.ffn_dim >= 1, "ffn_dim", f"must be >= 1, got {self.ffn_dim}")
             require_dropout("transformer_dropout", self.transformer_dropout)
+            if self.attention_dropout is not None:
+                require_dropout("attention_dropout", self.attention_dropout)
 
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
         super().__init__()
@@ -110,6 +115,7 @@ class BST(nn.Module):
                     causal=False,
                     positional=p.positional,
                     ffn_dim=p.ffn_dim,
+                    attention_dropout=p.attention_dropout,
                 )
                 for dim, slots in zip(group_dims, self.slots)
             )

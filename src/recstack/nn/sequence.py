@@ -38,7 +38,9 @@ class CausalSelfAttentionEncoder(nn.Module):
         num_layers: transformer blocks.
         num_heads: attention heads.
         max_len: the number of learned positions (the longest sequence it takes).
-        dropout: on the inputs, attention weights, and each sub-layer's output.
+        dropout: on the inputs, each sub-layer's output and the feed-forward hidden layer.
+        attention_dropout: on the attention weights (None: ``dropout``). Any value above 0
+            keeps CPU training off PyTorch's fused attention kernel (about 2x slower there).
         pre_norm: layer norm before each sub-layer (SASRec's code) instead of after it.
         causal: mask future keys (SASRec); BST attends both ways.
         positional: add a learned positional embedding.
@@ -63,6 +65,7 @@ class CausalSelfAttentionEncoder(nn.Module):
         causal: bool = True,
         positional: bool = True,
         ffn_dim: int | None = None,
+        attention_dropout: float | None = None,
     ):
         super().__init__()
         if dim % num_heads:
@@ -77,7 +80,14 @@ class CausalSelfAttentionEncoder(nn.Module):
             nn.init.normal_(self.positions.weight, std=0.02)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            _TransformerBlock(dim, num_heads=num_heads, ffn_dim=ffn_dim or dim, dropout=dropout, pre_norm=pre_norm)
+            _TransformerBlock(
+                dim,
+                num_heads=num_heads,
+                ffn_dim=ffn_dim or dim,
+                dropout=dropout,
+                attention_dropout=dropout if attention_dropout is None else attention_dropout,
+                pre_norm=pre_norm,
+            )
             for _ in range(num_layers)
         )
         self.final_norm = nn.LayerNorm(dim) if pre_norm else None
@@ -105,9 +115,12 @@ class CausalSelfAttentionEncoder(nn.Module):
                 x = x + self.positions(positions)  # (B, L, D)
         keep = mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
         hidden = self.dropout(x) * keep  # (B, L, D)
-        allowed = attention_mask(mask, causal=self.causal)  # (B, 1, L, L)
+        # additive, not bool: SDPA's CPU kernels run faster on a float mask; every row allows at
+        # least itself (attention_mask), so -inf never fills a whole row
+        allowed = attention_mask(mask, causal=self.causal)  # (B, 1, L, L) bool
+        bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, float("-inf"))
         for block in self.blocks:
-            hidden = block(hidden, allowed) * keep  # padded positions stay zero between blocks
+            hidden = block(hidden, bias) * keep  # padded positions stay zero between blocks
         if self.final_norm is not None:
             hidden = self.final_norm(hidden) * keep
         return hidden
@@ -116,9 +129,9 @@ class CausalSelfAttentionEncoder(nn.Module):
 class _TransformerBlock(nn.Module):
     """Multi-head self-attention and a point-wise feed-forward network, each residual."""
 
-    def __init__(self, dim: int, *, num_heads: int, ffn_dim: int, dropout: float, pre_norm: bool):
+    def __init__(self, dim: int, *, num_heads: int, ffn_dim: int, dropout: float, attention_dropout: float, pre_norm: bool):
         super().__init__()
-        self.num_heads, self.pre_norm, self.attention_dropout = num_heads, pre_norm, dropout
+        self.num_heads, self.pre_norm, self.attention_dropout = num_heads, pre_norm, attention_dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.attention_norm = nn.LayerNorm(dim)
@@ -126,20 +139,21 @@ class _TransformerBlock(nn.Module):
         self.ffn_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def attend(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def attend(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         batch_size, length, dim = x.shape
         heads = self.num_heads
         q, k, v = self.qkv(x).view(batch_size, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, L, D/h) each
         dropout = self.attention_dropout if self.training else 0.0
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout)  # (B, h, L, D/h)
+        bias = bias.to(q.dtype)  # under autocast q is bf16/fp16 and SDPA wants one dtype
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, h, L, D/h)
         return self.out(attended.transpose(1, 2).reshape(batch_size, length, dim))  # (B, L, D)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """Args: x (B, L, D); allowed (B, 1, L, L) bool, True where query i may read key j."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Args: x (B, L, D); bias (B, 1, L, L), 0 where query i may read key j, else -inf."""
         if self.pre_norm:
-            x = x + self.dropout(self.attend(self.attention_norm(x), allowed))
+            x = x + self.dropout(self.attend(self.attention_norm(x), bias))
             return x + self.dropout(self.ffn(self.ffn_norm(x)))
-        x = self.attention_norm(x + self.dropout(self.attend(x, allowed)))
+        x = self.attention_norm(x + self.dropout(self.attend(x, bias)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
