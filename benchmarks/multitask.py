@@ -19,13 +19,14 @@ from each run's metrics.json.
 
     .venv/bin/python benchmarks/multitask.py --epochs 6 --out /tmp/multitask_bench
 
-``--peer-path DIR`` (a folder holding DeepCTR-Torch 0.3.0, e.g. ``pip install --target DIR --no-deps
-deepctr-torch==0.3.0``) runs instead recstack and DeepCTR-Torch side by side on equal features
+``--peer-path DIR`` (a folder holding DeepCTR-Torch 0.3.0 and torch-rechub 0.9.0, e.g. ``pip install
+--target DIR --no-deps deepctr-torch==0.3.0 torch-rechub==0.9.0``) runs instead recstack and the
+peers side by side (``--libraries``) on equal features
 (the 7 id fields of ``benchmarks/ranking.py``'s peer), fixed ``--epochs`` (no early stopping;
 recstack keeps its best epoch on validation click_and_like_auc), each run under
-``/usr/bin/time`` for peak RSS; the peer trains its second head on click·like over every row, as
-its examples do (``_deepctr_multitask_peer.py``). Compared: click AUC and click&like AUC (test,
-every row), training samples/s.
+``/usr/bin/time`` for peak RSS; a peer trains its second head on click·like over every row, as
+their examples do (``_deepctr_multitask_peer.py``, ``_rechub_multitask_peer.py``). Compared: click
+AUC and click&like AUC (test, every row), training samples/s.
 """
 
 from __future__ import annotations
@@ -94,23 +95,27 @@ def timed(command: list[str], env: dict | None = None) -> tuple[str, float]:
 
 
 def peers(args: argparse.Namespace) -> None:
-    """recstack and DeepCTR-Torch on the same id features and epochs (module docstring)."""
+    """recstack and the peers on the same id features and epochs (module docstring)."""
     print("| model | library | click AUC | click&like AUC | train samples/s | in-epoch samples/s | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")
     features = "[" + ",".join(ID_FEATURES) + "]"
+    scripts = {"deepctr": ("DeepCTR-Torch 0.3.0", "_deepctr_multitask_peer.py"), "rechub": ("torch-rechub 0.9.0", "_rechub_multitask_peer.py")}
     for name in (m for m in args.models if m in MULTI):
-        output = args.out / f"{name}_ids"
-        _, rss = timed([sys.executable, "-m", "recstack.cli", "train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite",
-                        "--set", f"output={output}", "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}",
-                        "--set", "trainer.patience=null", "--set", f"model.params.features={features}"])  # fmt: skip
-        metrics = json.loads((output / "metrics.json").read_text())
-        print(f"| {name} | recstack | {metrics['test']['click_auc']:.4f} | {metrics['test']['click_and_like_auc']:.4f} | "
-              f"{metrics['samples_per_second']:,.0f} | {logged_samples_per_second(output):,.0f} | {rss:.0f} |", flush=True)  # fmt: skip
-        out, rss = timed([sys.executable, str(ROOT / "benchmarks" / "_deepctr_multitask_peer.py"), str(args.data), name, "0", str(args.epochs)],
-                         env={"PYTHONPATH": str(args.peer_path), "OMP_NUM_THREADS": "1"})  # fmt: skip
-        peer = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-        print(f"| {name} | DeepCTR-Torch 0.3.0 | {peer['click_auc']:.4f} | {peer['click_and_like_auc']:.4f} | "
-              f"{peer['samples_per_second']:,.0f} | – | {rss:.0f} |", flush=True)  # fmt: skip
+        if "recstack" in args.libraries:
+            output = args.out / f"{name}_ids"
+            _, rss = timed([sys.executable, "-m", "recstack.cli", "train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite",
+                            "--set", f"output={output}", "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}",
+                            "--set", "trainer.patience=null", "--set", f"model.params.features={features}"])  # fmt: skip
+            metrics = json.loads((output / "metrics.json").read_text())
+            print(f"| {name} | recstack | {metrics['test']['click_auc']:.4f} | {metrics['test']['click_and_like_auc']:.4f} | "
+                  f"{metrics['samples_per_second']:,.0f} | {logged_samples_per_second(output):,.0f} | {rss:.0f} |", flush=True)  # fmt: skip
+        for library in (lib for lib in ("deepctr", "rechub") if lib in args.libraries):
+            label, script = scripts[library]
+            out, rss = timed([sys.executable, str(ROOT / "benchmarks" / script), str(args.data), name, "0", str(args.epochs)],
+                             env={"PYTHONPATH": str(args.peer_path), "OMP_NUM_THREADS": "1"})  # fmt: skip
+            peer = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+            print(f"| {name} | {label} | {peer['click_auc']:.4f} | {peer['click_and_like_auc']:.4f} | "
+                  f"{peer['samples_per_second']:,.0f} | – | {rss:.0f} |", flush=True)  # fmt: skip
 
 
 def logged_samples_per_second(run: Path) -> float:
@@ -132,7 +137,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "ml100k_multitask")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--models", nargs="*", default=[*MULTI, *SINGLE])
-    parser.add_argument("--peer-path", type=Path, default=None, help="a folder holding deepctr_torch: run the peer comparison")
+    parser.add_argument("--peer-path", type=Path, default=None, help="a folder holding deepctr_torch / torch_rechub: run the peer comparison")
+    parser.add_argument("--libraries", nargs="*", default=["recstack", "deepctr", "rechub"], help="peer comparison: which libraries run")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     run(["datasets", "movielens-multitask", "--out", str(args.data)])

@@ -1,0 +1,91 @@
+"""The torch-rechub side of benchmarks/multitask.py (``--rechub-path``): one multi-task model on the
+MovieLens-100K multi-task set, one JSON line on stdout.
+
+Usage: python _rechub_multitask_peer.py DATA_DIR MODEL SEED EPOCHS   (MODEL: shared_bottom esmm mmoe ple)
+
+torch-rechub's multi-task models with its ``MTLTrainer`` as its examples use them: heads ``ctr``
+(click) and ``ctcvr`` (click·like) over every impression; ESMM returns [cvr, ctr, ctcvr] and is
+trained on ctr and ctcvr only (the trainer's rule), with a cvr label column it never reads. Id-only
+features, embedding 16, vocabularies fitted on train (unknown -> 1), Adam lr 1e-3 without weight
+decay, batch 1024, fixed epochs (patience above them), validation on the valid split each epoch as
+the trainer does; sizes as recstack's configs. ``train_seconds`` is ``MTLTrainer.fit`` (training and
+its per-epoch validation), as recstack's ``train_seconds`` holds its validation passes too.
+torch-rechub is not a recstack dependency: this file is never imported by it.
+"""
+
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+
+from torch_rechub.basic.features import SparseFeature
+from torch_rechub.models.multi_task import ESMM, MMOE, PLE, SharedBottom
+from torch_rechub.trainers import MTLTrainer
+from torch.utils.data import DataLoader
+from torch_rechub.utils.data import DataGenerator, PredictDataset
+
+SPARSE = ["user_id", "item_id", "gender", "age", "occupation", "zip_prefix", "genre"]
+USER_SIDE = ["user_id", "gender", "age", "occupation", "zip_prefix"]
+DIM = 16
+
+
+def main() -> None:
+    data_dir, name, seed, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    frames = {s: pd.read_parquet(f"{data_dir}/{s}.parquet", columns=SPARSE + ["click", "like"]) for s in ("train", "valid", "test")}
+    vocab = {c: {v: i + 2 for i, v in enumerate(pd.unique(frames["train"][c].astype(str)))} for c in SPARSE}
+
+    def inputs(df: pd.DataFrame) -> dict[str, np.ndarray]:
+        return {c: df[c].astype(str).map(vocab[c]).fillna(1).astype(np.int64).to_numpy() for c in SPARSE}
+
+    def labels(df: pd.DataFrame) -> np.ndarray:
+        click, joint = df["click"].to_numpy(np.float32), (df["click"] * df["like"]).to_numpy(np.float32)
+        columns = [df["like"].to_numpy(np.float32), click, joint] if name == "esmm" else [click, joint]
+        return np.stack(columns, axis=1)  # (N, T)
+
+    features = [SparseFeature(c, vocab_size=len(vocab[c]) + 2, embed_dim=DIM) for c in SPARSE]
+    tasks = ["classification"] * (3 if name == "esmm" else 2)
+    towers = [{"dims": [64]}, {"dims": [64]}]
+    model = {
+        "shared_bottom": lambda: SharedBottom(features, tasks, bottom_params={"dims": [128]}, tower_params_list=towers),
+        "esmm": lambda: ESMM([f for f in features if f.name in USER_SIDE], [f for f in features if f.name not in USER_SIDE],
+                             cvr_params={"dims": [128, 64]}, ctr_params={"dims": [128, 64]}),
+        "mmoe": lambda: MMOE(features, tasks, n_expert=4, expert_params={"dims": [64]}, tower_params_list=towers),
+        "ple": lambda: PLE(features, tasks, n_level=2, n_expert_specific=2, n_expert_shared=2, expert_params={"dims": [64]},
+                           tower_params_list=towers),
+    }[name]()  # fmt: skip
+    train, valid, test = (frames[s] for s in ("train", "valid", "test"))
+    loaders = DataGenerator(inputs(train), labels(train)).generate_dataloader(
+        x_val=inputs(valid), y_val=labels(valid), x_test=inputs(test), y_test=labels(test), batch_size=1024
+    )
+    with tempfile.TemporaryDirectory() as folder, open(os.devnull, "w") as null:
+        trainer = MTLTrainer(model, task_types=tasks, optimizer_params={"lr": 1e-3, "weight_decay": 0.0}, n_epoch=epochs,
+                             earlystop_patience=epochs + 1, device="cpu", model_path=folder)  # fmt: skip
+        stdout, sys.stdout = sys.stdout, null  # the trainer prints every epoch's scores
+        started = time.perf_counter()
+        trainer.fit(loaders[0], loaders[1])
+        seconds = time.perf_counter() - started
+        probs = np.asarray(trainer.predict(model, DataLoader(PredictDataset(inputs(test)), batch_size=4096)))  # (N, T)
+        sys.stdout = stdout
+    y_test = labels(test)
+    click, joint = (1, 2) if name == "esmm" else (0, 1)
+    print(json.dumps({
+        "click_auc": roc_auc_score(y_test[:, click], probs[:, click]),
+        "click_and_like_auc": roc_auc_score(y_test[:, joint], probs[:, joint]),
+        "train_seconds": seconds,
+        "samples_per_second": len(train) * epochs / seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
