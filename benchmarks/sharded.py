@@ -5,17 +5,17 @@ A DeepFM over 26 categorical fields of dim ``--dim``: one large table of ``--row
 small ones (1,000 ids), random ids (uniform; the large field's ids over all its rows), random
 labels. Each mode runs in 2 fresh gloo processes with one torch thread each:
 
-* ``sharded``: the run's path (``workflows/sharded.py``): the plain model built (seeded), its tables
-  turned into TorchRec collections on ``meta``, planned (the large table constrained row-wise),
-  ``DistributedModelParallel``, each rank copying its shards; fused row-wise Adagrad on the tables,
-  Adam on the dense part;
+* ``sharded``: the run's path (``workflows/sharded.py``): the model built with its tables deferred
+  (on ``meta``), turned into TorchRec collections, planned (the large table constrained
+  row-wise), ``DistributedModelParallel``, each rank drawing its shards' rows; fused row-wise
+  Adagrad on the tables, Adam on the dense part;
 * ``replicated``: the same model with ``sparse_embeddings`` (only the batch's rows get gradients),
   DDP, sparse Adagrad on the tables (one accumulator per value: recstack's large-table setting),
   Adam on the dense part.
 
 Reported per rank: table bytes held (shard sizes from the plan; the full tables when replicated),
-RSS after set-up, peak RSS (``ru_maxrss``, which includes the full table every rank builds before
-sharding), and samples/s over ``--steps`` timed steps after 3 warm-up steps (both ranks' rows).
+RSS after set-up, peak RSS (``ru_maxrss``), and samples/s over ``--steps`` timed steps after 3
+warm-up steps (both ranks' rows).
 
     python benchmarks/sharded.py --rows 5000000 --dim 64 --batch 2048 --steps 20
 """
@@ -78,9 +78,12 @@ def worker(rank: int, port: int, args: argparse.Namespace, out: str) -> None:
 
     fmap = feature_map(args.rows, args.dim)
     task = BinaryClassificationTask()
+    from recstack.nn.embedding import deferred_tables
+
     torch.manual_seed(0)
     params = {"hidden_dims": [128, 64], "sparse_embeddings": args.mode == "replicated"}
-    model = build_model("deepfm", fmap, params)
+    with deferred_tables(args.mode == "sharded"):  # as a sharded run builds it: tables on meta
+        model = build_model("deepfm", fmap, params)
     data = batches(args.rows, args.batch, seed=rank)
     if args.mode == "sharded":
         from recstack.nn.sharded_inputs import table_weights, unpooled_features, use_torchrec_tables
@@ -92,7 +95,7 @@ def worker(rank: int, port: int, args: argparse.Namespace, out: str) -> None:
         weights = {k: v.detach() for k, v in table_weights(model).items()}
         use_torchrec_tables(model, unpooled=unpooled, device="meta")
         config = DistributedConfig.from_dict({"embeddings": "sharded", "tables": {"c0": {"sharding": "row_wise"}}})
-        sharded = shard_model(model, config, lr=1e-3, device=torch.device("cpu"), weights=weights)
+        sharded = shard_model(model, config, lr=1e-3, device=torch.device("cpu"), weights=weights)  # draws its shards
         del weights, first
         trained = sharded.dmp
         dense = torch.optim.Adam(sharded.dense_parameters(), lr=1e-3)
