@@ -65,6 +65,17 @@ def test_resumed_sharded_run_reaches_the_uninterrupted_weights(deepfm, tmp_path)
 
 
 @pytest.mark.slow
+def test_resuming_on_another_number_of_ranks_is_a_clear_error(deepfm, tmp_path):
+    import shutil
+
+    folder, _ = deepfm
+    shutil.copytree(folder / "run", tmp_path / "run")  # a 2-rank sharded run, resumed by 1 rank
+    config = write_config(tmp_path, trainer={"epochs": 3, "lr": 0.01}, distributed=SHARDED, **CTR)
+    with pytest.raises(Exception, match=r"written by 2 ranks, resumed with 1; resume with --nproc 2"):
+        spawn(train_run_and_save, str(config), str(tmp_path), True, world_size=1)
+
+
+@pytest.mark.slow
 def test_sharded_dssm_learns_the_planted_clusters(tmp_path):
     import pyarrow.parquet as pq
     import yaml
