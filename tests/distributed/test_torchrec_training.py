@@ -35,6 +35,18 @@ def test_sharded_deepfm_learns_the_planted_signal(deepfm):
 
 
 @pytest.mark.slow
+def test_validation_in_shards_equals_the_gathered_replicas(deepfm):
+    # each epoch's validation ran on the sharded model (no table gathered); the final metrics on a
+    # replica with the gathered tables, holding the best epoch's weights: the same numbers
+    _, ranks = deepfm
+    metrics = ranks[0]["metrics"]
+    best = ranks[0]["evaluations"][metrics["best_epoch"] - 1]
+    for name in ("auc", "logloss", "gauc", "count"):
+        assert best[name] == pytest.approx(metrics["valid"][name], abs=1e-6), name
+    assert ranks[1]["evaluations"] == ranks[0]["evaluations"]
+
+
+@pytest.mark.slow
 def test_the_run_folder_is_the_plain_one_with_the_plan_beside_it(deepfm):
     from recstack.data.sources import DataSource
     from recstack.workflows.predict import evaluate_run

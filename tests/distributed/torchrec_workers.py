@@ -174,11 +174,21 @@ def train_run_and_save(rank: int, config_path: str, out_dir: str, resume: bool) 
     from recstack.export.run_folder import load_run
     from recstack.workflows.train import train_run
 
+    from recstack.training import TrainerCallback
+
+    class Evaluations(TrainerCallback):
+        def __init__(self) -> None:
+            self.found: list[dict[str, float]] = []
+
+        def on_evaluate(self, state: Any, control: Any, metrics: dict[str, float]) -> None:
+            self.found.append(dict(metrics))
+
     config = RunConfig.from_yaml(config_path)
-    metrics = train_run(config, resume=resume, log=lambda _: None)
+    evaluations = Evaluations()
+    metrics = train_run(config, resume=resume, log=lambda _: None, callbacks=[evaluations])
     dist.barrier()  # rank 0 has published the run folder
     state = {k: v.clone() for k, v in load_run(config.output).model.state_dict().items()}
-    torch.save({"state": state, "metrics": metrics}, Path(out_dir) / f"rank{rank}.pt")
+    torch.save({"state": state, "metrics": metrics, "evaluations": evaluations.found}, Path(out_dir) / f"rank{rank}.pt")
 
 
 def scheduled_lr_reaches_the_kernels(out: Path, rank: int) -> float:

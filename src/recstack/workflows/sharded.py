@@ -13,10 +13,12 @@
    each rank draws its shards' rows (N(0, init_std), chunk-seeded: the same values however the
    table is sharded) or copies them from a pretrained table.
 
-Evaluation and export read a *replica*: the plain model rebuilt from ``model.json``'s recipe with
-the tables gathered (:func:`~recstack.training.sharded.full_tables`), so ``evaluate``,
-``predict``, ``export``, ``index`` and ``serve`` read a sharded run's folder unchanged. The
-tables must then fit one host; training itself holds only each rank's shards.
+Validation of a binary ranking run is scored by the sharded model itself
+(:func:`evaluate_in_shards`). The final metrics and the export read a *replica*: the plain model
+rebuilt from ``model.json``'s recipe with the tables gathered
+(:func:`~recstack.training.sharded.full_tables`), so ``evaluate``, ``predict``, ``export``,
+``index`` and ``serve`` read a sharded run's folder unchanged; the tables must then fit one
+host (so must retrieval validation, which scores the catalogue on a replica).
 """
 
 from __future__ import annotations
@@ -24,12 +26,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from recstack.atomic import write_json_atomic
 from recstack.config import RunConfig
 from recstack.data.batch import Batch
+from recstack.data.loader import BatchStream, LoaderConfig
+from recstack.data.preprocessor import Preprocessor
+from recstack.data.sources import DataSource
+from recstack.evaluation.ranking_metrics import PredictionCollector, ranking_report
 from recstack.errors import ConfigError
 from recstack.export.run_folder import RunPaths
 from recstack.nn.sharded_inputs import TABLES_ATTRIBUTE, table_weights, unpooled_features, use_torchrec_tables
@@ -37,6 +45,8 @@ from recstack.nn.torchrec_tables import require_torchrec
 from recstack.tasks.base import Task
 from recstack.training.config import TrainerConfig
 from recstack.training.sharded import ShardedModel, format_plan, full_tables, shard_model
+from recstack.workflows.distributed import gather_predictions
+from recstack.workflows.tasks import EVAL_BATCH_SIZE
 
 __all__ = ["ShardedRun", "shard_run_model"]
 
@@ -57,8 +67,26 @@ class ShardedRun:
         load_replica(plain, self.sharded)
         return plain.eval()
 
-    def evaluator(self, evaluate: Callable[[nn.Module], dict[str, float]]) -> Callable[[nn.Module], dict[str, float]]:
-        """``evaluate`` run on a replica (each rank scoring its shard of the rows, as for DDP)."""
+    def evaluator(
+        self,
+        config: RunConfig,
+        task: Task,
+        preprocessor: Preprocessor,
+        evaluate: Callable[[nn.Module], dict[str, float]],
+        *,
+        device: torch.device,
+    ) -> Callable[[nn.Module], dict[str, float]]:
+        """Validation during training. A binary ranking run is scored by the sharded model
+        itself (:func:`evaluate_in_shards`: no table gathered); other tasks (retrieval over the
+        catalogue, multi-task), or a rank without validation rows, run ``evaluate`` on a replica."""
+        source = config.data.valid
+
+        def in_shards(_wrapped: nn.Module) -> dict[str, float]:
+            metrics = evaluate_in_shards(self.sharded.module, task, preprocessor, source, device=device)
+            return metrics if metrics is not None else evaluate(self.replica())
+
+        if config.task.name == "binary" and source is not None:
+            return in_shards
         return lambda _wrapped: evaluate(self.replica())
 
 
@@ -94,6 +122,40 @@ def shard_run_model(
         if paths is not None:
             write_json_atomic(paths.root / PLAN_FILE, sharded.report)
     return ShardedRun(sharded=sharded, build_plain=build_plain)
+
+
+def evaluate_in_shards(
+    module: nn.Module, task: Task, preprocessor: Preprocessor, source: DataSource, *, device: torch.device
+) -> dict[str, float] | None:
+    """Exact ranking metrics of the sharded model over every row of ``source``, each rank
+    scoring its shard of the rows (the lookups are all-to-alls), the predictions gathered.
+
+    Every rank runs the same number of forwards (the lookups are collectives): before each one
+    the ranks agree whether any still has a batch; a rank that has run out scores its last batch
+    again and drops those predictions. None when some rank has no row at all (the caller then
+    evaluates a replica)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    stream = BatchStream(source=source, preprocessor=preprocessor, config=LoaderConfig(batch_size=EVAL_BATCH_SIZE), rank=rank, world_size=world)
+    batches = iter(stream)
+    batch = next(batches, None)
+    if not _over_ranks(batch is not None, dist.ReduceOp.MIN, device):
+        return None
+    collector, last = PredictionCollector(), batch
+    while _over_ranks(batch is not None, dist.ReduceOp.MAX, device):
+        scored = (batch if batch is not None else last).to(device)
+        probs = task.predict(module, scored).float().cpu().numpy()  # (B,)
+        if batch is not None:
+            labels = batch.label.numpy() if batch.label is not None else np.full(len(probs), np.nan, np.float32)
+            collector.append(labels, probs, batch.group)
+            last = batch
+        batch = next(batches, None)
+    return ranking_report(*gather_predictions(collector.predictions()))
+
+
+def _over_ranks(flag: bool, op: Any, device: torch.device) -> bool:
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=op)
+    return bool(value.item())
 
 
 def _place_all_but_deferred(model: nn.Module, device: torch.device) -> None:

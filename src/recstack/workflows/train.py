@@ -178,7 +178,9 @@ def _train(
     if parent is not None and growth is not None and incremental.optimizer_state is OptimizerState.CARRY and not resume:
         optimizers = trainer.build_optimizers(trainer.place_model(model))
         growth["optimizer_params_carried"] = carried_optimizers(optimizers, parent, incremental)
-    fit_evaluate = evaluate if sharded is None or evaluate is None else sharded.evaluator(evaluate)
+    fit_evaluate = evaluate
+    if sharded is not None and evaluate is not None:  # binary: in shards; else on a gathered replica
+        fit_evaluate = sharded.evaluator(config, task, preprocessor, evaluate, device=torch.device(trainer_config.device))
     fit_model = model if wrapped is None else wrapped
     state = trainer.fit(fit_model, task if training is None else training.task, train_batches, fit_evaluate, resume=resume, optimizers=optimizers)
     if sharded is not None:  # the plain model, tables gathered: evaluated and saved as any run's
