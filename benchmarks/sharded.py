@@ -18,6 +18,7 @@ RSS after set-up, peak RSS (``ru_maxrss``), and samples/s over ``--steps`` timed
 warm-up steps (both ranks' rows).
 
     python benchmarks/sharded.py --rows 5000000 --dim 64 --batch 2048 --steps 20
+    python benchmarks/sharded.py --rows 20000000 --modes sharded --budget-mb 4096
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ def worker(rank: int, port: int, args: argparse.Namespace, out: str) -> None:
         unpooled = unpooled_features(model, lambda: task.loss(model, first))
         weights = {k: v.detach() for k, v in table_weights(model).items()}
         use_torchrec_tables(model, unpooled=unpooled, device="meta")
-        config = DistributedConfig.from_dict({"embeddings": "sharded", "tables": {"c0": {"sharding": "row_wise"}}})
+        config = DistributedConfig.from_dict(
+            {"embeddings": "sharded", "tables": {"c0": {"sharding": "row_wise"}}, "memory_budget_mb": args.budget_mb}
+        )
         sharded = shard_model(model, config, lr=1e-3, device=torch.device("cpu"), weights=weights)  # draws its shards
         del weights, first
         trained = sharded.dmp
@@ -148,6 +151,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2048, help="rows per rank per step")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--modes", nargs="+", default=["sharded", "replicated"])
+    parser.add_argument("--budget-mb", type=float, default=None, help="sharded: distributed.memory_budget_mb per rank")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
         for mode in args.modes:
