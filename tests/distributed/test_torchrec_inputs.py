@@ -214,3 +214,21 @@ def test_the_default_is_replicated(tmp_path):
 
     config = RunConfig.from_yaml(write_config(tmp_path))
     assert not config.distributed.sharded
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"tables": {"items": {"sharding": "row_wise"}}}, r"distributed.tables: \['items'\] not among the model's tables"),
+        ({"table_optimizer": "adam"}, r"distributed.table_optimizer: adam runs on GPUs only; fbgemm's CPU kernels have \['rowwise_adagrad', 'adagrad', 'sgd'\]"),
+    ],
+)
+def test_shard_model_refuses_unknown_tables_and_gpu_only_optimisers_before_planning(data, section, message):
+    from recstack.training.sharded import shard_model
+    from recstack.training.sharding_config import DistributedConfig
+
+    feature_map, batch = data
+    model, _ = _converted("deepfm", feature_map, batch)
+    config = DistributedConfig.from_dict({"embeddings": "sharded", **section})
+    with pytest.raises(ConfigError, match=message):
+        shard_model(model, config, lr=0.1, device=torch.device("cpu"))
