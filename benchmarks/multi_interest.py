@@ -14,6 +14,7 @@ Usage::
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/multi_interest.py --epochs 40 --patience 5
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/multi_interest.py --only comirec_dr comirec_sa_k1 mind_k1
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/multi_interest.py --only mind --epochs 100
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/multi_interest.py --rechub runs/bench_multi_interest/rechub_mind  # see _rechub_multi_interest_peer.py
 
 Results go to ``runs/bench_multi_interest/results.json`` and a Markdown table on stdout.
 """
@@ -24,6 +25,7 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -69,25 +71,54 @@ def deep(key: str, epochs: int, patience: int) -> dict[str, float]:
     }  # fmt: skip
 
 
+def rechub(folder: Path) -> dict[str, float]:
+    """Metrics of a torch-rechub peer's vectors (``benchmarks/_rechub_multi_interest_peer.py``),
+    scored as the recstack runs: every catalogue item, the best interest's score, the test
+    input's items excluded."""
+    from recstack.data.held_out import held_out
+    from recstack.data.sources import DataSource
+    from recstack.evaluation.multi_interest import max_interest_scores
+    from recstack.evaluation.retrieval_metrics import evaluate_ranked_scores
+
+    item_ids = np.load(folder / "item_ids.npy")
+    items_t = torch.from_numpy(np.load(folder / "item_vectors.npy")).T  # (D, N)
+    users = torch.from_numpy(np.load(folder / "user_vectors.npy"))  # (U, K, D), test file order
+    test = DataSource(paths=(str(DATA / "test.parquet"),))
+    targets = held_out(test, None, item_ids, user_column="user_id", item_column="item_id", exclude_columns=["hist_item_ids"], delimiter=",")
+    chosen = users[torch.from_numpy(targets.rows)]
+    metrics = evaluate_ranked_scores(
+        lambda r: max_interest_scores(chosen[r[0] : r[-1] + 1], items_t), targets.targets,
+        exclude=(targets.exclude_indptr, targets.exclude_indices), ks=KS,
+    )  # fmt: skip
+    words = (folder / "train_seconds.txt").read_text().split()  # "<seconds>\n<n> samples x <epochs> epochs"
+    seconds, epochs = float(words[0]), int(words[-2])
+    return {**{k: float(v) for k, v in metrics.items()}, "train_s": seconds, "epochs": epochs, "best_epoch": epochs, "s_per_epoch": seconds / epochs}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=None, help=", ".join(CONFIGS))
+    parser.add_argument("--rechub", nargs="*", type=Path, default=None, help="torch-rechub peer folders to score instead")
     args = parser.parse_args()
     torch.set_num_threads(1)
     build_sequences(DATA)
     OUT.mkdir(parents=True, exist_ok=True)
     results_path = OUT / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    for key in args.only or ["comirec_sa", "mind", "sasrec", "gru4rec"]:
+    if args.rechub:
+        for folder in args.rechub:
+            results[f"rechub:{folder.name}"] = rechub(folder)
+    for key in [] if args.rechub else args.only or ["comirec_sa", "mind", "sasrec", "gru4rec"]:
         results[key] = deep(key, args.epochs, args.patience)
         results_path.write_text(json.dumps(results, indent=2, default=float))  # after each model
+    results_path.write_text(json.dumps(results, indent=2, default=float))
     print("| method | Recall@20 | NDCG@20 | Recall@50 | NDCG@50 | Recall@10 | NDCG@10 | train s (epochs, best) | s/epoch |")
     print("|---|---|---|---|---|---|---|---|---|")
     for key, m in results.items():
         print(
-            f"| {CONFIGS[key][0]} | {m['recall@20']:.4f} | {m['ndcg@20']:.4f} | {m['recall@50']:.4f} | {m['ndcg@50']:.4f} | "
+            f"| {CONFIGS[key][0] if key in CONFIGS else 'torch-rechub ' + key.split(':')[1]} | {m['recall@20']:.4f} | {m['ndcg@20']:.4f} | {m['recall@50']:.4f} | {m['ndcg@50']:.4f} | "
             f"{m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['train_s']:.0f} ({m['epochs']}, {m['best_epoch']}) | {m['s_per_epoch']:.1f} |"
         )
 
