@@ -43,7 +43,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "ml100k_sequences"
 OUT = ROOT / "runs" / "bench_sequence_retrieval"
 KS = (10, 50)
-CONFIGS = {"SASRec (full softmax)": "configs/ml100k_sasrec.yaml", "GRU4Rec (full softmax)": "configs/ml100k_gru4rec.yaml"}
+CONFIGS = {
+    "SASRec (full softmax)": "configs/ml100k_sasrec.yaml",
+    "GRU4Rec (full softmax)": "configs/ml100k_gru4rec.yaml",
+    "genres: SASRec + item genre per position (full softmax)": "configs/ml100k_sasrec_genres.yaml",
+}
 EXTRA = {
     "SASRec (sampled softmax, log-Q, 256 negatives)": ("configs/ml100k_sasrec.yaml", {"task": {"type": "retrieval", "loss": "sampled_softmax", "num_negatives": 256}}),
     "SASRec (paper BCE, 1 negative)": ("configs/ml100k_sasrec.yaml", {"task": {"type": "retrieval", "loss": "sampled_bce"}}),
@@ -137,7 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--patience", type=int, default=5)
-    parser.add_argument("--only", nargs="*", default=None, help="baselines, sasrec, gru4rec, variants")
+    parser.add_argument("--only", nargs="*", default=None, help="baselines, sasrec, gru4rec, genres, variants")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="deep models: one run per seed (results keyed 'name, seed s' beyond seed 0)")
     parser.add_argument("--tower-timing", type=Path, default=None, help="a sequence run folder: time its user tower, eager vs ONNX, and exit")
     args = parser.parse_args()
@@ -149,14 +153,14 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     results_path = OUT / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    chosen = set(args.only or ["baselines", "sasrec", "gru4rec", "variants"])
+    chosen = set(args.only or ["baselines", "sasrec", "gru4rec", "genres", "variants"])
     if "baselines" in chosen:
         results = {k: v for k, v in results.items() if not k.startswith(("Popularity", "EASE"))}
         results.update(baselines())
     for seed in args.seeds:
         key = (lambda name: name) if seed == 0 else (lambda name: f"{name}, seed {seed}")  # noqa: E731
         for name, path in CONFIGS.items():
-            if name.split(" ")[0].lower() in chosen:
+            if name.split(" ")[0].lower().rstrip(":") in chosen:
                 results[key(name)] = deep(name, path, {}, args.epochs, args.patience, seed)
         if "variants" in chosen:
             for name, (path, overrides) in EXTRA.items():
