@@ -19,6 +19,7 @@ def _encoders():
         "attention_fused": CausalSelfAttentionEncoder(D, num_heads=2, max_len=L, attention_dropout=0.0),
         "gru": GRUEncoder(D, H),
         "gru_2_layers": GRUEncoder(D, H, num_layers=2, dropout=0.1),
+        "gru_packed": GRUEncoder(D, H, pack=True),
     }
 
 
@@ -57,7 +58,7 @@ def test_padding_values_do_not_change_real_outputs(name, training):
     torch.testing.assert_close(first, second)
 
 
-@pytest.mark.parametrize("name", ["attention_pre", "attention_post", "attention_no_positions", "attention_fused", "gru"])
+@pytest.mark.parametrize("name", ["attention_pre", "attention_post", "attention_no_positions", "attention_fused", "gru", "gru_packed"])
 def test_causal_output_at_t_ignores_inputs_after_t(name):
     encoder = _encoder(name).eval()
     x = torch.randn(1, L, D)
@@ -146,6 +147,18 @@ def test_fully_padded_batch_has_no_nan(training, attention_dropout):
     out.sum().backward()
     assert torch.isfinite(x.grad).all()
     assert (GRUEncoder(D, H)(x, mask) == 0).all()
+
+
+def test_gru_encoder_packed_and_padded_agree():
+    padded = GRUEncoder(D, H, pack=False)
+    packed = GRUEncoder(D, H, pack=True)
+    packed.load_state_dict(padded.state_dict())
+    x = torch.randn(B, L, D, requires_grad=True)
+    torch.testing.assert_close(packed(x, MASK), padded(x, MASK))
+    grad_packed = torch.autograd.grad(packed(x, MASK).square().sum(), x)[0]
+    grad_padded = torch.autograd.grad(padded(x, MASK).square().sum(), x)[0]
+    torch.testing.assert_close(grad_packed, grad_padded)
+    assert GRUEncoder(D, H).pack is None  # default: pack on CUDA only
 
 
 def test_gru_encoder_matches_a_plain_gru_at_real_positions():

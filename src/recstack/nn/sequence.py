@@ -188,17 +188,20 @@ def recency_positions(mask: torch.Tensor) -> torch.Tensor:
 class GRUEncoder(nn.Module):
     """A GRU over a left-aligned padded sequence, with the output at every position.
 
-    Training and evaluation pack the real positions (``pack_padded_sequence``, lengths from the
-    mask), so padding costs nothing; under ONNX export the GRU runs over the padded tensor,
-    which gives the same outputs at real positions (a forward GRU at t reads only inputs up to
-    t, all real in a left-aligned sequence). Padded positions' outputs, and every output of an
-    empty row, are zero.
+    On CUDA the real positions are packed (``pack_padded_sequence``, lengths from the mask), so
+    cuDNN skips the padding. On CPU, and under ONNX export, the GRU runs over the padded tensor.
+    That gives the same outputs at real positions: a forward GRU at t reads only inputs up to
+    t, and all of those are real in a left-aligned sequence. It is also faster there. The CPU
+    backward of a packed GRU zero-fills and adds the whole packed gradient once per step:
+    B 1024, L 50, D = H = 32, 60% full rows took 191 ms packed against 67 ms padded, forward plus
+    backward. Padded positions' outputs, and every output of an empty row, are zero.
 
     Args:
         input_dim: D, the width of each input.
         hidden_dim: H, the GRU's state width.
         num_layers: stacked GRU layers.
         dropout: between stacked layers (``nn.GRU``'s), when ``num_layers > 1``.
+        pack: pack the real positions (True), run padded (False); None: pack on CUDA only.
 
     Example:
         >>> encoder = GRUEncoder(8, 6)
@@ -207,9 +210,11 @@ class GRUEncoder(nn.Module):
         torch.Size([2, 5, 6])
     """
 
-    def __init__(self, input_dim: int, hidden_dim: int, *, num_layers: int = 1, dropout: float = 0.0):
+    def __init__(
+        self, input_dim: int, hidden_dim: int, *, num_layers: int = 1, dropout: float = 0.0, pack: bool | None = None
+    ):
         super().__init__()
-        self.hidden_dim = hidden_dim
+        self.hidden_dim, self.pack = hidden_dim, pack
         self.gru = nn.GRU(
             input_dim, hidden_dim, num_layers=num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
         )
@@ -217,7 +222,8 @@ class GRUEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Args: x (B, L, D); mask (B, L) bool, a prefix of True per row. Returns (B, L, H)."""
         keep = mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
-        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        pack = x.device.type == "cuda" if self.pack is None else self.pack
+        if not pack or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
             outputs, _ = self.gru(x * keep)  # (B, L, H), equal at real positions
             return outputs * keep
         lengths = mask.sum(dim=1).clamp(min=1).cpu()  # (B,) an empty row runs one step, zeroed below
