@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from recstack.data.batch import PADDING_INDEX, Batch
 from recstack.nn.embedding import EmbeddingCollection
 from recstack.nn.pooling import masked_pool
-from recstack.nn.torchrec_tables import TableSpec, TorchRecTables, feature_key
+from recstack.nn.torchrec_tables import TableSpec, TorchRecTables, _device_of, feature_key
 from recstack.schema import Feature, Pooling, SequenceFeature, VectorFeature, is_embedded
 
 __all__ = ["TABLES_ATTRIBUTE", "TorchRecSparseInputs", "table_weights", "unpooled_features", "use_torchrec_tables"]
@@ -140,13 +140,13 @@ class TorchRecSparseInputs(nn.Module):
             values = batch.dense[name]
             columns.append(values.unsqueeze(-1) if values.dim() == 1 else values)  # (B, 1) | (B, D)
         if not columns:
-            return torch.zeros(len(batch), 0)  # (B, 0)
+            return torch.zeros(len(batch), 0, device=_device_of(batch))  # (B, 0)
         return torch.cat(columns, dim=-1).float()  # (B, N)
 
     def concat(self, batch: Batch, names: Sequence[str]) -> Tensor:
         parts = [self.pooled(batch, n) if is_embedded(self.feature(n)) else self.dense_input(batch, [n]) for n in names]
         if not parts:
-            return torch.zeros(len(batch), 0)
+            return torch.zeros(len(batch), 0, device=_device_of(batch))
         return torch.cat(parts, dim=-1)  # (B, N)
 
     def mini_batch_l2(self, batch: Batch) -> Tensor:
