@@ -28,12 +28,14 @@ def world(tmp_path_factory):
 
 def test_registered_with_its_blocks(world):
     assert "dien" in model_names() and model_class("dien") is DIEN
-    feature_map, _ = world
+    feature_map, batch = world
     model = build_model("dien", feature_map, {**PARAMS, "gru_hidden_dim": 12})
     (extractor,), (evolution,) = model.extractors, model.evolutions
     assert isinstance(extractor, GRUEncoder) and isinstance(evolution, AUGRU)
     assert extractor.hidden_dim == evolution.hidden_dim == 12
     assert model.attention_weights[0].shape == (12, 2 * DIM)  # h_t W e_target, item + genre
+    model.train()
+    assert model(batch).shape == (len(batch),) and model.regularization(batch).item() > 0  # H != D_g runs
 
 
 @pytest.mark.parametrize("training", [True, False])
