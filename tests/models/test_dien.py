@@ -47,19 +47,46 @@ def test_forward_gives_one_finite_logit_per_row(world, training):
     assert torch.isfinite(logits).all()  # row 1 has an empty history
 
 
-def test_aux_loss_is_positive_in_training_and_absent_in_eval(world):
+def test_aux_loss_is_added_by_the_training_task_and_never_computed_when_scoring(world):
+    from recstack.tasks import BinaryClassificationTask
+
     feature_map, batch = world
     model = build_model("dien", feature_map, {**PARAMS, "aux_loss_weight": 0.5}).train()
-    model(batch)
+    aux_calls, extractor_calls = [], []
+    model.auxiliary_nets[0].register_forward_hook(lambda *_: aux_calls.append(1))
+    model.extractors[0].register_forward_hook(lambda *_: extractor_calls.append(1))
+    task = BinaryClassificationTask()
+    torch.manual_seed(3)
+    loss = task.loss(model, batch)
+    assert len(extractor_calls) == 1  # regularization reused forward's extractor states
+    assert len(aux_calls) == 2  # positive and negative pairs
+    logits = model(batch)
+    torch.manual_seed(3)
     penalty = model.regularization(batch)
+    click = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
     assert penalty.item() > 0 and penalty.requires_grad
-    assert model.regularization(batch).item() == 0.0  # used once: never added twice
+    torch.testing.assert_close(loss, click + penalty)  # the task's loss = click loss + 0.5 * aux loss
+    aux_calls.clear()
     model.eval()
-    model(batch)
-    assert model.regularization(batch).item() == 0.0
+    with torch.no_grad():
+        task.predict(model, batch)
+        model(batch)
+    assert aux_calls == []  # scoring never runs the auxiliary net
     off = build_model("dien", feature_map, {**PARAMS, "aux_loss_weight": 0.0}).train()
     off(batch)
     assert off.regularization(batch).item() == 0.0
+
+
+def test_regularization_on_another_batch_runs_the_extractor_on_that_batch(world):
+    feature_map, batch = world
+    model = build_model("dien", feature_map, PARAMS).train()
+    first, second = batch.select(torch.arange(32)), batch.select(torch.arange(32, 64))
+    model(first)
+    torch.manual_seed(4)
+    stale = model.regularization(second)
+    model(second)
+    torch.manual_seed(4)
+    torch.testing.assert_close(stale, model.regularization(second))
 
 
 def test_aux_loss_pairs_each_state_with_the_next_behaviour_and_a_sampled_negative(world):

@@ -4,6 +4,7 @@ auxiliary next-behaviour loss, and an attention-gated GRU (AUGRU) for interest e
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -17,6 +18,15 @@ from recstack.models.registry import register_model
 from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import MLP, Activation
 from recstack.nn.sequence import AUGRU, GRUEncoder
+
+
+class _Extraction(NamedTuple):
+    """One behaviour group through the interest extractor."""
+
+    target: torch.Tensor  # (B, D_g) the candidate's embeddings
+    states: torch.Tensor  # (B, L, H) the GRU's interest states, zero at padding
+    behaviours: torch.Tensor  # (B, L, D) the lead history feature's embeddings (the aux loss's e_t)
+    mask: torch.Tensor  # (B, L) bool, True at real behaviours
 
 
 @register_model("dien")
@@ -35,8 +45,10 @@ class DIEN(nn.Module):
     real position is the user's interest in the target. The interests are concatenated with
     every other feature (the candidates included) and scored by an MLP and a Linear.
 
-    The auxiliary loss is computed in ``forward`` while training and handed to the task by
-    :meth:`regularization` (the task adds it to its loss); in evaluation there is none.
+    The auxiliary loss is :meth:`regularization` (the ``Regularized`` protocol): the training
+    task adds it to its loss, and scoring (``task.predict``, export, serving) never computes it.
+    ``forward`` keeps its extractor states for the batch it last saw, so that
+    ``regularization`` on that batch does not run the GRU twice.
 
     Example (``tests/models`` runs it)::
 
@@ -97,28 +109,30 @@ class DIEN(nn.Module):
             for hidden, lead in zip(hidden_dims, leads)
         )
         self.mlp = p.mlp(self.embeddings.output_dim(self.other_inputs) + sum(hidden_dims), head_dim=1)
-        self._aux_loss: torch.Tensor | None = None  # set by a training forward, read by regularization
+        self._last: tuple[Batch, list[_Extraction]] | None = None  # forward's, for regularization
 
-    def interests(self, batch: Batch) -> list[torch.Tensor]:
-        """The user's evolved interest in the candidate, one ``(B, H_g)`` per behaviour group;
-        in training (and with ``aux_loss_weight > 0``) also records the auxiliary loss."""
-        interests, aux_losses = [], []
-        parts = zip(self.groups, self.extractors, self.attention_weights, self.evolutions)
-        for index, (group, extractor, weight, evolution) in enumerate(parts):
+    def extract(self, batch: Batch) -> list[_Extraction]:
+        """The interest extractor (GRU) over each behaviour group's history."""
+        extractions = []
+        for group, extractor in zip(self.groups, self.extractors):
             target = torch.cat([self.embeddings.pooled(batch, b.candidate) for b in group], dim=-1)  # (B, D_g)
             history = torch.cat([self.embeddings.sequence(batch, b.history) for b in group], dim=-1)  # (B, L, D_g)
             mask = batch.mask(group[0].history)  # (B, L)
             for behaviour in group[1:]:
                 mask = mask | batch.mask(behaviour.history)
-            states = extractor(history, mask)  # (B, L, H) interest extractor, zero at padding
-            if self.training and self.params.aux_loss_weight > 0:
-                lead_dim = self.embeddings.dim(group[0].history)
-                aux_losses.append(self.auxiliary_loss(index, states, history[..., :lead_dim], mask))
+            states = extractor(history, mask)  # (B, L, H), zero at padding
+            lead_dim = self.embeddings.dim(group[0].history)
+            extractions.append(_Extraction(target, states, history[..., :lead_dim], mask))
+        return extractions
+
+    def interests(self, extractions: list[_Extraction]) -> list[torch.Tensor]:
+        """The user's evolved interest in the candidate, one ``(B, H_g)`` per behaviour group."""
+        interests = []
+        for (target, states, _, mask), weight, evolution in zip(extractions, self.attention_weights, self.evolutions):
             scores = (states @ (weight @ target.unsqueeze(-1))).squeeze(-1)  # (B, L) h_t W e_target
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # finite: no NaN on empty rows
             attention = torch.softmax(scores, dim=-1) * mask.to(scores.dtype)  # (B, L)
             interests.append(evolution(states, attention, mask))  # (B, H) interest evolution
-        self._aux_loss = torch.stack(aux_losses).sum() if aux_losses else None
         return interests
 
     def auxiliary_loss(self, index: int, states: torch.Tensor, behaviours: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -150,14 +164,20 @@ class DIEN(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
+        extractions = self.extract(batch)
+        self._last = (batch, extractions)
         others = self.embeddings.concat(batch, self.other_inputs)  # (B, N)
-        combined = torch.cat([others, *self.interests(batch)], dim=-1)  # (B, N + sum H_g)
+        combined = torch.cat([others, *self.interests(extractions)], dim=-1)  # (B, N + sum H_g)
         return self.mlp(combined).squeeze(-1)  # (B,)
 
     def regularization(self, batch: Batch) -> torch.Tensor:
-        """``aux_loss_weight`` times the auxiliary loss of the last training ``forward`` (on
-        ``batch``), a scalar; 0 in evaluation. Add it to the task loss (the binary task does)."""
-        aux_loss, self._aux_loss = self._aux_loss, None  # used once
-        if aux_loss is None or not self.training:
+        """``aux_loss_weight`` times the auxiliary loss on ``batch``, a scalar, with freshly
+        sampled negatives; the training task adds it to its loss. The extractor states are
+        those of the last ``forward`` when it saw this same batch (the task's order), else the
+        extractor runs again."""
+        last, self._last = self._last, None  # used once
+        if self.params.aux_loss_weight == 0:
             return torch.zeros((), device=self.mlp.head.weight.device)
-        return self.params.aux_loss_weight * aux_loss
+        extractions = last[1] if last is not None and last[0] is batch else self.extract(batch)
+        losses = [self.auxiliary_loss(i, e.states, e.behaviours, e.mask) for i, e in enumerate(extractions)]
+        return self.params.aux_loss_weight * torch.stack(losses).sum()
