@@ -17,8 +17,8 @@ BEHAVIOURS = [
     {"candidate": "genre", "history": "hist_genres"},
 ]
 
-# every feature of helpers.full_schema but the weighted sequence "tags": RankerScorer names its
-# ONNX inputs by feature, and a weighted sequence's ids and weights share one name
+# every feature of helpers.full_schema but the weighted sequence "tags" (the ONNX checks of a
+# weighted sequence are tests/models/test_ranker_onnx_weighted.py's)
 UNWEIGHTED = ["user_id", "item_id", "genre", "item_pre", "age", "price", "vec"]
 
 

@@ -85,7 +85,7 @@ class RankerScorer:
         """``{head: (C,)}`` float32 (``{"score": ...}`` for a single-head ranker)."""
         if self.session is not None and [(k, n) for k in _KINDS for n in getattr(batch, k)] == self.spec:
             session, names = self.session
-            feeds = {name: getattr(batch, kind)[name].numpy() for kind, name in self.spec if name in names}
+            feeds = {_input_name(kind, name): getattr(batch, kind)[name].numpy() for kind, name in self.spec if _input_name(kind, name) in names}
             return dict(zip(self.heads, session.run(None, feeds)))  # (C,) each
         with torch.inference_mode():
             return {name: values.float().numpy() for name, values in self.task.predict_heads(self.model, batch).items()}
@@ -117,7 +117,7 @@ def _onnx_session(model: nn.Module, task: Task, example: Batch, spec: list[tuple
     positional = _Positional(model, spec, task).eval()
     heads = list(positional.heads)
     outputs = ["probs"] if heads == [SCORE_HEAD] else heads
-    names = [name for _, name in spec]
+    names = [_input_name(kind, name) for kind, name in spec]  # a weighted sequence has ids and weights under one name
     inputs = tuple(getattr(example, kind)[name] for kind, name in spec)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "ranker.onnx"
@@ -141,6 +141,11 @@ def _onnx_session(model: nn.Module, task: Task, example: Batch, spec: list[tuple
         if onnx_probs.shape != expected.shape or not np.allclose(onnx_probs, expected, rtol=0, atol=1e-5):
             return None, f"the ONNX Runtime scores of head {head!r} differ from PyTorch's by more than 1e-5"
     return (session, graph_inputs), None
+
+
+def _input_name(kind: str, name: str) -> str:
+    """The ONNX input of feature ``name``'s ``kind`` tensor (``sequences:tags``, ``weights:tags``)."""
+    return f"{kind}:{name}"
 
 
 @contextlib.contextmanager
