@@ -19,6 +19,7 @@ warm-up steps (both ranks' rows).
 
     python benchmarks/sharded.py --rows 5000000 --dim 64 --batch 2048 --steps 20
     python benchmarks/sharded.py --rows 20000000 --modes sharded --budget-mb 4096
+    python benchmarks/sharded.py --rows 20000000 --modes replicated --budget-mb 4096   # refused
 """
 
 from __future__ import annotations
@@ -83,6 +84,23 @@ def worker(rank: int, port: int, args: argparse.Namespace, out: str) -> None:
 
     torch.manual_seed(0)
     params = {"hidden_dims": [128, 64], "sparse_embeddings": args.mode == "replicated"}
+    if args.mode == "replicated" and args.budget_mb is not None:  # the run's check, before allocating
+        from recstack.errors import ConfigError
+        from recstack.training.replicated_budget import check_replicated_budget
+        from recstack.training.sharding_config import DistributedConfig
+
+        with deferred_tables(True):
+            probe = build_model("deepfm", fmap, params)
+        trainer = TrainerConfig(sparse_embeddings=True, optimizer="adagrad", lr=1e-3)
+        try:
+            check_replicated_budget(probe, DistributedConfig(memory_budget_mb=args.budget_mb), trainer)
+        except ConfigError as error:
+            result = {"mode": args.mode, "rank": rank, "error": f"ConfigError: {error}", "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            Path(out, f"{args.mode}{rank}.json").write_text(json.dumps(result))
+            dist.barrier()
+            dist.destroy_process_group()
+            return
+        del probe
     with deferred_tables(args.mode == "sharded"):  # as a sharded run builds it: tables on meta
         model = build_model("deepfm", fmap, params)
     data = batches(args.rows, args.batch, seed=rank)
@@ -151,7 +169,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2048, help="rows per rank per step")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--modes", nargs="+", default=["sharded", "replicated"])
-    parser.add_argument("--budget-mb", type=float, default=None, help="sharded: distributed.memory_budget_mb per rank")
+    parser.add_argument("--budget-mb", type=float, default=None, help="distributed.memory_budget_mb per rank (sharded: the planner's; replicated: the run's check, a ConfigError when the tables exceed it)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
         for mode in args.modes:

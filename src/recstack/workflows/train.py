@@ -28,6 +28,7 @@ from recstack.models.registry import check_model_config
 from recstack.parallel import rank as process_rank
 from recstack.tasks.base import Task
 from recstack.training import MetricHistory, TensorBoardLogger, Trainer, TrainerCallback, TrainerConfig
+from recstack.training.replicated_budget import check_replicated_budget
 from recstack.training.sharded_trainer import ShardedTrainer
 from recstack.training.rng import seed_everything
 from recstack.training.warm_start import IncrementalConfig, OptimizerState
@@ -146,6 +147,9 @@ def _train(
     feature_map = preprocessor.feature_map()
     seed_everything(trainer_config.seed)  # the initial weights too, not only fit's shuffling: reproducible runs
     # a grown pretrained table's rows come from the parent's weights and the file (warm_start)
+    if not config.distributed.sharded and config.distributed.memory_budget_mb is not None:
+        with deferred_tables(), torch.random.fork_rng():  # replicated: every rank holds every table: checked on meta first
+            check_replicated_budget(build_model(config.model.name, feature_map, model_params), config.distributed, trainer_config)
     with deferred_tables(config.distributed.sharded):  # sharded: each rank draws only its shards' rows
         model = build_model(config.model.name, feature_map if parent is None else feature_map.without_pretrained_files(), model_params)
     growth = None if parent is None else warm_start(model, parent, preprocessor, incremental)
