@@ -143,6 +143,8 @@ def _train(args: argparse.Namespace) -> Outcome | None:
     from recstack.workflows.train import train_run
 
     metrics = train_run(config, resume=args.resume, overwrite=args.overwrite, init_from=args.init_from)
+    if int(os.environ.get("RANK", "0")) != 0:  # a torchrun worker: rank 0 prints the run's summary
+        return None
     return Outcome(_train_summary(metrics, config.output), metrics)
 
 

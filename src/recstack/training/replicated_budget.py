@@ -20,6 +20,7 @@ from recstack.training.sharding_config import DistributedConfig
 
 __all__ = ["OPTIMIZER_STATE", "check_replicated_budget", "replicated_table_bytes"]
 
+SHOWN = 4  # tables named in the error, largest first
 OPTIMIZER_STATE = {OptimizerName.ADAM: 2, OptimizerName.ADAMW: 2, OptimizerName.ADAGRAD: 1, OptimizerName.SGD: 0}
 
 
@@ -54,8 +55,9 @@ def check_replicated_budget(model: nn.Module, distributed: DistributedConfig, tr
     if distributed.memory_budget_mb is None or needed <= distributed.memory_budget_mb * 2**20:
         return needed
     largest = sorted(tables.items(), key=lambda item: -item[1][2])
-    listed = ", ".join(f"{name} {rows:,} x {dim} ({_mb(size)})" for name, (rows, dim, size) in largest[:8])
-    more = f" and {len(largest) - 8} more" if len(largest) > 8 else ""
+    listed = ", ".join(f"{name} {rows:,} x {dim} ({_mb(size)})" for name, (rows, dim, size) in largest[:SHOWN])
+    rest = largest[SHOWN:]
+    more = f" and {len(rest)} smaller ({_mb(sum(size for _, (_, _, size) in rest))})" if rest else ""
     gradient = "" if trainer.sparse_embeddings else " + dense gradients"
     raise ConfigError(
         f"distributed.memory_budget_mb: {distributed.memory_budget_mb:g} MB per rank cannot hold the replicated "
