@@ -324,17 +324,17 @@ def test_k_interests_learn_two_disjoint_interests_one_vector_cannot(name: str) -
     sequences, pairs = _two_interest_users()
     single, _ = _train_and_recall(name, 1, sequences)
     multi, model = _train_and_recall(name, 4, sequences)
-    assert multi > single + 0.2, (multi, single)  # measured: SA 1.00 vs 0.79, MIND 0.81 vs 0.45
-    assert multi > 0.75  # chance: 8 / 120
+    assert multi > single + 0.15, (multi, single)  # measured: SA 1.00 vs 0.79, MIND 0.81 vs 0.45
+    assert multi > 0.65  # chance: 8 / 120
     # not collapsed: a user's interests point at different clusters, both of the user's among them
     with torch.no_grad():
         users = model.encode_user(Batch(sequences={"hist_item_ids": sequences[1000:, 1:-1]}))  # (U, 4, D)
         items = model.encode_item_rows(torch.arange(2, CLUSTERS * PER_CLUSTER + 2))  # (120, D)
     best_cluster = (users @ items.T).argmax(-1) // PER_CLUSTER  # (U, 4) each interest's top item's cluster
     covered = [set(best.tolist()) >= set(pair.tolist()) for best, pair in zip(best_cluster, pairs[1000:])]
-    assert np.mean(covered) > 0.6
+    assert np.mean(covered) > 0.8  # measured: SA 1.00, MIND 0.96
     cosine = F.cosine_similarity(users.unsqueeze(1), users.unsqueeze(2), dim=-1)  # (U, 4, 4)
-    assert float(cosine.min(dim=-1).values.mean()) < 0.8  # MIND's ReLU vectors are >= 0: cosines >= 0
+    assert float(cosine.min(dim=-1).values.mean()) < 0.8  # measured: SA -0.02, MIND 0.62 (ReLU vectors: cosines >= 0)
 
 
 @pytest.mark.parametrize("string_ids", [False, True])
