@@ -92,7 +92,7 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
         parts.append(f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}")
     line = " ".join(parts)
     for key, value in counts.items():
-        line += f" ({value:,} {'rows' if key == 'count' else 'users'})"
+        line += f" ({int(value):,} {'rows' if key == 'count' else 'users'})"  # counts may arrive as floats (942.0)
     return line
 
 

@@ -57,3 +57,11 @@ def test_data_names_file_row_and_column_of_a_bad_value(tmp_path: Path, capsys: p
     assert main(["data", str(tmp_path / "schema.yaml"), "--data", str(tmp_path / "d.csv")]) == 2
     err = capsys.readouterr().err
     assert "d.csv" in err and "row 2" in err and "'age'" in err and "number" in err
+
+
+def test_metric_lines_show_counts_as_whole_numbers() -> None:
+    from recstack.cli import format_metrics
+
+    line = format_metrics({"recall@10": 0.12104, "users": 942.0})
+    assert line == "recall@10 0.1210 (942 users)"
+    assert format_metrics({"auc": 0.75, "count": 20000}) == "auc 0.7500 (20,000 rows)"
