@@ -56,7 +56,7 @@ class MultiInterestParams(SequenceParams):
         embedding_init_std: the item table's N(0, std^2) init; None: the tables' default
             (0.01). Capsule routing needs larger vectors: squash(z) ~ z |z| near 0, so with
             tiny embeddings its outputs and gradients vanish (MIND / ComiRec-DR default to 1.0,
-            ``nn.Embedding``'s init in the PyTorch ports of both).
+            PyTorch's default embedding init, as in the PyTorch ports of both).
     """
 
     num_interests: int = 4
