@@ -4,7 +4,7 @@ Shape legend: D user-vector dim.
 
 A request that names a known user and overrides nothing (no ``features``, no ``history``) is a
 pure function of files loaded at start-up: the stored user row and history. Its user-tower
-vector ``(D,)`` and its transformed ranker user row (a one-row ``Batch``) are therefore kept in
+vector ``(D,)`` (``(K, D)`` for a K-interest model) and its transformed ranker user row (a one-row ``Batch``) are therefore kept in
 a bounded LRU, and the next request of that user skips the user-row assembly, both
 preprocessor transforms and the user-tower forward (about a third of a request's CPU on
 MovieLens-100K, ``docs/benchmarks.md``). The cache belongs to one ``ServingModels``: a swap to
@@ -34,7 +34,7 @@ from recstack.serving.types import DEFAULT_USER_CACHE
 class UserState:
     """One stored user's served inputs: the user-tower vector and the ranker's user row."""
 
-    vector: np.ndarray  # (D,)
+    vector: np.ndarray  # (D,), or (K, D) for a K-interest retrieval model
     ranker_row: Batch  # 1 row of the ranker's user-side features
 
     @classmethod
