@@ -207,3 +207,73 @@ def scheduled_lr_reaches_the_kernels(out: Path, rank: int) -> float:
     task.loss(sharded.dmp, _half(batch, rank)).backward()
     after = full_tables(sharded)
     return max((after[name] - before[name]).abs().max().item() for name in before if name in sharded.tables.specs and sharded.tables.specs[name].dim % 4 == 0)
+
+
+RETRIEVAL_SCHEMA = {
+    "label": None,
+    "group": "user_id",
+    "tables": {"item": {"dim": 16}},
+    "features": [
+        {"name": "user_id", "kind": "categorical", "side": "user", "dim": 16},
+        {"name": "hist_item_ids", "kind": "sequence", "table": "item", "maxlen": 20, "pooling": "mean", "side": "user"},
+        {"name": "item_id", "kind": "categorical", "table": "item", "side": "item"},
+        {"name": "genre", "kind": "categorical", "side": "item", "dim": 8},
+    ],
+}
+
+
+def item_vectors_in_shards(rank: int, folder: str) -> None:
+    """A DSSM, its item table row-wise over the ranks: item vectors written shard by shard
+    (``write_item_vector_shards``, never gathered), then, as the reference, the same model
+    gathered (``load_replica``) and its catalogue embedded whole. Rank 0 streams the parts into
+    FAISS and Milvus Lite and searches both beside an exact index of the gathered vectors."""
+    from recstack.data.preprocessor import Preprocessor
+    from recstack.data.sources import DataSource
+    from recstack.models import build_model
+    from recstack.nn.embedding import deferred_tables
+    from recstack.nn.sharded_inputs import table_weights, unpooled_features, use_torchrec_tables
+    from recstack.retrieval.index import create_index
+    from recstack.schema import Schema
+    from recstack.training.sharded import shard_model
+    from recstack.training.sharding_config import DistributedConfig
+    from recstack.workflows.retrieval import embed_items, embed_users
+    from recstack.workflows.sharded import load_replica
+    from recstack.workflows.sharded_index import index_vector_shards, write_item_vector_shards
+
+    out = Path(folder)
+    data = out / "data"
+    preprocessor = Preprocessor(Schema.from_dict(RETRIEVAL_SCHEMA))
+    preprocessor.fit(DataSource(paths=(str(data / "train.parquet"),)))
+    catalog = DataSource(paths=(str(data / "items.parquet"),))
+    feature_map = preprocessor.feature_map()
+    params = {"hidden_dims": [32], "output_activation": "identity"}
+    with deferred_tables():
+        model = build_model("dssm", feature_map, params)
+    probe = preprocessor.transform(next(DataSource(paths=(str(data / "train.parquet"),)).chunks()).records.slice(0, 64))
+    unpooled = unpooled_features(model, lambda: model(probe))  # as shard_run_model: tables on meta
+    weights = {k: v.detach() for k, v in table_weights(model).items()}
+    use_torchrec_tables(model, unpooled=unpooled, device="meta", seed=0)
+    config = DistributedConfig.from_dict({"embeddings": "sharded", "tables": {"item": {"sharding": "row_wise"}}})
+    sharded = shard_model(model, config, lr=0.1, device=torch.device("cpu"), weights=weights, seed=3)
+    shard = write_item_vector_shards(sharded, preprocessor, catalog, out / "vectors", device=torch.device("cpu"), batch_size=16 + 16 * rank)
+
+    torch.manual_seed(0)
+    replica = build_model("dssm", feature_map, params)
+    load_replica(replica, sharded)  # the reference only: the gathered tables
+    item_ids, item_vectors = embed_items(replica, preprocessor, catalog)
+    _, users = embed_users(replica, preprocessor, DataSource(paths=(str(data / "valid.parquet"),)))
+    result: dict[str, Any] = {"shard": shard.to_dict()}
+    dist.barrier()  # every rank's parts are written
+    if rank == 0:
+        exact = create_index("exact", dim=item_vectors.shape[1])
+        exact.add(item_ids, item_vectors)
+        result["exact"] = exact.search(users, 10)
+        faiss = create_index("faiss", dim=item_vectors.shape[1], kind="flat")
+        result["faiss_added"] = index_vector_shards(out / "vectors", faiss, batch_rows=50)
+        result["faiss"] = faiss.search(users, 10)
+        with create_index("milvus", dim=item_vectors.shape[1], uri=str(out / "milvus.db"), collection="items") as milvus:
+            result["milvus_added"] = index_vector_shards(out / "vectors", milvus, batch_rows=50)
+            result["milvus"] = milvus.search(users, 10)
+        result["catalogue"] = len(item_ids)
+    torch.save(result, out / f"vectors{rank}.pt")
+
