@@ -59,3 +59,91 @@ def test_the_parts_hold_raw_catalogue_ids_and_vectors(written):
     ids = [i for part in parts for i in pq.read_table(part).column("id").to_pylist()]
     assert len(ids) == len(set(ids)) == len(catalogue) and set(ids) == catalogue
     assert not list((folder / "vectors").glob(".*.tmp"))  # atomic: no leftovers
+
+
+def _row_groups(data, tmp_path):
+    """The training split in row groups of 128 (record batches for both ranks), the catalogue."""
+    out = tmp_path / "data"
+    out.mkdir()
+    pq.write_table(pq.read_table(data / "train.parquet"), out / "train.parquet", row_group_size=128)
+    (out / "items.parquet").write_bytes((data / "items.parquet").read_bytes())
+    return out
+
+
+def _dssm_config(tmp_path, data, **distributed):
+    import yaml
+
+    from torchrec_workers import RETRIEVAL_SCHEMA
+
+    config = {
+        "name": "dssm_not_gathered",
+        "seed": 0,
+        "data": {"train": str(data / "train.parquet"), "catalog": str(data / "items.parquet")},
+        "schema": RETRIEVAL_SCHEMA,
+        "task": {"type": "retrieval", "loss": "in_batch_softmax", "temperature": 0.1},
+        "model": {"name": "dssm", "params": {"hidden_dims": [32], "output_activation": "identity"}},
+        "loader": {"batch_size": 64, "shuffle_buffer": 0},
+        "trainer": {"epochs": 1, "lr": 0.01, "progress": False, "device": "cpu"},
+        "distributed": {"embeddings": "sharded", "tables": {"item": {"sharding": "row_wise"}}, **distributed},
+        "output": str(tmp_path / "run"),
+        "threads": 1,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_a_run_not_gathered_writes_the_index_and_dcp_shards_that_gather_to_the_same_top10(written, tmp_path):
+    import json
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    from recstack.data.sources import DataSource
+    from recstack.export.run_folder import load_preprocessor
+    from recstack.models import build_model
+    from recstack.retrieval.index import load_index
+    from recstack.workflows.retrieval import embed_items, embed_users
+    from recstack.workflows.sharded import load_gathered_state
+    from torchrec_workers import train_run_metrics
+
+    folder, _ = written
+    data = folder / "data"
+    config = _dssm_config(tmp_path, _row_groups(data, tmp_path), gather_tables="never", item_index="faiss")
+    spawn(train_run_metrics, str(config), str(tmp_path))
+    metrics = torch.load(tmp_path / "rank0.pt", weights_only=False)["metrics"]
+    run = tmp_path / "run"
+    assert not (run / "model.pt").exists() and (run / "sharded_model.json").exists()
+    shards = metrics["item_index"]["shards"]
+    assert all(0 < s["held_rows"] < s["num_rows"] for s in shards)
+    catalogue = pq.read_table(data / "items.parquet").num_rows
+    assert metrics["item_index"]["indexed"] == metrics["item_index"]["items"] == catalogue
+
+    # one host that can hold the tables gathers the DCP shards: the same model, searched exactly
+    dcp_to_torch_save(run / "model_shards", tmp_path / "full.pt")
+    state = torch.load(tmp_path / "full.pt", weights_only=False)["model"]
+    recipe = json.loads((run / "sharded_model.json").read_text())
+    preprocessor = load_preprocessor(run / "preprocessor.json")
+    plain = build_model(recipe["name"], preprocessor.feature_map(), recipe["params"])
+    load_gathered_state(plain, state)
+    ids, vectors = embed_items(plain, preprocessor, DataSource(paths=(str(data / "items.parquet"),)))
+    _, users = embed_users(plain, preprocessor, DataSource(paths=(str(data / "valid.parquet"),)))
+    top = np.argsort(-(users @ vectors.T), axis=1, kind="stable")[:, :10]
+    scores, found = load_index(run / "item_index").search(users, 10)
+    np.testing.assert_array_equal(found, ids[top])
+    np.testing.assert_allclose(scores, np.take_along_axis(users @ vectors.T, top, axis=1), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_not_gathering_a_run_with_validation_is_a_clear_error(written, tmp_path):
+    import yaml
+
+    from torchrec_workers import train_run_metrics
+
+    folder, _ = written
+    config = _dssm_config(tmp_path, _row_groups(folder / "data", tmp_path), gather_tables="never")
+    raw = yaml.safe_load(config.read_text())
+    raw["data"]["valid"] = str(folder / "data" / "valid.parquet")
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(Exception, match=r"data.valid cannot be scored without gathering the tables"):
+        spawn(train_run_metrics, str(config), str(tmp_path))

@@ -277,3 +277,12 @@ def item_vectors_in_shards(rank: int, folder: str) -> None:
         result["catalogue"] = len(item_ids)
     torch.save(result, out / f"vectors{rank}.pt")
 
+
+
+def train_run_metrics(rank: int, config_path: str, out_dir: str) -> None:
+    """``train_run`` in this rank; saves its metrics (a run folder without ``model.pt`` too)."""
+    from recstack.config import RunConfig
+    from recstack.workflows.train import train_run
+
+    metrics = train_run(RunConfig.from_yaml(config_path), log=lambda _: None)
+    torch.save({"metrics": metrics}, Path(out_dir) / f"rank{rank}.pt")

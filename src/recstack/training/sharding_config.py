@@ -8,6 +8,9 @@ can be read (and its errors reported) on a machine without it::
       memory_budget_mb: 2048         # per rank, for the planner; null: the host's memory
       table_optimizer: rowwise_adagrad   # fused into the backward: rowwise_adagrad | adagrad | adam | sgd
       table_lr: null                 # null: trainer.lr (the trainer's lr schedule scales both)
+      gather_tables: auto            # export: auto (gather when the tables fit the budget) | always | never
+      item_index: faiss              # two-tower runs not gathered: the index the item vectors go to
+      item_index_uri: null           # item_index: milvus: a server address or a Milvus Lite path
       tables:                        # optional, per schema table
         item: {sharding: [row_wise], compute_kernel: fused, min_partition: 16}
 
@@ -29,7 +32,7 @@ from typing import Any, Mapping
 from recstack.errors import ConfigError
 from recstack.typed_fields import FieldError, coerce, coerce_fields
 
-__all__ = ["DistributedConfig", "EmbeddingPlacement", "ShardingType", "TableConstraints", "TableOptimizer"]
+__all__ = ["DistributedConfig", "EmbeddingPlacement", "GatherTables", "ShardingType", "TableConstraints", "TableOptimizer"]
 
 
 class EmbeddingPlacement(str, Enum):
@@ -37,6 +40,22 @@ class EmbeddingPlacement(str, Enum):
 
     REPLICATED = "replicated"  # a full copy on every rank, gradients all-reduced (DDP)
     SHARDED = "sharded"  # split over the ranks by TorchRec's planner, looked up with all-to-alls
+
+
+class GatherTables(str, Enum):
+    """Whether a sharded run gathers its tables after training (the plain run folder) or not."""
+
+    AUTO = "auto"  # gather when every table together fits memory_budget_mb (or no budget is set)
+    ALWAYS = "always"  # a replica with the gathered tables: evaluate, model.pt, export as usual
+    NEVER = "never"  # two-tower runs: item vectors shard by shard into the index, weights as DCP shards
+
+
+class ItemIndexBackend(str, Enum):
+    """Where a run that does not gather its tables puts the item vectors."""
+
+    FAISS = "faiss"
+    EXACT = "exact"
+    MILVUS = "milvus"
 
 
 class ShardingType(str, Enum):
@@ -97,6 +116,9 @@ class DistributedConfig:
     table_optimizer: TableOptimizer = TableOptimizer.ROWWISE_ADAGRAD
     table_lr: float | None = None  # None: trainer.lr
     tables: Mapping[str, TableConstraints] = field(default_factory=dict)
+    gather_tables: GatherTables = GatherTables.AUTO
+    item_index: ItemIndexBackend = ItemIndexBackend.FAISS
+    item_index_uri: str | None = None
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -107,6 +129,14 @@ class DistributedConfig:
             raise FieldError("memory_budget_mb", f"must be > 0, got {self.memory_budget_mb}")
         if self.table_lr is not None and self.table_lr <= 0:
             raise FieldError("table_lr", f"must be > 0, got {self.table_lr}")
+        if self.item_index is ItemIndexBackend.MILVUS and not self.item_index_uri:
+            raise FieldError("item_index_uri", "item_index: milvus needs a server address or a Milvus Lite path")
+
+    def gathers(self, table_bytes: int) -> bool:
+        """Whether a sharded run holding ``table_bytes`` of tables (fp32 weights) gathers them."""
+        if self.gather_tables is GatherTables.AUTO:
+            return self.memory_budget_mb is None or table_bytes <= self.memory_budget_mb * 2**20
+        return self.gather_tables is GatherTables.ALWAYS
 
     @property
     def sharded(self) -> bool:
@@ -142,6 +172,9 @@ class DistributedConfig:
             "memory_budget_mb": self.memory_budget_mb,
             "table_optimizer": self.table_optimizer.value,
             "table_lr": self.table_lr,
+            "gather_tables": self.gather_tables.value,
+            "item_index": self.item_index.value,
+            "item_index_uri": self.item_index_uri,
             "tables": {
                 name: {
                     "sharding": [kind.value for kind in spec.sharding],

@@ -19,6 +19,12 @@ rebuilt from ``model.json``'s recipe with the tables gathered
 (:func:`~recstack.training.sharded.full_tables`), so ``evaluate``, ``predict``, ``export``,
 ``index`` and ``serve`` read a sharded run's folder unchanged; the tables must then fit one
 host (so must retrieval validation, which scores the catalogue on a replica).
+
+``distributed.gather_tables`` (``auto``: gather when the tables fit ``memory_budget_mb``) may
+leave them sharded: a two-tower run then writes its item vectors shard by shard into the item
+index (:mod:`recstack.workflows.sharded_index`) and its weights as DCP shards (``model_shards/``,
+with ``sharded_model.json``, the recipe); no ``model.pt``, no validation or test metrics
+(those score the catalogue on a gathered replica).
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from recstack.training.sharded import ShardedModel, format_plan, full_tables, sh
 from recstack.workflows.distributed import gather_predictions
 from recstack.workflows.tasks import EVAL_BATCH_SIZE
 
-__all__ = ["ShardedRun", "shard_run_model"]
+__all__ = ["ShardedRun", "load_gathered_state", "load_replica", "shard_run_model", "write_sharded_outputs"]
 
 PLAN_FILE = "sharding_plan.json"
 
@@ -59,6 +65,7 @@ class ShardedRun:
 
     sharded: ShardedModel
     build_plain: Callable[[], nn.Module]  # a fresh plain model of the run's recipe
+    gather: bool = True  # distributed.gather_tables resolved: False leaves every table sharded
 
     def replica(self) -> nn.Module:
         """The plain model with this run's current weights (tables gathered), on every rank."""
@@ -117,11 +124,88 @@ def shard_run_model(
     use_torchrec_tables(model, unpooled=unpooled, device="meta", seed=trainer_config.seed)
     sharded = shard_model(model, config.distributed, lr=trainer_config.lr, device=device, weights=weights, seed=trainer_config.seed)
     del weights  # the plain tables: each rank keeps only its shards from here on
+    table_bytes = sum(spec.num_rows * spec.dim * 4 for spec in sharded.tables.specs.values())
+    gather = config.distributed.gathers(table_bytes)
+    if not gather:
+        _check_not_gathered(config, model, table_bytes)
     if torch.distributed.get_rank() == 0:
         log(format_plan(sharded.report))
+        if not gather:
+            log(f"tables not gathered ({_gb(table_bytes)}; distributed.gather_tables: {config.distributed.gather_tables.value}): "
+                f"item vectors go shard by shard into the {config.distributed.item_index.value} index")
         if paths is not None:
             write_json_atomic(paths.root / PLAN_FILE, sharded.report)
-    return ShardedRun(sharded=sharded, build_plain=build_plain)
+    return ShardedRun(sharded=sharded, build_plain=build_plain, gather=gather)
+
+
+def _check_not_gathered(config: RunConfig, model: nn.Module, table_bytes: int) -> None:
+    """A run that leaves its tables sharded is a two-tower run with a catalogue and without
+    validation or test splits (their metrics score the catalogue on a gathered replica)."""
+    budget = "" if config.distributed.memory_budget_mb is None else f", budget {config.distributed.memory_budget_mb:g} MB per rank"
+    setting = f"distributed.gather_tables: {config.distributed.gather_tables.value} (tables {_gb(table_bytes)}{budget})"
+    if not callable(getattr(model, "encode_item", None)) or config.data.catalog is None:
+        raise ConfigError(
+            f"{setting}: only a two-tower retrieval run with data.catalog can leave its tables sharded (its item "
+            f"vectors go shard by shard into the index); this run needs them gathered: set distributed.gather_tables: "
+            f"always with a budget that holds them"
+        )
+    given = [key for key in ("valid", "test") if getattr(config.data, key) is not None]
+    if given:
+        raise ConfigError(
+            f"{setting}: data.{'/'.join(given)} cannot be scored without gathering the tables (retrieval metrics "
+            f"score the catalogue on a gathered replica); drop data.{' and data.'.join(given)}, or set "
+            f"distributed.gather_tables: always"
+        )
+
+
+def write_sharded_outputs(
+    run: ShardedRun, config: RunConfig, preprocessor: Preprocessor, paths: RunPaths, *, spec: dict[str, Any], device: torch.device
+) -> dict[str, Any]:
+    """The outputs of a run whose tables stay sharded (every rank calls it): the weights as DCP
+    shards in ``model_shards/`` (``sharded_model.json``: the recipe), the item vectors as
+    Parquet parts in ``item_vectors/``, and rank 0's ``item_index/`` built from the parts in
+    bounded batches. Returns the summary for metrics.json (``item_index``)."""
+    import torch.distributed.checkpoint as dcp
+
+    from recstack.retrieval.index import create_index
+    from recstack.training.sharding_config import ItemIndexBackend
+    from recstack.workflows.sharded_index import VECTORS_FOLDER, index_vector_shards, write_item_vector_shards
+
+    assert config.data.catalog is not None  # _check_not_gathered
+    dcp.save({"model": run.sharded.module.state_dict()}, checkpoint_id=str(paths.root / SHARDED_WEIGHTS))
+    shard = write_item_vector_shards(run.sharded, preprocessor, config.data.catalog, paths.root / VECTORS_FOLDER, device=device)
+    shards: list[dict[str, Any] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(shards, shard.to_dict())
+    summary: dict[str, Any] = {"backend": config.distributed.item_index.value, "shards": shards, "items": sum(s["items"] for s in shards if s)}
+    if dist.get_rank() == 0:
+        write_json_atomic(paths.root / SHARDED_SPEC, {**spec, "weights": SHARDED_WEIGHTS, "format": "torch.distributed.checkpoint"})
+        backend = config.distributed.item_index
+        options: dict[str, Any] = {}
+        if backend is ItemIndexBackend.MILVUS:
+            options = {"uri": config.distributed.item_index_uri, "collection": "items"}
+        dim = _vector_dim(paths.root / VECTORS_FOLDER)
+        with create_index(backend.value, dim=dim, **options) as index:
+            summary["indexed"] = index_vector_shards(paths.root / VECTORS_FOLDER, index)
+            index.save(paths.root / ITEM_INDEX)
+    dist.barrier()  # the index is written before any rank moves on
+    return summary
+
+
+SHARDED_WEIGHTS = "model_shards"
+SHARDED_SPEC = "sharded_model.json"
+ITEM_INDEX = "item_index"
+
+
+def _vector_dim(folder: Any) -> int:
+    import pyarrow.parquet as pq
+
+    for part in sorted(folder.glob("part-r*.parquet")):
+        return int(pq.read_schema(part).field("vector").type.list_size)
+    raise ConfigError(f"no item vectors were written to {folder} (is the catalogue empty?)")
+
+
+def _gb(size: int) -> str:
+    return f"{size / 2**30:.2f} GB" if size >= 2**30 else f"{size / 2**20:.1f} MB"
 
 
 def evaluate_in_shards(
@@ -173,15 +257,33 @@ def _place_all_but_deferred(model: nn.Module, device: torch.device) -> None:
 def load_replica(plain: nn.Module, sharded: ShardedModel) -> None:
     """Copy the sharded model's weights into ``plain`` (the same model class, plain tables)."""
     dense = {k: v for k, v in sharded.module.state_dict().items() if not k.startswith(f"{TABLES_ATTRIBUTE}.")}
+    _load_dense(plain, dense)
+    gathered = full_tables(sharded)
+    with torch.no_grad():
+        for name, weight in table_weights(plain).items():
+            weight.copy_(gathered[name])
+
+
+def load_gathered_state(plain: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a sharded model's *whole* state dict into ``plain`` (the same model class, plain
+    tables): what ``torch.distributed.checkpoint.format_utils.dcp_to_torch_save`` makes of a
+    run's ``model_shards/`` (``state["model"]``) on a host that holds every table."""
+    dense = {k: v for k, v in state.items() if not k.startswith(f"{TABLES_ATTRIBUTE}.")}
+    _load_dense(plain, dense)
+    found = {k.rsplit(".", 2)[-2]: v for k, v in state.items() if k.startswith(f"{TABLES_ATTRIBUTE}.") and k.endswith(".weight")}
+    with torch.no_grad():
+        for name, weight in table_weights(plain).items():
+            if name not in found:
+                raise RuntimeError(f"the sharded state has no table {name!r} (tables: {sorted(found)})")
+            weight.copy_(found[name])
+
+
+def _load_dense(plain: nn.Module, dense: dict[str, Any]) -> None:
     missing, unexpected = plain.load_state_dict(dense, strict=False)
     tables = table_weights(plain)
     table_keys = {k for k, v in plain.state_dict(keep_vars=True).items() if any(v is w for w in tables.values())}
     if unexpected or set(missing) - table_keys:
         raise RuntimeError(f"replica does not match the sharded model: missing {sorted(set(missing) - table_keys)}, unexpected {unexpected}")
-    gathered = full_tables(sharded)
-    with torch.no_grad():
-        for name, weight in tables.items():
-            weight.copy_(gathered[name])
 
 
 def first_batch(batches: Iterable[Batch]) -> Batch:

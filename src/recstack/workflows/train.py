@@ -34,7 +34,7 @@ from recstack.training.rng import seed_everything
 from recstack.training.warm_start import IncrementalConfig, OptimizerState
 from recstack.workflows.datasets import ensure_dataset
 from recstack.workflows.distributed import DistributedTraining, init_from_env, sum_over_ranks
-from recstack.workflows.sharded import first_batch, shard_run_model
+from recstack.workflows.sharded import first_batch, shard_run_model, write_sharded_outputs
 from recstack.workflows.incremental import ParentRun, carried_optimizers, incremental_config, load_parent, warm_start
 from recstack.workflows.tasks import build_task, check_multi_task_config, make_evaluator, multi_task_model_params, saved_task_spec
 
@@ -187,9 +187,13 @@ def _train(
         fit_evaluate = sharded.evaluator(config, task, preprocessor, evaluate, device=torch.device(trainer_config.device))
     fit_model = model if wrapped is None else wrapped
     state = trainer.fit(fit_model, task if training is None else training.task, train_batches, fit_evaluate, resume=resume, optimizers=optimizers)
-    if sharded is not None:  # the plain model, tables gathered: evaluated and saved as any run's
+    not_gathered = None  # distributed.gather_tables left the tables sharded: item vectors shard by shard
+    if sharded is not None and sharded.gather:  # the plain model, tables gathered: evaluated and saved as any run's
         model = sharded.replica()
     train_seconds = time.perf_counter() - train_started
+    if sharded is not None and not sharded.gather:
+        spec = {"name": config.model.name, "params": model_params, "task": saved_task_spec(task, config).to_dict()}
+        not_gathered = write_sharded_outputs(sharded, config, preprocessor, paths, spec=spec, device=torch.device(trainer_config.device))
     train_samples = state.samples_seen
     if training is not None:  # all ranks' rows, without the padding steps
         train_samples = int(sum_over_ranks(state.samples_seen - training.padding_rows))
@@ -217,11 +221,14 @@ def _train(
         metrics["skipped_bad_rows"] = skipped_train
     if growth is not None:
         metrics["incremental"] = growth
-    if rank == 0:
+    if not_gathered is not None:
+        metrics["item_index"] = not_gathered
+    if rank == 0 and not_gathered is None:
         save_model(
             paths, model, name=config.model.name, params=model_params, task=saved_task_spec(task, config).to_dict(),
             parent_run=None if parent is None else str(parent.root),
         )  # fmt: skip
+    if rank == 0:
         write_json_atomic(paths.metrics, metrics)
         history.plot(paths.learning_curve)
         save_manifest(paths, {"model": config.model.name, "task": config.task.type.value})
