@@ -147,3 +147,18 @@ def test_not_gathering_a_run_with_validation_is_a_clear_error(written, tmp_path)
     config.write_text(yaml.safe_dump(raw))
     with pytest.raises(Exception, match=r"data.valid cannot be scored without gathering the tables"):
         spawn(train_run_metrics, str(config), str(tmp_path))
+
+
+def test_gather_tables_auto_gathers_what_fits_the_budget():
+    from recstack.errors import ConfigError
+    from recstack.training.sharding_config import DistributedConfig
+
+    auto = DistributedConfig.from_dict({"embeddings": "sharded", "memory_budget_mb": 100})
+    assert auto.gathers(100 * 2**20) and not auto.gathers(100 * 2**20 + 1)
+    assert DistributedConfig.from_dict({"embeddings": "sharded"}).gathers(10**15)  # no budget: gather
+    assert DistributedConfig.from_dict({"gather_tables": "always", "memory_budget_mb": 1}).gathers(10**15)
+    assert not DistributedConfig.from_dict({"gather_tables": "never"}).gathers(0)
+    with pytest.raises(ConfigError, match="distributed.item_index_uri: item_index: milvus needs"):
+        DistributedConfig.from_dict({"gather_tables": "never", "item_index": "milvus"})
+    with pytest.raises(ConfigError, match="distributed.gather_tables: expected one of"):
+        DistributedConfig.from_dict({"gather_tables": "sometimes"})
