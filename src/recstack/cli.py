@@ -107,6 +107,9 @@ def _train_summary(metrics: Mapping[str, Any], run_folder: Path) -> str:
         from recstack.workflows.incremental import growth_summary
 
         lines.append(growth_summary(metrics["incremental"]))
+    if "item_index" in metrics:  # a sharded run that did not gather its tables (docs/distributed.md)
+        index = metrics["item_index"]
+        lines.append(f"item index: {index.get('indexed', index['items'])} item vectors written shard by shard ({index['backend']}), tables not gathered: no model.pt")
     lines.append(f"run folder: {os.path.normpath(run_folder)}")  # examples/x/../../runs/y -> runs/y
     return "\n".join(lines)
 
