@@ -50,3 +50,4 @@ def test_cli_nproc_2_writes_one_run_folder(tmp_path):
     assert metrics["world_size"] == 2
     assert metrics["valid"]["count"] == 600
     assert any((tmp_path / "run").rglob("last.pt"))  # rank 0's checkpoint
+    assert result.stdout.count("run folder:") == 1  # the summary: rank 0's only
