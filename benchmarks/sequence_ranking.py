@@ -6,10 +6,16 @@ batch 1024, Adam lr 1e-3, fixed epochs, one thread. Each (model, seed) run is it
 subprocess (peak RSS per run); seeds are interleaved so each seed's rows share the machine's
 load. "train samples/s" times ``Trainer.fit`` alone (the batches are transformed and cached
 before the timer); the DIEN figure includes its auxiliary loss. ``bst`` is the paper's
-flattened output, ``bst_target`` the same model reading the target slot only (``output: target``). No peer: DeepCTR-Torch has DIN
-and DIEN (not BST) but ``benchmarks/_deepctr_peer.py`` builds only DIN.
+flattened output, ``bst_target`` the same model reading the target slot only (``output: target``).
+
+``--peers DIR`` (a folder holding DeepCTR-Torch 0.3.0 and torch-rechub 0.9.0, installed
+``--no-deps --target``) adds the peers' rows, interleaved with recstack's in each seed, each its
+own subprocess of ``benchmarks/_peer_sequence_rankers.py`` with ``PYTHONPATH=DIR`` on the same data
+and features: DeepCTR-Torch's DIEN (AUGRU, auxiliary loss) and torch-rechub's BST and DIEN. It also
+prints recstack's samples/s over each peer's, per seed (the two ran back to back), as medians.
 
     .venv/bin/python benchmarks/sequence_ranking.py --seeds 0 1 2 --epochs 1
+    .venv/bin/python benchmarks/sequence_ranking.py --models bst_target dien --peers /tmp/mt/peers
 
 Prints a Markdown table: medians over seeds, with the min-max spread.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -30,6 +37,8 @@ DATA_DIR = ROOT / "data" / "ml100k_ctr"
 SCHEMA = ROOT / "schemas" / "movielens_ctr.yaml"
 MODELS = ("din", "bst", "bst_target", "dien")  # bst_target: BST with output: target (the target slot only)
 ID_FEATURES = ["user_id", "item_id", "gender", "age", "occupation", "zip_prefix", "genre"]
+PEERS = ("deepctr_dien", "rechub_bst", "rechub_bst_ffn32", "rechub_dien")  # see benchmarks/_peer_sequence_rankers.py
+PAIRS = {"deepctr_dien": "dien", "rechub_dien": "dien", "rechub_bst": "bst_target", "rechub_bst_ffn32": "bst_target"}  # peer -> recstack's
 BEHAVIOURS = [{"candidate": "item_id", "history": "hist_item_ids"}, {"candidate": "genre", "history": "hist_genres"}]
 
 
@@ -100,6 +109,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--peers", type=Path, default=None, help="a folder holding deepctr_torch / torch_rechub: add the peers' rows")
+    parser.add_argument("--peer-models", nargs="+", default=["deepctr_dien", "rechub_bst_ffn32", "rechub_dien"], choices=PEERS)
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -109,14 +120,22 @@ def main() -> None:
         from recstack.datasets.movielens import build_ctr
 
         build_ctr(DATA_DIR)
-    runs: dict[str, list[dict]] = {name: [] for name in args.models}
+    peers = args.peer_models if args.peers is not None else []
+    runs: dict[str, list[dict]] = {name: [] for name in [*args.models, *peers]}
+    load_before = os.getloadavg()
     for seed in args.seeds:  # interleaved: each seed's runs share the machine's load
-        for name in args.models:
-            command = [sys.executable, __file__, "--worker", name, str(seed), "--epochs", str(args.epochs)]
-            out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+        for name in runs:
+            if name in peers:
+                script = str(Path(__file__).with_name("_peer_sequence_rankers.py"))
+                command = [sys.executable, script, str(DATA_DIR), name, str(seed), str(args.epochs)]
+                env = {**os.environ, "PYTHONPATH": str(args.peers), "OMP_NUM_THREADS": "1"}
+            else:
+                command = [sys.executable, __file__, "--worker", name, str(seed), "--epochs", str(args.epochs)]
+                env = None
+            out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
             if out.returncode != 0:
                 raise SystemExit(f"{name} seed {seed} failed:\n{out.stderr[-2000:]}")
-            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            runs[name].append(json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1]))
             print(f"# {name} seed {seed}: {runs[name][-1]}", file=sys.stderr, flush=True)
     print(f"| model | test AUC | test GAUC | test logloss | train samples/s | peak RSS MiB |  ({len(args.seeds)} seeds, {args.epochs} epoch(s), medians (min-max))")
     print("|---|---|---|---|---|---|")
@@ -126,6 +145,13 @@ def main() -> None:
             f"| {name} | {summarise(column('auc'), 4)} | {summarise(column('gauc'), 4)} | {summarise(column('logloss'), 4)} "
             f"| {summarise(column('samples_per_second'), 0)} | {summarise(column('peak_rss_mib'), 0)} |"
         )
+    for peer in peers:
+        ours = PAIRS[peer]
+        if ours in runs:
+            ratios = [a["samples_per_second"] / b["samples_per_second"] for a, b in zip(runs[ours], runs[peer])]
+            print(f"\n{ours} / {peer} train samples/s, per seed: {summarise(ratios, 2)}", end="")
+    print(f"\n\nload average (1, 5, 15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
+          f"after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":
