@@ -9,7 +9,7 @@ from torch import nn
 
 from recstack.errors import ConfigError
 from recstack.models import DIN, DCNv2, DeepFM, ModelParams, Structure, build_model, model_class, register_model
-from recstack.models.din import Behaviour
+from recstack.models.behaviours import Behaviour
 from recstack.nn.mlp import Activation
 
 from .helpers import fit, full_records, full_schema, model_params, write_pretrained

@@ -13,7 +13,8 @@ from recstack.models.dcn_v2 import DCNv2, Structure
 from recstack.models.deep_crossing import DeepCrossing
 from recstack.models.deepfm import DeepFM
 from recstack.models.dien import DIEN
-from recstack.models.din import DIN, Behaviour
+from recstack.models.behaviours import Behaviour
+from recstack.models.din import DIN
 from recstack.models.embedding_mlp import EmbeddingMLP
 from recstack.models.esmm import ESMM
 from recstack.models.fm import FM

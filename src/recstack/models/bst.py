@@ -11,10 +11,9 @@ from torch import nn
 
 from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
-from recstack.models.din import Behaviour, _check_behaviour, _grouped
-from recstack.models.params import DeepParams, param_errors, require, require_dropout, select_features
+from recstack.models.behaviours import Behaviour, behaviour_inputs
+from recstack.models.params import DeepParams, param_errors, require, require_dropout
 from recstack.models.registry import register_model
-from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import Activation
 from recstack.nn.pooling import masked_pool
 from recstack.nn.sequence import CausalSelfAttentionEncoder
@@ -86,14 +85,9 @@ class BST(nn.Module):
         super().__init__()
         self.params = p = params or self.Params()
         schema = feature_map.schema
-        for index, behaviour in enumerate(p.behaviours):
-            _check_behaviour(schema, behaviour, key=f"behaviours[{index}]")
-        self.groups = _grouped(schema, p.behaviours)
-        histories = [b.history for b in p.behaviours]
-        candidates = [b.candidate for b in p.behaviours]
-        self.other_inputs = select_features(feature_map, p.features, exclude=histories).all
-        served = list(dict.fromkeys([*self.other_inputs, *candidates, *histories]))
-        self.embeddings = build_sparse_inputs(feature_map, features=served, sparse=p.sparse_embeddings)
+        self.groups, self.other_inputs, self.embeddings = behaviour_inputs(
+            feature_map, features=p.features, behaviours=p.behaviours, sparse=p.sparse_embeddings
+        )
         # the target plus the newest maxlen behaviours: one slot each
         self.slots = [schema[group[0].history].maxlen + 1 for group in self.groups]
         group_dims = [self.embeddings.output_dim([b.candidate for b in group]) for group in self.groups]

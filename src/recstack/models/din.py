@@ -9,33 +9,12 @@ from torch import nn
 
 from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
-from recstack.models.params import (
-    CheckedParams,
-    DeepParams,
-    require,
-    require_dims,
-    select_features,
-)
+from recstack.models.params import DeepParams, require, require_dims
+from recstack.models.behaviours import Behaviour, behaviour_inputs
 from recstack.models.registry import register_model
 from recstack.models.state_keys import accept_old_keys
 from recstack.nn.attention import TargetAttention
-from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import Activation
-from recstack.schema import CategoricalFeature, Schema, SequenceFeature
-
-
-@dataclass(frozen=True, kw_only=True)
-class Behaviour(CheckedParams):
-    """A candidate feature and the behaviour history it is compared with (one shared table).
-
-    Pairs with the same ``group`` describe the same positions (the item and the genre of each
-    history item): their embeddings are concatenated per position and attended over jointly,
-    as DIN does with goods_id + cate_id. Give unrelated histories different groups.
-    """
-
-    candidate: str  # a categorical feature, e.g. item_id
-    history: str  # a sequence feature on the candidate's table, e.g. hist_item_ids
-    group: str = "behaviour"
 
 
 @register_model("din")
@@ -81,16 +60,10 @@ class DIN(nn.Module):
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
         super().__init__()
         self.params = p = params or self.Params()
-        schema = feature_map.schema
-        for index, behaviour in enumerate(p.behaviours):
-            _check_behaviour(schema, behaviour, key=f"behaviours[{index}]")
-        self.groups = _grouped(schema, p.behaviours)
-        histories = [b.history for b in p.behaviours]
-        candidates = [b.candidate for b in p.behaviours]
         # every other feature (candidates included) is embedded, pooled and concatenated
-        self.other_inputs = select_features(feature_map, p.features, exclude=histories).all
-        served = list(dict.fromkeys([*self.other_inputs, *candidates, *histories]))
-        self.embeddings = build_sparse_inputs(feature_map, features=served, sparse=p.sparse_embeddings)
+        self.groups, self.other_inputs, self.embeddings = behaviour_inputs(
+            feature_map, features=p.features, behaviours=p.behaviours, sparse=p.sparse_embeddings
+        )
         group_dims = [self.embeddings.output_dim([b.candidate for b in group]) for group in self.groups]
         self.attentions = nn.ModuleList(
             TargetAttention(
@@ -139,41 +112,3 @@ class DIN(nn.Module):
         if self.params.l2_reg == 0:
             return torch.zeros((), device=self.mlp.head.weight.device)
         return self.params.l2_reg * self.embeddings.mini_batch_l2(batch)
-
-
-def _check_behaviour(schema: Schema, behaviour: Behaviour, *, key: str) -> None:
-    for role, name in (("candidate", behaviour.candidate), ("history", behaviour.history)):
-        require(name in schema.names, f"{key}.{role}", f"unknown feature {name!r}; features: {schema.names}")
-    candidate, history = schema[behaviour.candidate], schema[behaviour.history]
-    require(
-        isinstance(candidate, CategoricalFeature),
-        f"{key}.candidate",
-        f"{candidate.name!r} is {candidate.kind}; a candidate is a categorical feature",
-    )
-    require(
-        isinstance(history, SequenceFeature),
-        f"{key}.history",
-        f"{history.name!r} is {history.kind}; a history is a sequence feature",
-    )
-    require(
-        candidate.table == history.table,
-        key,
-        f"candidate {candidate.name!r} uses table {candidate.table!r} but history {history.name!r} uses "
-        f"table {history.table!r}; a candidate and its history must share one table",
-    )
-
-
-def _grouped(schema: Schema, behaviours: tuple[Behaviour, ...]) -> tuple[tuple[Behaviour, ...], ...]:
-    """Behaviours by group, in first-seen order; a group's histories share one maxlen."""
-    groups: dict[str, list[Behaviour]] = {}
-    for behaviour in behaviours:
-        groups.setdefault(behaviour.group, []).append(behaviour)
-    for name, group in groups.items():
-        maxlens = {b.history: schema[b.history].maxlen for b in group}
-        require(
-            len(set(maxlens.values())) == 1,
-            "behaviours",
-            f"group {name!r} joins histories of different maxlen {maxlens}; positions must line up "
-            "(give unrelated histories different groups)",
-        )
-    return tuple(tuple(group) for group in groups.values())
