@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import resource
 import time
 from pathlib import Path
 
@@ -111,6 +112,35 @@ def deep(name: str, config_path: str, overrides: dict, epochs: int, patience: in
         **{k: float(v) for k, v in metrics["test"].items()},
         "train_s": float(metrics["train_seconds"]), "epochs": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
         "positions_per_s": positions / float(metrics["train_seconds"]),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # of the whole process so far
+    }  # fmt: skip
+
+
+def peer(folder: Path) -> dict[str, float]:
+    """Metrics of a torch-rechub peer's vectors (``benchmarks/_rechub_sequence_peer.py``): the
+    epoch best on validation NDCG@10 (recstack's early-stopping rule), its test vectors scored as
+    the recstack runs (every catalogue item, the row's input items excluded)."""
+    from recstack.data.held_out import held_out
+    from recstack.data.sources import DataSource
+
+    item_ids = np.load(folder / "item_ids.npy")
+    items = np.load(folder / "item_vectors.npy")  # (E, N, D)
+    user_ids = np.load(folder / "user_ids.npy")  # valid/test file order
+
+    def score(split: str, epoch: int) -> dict[str, float]:
+        users = torch.from_numpy(np.load(folder / f"{split}_user_vectors.npy")[epoch])
+        assert (pq.read_table(DATA / f"{split}.parquet")["user_id"].to_numpy() == user_ids).all()
+        rows = held_out(DataSource(paths=(str(DATA / f"{split}.parquet"),)), None, item_ids, user_column="user_id", item_column="item_id", exclude_columns=["hist_item_ids"])
+        chosen, items_t = users[torch.from_numpy(rows.rows)], torch.from_numpy(items[epoch]).T
+        return evaluate_ranked_scores(lambda r: chosen[r[0] : r[-1] + 1] @ items_t, rows.targets, exclude=(rows.exclude_indptr, rows.exclude_indices), ks=KS)
+
+    valid = [score("valid", e)["ndcg@10"] for e in range(len(items))]
+    best = int(np.argmax(valid))
+    stats = json.loads((folder / "stats.json").read_text())
+    seconds = float(sum(stats["epoch_seconds"]))
+    return {
+        **{k: float(v) for k, v in score("test", best).items()}, "train_s": seconds, "epochs": len(items), "best_epoch": best + 1,
+        "positions_per_s": stats["samples_per_s"], "peak_rss_mb": stats["peak_rss_mb"],
     }  # fmt: skip
 
 
@@ -143,6 +173,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=None, help="baselines, sasrec, gru4rec, genres, variants")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="deep models: one run per seed (results keyed 'name, seed s' beyond seed 0)")
+    parser.add_argument("--peers", nargs="*", type=Path, default=None, help="torch-rechub peer folders (_rechub_sequence_peer.py) to score, then print the table")
     parser.add_argument("--tower-timing", type=Path, default=None, help="a sequence run folder: time its user tower, eager vs ONNX, and exit")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -153,7 +184,9 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     results_path = OUT / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    chosen = set(args.only or ["baselines", "sasrec", "gru4rec", "genres", "variants"])
+    chosen = set(args.only or ["baselines", "sasrec", "gru4rec", "genres", "variants"]) if args.peers is None else set()
+    for folder in args.peers or []:
+        results[f"torch-rechub 0.9.0: {folder.name}"] = peer(folder)
     if "baselines" in chosen:
         results = {k: v for k, v in results.items() if not k.startswith(("Popularity", "EASE"))}
         results.update(baselines())
@@ -167,10 +200,13 @@ def main() -> None:
                 results[key(name)] = deep(name, path, overrides, args.epochs, args.patience, seed)
         results_path.write_text(json.dumps(results, indent=2, default=float))  # each seed as it finishes
     results_path.write_text(json.dumps(results, indent=2, default=float))
-    print("| method | Recall@10 | NDCG@10 | Recall@50 | MRR | train s | epochs | positions/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| method | Recall@10 | NDCG@10 | Recall@50 | MRR | train s | epochs (best) | positions/s | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, m in results.items():
-        print(f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['recall@50']:.4f} | {m['mrr']:.4f} | {m['train_s']:.1f} | {m.get('epochs', '-')} | {m.get('positions_per_s', 0):.0f} |")
+        print(
+            f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} | {m['recall@50']:.4f} | {m['mrr']:.4f} | {m['train_s']:.1f} | "
+            f"{m.get('epochs', '-')} ({m.get('best_epoch', '-')}) | {m.get('positions_per_s', 0):.0f} | {m.get('peak_rss_mb', 0):.0f} |"
+        )  # fmt: skip
 
 
 if __name__ == "__main__":
