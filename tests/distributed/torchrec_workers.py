@@ -271,10 +271,11 @@ def item_vectors_in_shards(rank: int, folder: str) -> None:
         faiss = create_index("faiss", dim=item_vectors.shape[1], kind="flat")
         result["faiss_added"] = index_vector_shards(out / "vectors", faiss, batch_rows=50)
         result["faiss"] = faiss.search(users, 10)
-        with create_index("milvus", dim=item_vectors.shape[1], uri=str(out / "milvus.db"), collection="items") as milvus:
+        with create_index("milvus", dim=item_vectors.shape[1], uri=str(out / "milvus.db"), collection="items", index_type="FLAT") as milvus:
             result["milvus_added"] = index_vector_shards(out / "vectors", milvus, batch_rows=50)
             result["milvus"] = milvus.search(users, 10)
         result["catalogue"] = len(item_ids)
+        result["gathered"] = (item_ids, item_vectors, users)  # the reference's vectors
     torch.save(result, out / f"vectors{rank}.pt")
 
 

@@ -11,6 +11,7 @@ can be read (and its errors reported) on a machine without it::
       gather_tables: auto            # export: auto (gather when the tables fit the budget) | always | never
       item_index: faiss              # two-tower runs not gathered: the index the item vectors go to
       item_index_uri: null           # item_index: milvus: a server address or a Milvus Lite path
+      item_index_kind: null          # faiss: flat (default) | hnsw | ivf; milvus: HNSW (default) | FLAT | IVF_FLAT
       tables:                        # optional, per schema table
         item: {sharding: [row_wise], compute_kernel: fused, min_partition: 16}
 
@@ -119,6 +120,7 @@ class DistributedConfig:
     gather_tables: GatherTables = GatherTables.AUTO
     item_index: ItemIndexBackend = ItemIndexBackend.FAISS
     item_index_uri: str | None = None
+    item_index_kind: str | None = None  # faiss kind / Milvus index type; None: the backend's default
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -175,6 +177,7 @@ class DistributedConfig:
             "gather_tables": self.gather_tables.value,
             "item_index": self.item_index.value,
             "item_index_uri": self.item_index_uri,
+            "item_index_kind": self.item_index_kind,
             "tables": {
                 name: {
                     "sharding": [kind.value for kind in spec.sharding],

@@ -181,8 +181,11 @@ def write_sharded_outputs(
         write_json_atomic(paths.root / SHARDED_SPEC, {**spec, "weights": SHARDED_WEIGHTS, "format": "torch.distributed.checkpoint"})
         backend = config.distributed.item_index
         options: dict[str, Any] = {}
+        kind = config.distributed.item_index_kind
         if backend is ItemIndexBackend.MILVUS:
-            options = {"uri": config.distributed.item_index_uri, "collection": "items"}
+            options = {"uri": config.distributed.item_index_uri, "collection": "items", **({"index_type": kind} if kind else {})}
+        elif backend is ItemIndexBackend.FAISS and kind:
+            options = {"kind": kind}
         dim = _vector_dim(paths.root / VECTORS_FOLDER)
         with create_index(backend.value, dim=dim, **options) as index:
             summary["indexed"] = index_vector_shards(paths.root / VECTORS_FOLDER, index)
