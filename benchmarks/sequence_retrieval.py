@@ -15,6 +15,7 @@ Usage::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sequence_retrieval.py --epochs 40
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sequence_retrieval.py --only baselines
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/sequence_retrieval.py --peers runs/bench_sequence_retrieval/rechub_sasrec  # see _rechub_sequence_peer.py
 
 Results go to ``runs/bench_sequence_retrieval/results.json`` and a Markdown table on stdout.
 """
