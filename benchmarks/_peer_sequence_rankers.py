@@ -2,14 +2,14 @@
 MovieLens-100K CTR task, one JSON line on stdout. Run with ``PYTHONPATH=DIR`` (a folder holding
 DeepCTR-Torch 0.3.0 and torch-rechub 0.9.0, installed ``--no-deps --target``).
 
-Usage: python _peer_sequence_rankers.py DATA_DIR MODEL SEED EPOCHS
+Usage: python _peer_sequence_rankers.py DATA_DIR MODEL SEED EPOCHS [ALPHA]
        (MODEL: deepctr_dien, rechub_bst, rechub_bst_ffn32, rechub_dien)
 
 The features of recstack's run: the 7 id fields plus the item and genre histories (the 50 most
 recent, oldest first, padded with 0 at the end), embedding 16, MLP 256-128, batch 1024, Adam
 lr 1e-3 without weight decay, fixed epochs, no validation pass. Vocabularies are fitted on train
 (unknown -> 1, padding -> 0); a history shares its candidate's table. DIEN's auxiliary loss (weight
-1, as recstack's run) reads one sampled negative per behaviour: a uniform item id of the
+ALPHA, default 0.2, as recstack's run) reads one sampled negative per behaviour: a uniform item id of the
 vocabulary and that item's genre, drawn once before training (DeepCTR-Torch and torch-rechub
 take the negatives as input columns). DeepCTR-Torch: ``DIEN(gru_type="AUGRU",
 use_negsampling=True)``, its attention 80-40 as recstack's DIN. torch-rechub: ``BST`` (2 heads as
@@ -82,7 +82,7 @@ def prepare(data_dir: str, seed: int) -> dict:
     }  # fmt: skip
 
 
-def deepctr_dien(data: dict, seed: int, epochs: int) -> tuple[float, np.ndarray]:
+def deepctr_dien(data: dict, seed: int, epochs: int, alpha: float) -> tuple[float, np.ndarray]:
     """DeepCTR-Torch's DIEN with AUGRU and its auxiliary loss: (fit seconds, test probabilities)."""
     from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat, get_feature_names
     from deepctr_torch.models import DIEN
@@ -94,7 +94,7 @@ def deepctr_dien(data: dict, seed: int, epochs: int) -> tuple[float, np.ndarray]
             VarLenSparseFeat(SparseFeat(prefix + b, sizes[b], embedding_dim=DIM, embedding_name=b), maxlen=MAXLEN, length_name="hist_length")
             for b in ("item_id", "genre")
         ]  # fmt: skip
-    model = DIEN(columns, ["item_id", "genre"], gru_type="AUGRU", use_negsampling=True, alpha=1.0, dnn_hidden_units=(256, 128),
+    model = DIEN(columns, ["item_id", "genre"], gru_type="AUGRU", use_negsampling=True, alpha=alpha, dnn_hidden_units=(256, 128),
                  att_hidden_units=(80, 40), seed=seed)  # fmt: skip
     model.compile(torch.optim.Adam(model.parameters(), lr=1e-3), "binary_crossentropy", metrics=[])
     names = get_feature_names(columns)
@@ -104,7 +104,7 @@ def deepctr_dien(data: dict, seed: int, epochs: int) -> tuple[float, np.ndarray]
     return seconds, model.predict({n: data["x_test"][n] for n in names}, batch_size=4096).reshape(-1)
 
 
-def rechub(name: str, data: dict, epochs: int) -> tuple[float, np.ndarray]:
+def rechub(name: str, data: dict, epochs: int, alpha: float) -> tuple[float, np.ndarray]:
     """torch-rechub's BST or DIEN with its CTRTrainer: (fit seconds, test probabilities)."""
     from torch.utils.data import DataLoader
     from torch_rechub.basic.features import SequenceFeature, SparseFeature
@@ -128,7 +128,7 @@ def rechub(name: str, data: dict, epochs: int) -> tuple[float, np.ndarray]:
                                                  batch_first=True)  # fmt: skip
         model.transformer_layers = torch.nn.TransformerEncoder(layer, num_layers=1)
     else:
-        model = DIEN(context, sequences("hist_"), sequences("neg_hist_"), targets, mlp_params={"dims": [256, 128]}, alpha=1.0)
+        model = DIEN(context, sequences("hist_"), sequences("neg_hist_"), targets, mlp_params={"dims": [256, 128]}, alpha=alpha)
     keys = SPARSE + ["hist_item_id", "hist_genre"] + (["neg_hist_item_id", "neg_hist_genre"] if name == "rechub_dien" else [])
     x_train, x_test = ({k: data[split][k] for k in keys} for split in ("x_train", "x_test"))
     loader = DataGenerator(x_train, data["y_train"]).generate_dataloader(x_val=None, y_val=None, x_test=None, y_test=None, batch_size=1024)[0]
@@ -146,11 +146,12 @@ def rechub(name: str, data: dict, epochs: int) -> tuple[float, np.ndarray]:
 
 def main() -> None:
     data_dir, name, seed, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    alpha = float(sys.argv[5]) if len(sys.argv) > 5 else 0.2
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     np.random.seed(seed)
     data = prepare(data_dir, seed)
-    seconds, probs = deepctr_dien(data, seed, epochs) if name == "deepctr_dien" else rechub(name, data, epochs)
+    seconds, probs = deepctr_dien(data, seed, epochs, alpha) if name == "deepctr_dien" else rechub(name, data, epochs, alpha)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
     from recstack.evaluation.ranking_metrics import gauc  # the same GAUC as recstack's rows (numpy only)
 

@@ -42,18 +42,18 @@ PAIRS = {"deepctr_dien": "dien", "rechub_dien": "dien", "rechub_bst": "bst_targe
 BEHAVIOURS = [{"candidate": "item_id", "history": "hist_item_ids"}, {"candidate": "genre", "history": "hist_genres"}]
 
 
-def model_params(name: str) -> dict:
+def model_params(name: str, aux_loss_weight: float = 0.2) -> dict:
     params: dict = {"features": ID_FEATURES, "behaviours": BEHAVIOURS, "hidden_dims": [256, 128], "activation": "relu"}
     if name == "din":
         params["attention_hidden_dims"] = [80, 40]
     if name in ("bst", "bst_target"):
         params.update(num_layers=1, num_heads=2, transformer_dropout=0.2, output="target" if name == "bst_target" else "concat")
     if name == "dien":
-        params.update(aux_loss_weight=1.0, aux_hidden_dims=[100, 50])
+        params.update(aux_loss_weight=aux_loss_weight, aux_hidden_dims=[100, 50])
     return params
 
 
-def run(name: str, seed: int, epochs: int) -> dict:
+def run(name: str, seed: int, epochs: int, aux_loss_weight: float = 0.2) -> dict:
     """One training run in this process: test AUC / logloss, train samples/s, peak RSS."""
     import torch
 
@@ -71,7 +71,7 @@ def run(name: str, seed: int, epochs: int) -> dict:
     train = DataSource(paths=(str(DATA_DIR / "train.parquet"),))
     preprocessor = Preprocessor(Schema.from_yaml(SCHEMA)).fit(train)
     torch.manual_seed(seed)
-    model = build_model(name.removesuffix("_target"), preprocessor.feature_map(), model_params(name))
+    model = build_model(name.removesuffix("_target"), preprocessor.feature_map(), model_params(name, aux_loss_weight))
     task = BinaryClassificationTask()
     stream = BatchStream(
         source=train, preprocessor=preprocessor,
@@ -111,10 +111,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--peers", type=Path, default=None, help="a folder holding deepctr_torch / torch_rechub: add the peers' rows")
     parser.add_argument("--peer-models", nargs="+", default=["deepctr_dien", "rechub_bst_ffn32", "rechub_dien"], choices=PEERS)
+    parser.add_argument("--aux-loss-weight", type=float, default=0.2, help="DIEN's alpha, for recstack's and the peers' DIEN alike")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run(args.worker[0], int(args.worker[1]), args.epochs)))
+        print(json.dumps(run(args.worker[0], int(args.worker[1]), args.epochs, args.aux_loss_weight)))
         return
     if not (DATA_DIR / "train.parquet").exists():
         from recstack.datasets.movielens import build_ctr
@@ -127,10 +128,11 @@ def main() -> None:
         for name in runs:
             if name in peers:
                 script = str(Path(__file__).with_name("_peer_sequence_rankers.py"))
-                command = [sys.executable, script, str(DATA_DIR), name, str(seed), str(args.epochs)]
+                command = [sys.executable, script, str(DATA_DIR), name, str(seed), str(args.epochs), str(args.aux_loss_weight)]
                 env = {**os.environ, "PYTHONPATH": str(args.peers), "OMP_NUM_THREADS": "1"}
             else:
-                command = [sys.executable, __file__, "--worker", name, str(seed), "--epochs", str(args.epochs)]
+                command = [sys.executable, __file__, "--worker", name, str(seed), "--epochs", str(args.epochs),
+                           "--aux-loss-weight", str(args.aux_loss_weight)]
                 env = None
             out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
             if out.returncode != 0:
