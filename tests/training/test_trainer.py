@@ -46,6 +46,14 @@ def test_loss_decreases_on_a_learnable_problem():
     assert trainer.device == torch.device("cpu")
 
 
+def test_evaluation_time_is_counted_apart_from_the_training_steps():
+    data = planted_data()
+    with_eval = Trainer(config(epochs=2)).fit(LogisticRegression(), TASK, epoch_batches(data), auc_evaluator(data, TASK))
+    assert 0 < with_eval.evaluation_seconds < with_eval.train_seconds
+    without = Trainer(config(epochs=2)).fit(LogisticRegression(), TASK, epoch_batches(data))
+    assert without.evaluation_seconds == 0 and without.train_seconds > 0
+
+
 def test_early_stopping_stops_after_patience_and_restores_the_best_epoch():
     # best at epoch 1, then three evaluations without improvement: stop after epoch 4
     evaluate, seen = scripted_evaluator([0.60, 0.70, 0.65, 0.64, 0.66, 0.99, 0.99])

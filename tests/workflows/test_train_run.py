@@ -72,6 +72,9 @@ def test_train_writes_a_complete_run_folder_that_reloads_to_identical_prediction
     assert set(saved["test"]) >= {"auc", "logloss", "gauc"}
     assert saved["test"]["auc"] > 0.6
     assert saved["samples_per_second"] > 0 and saved["train_seconds"] > 0
+    # validation time is counted apart: the step rate leaves it out, so it is the higher of the two
+    assert 0 < saved["evaluation_seconds"] < saved["train_seconds"]
+    assert saved["step_samples_per_second"] > saved["samples_per_second"]
     # reload (weights_only) and score the test file: identical to the trained model's predictions
     loaded = load_run(run)
     probs = score_rows(loaded, DataSource(paths=(str(ctr_dir / "test.parquet"),)))

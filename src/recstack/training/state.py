@@ -38,6 +38,7 @@ class TrainerState:
     best_epoch: int | None = None  # 0-based index of the epoch whose weights gave best_metric
     stopped_early: bool = False  # a callback requested a stop and the loop honoured it
     train_seconds: float = 0.0  # time in the loop, summed over resumed runs
+    evaluation_seconds: float = 0.0  # the part of train_seconds spent in evaluate() at epoch ends
     # One dict per log event: step logs {epoch, step, loss, lr, samples_per_second} and epoch
     # logs {epoch, step, train_loss, eval_<metric>...}.
     log_history: list[dict[str, float]] = field(default_factory=list)

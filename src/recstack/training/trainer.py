@@ -257,10 +257,12 @@ class Trainer:
             self._save(run)
 
     def _evaluate(self, run: TrainingRun, evaluate: Evaluate) -> dict[str, float]:
+        started = time.perf_counter()
         run.model.eval()
         with torch.no_grad():
             metrics = evaluate(run.model)
         run.model.train()
+        run.state.evaluation_seconds += time.perf_counter() - started
         return {name: float(value) for name, value in metrics.items()}
 
     def _track_best(self, run: TrainingRun, metrics: dict[str, float]) -> None:

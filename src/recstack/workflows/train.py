@@ -213,6 +213,9 @@ def _train(
             "train_seconds": round(train_seconds, 3),
             "train_samples": train_samples,
             "samples_per_second": round(train_samples / max(train_seconds, 1e-9), 1),
+            # the training steps alone: the loop without its validation passes, model and optimizer set-up
+            "evaluation_seconds": round(state.evaluation_seconds, 3),
+            "step_samples_per_second": round(train_samples / max(state.train_seconds - state.evaluation_seconds, 1e-9), 1),
             "threads": config.threads,
             "world_size": 1 if context is None else context.world_size,
         }
