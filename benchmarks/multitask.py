@@ -26,7 +26,9 @@ peers side by side (``--libraries``) on equal features
 recstack keeps its best epoch on validation click_and_like_auc), each run under
 ``/usr/bin/time`` for peak RSS; a peer trains its second head on click·like over every row, as
 their examples do (``_deepctr_multitask_peer.py``, ``_rechub_multitask_peer.py``). Compared: click
-AUC and click&like AUC (test, every row), training samples/s.
+AUC and click&like AUC (test, every row), training samples/s (the whole fit) and step samples/s (the
+training steps alone, without validation passes or set-up), peak RSS; with ``--repeats N`` the
+median per-round ratio of recstack's step samples/s to each peer's.
 """
 
 from __future__ import annotations
@@ -95,40 +97,40 @@ def timed(command: list[str], env: dict | None = None) -> tuple[str, float]:
 
 
 def peers(args: argparse.Namespace) -> None:
-    """recstack and the peers on the same id features and epochs (module docstring)."""
-    print("| model | library | click AUC | click&like AUC | train samples/s | in-epoch samples/s | peak RSS MiB |")
+    """recstack and the peers on the same id features and epochs (module docstring), ``--repeats``
+    rounds of every (model, library) back to back; then recstack's step samples/s over each peer's,
+    per round, as medians."""
+    import statistics
+
+    print("| model | library | click AUC | click&like AUC | train samples/s | step samples/s | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")
     features = "[" + ",".join(ID_FEATURES) + "]"
     scripts = {"deepctr": ("DeepCTR-Torch 0.3.0", "_deepctr_multitask_peer.py"), "rechub": ("torch-rechub 0.9.0", "_rechub_multitask_peer.py")}
-    for name in (m for m in args.models if m in MULTI):
-        if "recstack" in args.libraries:
-            output = args.out / f"{name}_ids"
-            _, rss = timed([sys.executable, "-m", "recstack.cli", "train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite",
-                            "--set", f"output={output}", "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}",
-                            "--set", "trainer.patience=null", "--set", f"model.params.features={features}"])  # fmt: skip
-            metrics = json.loads((output / "metrics.json").read_text())
-            print(f"| {name} | recstack | {metrics['test']['click_auc']:.4f} | {metrics['test']['click_and_like_auc']:.4f} | "
-                  f"{metrics['samples_per_second']:,.0f} | {logged_samples_per_second(output):,.0f} | {rss:.0f} |", flush=True)  # fmt: skip
-        for library in (lib for lib in ("deepctr", "rechub") if lib in args.libraries):
-            label, script = scripts[library]
-            out, rss = timed([sys.executable, str(ROOT / "benchmarks" / script), str(args.data), name, "0", str(args.epochs)],
-                             env={"PYTHONPATH": str(args.peer_path), "OMP_NUM_THREADS": "1"})  # fmt: skip
-            peer = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-            print(f"| {name} | {label} | {peer['click_auc']:.4f} | {peer['click_and_like_auc']:.4f} | "
-                  f"{peer['samples_per_second']:,.0f} | – | {rss:.0f} |", flush=True)  # fmt: skip
-
-
-def logged_samples_per_second(run: Path) -> float:
-    """The median of the run's logged training samples/s (TensorBoard ``train/samples_per_second``,
-    every ``log_every_steps``): training steps only, without the validation passes and one-time
-    costs that ``train_seconds`` holds."""
-    import statistics
-
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    return statistics.median(e.value for e in events.Scalars("train/samples_per_second"))
+    steps: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.repeats):
+        for name in (m for m in args.models if m in MULTI):
+            for library in (lib for lib in ("recstack", "deepctr", "rechub") if lib in args.libraries):
+                if library == "recstack":
+                    output = args.out / f"{name}_ids"
+                    _, rss = timed([sys.executable, "-m", "recstack.cli", "train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite",
+                                    "--set", f"output={output}", "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}",
+                                    "--set", "trainer.patience=null", "--set", f"model.params.features={features}", "--set", "threads=1"])  # fmt: skip
+                    metrics = json.loads((output / "metrics.json").read_text())
+                    label, result = "recstack", {**metrics["test"], **metrics}
+                else:
+                    label, script = scripts[library]
+                    out, rss = timed([sys.executable, str(ROOT / "benchmarks" / script), str(args.data), name, "0", str(args.epochs)],
+                                     env={"PYTHONPATH": str(args.peer_path), "OMP_NUM_THREADS": "1"})  # fmt: skip
+                    result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+                steps.setdefault((name, library), []).append(result["step_samples_per_second"])
+                print(f"| {name} | {label} | {result['click_auc']:.4f} | {result['click_and_like_auc']:.4f} | "
+                      f"{result['samples_per_second']:,.0f} | {result['step_samples_per_second']:,.0f} | {rss:.0f} |", flush=True)  # fmt: skip
+    for (name, library), rates in steps.items():
+        if library != "recstack" and (name, "recstack") in steps:
+            ratios = [ours / theirs for ours, theirs in zip(steps[(name, "recstack")], rates)]
+            print(f"\n{name}: recstack / {scripts[library][0]} step samples/s, per round: median {statistics.median(ratios):.2f} "
+                  f"({min(ratios):.2f}-{max(ratios):.2f})", end="")
+    print()
 
 
 def main() -> None:
@@ -138,6 +140,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--models", nargs="*", default=[*MULTI, *SINGLE])
     parser.add_argument("--peer-path", type=Path, default=None, help="a folder holding deepctr_torch / torch_rechub: run the peer comparison")
+    parser.add_argument("--repeats", type=int, default=1, help="peer comparison: rounds of every (model, library), back to back")
     parser.add_argument("--libraries", nargs="*", default=["recstack", "deepctr", "rechub"], help="peer comparison: which libraries run")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
