@@ -114,7 +114,8 @@ def peers(args: argparse.Namespace) -> None:
                     output = args.out / f"{name}_ids"
                     _, rss = timed([sys.executable, "-m", "recstack.cli", "train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite",
                                     "--set", f"output={output}", "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}",
-                                    "--set", "trainer.patience=null", "--set", f"model.params.features={features}", "--set", "threads=1"])  # fmt: skip
+                                    "--set", "trainer.patience=null", "--set", f"model.params.features={features}", "--set", "threads=1",
+                                    *[flag for setting in args.set for flag in ("--set", setting)]])  # fmt: skip
                     metrics = json.loads((output / "metrics.json").read_text())
                     label, result = "recstack", {**metrics["test"], **metrics}
                 else:
@@ -142,6 +143,8 @@ def main() -> None:
     parser.add_argument("--peer-path", type=Path, default=None, help="a folder holding deepctr_torch / torch_rechub: run the peer comparison")
     parser.add_argument("--repeats", type=int, default=1, help="peer comparison: rounds of every (model, library), back to back")
     parser.add_argument("--libraries", nargs="*", default=["recstack", "deepctr", "rechub"], help="peer comparison: which libraries run")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="peer comparison: a config override for recstack's runs (e.g. model.params.batch_norm=true, as torch-rechub's MLPs)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     run(["datasets", "movielens-multitask", "--out", str(args.data)])

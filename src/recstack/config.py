@@ -280,15 +280,15 @@ def _model(spec: Any) -> ModelConfig:
 
 
 def _loader(spec: Mapping[str, Any], *, seed: int) -> LoaderConfig:
-    allowed = {"batch_size", "shuffle_buffer", "drop_last", "num_workers", "cache"}
+    allowed = {"batch_size", "shuffle_buffer", "drop_last", "num_workers", "cache", "cache_max_mb"}
     unknown = set(spec) - allowed
     if unknown:
         raise ConfigError(f"loader: unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
     if spec.get("cache") not in (None, True, False):
         raise ConfigError(f"loader.cache: expected true, false or null (auto), got {spec['cache']!r}")
-    for key in ("batch_size", "shuffle_buffer", "num_workers"):
+    for key in ("batch_size", "shuffle_buffer", "num_workers", "cache_max_mb"):
         value = spec.get(key)
-        if value is not None and (not isinstance(value, int) or value < (1 if key == "batch_size" else 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "batch_size" else 0)):
             raise ConfigError(f"loader.{key}: expected a {'positive' if key == 'batch_size' else 'non-negative'} integer, got {value!r}")
     return LoaderConfig(
         batch_size=spec.get("batch_size", 1024),
@@ -296,6 +296,7 @@ def _loader(spec: Mapping[str, Any], *, seed: int) -> LoaderConfig:
         drop_last=bool(spec.get("drop_last", False)),
         num_workers=spec.get("num_workers", 0),
         cache=spec.get("cache"),
+        cache_max_mb=spec.get("cache_max_mb", 1024),
         seed=seed,
     )
 

@@ -171,3 +171,55 @@ def test_a_stream_without_labels_for_inference(files):
     stream = BatchStream(source=source, preprocessor=pre, config=LoaderConfig(batch_size=100), with_label=False)
     batches = list(stream)
     assert all(b.label is None for b in batches) and sum(len(b) for b in batches) == ROWS
+
+
+def _reads(monkeypatch, source) -> list[int]:
+    """Counts the source's passes (``chunks`` calls)."""
+    passes: list[int] = []
+    chunks = type(source).chunks
+
+    def counted(self, **kwargs):
+        passes.append(1)
+        return chunks(self, **kwargs)
+
+    monkeypatch.setattr(type(source), "chunks", counted)
+    return passes
+
+
+@pytest.mark.parametrize("shuffle_buffer", [0, 200, 1000])
+def test_the_auto_cache_serves_later_epochs_from_memory_with_the_same_batches(files, monkeypatch, shuffle_buffer):
+    source, pre = files
+    passes = _reads(monkeypatch, source)
+    config = LoaderConfig(batch_size=64, shuffle_buffer=shuffle_buffer, seed=3)
+    streamed, cached = (BatchStream(source=source, preprocessor=pre, config=LoaderConfig(**{**config.__dict__, "cache": c})) for c in (False, None))
+    for epoch in range(3):
+        streamed.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        assert row_ids(cached) == row_ids(streamed)
+    assert len(passes) == 3 + 1  # streaming reads every epoch, the cache once
+
+
+def test_the_auto_cache_gives_up_past_its_memory_limit(files, monkeypatch):
+    source, pre = files
+    passes = _reads(monkeypatch, source)
+    stream = BatchStream(source=source, preprocessor=pre, config=LoaderConfig(batch_size=64, cache_max_mb=0))
+    assert row_ids(stream) == row_ids(stream) == list(range(ROWS))
+    assert len(passes) == 2 and not stream._cached
+    forced = BatchStream(source=source, preprocessor=pre, config=LoaderConfig(batch_size=64, cache=True, cache_max_mb=0))
+    assert row_ids(forced) == row_ids(forced)
+    assert len(passes) == 3  # cache: true holds whatever the size
+
+
+def test_a_stream_of_some_features_reads_and_transforms_only_those(files, monkeypatch):
+    source, pre = files
+    columns: list[list[str]] = []
+    chunks = type(source).chunks
+
+    def recorded(self, **kwargs):
+        columns.append(list(kwargs["columns"]))
+        return chunks(self, **kwargs)
+
+    monkeypatch.setattr(type(source), "chunks", recorded)
+    batch = next(iter(BatchStream(source=source, preprocessor=pre, config=LoaderConfig(batch_size=64), features=["x"])))
+    assert columns == [["x", "label", "row_id"]]
+    assert set(batch.dense) == {"x"} and not batch.ids and len(batch.label) == 64

@@ -105,6 +105,8 @@ def test_bad_configs_name_the_key(tmp_path: Path, ctr_dir: Path) -> None:
         train_run(config, log=lambda _: None)
     with pytest.raises(ConfigError, match="loader.batch_size"):
         RunConfig.from_yaml(path, overrides={"loader.batch_size": 0})
+    with pytest.raises(ConfigError, match="loader.cache_max_mb"):
+        RunConfig.from_yaml(path, overrides={"loader.cache_max_mb": -1})
     with pytest.raises(ConfigError, match="trainer|lr"):
         train_run(RunConfig.from_yaml(path, overrides={"trainer.lr": -1}), log=lambda _: None)
     with pytest.raises(ConfigError, match="unknown top-level"):
@@ -154,3 +156,50 @@ def test_skipped_bad_rows_are_counted_in_metrics(tmp_path: Path) -> None:
     assert metrics["valid"]["skipped_bad_rows"] == 3
     assert any("dropped 4 bad row(s)" in line for line in logged)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["skipped_bad_rows"] == 4
+
+
+def test_the_streams_transform_only_the_features_the_model_reads(tmp_path: Path, ctr_dir: Path, monkeypatch) -> None:
+    """A schema declaring histories and a model naming three features: training, validation and
+    test batches hold those three (and the labels), and the run still predicts from full rows."""
+    from recstack.data.preprocessor import Preprocessor
+
+    seen: list[tuple[str, ...] | None] = []
+    transform = Preprocessor.transform
+
+    def spy(self, chunk, **kwargs):
+        batch = transform(self, chunk, **kwargs)
+        seen.append(tuple(sorted({*batch.ids, *batch.sequences, *batch.dense})))
+        return batch
+
+    monkeypatch.setattr(Preprocessor, "transform", spy)
+    model = {"name": "deepfm", "params": {"hidden_dims": [16], "features": ["user_id", "item_id", "num_0"]}}
+    metrics = train_run(RunConfig.from_yaml(write_config(tmp_path, ctr_dir, model, trainer={"epochs": 2, "progress": False})), log=lambda _: None)
+    assert metrics["test"]["auc"] > 0.5
+    assert seen and set(seen) == {("item_id", "num_0", "user_id")}
+    monkeypatch.setattr(Preprocessor, "transform", transform)
+    run = load_run(tmp_path / "run")
+    scores = score_rows(run, DataSource(paths=(str(ctr_dir / "test.parquet"),)))
+    assert len(scores) == 2000 and np.isfinite(scores).all()
+
+
+def test_retrieval_models_and_runs_dropping_bad_rows_read_every_feature(tmp_path: Path, ctr_dir: Path) -> None:
+    from recstack.models import build_model
+    from recstack.workflows.tasks import features_read
+
+    model = {"name": "deepfm", "params": {"features": ["user_id", "item_id"]}}
+    config = RunConfig.from_yaml(write_config(tmp_path, ctr_dir, model))
+    ranker = build_model("deepfm", _fitted_map(config), model["params"])
+    assert features_read(config, ranker, model["params"]) == ("user_id", "item_id")
+    assert features_read(config, ranker, {}) is None  # no feature list: the model reads them all
+    dropping = RunConfig.from_yaml(write_config(tmp_path, ctr_dir, model, data={
+        "train": {"path": str(ctr_dir / "train.parquet"), "skip_bad_rows": True}, "valid": str(ctr_dir / "valid.parquet")}))  # fmt: skip
+    assert features_read(dropping, ranker, model["params"]) is None
+    two_towers = {"features": ["user_id", "item_id"], "user_features": ["user_id"], "item_features": ["item_id"], "hidden_dims": [8]}
+    dssm = build_model("dssm", _fitted_map(config), two_towers)
+    assert features_read(config, dssm, two_towers) is None
+
+
+def _fitted_map(config: RunConfig):
+    from recstack.data.preprocessor import Preprocessor
+
+    return Preprocessor(config.schema).fit(config.data.train).feature_map()

@@ -97,6 +97,12 @@ class Batch:
                 return int(tensor.shape[0])
         return 0
 
+    def nbytes(self) -> int:
+        """Bytes held by the batch's tensors and group keys."""
+        tensors = (self.ids, self.sequences, self.weights, self.dense, self.labels)
+        held = sum(t.element_size() * t.nelement() for group in tensors for t in group.values())
+        return held + (self.group.nbytes if self.group is not None else 0)
+
     def mask(self, name: str) -> Tensor:
         """``(B, L)`` bool, True where the sequence ``name`` holds a value."""
         return self.sequences[name].ne(PADDING_INDEX)

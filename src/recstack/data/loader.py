@@ -8,9 +8,8 @@ enough of them (a shard then decodes only its own), otherwise by record batch
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 
@@ -19,7 +18,6 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from recstack.data.batch import Batch
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
-from recstack.errors import DataError
 from recstack.parallel import rank_and_world
 
 
@@ -35,8 +33,10 @@ class LoaderConfig:
         seed: the shuffle seed; each epoch and shard derive their own from it.
         cache: keep the transformed chunks in memory after the first epoch, so later epochs
             only shuffle and slice (the batches are identical to streaming ones). None (auto)
-            caches when the source files add up to at most ``AUTO_CACHE_BYTES`` on disk and
-            batches are read in this process; False always streams, in bounded memory.
+            caches when batches are read in this process and the transformed tensors of one
+            pass stay within ``cache_max_mb`` (past it the pass's copy is dropped and every
+            epoch streams); True always caches; False always streams, in bounded memory.
+        cache_max_mb: the auto cache's limit, MiB of transformed tensors.
     """
 
     batch_size: int = 1024
@@ -45,11 +45,7 @@ class LoaderConfig:
     num_workers: int = 0
     seed: int = 0
     cache: bool | None = None
-
-
-# Parquet compresses ~10-20x against the padded int64 tensors it becomes: 8 MiB on disk
-# (MovieLens-100K's 6.4 MB train split) is ~100 MB cached.
-AUTO_CACHE_BYTES = 8 << 20
+    cache_max_mb: int = 1024
 
 
 class BatchStream(IterableDataset):
@@ -64,6 +60,7 @@ class BatchStream(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         with_label: bool = True,
+        features: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         self.source = source
@@ -72,6 +69,7 @@ class BatchStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.with_label = with_label
+        self.features = None if features is None else tuple(features)
         self.epoch = 0
         self._cached: dict[tuple[int, int], list[Batch]] = {}
         self._cached_whole: dict[tuple[int, int], Batch] = {}
@@ -146,13 +144,18 @@ class BatchStream(IterableDataset):
             yield from self._cached[key]
             return
         pre = self.preprocessor
-        columns = pre.input_columns(with_label=self.with_label)
+        columns = pre.input_columns(with_label=self.with_label, features=self.features)
         chunks = self.source.chunks(columns=columns, types=pre.csv_types(), shard_index=shard_index, num_shards=num_shards)
         keep: list[Batch] | None = [] if self._should_cache() else None
+        limit = None if self.config.cache else self.config.cache_max_mb << 20
+        kept_bytes = 0
         for chunk in chunks:
-            batch = pre.transform(chunk, skip_bad_rows=self.source.skip_bad_rows, with_label=self.with_label)
+            batch = pre.transform(chunk, skip_bad_rows=self.source.skip_bad_rows, with_label=self.with_label, features=self.features)
             if keep is not None:
                 keep.append(batch)
+                kept_bytes += batch.nbytes()
+                if limit is not None and kept_bytes > limit:  # auto: too large to hold, stream every epoch
+                    keep = None
             yield batch
         if keep is not None:  # only a complete pass is cached
             self._cached[key] = keep
@@ -174,13 +177,7 @@ class BatchStream(IterableDataset):
     def _should_cache(self) -> bool:
         if self.config.cache is not None:
             return self.config.cache
-        if get_worker_info() is not None:  # a worker's cache dies with the worker
-            return False
-        try:
-            size = sum(os.path.getsize(path) for path in self.source.files())
-        except (DataError, OSError, TypeError, ValueError):
-            return False
-        return size <= AUTO_CACHE_BYTES
+        return get_worker_info() is None  # a worker's cache dies with the worker
 
 
 def _rebatch(batches: Iterator[Batch], batch_size: int, drop_last: bool) -> Iterator[Batch]:

@@ -206,9 +206,13 @@ class Preprocessor:
         return any(name in records.schema.names for name in self.schema.target_names)
 
     # ---- reading helpers --------------------------------------------------------------------
-    def input_columns(self, *, with_label: bool = True) -> list[str]:
-        """The columns to read: features, group and, ``with_label``, the targets."""
+    def input_columns(self, *, with_label: bool = True, features: Sequence[str] | None = None) -> list[str]:
+        """The columns to read: features (``features``, or all), group and, ``with_label``, the
+        targets."""
         columns = self.schema.columns()
+        if features is not None:
+            extra = [*self.schema.target_names, *((self.schema.group,) if self.schema.group else ())]
+            columns = list(dict.fromkeys([*self.schema.feature_columns(features), *extra]))
         if not with_label and self.schema.targets:
             targets = set(self.schema.target_names)
             columns = [c for c in columns if c not in targets or self._is_feature_column(c)]

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from recstack.data.feature_map import FeatureMap
-from recstack.models.params import CheckedParams, require, select_features
+from recstack.models.params import CheckedParams, DeepParams, require, select_features
 from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.sparse_inputs import SparseInputs
 from recstack.schema import CategoricalFeature, Schema, SequenceFeature
@@ -39,6 +39,21 @@ class Behaviour(CheckedParams):
 
 
 BehaviourGroups = tuple[tuple[Behaviour, ...], ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class BehaviourParams(DeepParams):
+    """Parameters of a model comparing candidates with behaviour histories (DIN, BST, DIEN).
+
+    Attributes:
+        behaviours: the (candidate, history) pairs; ``features`` are the other inputs.
+    """
+
+    behaviours: tuple[Behaviour, ...] = ()
+
+    def features_read(self) -> frozenset[str] | None:
+        named = super().features_read()
+        return None if named is None else named | {n for b in self.behaviours for n in (b.candidate, b.history)}
 
 
 def group_behaviours(schema: Schema, behaviours: Sequence[Behaviour]) -> BehaviourGroups:

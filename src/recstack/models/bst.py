@@ -11,8 +11,8 @@ from torch import nn
 
 from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
-from recstack.models.behaviours import Behaviour, behaviour_inputs
-from recstack.models.params import DeepParams, param_errors, require, require_dropout
+from recstack.models.behaviours import Behaviour, BehaviourParams, behaviour_inputs
+from recstack.models.params import param_errors, require, require_dropout
 from recstack.models.registry import register_model
 from recstack.nn.mlp import Activation
 from recstack.nn.pooling import masked_pool
@@ -53,8 +53,7 @@ class BST(nn.Module):
     """
 
     @dataclass(frozen=True, kw_only=True)
-    class Params(DeepParams):
-        behaviours: tuple[Behaviour, ...] = ()
+    class Params(BehaviourParams):
         num_layers: int = 1  # the paper's best: one block
         num_heads: int = 2  # must divide the group's width (the sum of its embedding dims)
         ffn_dim: int | None = None  # feed-forward hidden width; None: the group's width

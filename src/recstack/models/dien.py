@@ -12,8 +12,8 @@ from torch.nn import functional as F
 
 from recstack.data.batch import PADDING_INDEX, Batch
 from recstack.data.feature_map import FeatureMap
-from recstack.models.behaviours import Behaviour, behaviour_inputs
-from recstack.models.params import DeepParams, require, require_dims
+from recstack.models.behaviours import Behaviour, BehaviourParams, behaviour_inputs
+from recstack.models.params import require, require_dims
 from recstack.models.registry import register_model
 from recstack.nn.mlp import MLP, Activation
 from recstack.nn.sequence import AUGRU, GRUEncoder
@@ -59,8 +59,7 @@ class DIEN(nn.Module):
     """
 
     @dataclass(frozen=True, kw_only=True)
-    class Params(DeepParams):
-        behaviours: tuple[Behaviour, ...] = ()
+    class Params(BehaviourParams):
         gru_hidden_dim: int | None = None  # None: the group's width (the sum of its embedding dims)
         # the paper's alpha (its released code: 1.0); 0 turns the auxiliary loss off. 0.2 (torch-rechub's
         # default): on MovieLens-100K CTR, 1.0 cost 0.03 test AUC after one epoch and gained nothing after

@@ -9,8 +9,8 @@ from torch import nn
 
 from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
-from recstack.models.params import DeepParams, require, require_dims
-from recstack.models.behaviours import Behaviour, behaviour_inputs
+from recstack.models.params import require, require_dims
+from recstack.models.behaviours import Behaviour, BehaviourParams, behaviour_inputs
 from recstack.models.registry import register_model
 from recstack.models.state_keys import accept_old_keys
 from recstack.nn.attention import TargetAttention
@@ -38,8 +38,7 @@ class DIN(nn.Module):
     """
 
     @dataclass(frozen=True, kw_only=True)
-    class Params(DeepParams):
-        behaviours: tuple[Behaviour, ...] = ()
+    class Params(BehaviourParams):
         attention_hidden_dims: tuple[int, ...] = (80, 40)
         attention_activation: Activation = Activation.DICE
         attention_softmax: bool = False  # the paper keeps raw scores

@@ -90,6 +90,12 @@ class ModelParams(CheckedParams):
     features: tuple[str, ...] | None = None
     sparse_embeddings: bool = False
 
+    def features_read(self) -> frozenset[str] | None:
+        """Every feature a ranking model built from these params reads, when the params name them
+        all (the loader then transforms only these); None: it may read any feature of the schema.
+        A model with other feature-naming params adds them (``WideDeep``, the behaviour models)."""
+        return None if self.features is None else frozenset(self.features)
+
 
 @dataclass(frozen=True, kw_only=True)
 class DeepParams(ModelParams):

@@ -50,6 +50,12 @@ class WideDeep(nn.Module):
                 require(len(group) >= 2, f"cross_features[{i}]", f"a cross needs two features or more, got {list(group)}")
             require(self.cross_buckets >= 1, "cross_buckets", f"must be >= 1, got {self.cross_buckets}")
 
+        def features_read(self) -> frozenset[str] | None:
+            deep = super().features_read()
+            if deep is None or self.wide_features is None:
+                return None
+            return deep | set(self.wide_features) | {name for group in self.cross_features for name in group}
+
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
         super().__init__()
         self.params = p = params or self.Params()

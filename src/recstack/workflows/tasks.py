@@ -80,11 +80,34 @@ def saved_task_spec(task: Task, config: RunConfig) -> TaskSpec:
     return task.spec if isinstance(task, RegisteredTask) else config.task.spec
 
 
-def make_evaluator(config: RunConfig, task: Task, preprocessor: Preprocessor, *, split: str) -> Callable[[nn.Module], dict[str, float]]:
+def features_read(config: RunConfig, model: nn.Module, model_params: dict[str, Any]) -> tuple[str, ...] | None:
+    """The features a run's streams transform (schema order): those a ranking model's params name
+    (``ModelParams.features_read``), so a schema declaring many features trains a model on a few
+    without reading the rest; None (every feature) for retrieval models, whose tasks and
+    evaluators read item and history features the params need not name, and where bad rows are
+    dropped (a bad value in an unread column must drop its row as it does in the fit)."""
+    from recstack.models.registry import model_class
+    from recstack.models.retrieval_contract import is_retrieval_model
+    from recstack.schema.enums import InvalidPolicy
+
+    schema = config.schema
+    drops_rows = config.data.train.skip_bad_rows or any(getattr(f, "on_invalid", None) is InvalidPolicy.SKIP_ROW for f in schema.features)
+    if is_retrieval_model(model) or drops_rows:
+        return None
+    named = model_class(config.model.name).Params.from_dict(model_params).features_read()  # type: ignore[attr-defined]
+    if named is None:
+        return None
+    return tuple(name for name in schema.names if name in named)
+
+
+def make_evaluator(
+    config: RunConfig, task: Task, preprocessor: Preprocessor, *, split: str, features: tuple[str, ...] | None = None
+) -> Callable[[nn.Module], dict[str, float]]:
+    """Metrics of a model on one split; ``features``: transform only these (:func:`features_read`)."""
     source: DataSource = getattr(config.data, split)
     if config.task.type is TaskType.BINARY or _labelled_retrieval(config):
         progress = TrainerConfig.from_dict(config.trainer).progress  # the training bar's switch
-        return lambda model: evaluate_source(model, task, preprocessor, source, progress=progress, desc=f"evaluate {split}")
+        return lambda model: evaluate_source(model, task, preprocessor, source, progress=progress, desc=f"evaluate {split}", features=features)
     from recstack.workflows.retrieval import make_retrieval_evaluator
 
     return make_retrieval_evaluator(config, preprocessor, split=split)
@@ -104,19 +127,21 @@ def evaluate_source(
     *,
     progress: bool = True,
     desc: str = "evaluate",
+    features: tuple[str, ...] | None = None,
 ) -> dict[str, float]:
     """Exact ranking metrics over every row of ``source`` (file order; with several ranks, each
     scores its shard and the metrics are computed on the gathered union).
 
     ``progress``: a bar counting the rows scored, with the total and ETA when the source knows
     its row count (Parquet); off by itself when stderr is not a terminal, and under several ranks.
+    ``features``: transform only these (the model's, :func:`features_read`); None: every one.
     """
     from recstack.workflows.distributed import evaluate_sharded, is_distributed
 
     if is_distributed():
         return evaluate_sharded(model, task, preprocessor, source, batch_size=EVAL_BATCH_SIZE)
     stream = BatchStream(
-        source=source, preprocessor=preprocessor, config=LoaderConfig(batch_size=EVAL_BATCH_SIZE), rank=0, world_size=1
+        source=source, preprocessor=preprocessor, config=LoaderConfig(batch_size=EVAL_BATCH_SIZE), rank=0, world_size=1, features=features
     )
     device = next(model.parameters()).device
     before = skipped_rows(preprocessor, source)

@@ -36,7 +36,7 @@ from recstack.workflows.datasets import ensure_dataset
 from recstack.workflows.distributed import DistributedTraining, init_from_env, sum_over_ranks
 from recstack.workflows.sharded import first_batch, shard_run_model, write_sharded_outputs
 from recstack.workflows.incremental import ParentRun, carried_optimizers, incremental_config, load_parent, warm_start
-from recstack.workflows.tasks import build_task, check_multi_task_config, make_evaluator, multi_task_model_params, saved_task_spec
+from recstack.workflows.tasks import build_task, check_multi_task_config, features_read, make_evaluator, multi_task_model_params, saved_task_spec
 
 
 def train_run(
@@ -154,7 +154,8 @@ def _train(
         model = build_model(config.model.name, feature_map if parent is None else feature_map.without_pretrained_files(), model_params)
     growth = None if parent is None else warm_start(model, parent, preprocessor, incremental)
     task = build_task(config, model, preprocessor)
-    stream = BatchStream(source=config.data.train, preprocessor=preprocessor, config=config.loader)
+    reads = features_read(config, model, model_params)  # the streams transform only what the model reads
+    stream = BatchStream(source=config.data.train, preprocessor=preprocessor, config=config.loader, features=reads)
     sharded = None  # distributed.embeddings: sharded: TorchRec tables over the ranks (workflows/sharded.py)
     if config.distributed.sharded:
         sharded = shard_run_model(
@@ -169,7 +170,7 @@ def _train(
         loader = make_loader(stream)
         return loader if training is None else training.lockstep(loader)
 
-    evaluate = make_evaluator(config, task, preprocessor, split="valid") if config.data.valid else None
+    evaluate = make_evaluator(config, task, preprocessor, split="valid", features=reads) if config.data.valid else None
     history = MetricHistory()
     callbacks = [history] + ([TensorBoardLogger(paths.tensorboard)] if rank == 0 else []) + list(callbacks)
     # every rank reads the checkpoint on resume; only rank 0 writes it (see Trainer._save)
@@ -202,7 +203,7 @@ def _train(
     if evaluate is not None:
         metrics["valid"] = evaluate(model)
     if config.data.test:
-        metrics["test"] = make_evaluator(config, task, preprocessor, split="test")(model)
+        metrics["test"] = make_evaluator(config, task, preprocessor, split="test", features=reads)(model)
     preprocessor.warn_truncated()  # lists truncated in validation / test rows (the fit warned about training rows)
     metrics.update(
         {
