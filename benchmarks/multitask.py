@@ -27,8 +27,9 @@ recstack keeps its best epoch on validation click_and_like_auc), each run under
 ``/usr/bin/time`` for peak RSS; a peer trains its second head on click·like over every row, as
 their examples do (``_deepctr_multitask_peer.py``, ``_rechub_multitask_peer.py``). Compared: click
 AUC and click&like AUC (test, every row), training samples/s (the whole fit) and step samples/s (the
-training steps alone, without validation passes or set-up), peak RSS; with ``--repeats N`` the
-median per-round ratio of recstack's step samples/s to each peer's.
+training steps alone, without validation passes or set-up), peak RSS; with ``--seeds 0 1 2`` a
+round per seed, medians over them and the median per-round ratio of recstack's step samples/s to
+each peer's. ``--set model.params.batch_norm=true`` gives recstack's MLPs torch-rechub's batch norm.
 """
 
 from __future__ import annotations
@@ -97,17 +98,18 @@ def timed(command: list[str], env: dict | None = None) -> tuple[str, float]:
 
 
 def peers(args: argparse.Namespace) -> None:
-    """recstack and the peers on the same id features and epochs (module docstring), ``--repeats``
-    rounds of every (model, library) back to back; then recstack's step samples/s over each peer's,
-    per round, as medians."""
+    """recstack and the peers on the same id features and epochs (module docstring): one round per
+    ``--seeds`` value (each library trains with that seed), every (model, library) back to back;
+    then, per model and library, the median click / click&like AUC over the seeds and recstack's
+    step samples/s over each peer's, per round, as medians."""
     import statistics
 
-    print("| model | library | click AUC | click&like AUC | train samples/s | step samples/s | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | library | seed | click AUC | click&like AUC | train samples/s | step samples/s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
     features = "[" + ",".join(ID_FEATURES) + "]"
     scripts = {"deepctr": ("DeepCTR-Torch 0.3.0", "_deepctr_multitask_peer.py"), "rechub": ("torch-rechub 0.9.0", "_rechub_multitask_peer.py")}
-    steps: dict[tuple[str, str], list[float]] = {}
-    for _ in range(args.repeats):
+    results: dict[tuple[str, str], list[dict]] = {}
+    for seed in args.seeds:
         for name in (m for m in args.models if m in MULTI):
             for library in (lib for lib in ("recstack", "deepctr", "rechub") if lib in args.libraries):
                 if library == "recstack":
@@ -115,23 +117,29 @@ def peers(args: argparse.Namespace) -> None:
                     _, rss = timed([sys.executable, "-m", "recstack.cli", "train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite",
                                     "--set", f"output={output}", "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}",
                                     "--set", "trainer.patience=null", "--set", f"model.params.features={features}", "--set", "threads=1",
-                                    *[flag for setting in args.set for flag in ("--set", setting)]])  # fmt: skip
+                                    "--set", f"seed={seed}", *[flag for setting in args.set for flag in ("--set", setting)]])  # fmt: skip
                     metrics = json.loads((output / "metrics.json").read_text())
                     label, result = "recstack", {**metrics["test"], **metrics}
                 else:
                     label, script = scripts[library]
-                    out, rss = timed([sys.executable, str(ROOT / "benchmarks" / script), str(args.data), name, "0", str(args.epochs)],
+                    out, rss = timed([sys.executable, str(ROOT / "benchmarks" / script), str(args.data), name, str(seed), str(args.epochs)],
                                      env={"PYTHONPATH": str(args.peer_path), "OMP_NUM_THREADS": "1"})  # fmt: skip
                     result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
-                steps.setdefault((name, library), []).append(result["step_samples_per_second"])
-                print(f"| {name} | {label} | {result['click_auc']:.4f} | {result['click_and_like_auc']:.4f} | "
+                results.setdefault((name, library), []).append({**result, "rss": rss})
+                print(f"| {name} | {label} | {seed} | {result['click_auc']:.4f} | {result['click_and_like_auc']:.4f} | "
                       f"{result['samples_per_second']:,.0f} | {result['step_samples_per_second']:,.0f} | {rss:.0f} |", flush=True)  # fmt: skip
-    for (name, library), rates in steps.items():
-        if library != "recstack" and (name, "recstack") in steps:
-            ratios = [ours / theirs for ours, theirs in zip(steps[(name, "recstack")], rates)]
-            print(f"\n{name}: recstack / {scripts[library][0]} step samples/s, per round: median {statistics.median(ratios):.2f} "
-                  f"({min(ratios):.2f}-{max(ratios):.2f})", end="")
-    print()
+    print(f"\nMedians over seeds {args.seeds}:\n")
+    print("| model | library | click AUC | click&like AUC | step samples/s | recstack / library, step samples/s per round | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for (name, library), runs in results.items():
+        median = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+        ratio = "–"
+        if library != "recstack" and (name, "recstack") in results:
+            ratios = [ours["step_samples_per_second"] / theirs["step_samples_per_second"] for ours, theirs in zip(results[(name, "recstack")], runs)]
+            ratio = f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+        label = "recstack" if library == "recstack" else scripts[library][0]
+        print(f"| {name} | {label} | {median('click_auc'):.4f} | {median('click_and_like_auc'):.4f} | {median('step_samples_per_second'):,.0f} | "
+              f"{ratio} | {median('rss'):.0f} |")  # fmt: skip
 
 
 def main() -> None:
@@ -141,7 +149,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--models", nargs="*", default=[*MULTI, *SINGLE])
     parser.add_argument("--peer-path", type=Path, default=None, help="a folder holding deepctr_torch / torch_rechub: run the peer comparison")
-    parser.add_argument("--repeats", type=int, default=1, help="peer comparison: rounds of every (model, library), back to back")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="peer comparison: one round of every (model, library) per seed")
     parser.add_argument("--libraries", nargs="*", default=["recstack", "deepctr", "rechub"], help="peer comparison: which libraries run")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="peer comparison: a config override for recstack's runs (e.g. model.params.batch_norm=true, as torch-rechub's MLPs)")

@@ -35,3 +35,21 @@ def test_cgc_task_outputs_mix_own_and_shared_experts_with_their_gate() -> None:
     assert torch.allclose(outputs[1], expected, atol=1e-6)
     every = torch.cat([layer.specific[0](inputs[0]), own, layer.shared(shared)], dim=1)
     assert torch.allclose(shared_out, mix(every, layer.shared_gate(shared)), atol=1e-6)
+
+
+def test_batch_norm_normalises_each_experts_units_on_their_own() -> None:
+    """With batch_norm each expert is Linear -> BatchNorm -> ReLU, its norm its own (training
+    mode: batch statistics), as torch-rechub's expert MLPs; the state trains and is saved."""
+    group = ExpertGroup(in_dim=6, num_experts=3, hidden_dims=(5, 4), batch_norm=True)
+    x = torch.randn(32, 6) * 3 + 1
+    out = group.train()(x)
+    for e in range(3):
+        pre = x @ group.weights[0][e] + group.biases[0][e]  # (B, 5)
+        hidden = torch.relu(torch.nn.functional.batch_norm(pre, None, None, training=True))
+        pre = hidden @ group.weights[1][e] + group.biases[1][e]
+        expected = torch.relu(torch.nn.functional.batch_norm(pre, None, None, training=True))
+        assert torch.allclose(out[:, e], expected, atol=1e-5)
+    assert {"norms.0.running_mean", "norms.1.running_var"} <= set(group.state_dict())
+    group.eval()
+    assert torch.isfinite(group(x[:1])).all()  # one row scores with the running statistics
+    assert ExpertGroup(in_dim=6, num_experts=3, hidden_dims=(5,)).norms is None

@@ -25,10 +25,13 @@ def build(name: str, feature_map, **overrides):
     return build_model(name, feature_map, {**SMALL_PARAMS[name], "targets": ["click", "like"], **overrides})
 
 
+@pytest.mark.parametrize("batch_norm", [False, True], ids=["plain", "batch_norm"])
 @pytest.mark.parametrize("name", MODELS)
-def test_one_logit_per_target_and_every_parameter_gets_gradient(name: str, data) -> None:
+def test_one_logit_per_target_and_every_parameter_gets_gradient(name: str, batch_norm: bool, data) -> None:
     pre, train_batch, _ = data
-    model = build(name, pre.feature_map())
+    model = build(name, pre.feature_map(), batch_norm=batch_norm)
+    if batch_norm and name in ("mmoe", "ple"):  # the experts' layers are normalised, not only the towers'
+        assert any(".norms." in key for key in model.state_dict())
     assert is_multi_task_model(model_class(name))
     part = train_batch.select(slice(0, 64))
     logits = model(part)

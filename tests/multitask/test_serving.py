@@ -28,10 +28,10 @@ def data(tmp_path_factory: pytest.TempPathFactory):
     return fitted(write_data(tmp_path_factory.mktemp("mt"), rows=(2000, 500, 500)))
 
 
-@pytest.mark.parametrize("name", MODELS)
-def test_onnx_runtime_reproduces_every_head(name: str, data) -> None:
+@pytest.mark.parametrize("name, batch_norm", [(name, False) for name in MODELS] + [("mmoe", True), ("ple", True)])
+def test_onnx_runtime_reproduces_every_head(name: str, batch_norm: bool, data) -> None:
     pre, train_batch, test_batch = data
-    model = build_model(name, pre.feature_map(), {**SMALL_PARAMS[name], "targets": ["click", "like"]})
+    model = build_model(name, pre.feature_map(), {**SMALL_PARAMS[name], "targets": ["click", "like"], "batch_norm": batch_norm})
     task = task_for(model)
     train(model, task, train_batch, epochs=1)
     model.eval()

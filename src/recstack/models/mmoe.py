@@ -47,7 +47,8 @@ class MMoE(MultiTaskRanker):
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None) -> None:
         super().__init__(feature_map=feature_map, params=params or self.Params())
         p = self.params
-        self.experts = ExpertGroup(in_dim=self.input_dim, num_experts=p.num_experts, hidden_dims=p.hidden_dims, dropout=p.dropout)
+        self.experts = ExpertGroup(in_dim=self.input_dim, num_experts=p.num_experts, hidden_dims=p.hidden_dims, dropout=p.dropout,
+                                    batch_norm=p.batch_norm)
         self.gate = nn.ModuleDict({name: Gate(in_dim=self.input_dim, num_experts=p.num_experts) for name in self.targets})
         self.build_towers(self.experts.out_dim)
 

@@ -60,6 +60,7 @@ class PLE(MultiTaskRanker):
                 hidden_dims=p.hidden_dims,
                 shared_output=level < p.num_levels - 1,  # the last level has no shared gate
                 dropout=p.dropout,
+                batch_norm=p.batch_norm,
             )
             levels.append(layer)
             in_dim = layer.out_dim

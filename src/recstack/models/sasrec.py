@@ -60,13 +60,14 @@ class SASRecEncoder(nn.Module):
 
     def __init__(
         self, *, dim: int, max_len: int, num_layers: int, num_heads: int, dropout: float, pre_norm: bool,
-        positions: PositionScheme, scale_embeddings: bool,
+        positions: PositionScheme, scale_embeddings: bool, attention_dropout: float | None = None,
     ):  # fmt: skip
         super().__init__()
         self.scale = math.sqrt(dim) if scale_embeddings else 1.0
         self.recency = positions is PositionScheme.RECENCY
         self.transformer = CausalSelfAttentionEncoder(
-            dim, num_layers=num_layers, num_heads=num_heads, max_len=max_len, dropout=dropout, pre_norm=pre_norm, causal=True
+            dim, num_layers=num_layers, num_heads=num_heads, max_len=max_len, dropout=dropout, pre_norm=pre_norm, causal=True,
+            attention_dropout=attention_dropout,
         )
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
@@ -98,6 +99,8 @@ class SASRec(SequenceRetrievalModel):
             positions: ``recency`` (the authors' left padding) or ``absolute``.
             scale_embeddings: item embeddings times sqrt(D) before the positions are added.
             max_len: learned positions; None: the history feature's maxlen.
+            attention_dropout: on the attention weights; None: ``dropout`` (the paper). 0 lets
+                CPU training use PyTorch's fused attention kernel.
         """
 
         num_layers: int = 2
@@ -107,12 +110,15 @@ class SASRec(SequenceRetrievalModel):
         positions: PositionScheme = PositionScheme.RECENCY
         scale_embeddings: bool = True
         max_len: int | None = None
+        attention_dropout: float | None = None
 
         def validate(self) -> None:
             require(self.num_layers >= 1, "num_layers", f"must be >= 1, got {self.num_layers}")
             require(self.num_heads >= 1, "num_heads", f"must be >= 1, got {self.num_heads}")
             require(self.max_len is None or self.max_len >= 1, "max_len", f"must be >= 1, got {self.max_len}")
             require_dropout("dropout", self.dropout)
+            if self.attention_dropout is not None:
+                require_dropout("attention_dropout", self.attention_dropout)
 
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
         super().__init__()
@@ -126,6 +132,6 @@ class SASRec(SequenceRetrievalModel):
         with param_errors("num_heads"):
             encoder = SASRecEncoder(
                 dim=dim, max_len=max_len, num_layers=p.num_layers, num_heads=p.num_heads, dropout=p.dropout,
-                pre_norm=p.pre_norm, positions=p.positions, scale_embeddings=p.scale_embeddings,
+                pre_norm=p.pre_norm, positions=p.positions, scale_embeddings=p.scale_embeddings, attention_dropout=p.attention_dropout,
             )  # fmt: skip
         self._build_towers(p, encoder)

@@ -36,16 +36,20 @@ class ExpertGroup(nn.Module):
     """``num_experts`` ReLU MLPs of widths ``hidden_dims`` over one input, batched.
 
     Each expert has its own weights; layer l holds them as ``(E, in, out)``, initialised as
-    ``nn.Linear`` initialises one (uniform in ±1/sqrt(in)). Dropout follows each layer.
+    ``nn.Linear`` initialises one (uniform in ±1/sqrt(in)). Each layer is linear, batch norm
+    (optional, each expert's own), ReLU, dropout.
 
     Args:
         in_dim: N, the input width.
         num_experts: E.
         hidden_dims: each expert's layer widths; the last is D.
         dropout: dropout after each layer.
+        batch_norm: batch-normalise each layer's pre-activations, per expert and unit.
     """
 
-    def __init__(self, *, in_dim: int, num_experts: int, hidden_dims: Sequence[int], dropout: float = 0.0) -> None:
+    def __init__(
+        self, *, in_dim: int, num_experts: int, hidden_dims: Sequence[int], dropout: float = 0.0, batch_norm: bool = False
+    ) -> None:
         super().__init__()
         if num_experts < 1 or not hidden_dims:
             raise ValueError(f"an expert group needs >= 1 expert and >= 1 layer, got {num_experts} and {list(hidden_dims)}")
@@ -58,6 +62,8 @@ class ExpertGroup(nn.Module):
             bound = 1.0 / math.sqrt(fan_in)
             self.weights.append(nn.Parameter(torch.empty(num_experts, fan_in, fan_out).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(num_experts, fan_out).uniform_(-bound, bound)))
+        # (B, E, H) viewed as (B, E * H): one BatchNorm1d is E experts' own norms side by side
+        self.norms = nn.ModuleList(nn.BatchNorm1d(num_experts * d) for d in dims[1:]) if batch_norm else None
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, inputs: Tensor) -> Tensor:
@@ -66,11 +72,16 @@ class ExpertGroup(nn.Module):
         # every expert's first layer in one GEMM: (B, N) @ (N, E * H); ~30% faster than einsum here
         flat = first.transpose(0, 1).reshape(first.shape[1], -1)  # (N, E * H)
         hidden = (inputs @ flat).view(-1, self.num_experts, first.shape[2]) + self.biases[0]  # (B, E, H)
-        hidden = self.dropout(torch.relu(hidden))
-        for weight, bias in zip(list(self.weights)[1:], list(self.biases)[1:]):
+        hidden = self.dropout(torch.relu(self._norm(0, hidden)))
+        for layer, (weight, bias) in enumerate(zip(list(self.weights)[1:], list(self.biases)[1:]), start=1):
             hidden = torch.einsum("beh,ehk->bek", hidden, weight) + bias  # (B, E, K)
-            hidden = self.dropout(torch.relu(hidden))
+            hidden = self.dropout(torch.relu(self._norm(layer, hidden)))
         return hidden
+
+    def _norm(self, layer: int, hidden: Tensor) -> Tensor:
+        if self.norms is None:
+            return hidden
+        return self.norms[layer](hidden.flatten(1)).view_as(hidden)  # (B, E, H)
 
 
 class Gate(nn.Module):
@@ -105,6 +116,7 @@ class CGCLayer(nn.Module):
         hidden_dims: each expert's layer widths (the last is the level's output width D).
         shared_output: also compute the shared gate's output (for the next level).
         dropout: dropout inside the experts.
+        batch_norm: batch norm inside the experts.
     """
 
     def __init__(
@@ -117,9 +129,10 @@ class CGCLayer(nn.Module):
         hidden_dims: Sequence[int],
         shared_output: bool,
         dropout: float = 0.0,
+        batch_norm: bool = False,
     ) -> None:
         super().__init__()
-        group = dict(in_dim=in_dim, hidden_dims=hidden_dims, dropout=dropout)
+        group = dict(in_dim=in_dim, hidden_dims=hidden_dims, dropout=dropout, batch_norm=batch_norm)
         self.shared = ExpertGroup(num_experts=num_shared, **group)
         self.specific = nn.ModuleList(ExpertGroup(num_experts=num_specific, **group) for _ in range(num_tasks))
         self.task_gates = nn.ModuleList(Gate(in_dim=in_dim, num_experts=num_specific + num_shared) for _ in range(num_tasks))
