@@ -180,6 +180,10 @@ def test_the_streams_transform_only_the_features_the_model_reads(tmp_path: Path,
     run = load_run(tmp_path / "run")
     scores = score_rows(run, DataSource(paths=(str(ctr_dir / "test.parquet"),)))
     assert len(scores) == 2000 and np.isfinite(scores).all()
+    import pyarrow.parquet as pq  # a file to score needs only the read features' columns
+
+    pq.write_table(pq.read_table(ctr_dir / "test.parquet", columns=["user_id", "item_id", "num_0"]), tmp_path / "narrow.parquet")
+    np.testing.assert_array_equal(score_rows(run, DataSource(paths=(str(tmp_path / "narrow.parquet"),))), scores)
 
 
 def test_retrieval_models_and_runs_dropping_bad_rows_read_every_feature(tmp_path: Path, ctr_dir: Path) -> None:

@@ -18,7 +18,7 @@ from recstack.errors import ConfigError, RecstackError
 from recstack.evaluation.ranking_evaluator import collect_heads, collect_predictions
 from recstack.export.run_folder import LoadedRun, load_run, task_from_run
 from recstack.tasks import SCORE_HEAD, TaskType
-from recstack.workflows.tasks import EVAL_BATCH_SIZE, evaluate_source
+from recstack.workflows.tasks import EVAL_BATCH_SIZE, evaluate_source, model_features_read
 
 
 def evaluate_run(
@@ -40,7 +40,7 @@ def evaluate_run(
     if run.task.type is TaskType.BINARY:
         if catalog is not None or seen is not None:
             raise ConfigError("--catalog and --seen apply to retrieval runs; this run ranks rows (task type binary)")
-        metrics = evaluate_source(run.model, task_from_run(run), run.preprocessor, data)
+        metrics = evaluate_source(run.model, task_from_run(run), run.preprocessor, data, features=run_features_read(run, data))
         run.preprocessor.warn_truncated()
     else:
         from recstack.workflows.retrieval import evaluate_retrieval_run
@@ -73,6 +73,15 @@ def predict_run(run_dir: str | Path, data: DataSource, output: str | Path, *, th
     return len(probs)
 
 
+def run_features_read(run: LoadedRun, data: DataSource) -> tuple[str, ...] | None:
+    """The features a saved ranking run's model reads (:func:`model_features_read`): a file to
+    score needs only their columns; None (every feature) for runs without a saved model name."""
+    name = run.model_spec.get("name")
+    if not name:
+        return None
+    return model_features_read(name, run.model_spec.get("params", {}), run.model, run.preprocessor.schema, data)
+
+
 def score_heads(run: LoadedRun, data: DataSource) -> dict[str, np.ndarray]:
     """``{head: (N,)}`` of every row in file order: ``score`` of a single-head run, each target
     (and ``<condition>_and_<target>``) of a multi-task run."""
@@ -80,7 +89,7 @@ def score_heads(run: LoadedRun, data: DataSource) -> dict[str, np.ndarray]:
     if task.heads == (SCORE_HEAD,):
         return {SCORE_HEAD: score_rows(run, data)}
     stream = BatchStream(source=data, preprocessor=run.preprocessor, config=LoaderConfig(batch_size=EVAL_BATCH_SIZE),
-                         rank=0, world_size=1, with_label=False)  # fmt: skip
+                         rank=0, world_size=1, with_label=False, features=run_features_read(run, data))  # fmt: skip
     return collect_heads(run.model, task, stream)[1]
 
 
@@ -93,6 +102,7 @@ def score_rows(run: LoadedRun, data: DataSource) -> np.ndarray:
         rank=0,
         world_size=1,
         with_label=False,  # scores do not depend on labels: a file's bad labels do not stop predict
+        features=run_features_read(run, data),
     )
     return collect_predictions(run.model, task_from_run(run), stream).probs
 

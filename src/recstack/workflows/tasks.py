@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -13,6 +13,7 @@ from recstack.errors import ConfigError
 from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
+from recstack.schema import Schema
 from recstack.evaluation.progress import progress_batches
 from recstack.evaluation.ranking_evaluator import evaluate_ranking
 from recstack.tasks import RegisteredTask, Task, TaskSpec, build_task as build_task_from_spec
@@ -86,15 +87,22 @@ def features_read(config: RunConfig, model: nn.Module, model_params: dict[str, A
     without reading the rest; None (every feature) for retrieval models, whose tasks and
     evaluators read item and history features the params need not name, and where bad rows are
     dropped (a bad value in an unread column must drop its row as it does in the fit)."""
+    return model_features_read(config.model.name, model_params, model, config.schema, config.data.train)
+
+
+def model_features_read(
+    model_name: str, model_params: Mapping[str, Any], model: nn.Module, schema: Schema, source: DataSource
+) -> tuple[str, ...] | None:
+    """:func:`features_read` for a model read from ``source`` (training, or a saved run scoring
+    a file: ``recstack predict`` / ``evaluate``)."""
     from recstack.models.registry import model_class
     from recstack.models.retrieval_contract import is_retrieval_model
     from recstack.schema.enums import InvalidPolicy
 
-    schema = config.schema
-    drops_rows = config.data.train.skip_bad_rows or any(getattr(f, "on_invalid", None) is InvalidPolicy.SKIP_ROW for f in schema.features)
+    drops_rows = source.skip_bad_rows or any(getattr(f, "on_invalid", None) is InvalidPolicy.SKIP_ROW for f in schema.features)
     if is_retrieval_model(model) or drops_rows:
         return None
-    named = model_class(config.model.name).Params.from_dict(model_params).features_read()  # type: ignore[attr-defined]
+    named = model_class(model_name).Params.from_dict(dict(model_params)).features_read()  # type: ignore[attr-defined]
     if named is None:
         return None
     return tuple(name for name in schema.names if name in named)
