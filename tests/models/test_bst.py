@@ -88,6 +88,16 @@ def test_the_target_reads_the_behaviours_in_both_directions(world):
         assert not torch.allclose(encoder(changed, mask)[0, 0], encoded[0, 0])  # the target slot changes
 
 
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_target_output_is_the_full_encodings_target_slot(world, num_layers):
+    feature_map, batch = world
+    model = build_model("bst", feature_map, {**PARAMS, "output": "target", "num_layers": num_layers}).eval()
+    (group,), (encoder,) = model.groups, model.encoders
+    tokens, mask = model.tokens(batch, group, model.slots[0])
+    with torch.no_grad():  # the last block attends from the target slot alone: the same values
+        torch.testing.assert_close(model.sequence_outputs(batch)[0], encoder(tokens, mask)[:, 0])
+
+
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_padding_never_matters(world, mode):
     feature_map, batch = world
@@ -140,13 +150,14 @@ def test_sparse_embeddings_train_with_sparse_adam(world):
     assert all(w.grad.is_sparse for w in sparse)
 
 
-def test_onnx_export_equals_torch(world):
+@pytest.mark.parametrize("output", ["concat", "target"])
+def test_onnx_export_equals_torch(world, output):
     pytest.importorskip("onnxruntime")
     from recstack.serving.ranker_scorer import RankerScorer
     from recstack.tasks import BinaryClassificationTask
 
     feature_map, batch = world
-    model = build_model("bst", feature_map, {**PARAMS, "features": UNWEIGHTED}).eval()
+    model = build_model("bst", feature_map, {**PARAMS, "features": UNWEIGHTED, "output": output}).eval()
     example, other = unweighted(batch.select(torch.arange(40))), unweighted(batch.select(torch.arange(40, 64)))
     scorer = RankerScorer(model=model, task=BinaryClassificationTask(), example=example)
     assert scorer.backend == "onnxruntime", scorer.failure

@@ -149,6 +149,39 @@ def test_fully_padded_batch_has_no_nan(training, attention_dropout):
     assert (GRUEncoder(D, H)(x, mask) == 0).all()
 
 
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("pre_norm, causal", [(True, True), (False, False)])
+@pytest.mark.parametrize("queries", [1, 3])
+def test_queries_give_the_first_q_outputs_of_the_full_encoding_and_their_gradients(num_layers, pre_norm, causal, queries):
+    torch.manual_seed(0)
+    # dropout 0 in training: the two paths draw different dropout masks otherwise
+    encoder = CausalSelfAttentionEncoder(D, num_heads=2, max_len=L, num_layers=num_layers, pre_norm=pre_norm, causal=causal, dropout=0.0)
+    x = torch.randn(B, L, D)
+    mask = MASK.clone()
+    mask[3, 0] = True  # the query slot is real in every row, as BST's target slot
+    full_x, part_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    full = encoder(full_x, mask)[:, :queries]
+    full.square().sum().backward()
+    full_grads = [parameter.grad.clone() for parameter in encoder.parameters()]
+    encoder.zero_grad()
+    part = encoder(part_x, mask, queries=queries)
+    assert part.shape == (B, queries, D)
+    torch.testing.assert_close(part, full)
+    part.square().sum().backward()
+    torch.testing.assert_close(part_x.grad, full_x.grad)
+    for parameter, expected in zip(encoder.parameters(), full_grads):
+        torch.testing.assert_close(parameter.grad, expected)
+    encoder.eval()  # and with the model's own dropout switched off by eval
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(x, mask, queries=queries), encoder(x, mask)[:, :queries])
+
+
+def test_queries_out_of_range_raise():
+    encoder = CausalSelfAttentionEncoder(D, max_len=L)
+    with pytest.raises(ValueError, match="queries must be in 1..6"):
+        encoder(torch.randn(B, L, D), MASK, queries=0)
+
+
 def test_gru_encoder_packed_and_padded_agree():
     padded = GRUEncoder(D, H, pack=False)
     packed = GRUEncoder(D, H, pack=True)

@@ -137,13 +137,15 @@ class BST(nn.Module):
         outputs = []
         for group, encoder, slots in zip(self.groups, self.encoders, self.slots):
             tokens, mask = self.tokens(batch, group, slots)  # (B, S, D_g), (B, S)
+            if self.params.output is BSTOutput.TARGET:
+                # the last block attends from the target's slot alone: 1 query of S
+                outputs.append(encoder(tokens, mask, queries=1)[:, 0])  # (B, D_g)
+                continue
             encoded = encoder(tokens, mask)  # (B, S, D_g), zero at padding
             if self.params.output is BSTOutput.CONCAT:
                 outputs.append(encoded.flatten(1))  # (B, S * D_g)
-            elif self.params.output is BSTOutput.MEAN:
-                outputs.append(masked_pool(encoded, mask, mode="mean"))  # (B, D_g)
             else:
-                outputs.append(encoded[:, 0])  # (B, D_g), the target's slot
+                outputs.append(masked_pool(encoded, mask, mode="mean"))  # (B, D_g)
         return outputs
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -92,8 +92,15 @@ class CausalSelfAttentionEncoder(nn.Module):
         )
         self.final_norm = nn.LayerNorm(dim) if pre_norm else None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Encode every position.
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        *,
+        queries: int | None = None,
+    ) -> torch.Tensor:
+        """Encode every position, or only the first ``queries``.
 
         Args:
             x: (B, L, D) inputs, padded.
@@ -101,11 +108,18 @@ class CausalSelfAttentionEncoder(nn.Module):
             positions: (B, L) int64 indexes into the positional table, each < ``max_len``;
                 None means 0, 1, ..., L - 1 (oldest first; see :func:`recency_positions` for
                 positions counted back from the last real one).
+            queries: Q, return only the outputs of positions 0 .. Q - 1 (None: all L). The
+                last block then attends from those Q queries alone (every position is still a
+                key and value), so its attention, feed-forward and norms run on (B, Q, ...)
+                instead of (B, L, ...): BST's target slot is Q = 1 of 51. The outputs equal the
+                first Q of the full encoding.
 
         Returns:
-            (B, L, D), zero at padded positions.
+            (B, L, D), or (B, Q, D) with ``queries``; zero at padded positions.
         """
         length = x.shape[1]
+        if queries is not None and not 1 <= queries <= length:
+            raise ValueError(f"queries must be in 1..{length} (the sequence length), got {queries}")
         if self.positions is not None:
             if positions is None:
                 if length > self.max_len:
@@ -118,9 +132,16 @@ class CausalSelfAttentionEncoder(nn.Module):
         # additive, not bool: SDPA's CPU kernels run faster on a float mask; every row allows at
         # least itself (attention_mask), so -inf never fills a whole row
         allowed = attention_mask(mask, causal=self.causal)  # (B, 1, L, L) bool
+        if queries is not None and len(self.blocks) == 1:
+            allowed = allowed[:, :, :queries]  # (B, 1, Q, L): no block reads the other rows
         bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device).masked_fill_(~allowed, float("-inf"))
-        for block in self.blocks:
-            hidden = block(hidden, bias) * keep  # padded positions stay zero between blocks
+        last = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks):
+            if index == last and queries is not None:
+                keep = keep[:, :queries]  # (B, Q, 1)
+                hidden = block(hidden, bias[:, :, :queries], queries=queries) * keep  # (B, Q, D)
+            else:
+                hidden = block(hidden, bias) * keep  # padded positions stay zero between blocks
         if self.final_norm is not None:
             hidden = self.final_norm(hidden) * keep
         return hidden
@@ -139,21 +160,31 @@ class _TransformerBlock(nn.Module):
         self.ffn_norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)
 
-    def attend(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def attend(self, x: torch.Tensor, bias: torch.Tensor, queries: int | None = None) -> torch.Tensor:
+        """(B, Q, D): the first ``queries`` positions (None: all L) attending over all of ``x``
+        (B, L, D); ``bias`` (B, 1, Q, L)."""
         batch_size, length, dim = x.shape
         heads = self.num_heads
-        q, k, v = self.qkv(x).view(batch_size, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, L, D/h) each
+        if queries is None:
+            q, k, v = self.qkv(x).view(batch_size, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, L, D/h) each
+        else:  # the query projection of the Q positions only
+            w_q, w_kv = self.qkv.weight.split([dim, 2 * dim])
+            b_q, b_kv = self.qkv.bias.split([dim, 2 * dim])
+            q = F.linear(x[:, :queries], w_q, b_q).view(batch_size, queries, heads, dim // heads).transpose(1, 2)  # (B, h, Q, D/h)
+            k, v = F.linear(x, w_kv, b_kv).view(batch_size, length, 2, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, L, D/h) each
         dropout = self.attention_dropout if self.training else 0.0
         bias = bias.to(q.dtype)  # under autocast q is bf16/fp16 and SDPA wants one dtype
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, h, L, D/h)
-        return self.out(attended.transpose(1, 2).reshape(batch_size, length, dim))  # (B, L, D)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, h, Q, D/h)
+        return self.out(attended.transpose(1, 2).reshape(batch_size, q.shape[2], dim))  # (B, Q, D)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Args: x (B, L, D); bias (B, 1, L, L), 0 where query i may read key j, else -inf."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor, queries: int | None = None) -> torch.Tensor:
+        """Args: x (B, L, D); bias (B, 1, Q, L), 0 where query i may read key j, else -inf;
+        queries: Q, the outputs of the first Q positions only (None: all L). Returns (B, Q, D)."""
+        residual = x if queries is None else x[:, :queries]  # (B, Q, D)
         if self.pre_norm:
-            x = x + self.dropout(self.attend(self.attention_norm(x), bias))
+            x = residual + self.dropout(self.attend(self.attention_norm(x), bias, queries))
             return x + self.dropout(self.ffn(self.ffn_norm(x)))
-        x = self.attention_norm(x + self.dropout(self.attend(x, bias)))
+        x = self.attention_norm(residual + self.dropout(self.attend(x, bias, queries)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
