@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "data" / "ml100k_ctr"
 SCHEMA = ROOT / "schemas" / "movielens_ctr.yaml"
@@ -53,7 +55,7 @@ def model_params(name: str, aux_loss_weight: float = 0.2) -> dict:
     return params
 
 
-def run(name: str, seed: int, epochs: int, aux_loss_weight: float = 0.2) -> dict:
+def run(name: str, seed: int, epochs: int, aux_loss_weight: float = 0.2, overrides: dict | None = None) -> dict:
     """One training run in this process: test AUC / logloss, train samples/s, peak RSS."""
     import torch
 
@@ -71,7 +73,7 @@ def run(name: str, seed: int, epochs: int, aux_loss_weight: float = 0.2) -> dict
     train = DataSource(paths=(str(DATA_DIR / "train.parquet"),))
     preprocessor = Preprocessor(Schema.from_yaml(SCHEMA)).fit(train)
     torch.manual_seed(seed)
-    model = build_model(name.removesuffix("_target"), preprocessor.feature_map(), model_params(name, aux_loss_weight))
+    model = build_model(name.removesuffix("_target"), preprocessor.feature_map(), {**model_params(name, aux_loss_weight), **(overrides or {})})
     task = BinaryClassificationTask()
     stream = BatchStream(
         source=train, preprocessor=preprocessor,
@@ -112,10 +114,13 @@ def main() -> None:
     parser.add_argument("--peers", type=Path, default=None, help="a folder holding deepctr_torch / torch_rechub: add the peers' rows")
     parser.add_argument("--peer-models", nargs="+", default=["deepctr_dien", "rechub_bst_ffn32", "rechub_dien"], choices=PEERS)
     parser.add_argument("--aux-loss-weight", type=float, default=0.2, help="DIEN's alpha, for recstack's and the peers' DIEN alike")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="a model param for recstack's models (YAML value), e.g. batch_norm=true (torch-rechub's MLP has batch norm)")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run(args.worker[0], int(args.worker[1]), args.epochs, args.aux_loss_weight)))
+        overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.param)}
+        print(json.dumps(run(args.worker[0], int(args.worker[1]), args.epochs, args.aux_loss_weight, overrides)))
         return
     if not (DATA_DIR / "train.parquet").exists():
         from recstack.datasets.movielens import build_ctr
@@ -132,7 +137,7 @@ def main() -> None:
                 env = {**os.environ, "PYTHONPATH": str(args.peers), "OMP_NUM_THREADS": "1"}
             else:
                 command = [sys.executable, __file__, "--worker", name, str(seed), "--epochs", str(args.epochs),
-                           "--aux-loss-weight", str(args.aux_loss_weight)]
+                           "--aux-loss-weight", str(args.aux_loss_weight), *(f"--param={item}" for item in args.param)]
                 env = None
             out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
             if out.returncode != 0:
