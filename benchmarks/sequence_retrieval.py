@@ -118,7 +118,7 @@ def deep(name: str, config_path: str, overrides: dict, epochs: int, patience: in
 
 
 def peer(folder: Path) -> dict[str, float]:
-    """Metrics of a torch-rechub peer's vectors (``benchmarks/_rechub_sequence_peer.py``): the
+    """Metrics of a peer's vectors (``_rechub_sequence_peer.py``, ``_recbole_sequence_peer.py``): the
     epoch best on validation NDCG@10 (recstack's early-stopping rule), its test vectors scored as
     the recstack runs (every catalogue item, the row's input items excluded)."""
     from recstack.data.held_out import held_out
@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--only", nargs="*", default=None, help="baselines, sasrec, gru4rec, genres, variants")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="deep models: one run per seed (results keyed 'name, seed s' beyond seed 0)")
-    parser.add_argument("--peers", nargs="*", type=Path, default=None, help="torch-rechub peer folders (_rechub_sequence_peer.py) to score, then print the table")
+    parser.add_argument("--peers", nargs="*", type=Path, default=None, help="peer folders (_rechub_sequence_peer.py, _recbole_sequence_peer.py) to score, then print the table")
     parser.add_argument("--tower-timing", type=Path, default=None, help="a sequence run folder: time its user tower, eager vs ONNX, and exit")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -187,7 +187,8 @@ def main() -> None:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     chosen = set(args.only or ["baselines", "sasrec", "gru4rec", "genres", "variants"]) if args.peers is None else set()
     for folder in args.peers or []:
-        results[f"torch-rechub 0.9.0: {folder.name}"] = peer(folder)
+        label = json.loads((folder / "stats.json").read_text()).get("model", "torch-rechub 0.9.0")
+        results[f"{label}: {folder.name}"] = peer(folder)
     if "baselines" in chosen:
         results = {k: v for k, v in results.items() if not k.startswith(("Popularity", "EASE"))}
         results.update(baselines())
