@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from recstack.nn import MLP, Activation, Dice
+from recstack.nn.dropout import Dropout
 
 
 def _activations(mlp: MLP) -> list[type]:
@@ -55,10 +56,10 @@ def test_dice_and_prelu_are_per_layer_with_that_layers_width():
 
 def test_batch_norm_and_dropout_are_optional():
     plain = MLP(in_dim=6, hidden_dims=(8, 4))
-    assert not any(isinstance(m, (nn.BatchNorm1d, nn.Dropout)) for m in plain.modules())
+    assert not any(isinstance(m, (nn.BatchNorm1d, Dropout)) for m in plain.modules())
     full = MLP(in_dim=6, hidden_dims=(8, 4), batch_norm=True, dropout=0.5)
     assert sum(isinstance(m, nn.BatchNorm1d) for m in full.modules()) == 2
-    assert sum(isinstance(m, nn.Dropout) for m in full.modules()) == 2
+    assert sum(isinstance(m, Dropout) for m in full.modules()) == 2
     full.eval()
     x = torch.randn(3, 6)
     torch.testing.assert_close(full(x), full(x))  # no dropout noise in eval

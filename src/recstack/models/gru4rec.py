@@ -22,6 +22,7 @@ from recstack.data.feature_map import FeatureMap
 from recstack.models.params import require, require_dropout
 from recstack.models.registry import register_model
 from recstack.models.sequence_retrieval import SequenceParams, SequenceRetrievalModel
+from recstack.nn.dropout import Dropout
 from recstack.nn.sequence import GRUEncoder
 
 __all__ = ["GRU4Rec", "GRU4RecEncoder"]
@@ -32,7 +33,7 @@ class GRU4RecEncoder(nn.Module):
 
     def __init__(self, *, dim: int, hidden_dim: int, num_layers: int, dropout: float):
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.gru = GRUEncoder(dim, hidden_dim, num_layers=num_layers)
         self.project = nn.Linear(hidden_dim, dim) if hidden_dim != dim else nn.Identity()
 

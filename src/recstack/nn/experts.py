@@ -29,6 +29,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from recstack.nn.dropout import Dropout
+
 __all__ = ["CGCLayer", "ExpertGroup", "Gate", "mix"]
 
 
@@ -64,7 +66,7 @@ class ExpertGroup(nn.Module):
             self.biases.append(nn.Parameter(torch.empty(num_experts, fan_out).uniform_(-bound, bound)))
         # (B, E, H) viewed as (B, E * H): one BatchNorm1d is E experts' own norms side by side
         self.norms = nn.ModuleList(nn.BatchNorm1d(num_experts * d) for d in dims[1:]) if batch_norm else None
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, inputs: Tensor) -> Tensor:
         """``(B, N) -> (B, E, D)``."""

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from recstack.nn.dice import Dice, masked_batch_norm
+from recstack.nn.dropout import Dropout
 from recstack.nn.fused import fast_path_applies
 from recstack.nn.relu_mlp import relu_mlp
 
@@ -71,7 +72,7 @@ class MLPBlock(nn.Module):
         self.linear = nn.Linear(in_dim, out_dim)
         self.norm = nn.BatchNorm1d(out_dim) if batch_norm else None
         self.activation = make_activation(activation, num_features=out_dim)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, *, valid_rows: int | None = None

@@ -22,6 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from recstack.nn.dropout import Dropout, dropout
+
 
 class CausalSelfAttentionEncoder(nn.Module):
     """A stack of transformer blocks over a padded sequence (SASRec, Kang & McAuley 2018; BST).
@@ -78,7 +80,7 @@ class CausalSelfAttentionEncoder(nn.Module):
             # BERT's 0.02, not nn.Embedding's N(0, 1): recstack's item tables start at std 0.01,
             # and unit-scale positions would drown the items until the positions shrink
             nn.init.normal_(self.positions.weight, std=0.02)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.blocks = nn.ModuleList(
             _TransformerBlock(
                 dim,
@@ -156,25 +158,27 @@ class _TransformerBlock(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.attention_norm = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ffn_dim, dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.ReLU(), Dropout(dropout), nn.Linear(ffn_dim, dim))
         self.ffn_norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def attend(self, x: torch.Tensor, bias: torch.Tensor, queries: int | None = None) -> torch.Tensor:
         """(B, Q, D): the first ``queries`` positions (None: all L) attending over all of ``x``
         (B, L, D); ``bias`` (B, 1, Q, L)."""
         batch_size, length, dim = x.shape
         heads = self.num_heads
-        if queries is None:
-            q, k, v = self.qkv(x).view(batch_size, length, 3, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, L, D/h) each
-        else:  # the query projection of the Q positions only
-            w_q, w_kv = self.qkv.weight.split([dim, 2 * dim])
-            b_q, b_kv = self.qkv.bias.split([dim, 2 * dim])
-            q = F.linear(x[:, :queries], w_q, b_q).view(batch_size, queries, heads, dim // heads).transpose(1, 2)  # (B, h, Q, D/h)
-            k, v = F.linear(x, w_kv, b_kv).view(batch_size, length, 2, heads, dim // heads).permute(2, 0, 3, 1, 4).unbind(0)  # (B, h, L, D/h) each
-        dropout = self.attention_dropout if self.training else 0.0
+        # three projections, not one (L, 3D) output split into views: each comes out contiguous,
+        # so neither the forward nor the backward copies a permuted (B, L, 3, h, D/h) tensor
+        (w_q, w_k, w_v), (b_q, b_k, b_v) = self.qkv.weight.chunk(3), self.qkv.bias.chunk(3)
+        q_x = x if queries is None else x[:, :queries]  # the query projection of the Q positions only
+        q = F.linear(q_x, w_q, b_q).view(batch_size, q_x.shape[1], heads, dim // heads).transpose(1, 2)  # (B, h, Q, D/h)
+        k = F.linear(x, w_k, b_k).view(batch_size, length, heads, dim // heads).transpose(1, 2)  # (B, h, L, D/h)
+        v = F.linear(x, w_v, b_v).view(batch_size, length, heads, dim // heads).transpose(1, 2)  # (B, h, L, D/h)
         bias = bias.to(q.dtype)  # under autocast q is bf16/fp16 and SDPA wants one dtype
-        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B, h, Q, D/h)
+        if self.training and self.attention_dropout > 0:
+            attended = attention_with_dropout(q, k, v, bias, self.attention_dropout)  # (B, h, Q, D/h)
+        else:  # PyTorch's fused kernel
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, Q, D/h)
         return self.out(attended.transpose(1, 2).reshape(batch_size, q.shape[2], dim))  # (B, Q, D)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor, queries: int | None = None) -> torch.Tensor:
@@ -186,6 +190,15 @@ class _TransformerBlock(nn.Module):
             return x + self.dropout(self.ffn(self.ffn_norm(x)))
         x = self.attention_norm(residual + self.dropout(self.attend(x, bias, queries)))
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
+
+
+def attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, p: float) -> torch.Tensor:
+    """``F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)``'s math with
+    :func:`recstack.nn.dropout.dropout` on the weights: with dropout SDPA runs its unfused
+    path anyway, and its CPU mask (``bernoulli_``) cost more than the attention itself.
+    q (B, h, Q, d), k and v (B, h, L, d), bias (B, 1, Q, L) additive; returns (B, h, Q, d)."""
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1)) + bias  # (B, h, Q, L)
+    return torch.matmul(dropout(torch.softmax(scores, dim=-1), p), v)
 
 
 def attention_mask(mask: torch.Tensor, *, causal: bool) -> torch.Tensor:
