@@ -59,7 +59,7 @@ def test_aux_loss_is_added_by_the_training_task_and_never_computed_when_scoring(
     torch.manual_seed(3)
     loss = task.loss(model, batch)
     assert len(extractor_calls) == 1  # regularization reused forward's extractor states
-    assert len(aux_calls) == 2  # positive and negative pairs
+    assert len(aux_calls) == 1  # positive and negative pairs in one batch
     logits = model(batch)
     torch.manual_seed(3)
     penalty = model.regularization(batch)
@@ -115,6 +115,37 @@ def test_aux_loss_pairs_each_state_with_the_next_behaviour_and_a_sampled_negativ
     draws = torch.randint(1, model.negative_rows[0], (20000,))
     counts = torch.bincount(draws, minlength=model.negative_rows[0])
     assert counts[0] == 0 and counts[1:].min() > 0
+
+
+def test_inner_product_scorer_pairs_each_state_with_the_next_behaviour_and_a_negative(world):
+    feature_map, batch = world
+    item_dim = feature_map.table_of(feature_map.schema["hist_item_ids"]).dim
+    params = {**PARAMS, "aux_scorer": "inner_product", "gru_hidden_dim": item_dim}
+    model = build_model("dien", feature_map, params).train()
+    assert len(model.auxiliary_nets) == 0  # no net: eq. 3's inner product
+    mask = batch.mask("hist_item_ids")
+    items = model.embeddings.sequence(batch, "hist_item_ids")
+    history = torch.cat([items, model.embeddings.sequence(batch, "hist_genres")], -1)
+    states = model.extractors[0](history, mask)  # (B, L, item_dim)
+    torch.manual_seed(6)
+    loss = model.auxiliary_loss(0, states, items, mask)
+    pairs = mask[:, 1:] & mask[:, :-1]
+    torch.manual_seed(6)
+    sampled = torch.randint(1, model.negative_rows[0], (int(pairs.sum()),))
+    hidden = states[:, :-1][pairs]
+    positive = (hidden * items[:, 1:][pairs]).sum(-1)
+    negative = (hidden * model.embeddings.table("hist_item_ids").weight[sampled]).sum(-1)
+    expected = -(nn.functional.logsigmoid(positive).mean() + nn.functional.logsigmoid(-negative).mean())
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert model.extractors[0].gru.weight_hh_l0.grad.abs().sum() > 0
+
+
+def test_inner_product_scorer_needs_states_as_wide_as_the_lead_embedding(world):
+    feature_map, _ = world
+    # one group of item + genre: H defaults to both widths, the item embedding is one of them
+    with pytest.raises(ConfigError, match=r"model\.params\.aux_scorer: inner_product needs the GRU state as wide as 'hist_item_ids'"):
+        build_model("dien", feature_map, {**PARAMS, "aux_scorer": "inner_product"})
 
 
 def test_augru_is_driven_by_attention_to_the_target(world):

@@ -3,6 +3,7 @@ auxiliary next-behaviour loss, and an attention-gated GRU (AUGRU) for interest e
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -17,6 +18,13 @@ from recstack.models.params import require, require_dims
 from recstack.models.registry import register_model
 from recstack.nn.mlp import MLP, Activation
 from recstack.nn.sequence import AUGRU, GRUEncoder
+
+
+class AuxiliaryScorer(str, enum.Enum):
+    """How the auxiliary loss scores a (h_t, e_{t+1}) pair."""
+
+    MLP = "mlp"  # the paper's released code: an MLP on [h_t, e_{t+1}] (aux_hidden_dims)
+    INNER_PRODUCT = "inner_product"  # h_t . e_{t+1}, the paper's eq. 3 as written (torch-rechub's)
 
 
 class _Extraction(NamedTuple):
@@ -34,8 +42,9 @@ class DIEN(nn.Module):
 
     For each group of behaviours (their embeddings concatenated per position, as DIN), a GRU
     reads the history and gives one interest state h_t per position. In training, an auxiliary
-    loss (eq. 3) supervises each h_t with the next behaviour: an MLP on ``[h_t, e_{t+1}]``
-    scores the real next behaviour as positive and an item drawn uniformly from the table
+    loss (eq. 3) supervises each h_t with the next behaviour: an MLP on ``[h_t, e_{t+1}]`` (the
+    released code's; ``aux_scorer: inner_product`` scores ``h_t . e_{t+1}`` instead, which needs
+    H equal to the lead feature's dim) scores the real next behaviour as positive and an item drawn uniformly from the table
     (padding excluded) as negative, binary cross-entropy, averaged over the pairs whose t + 1 is
     a real position, weighted by ``aux_loss_weight``. A sampled item's other features (its
     genre) are unknown, so the pairs are compared on the group's first history feature (the
@@ -66,6 +75,7 @@ class DIEN(nn.Module):
         # three (docs/benchmarks.md, "Sequence rankers")
         aux_loss_weight: float = 0.2
         aux_hidden_dims: tuple[int, ...] = (100, 50)  # the auxiliary net of the paper's code
+        aux_scorer: AuxiliaryScorer = AuxiliaryScorer.MLP
         hidden_dims: tuple[int, ...] = (200, 80)
         activation: Activation = Activation.DICE
 
@@ -100,10 +110,19 @@ class DIEN(nn.Module):
         # the sampled negatives' table size, and the auxiliary net over [h_t, e_{t+1}] of the lead feature
         leads = [group[0].history for group in self.groups]
         self.negative_rows = [feature_map.table_of(schema[lead]).num_rows for lead in leads]
+        lead_dims = [self.embeddings.dim(lead) for lead in leads]
+        if p.aux_scorer is AuxiliaryScorer.INNER_PRODUCT:
+            for hidden, lead, lead_dim in zip(hidden_dims, leads, lead_dims):
+                require(
+                    hidden == lead_dim, "aux_scorer",
+                    f"inner_product needs the GRU state as wide as {lead!r}'s embedding ({lead_dim}), got {hidden}: "
+                    "give that history its own group, or set gru_hidden_dim",
+                )  # fmt: skip
         self.auxiliary_nets = nn.ModuleList(
-            MLP(in_dim=hidden + self.embeddings.dim(lead), hidden_dims=p.aux_hidden_dims, activation=Activation.RELU, head_dim=1)
-            for hidden, lead in zip(hidden_dims, leads)
-        )
+            MLP(in_dim=hidden + lead_dim, hidden_dims=p.aux_hidden_dims, activation=Activation.RELU, head_dim=1)
+            for hidden, lead_dim in zip(hidden_dims, lead_dims)
+            if p.aux_scorer is AuxiliaryScorer.MLP
+        )  # empty for inner_product
         self.mlp = p.mlp(self.embeddings.output_dim(self.other_inputs) + sum(hidden_dims), head_dim=1)
         self._last: tuple[Batch, list[_Extraction]] | None = None  # forward's, for regularization
 
@@ -151,9 +170,11 @@ class DIEN(nn.Module):
         # uniform over the table's rows, padding excluded
         sampled = torch.randint(PADDING_INDEX + 1, self.negative_rows[index], (1, hidden.shape[0]), device=states.device)
         negative = self.embeddings.sequence(Batch(sequences={lead: sampled}), lead).squeeze(0)  # (N, D)
-        net = self.auxiliary_nets[index]
-        positive_logits = net(torch.cat([hidden, positive], dim=-1)).squeeze(-1)  # (N,)
-        negative_logits = net(torch.cat([hidden, negative], dim=-1)).squeeze(-1)  # (N,)
+        if self.params.aux_scorer is AuxiliaryScorer.INNER_PRODUCT:
+            positive_logits, negative_logits = (hidden * positive).sum(-1), (hidden * negative).sum(-1)  # (N,) each
+        else:  # positives and negatives through the net as one (2N, H + D) batch: one GEMM per layer
+            pairs = torch.cat([hidden.repeat(2, 1), torch.cat([positive, negative])], dim=-1)  # (2N, H + D)
+            positive_logits, negative_logits = self.auxiliary_nets[index](pairs).squeeze(-1).chunk(2)  # (N,) each
         return F.binary_cross_entropy_with_logits(
             positive_logits, torch.ones_like(positive_logits)
         ) + F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits))
