@@ -164,6 +164,27 @@ def test_full_softmax_is_cross_entropy_over_real_rows() -> None:
     assert loss.item() == pytest.approx(F.cross_entropy(logits, POS - 2).item(), abs=1e-5)
 
 
+def test_full_softmax_in_chunks_gives_the_one_matrix_loss_and_gradients(monkeypatch) -> None:
+    import recstack.tasks.full_softmax as full_softmax
+
+    g = torch.Generator().manual_seed(1)
+    users, table = torch.randn(37, 4, generator=g), torch.randn(8, 4, generator=g)
+    positives = torch.randint(2, 8, (37,), generator=g)
+    results = []
+    for chunk_elements in (1 << 20, 8 * 5):  # one chunk; chunks of 5 pairs (the last one of 2)
+        monkeypatch.setattr(full_softmax, "_CHUNK_ELEMENTS", chunk_elements)
+        u, t = users.clone().requires_grad_(), table.clone().requires_grad_()
+        loss = FullSoftmaxTask(temperature=0.7).loss(Fixed(u, t), Batch(ids={"item_id": positives}))
+        loss.backward()
+        results.append((loss.detach(), u.grad, t.grad))
+    expected = F.cross_entropy(users @ table[2:].T / 0.7, positives - 2)
+    for loss, user_grad, table_grad in results:
+        torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(results[0][1], results[1][1])
+    torch.testing.assert_close(results[0][2], results[1][2])
+    assert results[1][2][:2].abs().sum() == 0  # padding and OOV rows get no gradient
+
+
 def test_sampled_softmax_subtracts_log_q_of_every_candidate() -> None:
     counts = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6.0])
     task = SampledSoftmaxTask(num_negatives=4, seed=7).set_item_frequencies(counts)

@@ -26,13 +26,14 @@ from recstack.tasks.registry import RegisteredTask, TaskParams, TaskType, regist
 from recstack.tasks.retrieval_steps import (
     _row_weights,
     _weighted_mean,
-    apply_temperature,
     positive_item_rows,
     retrieval_pairs,
     scaled_cosine_of_pairs,
 )
 
 __all__ = ["FullSoftmaxTask", "catalogue_model"]
+
+_CHUNK_ELEMENTS = 1 << 20  # logits per chunk: 4 MiB in float32, cache-sized and heap-allocated
 
 
 def catalogue_model(model: nn.Module, task: str) -> ItemCatalogueModel:
@@ -77,22 +78,24 @@ class FullSoftmaxTask(RegisteredTask, SingleHeadTask):
         """Not used: every item is a candidate."""
         return self
 
-    def logits_and_targets(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
-        """``(N, R)`` logits over every item row, ``(N,)`` target rows and the pairs' labels."""
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         catalogue = catalogue_model(model, "full_softmax")
         pairs = retrieval_pairs(model, batch)
         queries = pairs.queries.float()  # (N, D)
         targets = positive_item_rows(pairs, batch, self.item_feature, queries.device, why="full softmax targets")  # (N,)
         rows = torch.arange(catalogue.num_item_rows, device=queries.device)  # (R,)
         items = catalogue.encode_item_rows(rows).float()  # (R, D): the output layer
-        logits = apply_temperature(queries @ items.T, temperature=self.temperature)  # (N, R)
-        logits[:, : OOV_INDEX + 1] = torch.finfo(logits.dtype).min  # padding and OOV are no items
-        return logits, targets, pairs.labels
-
-    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        logits, targets, labels = self.logits_and_targets(model, batch)
-        per_row = F.cross_entropy(logits, targets, reduction="none")  # (N,)
-        return _weighted_mean(per_row, _row_weights(labels, per_row.dtype, per_row.device))
+        bias = torch.zeros(len(rows), dtype=queries.dtype, device=queries.device)  # (R,)
+        bias[: OOV_INDEX + 1] = torch.finfo(bias.dtype).min  # padding and OOV are no items
+        # (n, R) logits a chunk of pairs at a time: one (N, R) matrix is above glibc's 32 MB mmap
+        # threshold at SASRec's N ~ 5,000 and R ~ 1,700, so it and its gradient were page-faulted
+        # in anew every step (2.3x this loss's time, benchmarks in docs/benchmarks.md)
+        chunk = max(1, _CHUNK_ELEMENTS // len(rows))
+        per_row = torch.cat([
+            F.cross_entropy(torch.addmm(bias, part, items.T, alpha=1.0 / self.temperature), part_targets, reduction="none")
+            for part, part_targets in zip(queries.split(chunk), targets.split(chunk))
+        ])  # (N,)  # fmt: skip
+        return _weighted_mean(per_row, _row_weights(pairs.labels, per_row.dtype, per_row.device))
 
     def predict(self, model: nn.Module, batch: Batch) -> Tensor:
         """``(N,)`` score / temperature of each (query, positive) pair."""
