@@ -37,10 +37,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "data" / "ml100k_ctr"
 SCHEMA = ROOT / "schemas" / "movielens_ctr.yaml"
-MODELS = ("din", "bst", "bst_target", "dien")  # bst_target: BST with output: target (the target slot only)
+MODELS = ("din", "bst", "bst_target", "dien", "dien_inner")
+# bst_target: BST with output: target (the target slot only); dien_inner: DIEN laid out as torch-rechub's
+# (one GRU per history feature, the auxiliary loss scoring h_t . e_{t+1}, no auxiliary MLP)
 ID_FEATURES = ["user_id", "item_id", "gender", "age", "occupation", "zip_prefix", "genre"]
 PEERS = ("deepctr_dien", "rechub_bst", "rechub_bst_ffn32", "rechub_dien")  # see benchmarks/_peer_sequence_rankers.py
-PAIRS = {"deepctr_dien": "dien", "rechub_dien": "dien", "rechub_bst": "bst_target", "rechub_bst_ffn32": "bst_target"}  # peer -> recstack's
+PAIRS = {  # peer -> recstack's models compared with it
+    "deepctr_dien": ("dien", "dien_inner"), "rechub_dien": ("dien", "dien_inner"),
+    "rechub_bst": ("bst_target",), "rechub_bst_ffn32": ("bst_target",),
+}
 BEHAVIOURS = [{"candidate": "item_id", "history": "hist_item_ids"}, {"candidate": "genre", "history": "hist_genres"}]
 
 
@@ -52,6 +57,9 @@ def model_params(name: str, aux_loss_weight: float = 0.2) -> dict:
         params.update(num_layers=1, num_heads=2, transformer_dropout=0.2, output="target" if name == "bst_target" else "concat")
     if name == "dien":
         params.update(aux_loss_weight=aux_loss_weight, aux_hidden_dims=[100, 50])
+    if name == "dien_inner":
+        params.update(aux_loss_weight=aux_loss_weight, aux_scorer="inner_product",
+                      behaviours=[{**behaviour, "group": behaviour["history"]} for behaviour in BEHAVIOURS])
     return params
 
 
@@ -73,7 +81,7 @@ def run(name: str, seed: int, epochs: int, aux_loss_weight: float = 0.2, overrid
     train = DataSource(paths=(str(DATA_DIR / "train.parquet"),))
     preprocessor = Preprocessor(Schema.from_yaml(SCHEMA)).fit(train)
     torch.manual_seed(seed)
-    model = build_model(name.removesuffix("_target"), preprocessor.feature_map(), {**model_params(name, aux_loss_weight), **(overrides or {})})
+    model = build_model(name.removesuffix("_target").removesuffix("_inner"), preprocessor.feature_map(), {**model_params(name, aux_loss_weight), **(overrides or {})})
     task = BinaryClassificationTask()
     stream = BatchStream(
         source=train, preprocessor=preprocessor,
@@ -153,8 +161,7 @@ def main() -> None:
             f"| {summarise(column('samples_per_second'), 0)} | {summarise(column('peak_rss_mib'), 0)} |"
         )
     for peer in peers:
-        ours = PAIRS[peer]
-        if ours in runs:
+        for ours in (name for name in PAIRS[peer] if name in runs):
             ratios = [a["samples_per_second"] / b["samples_per_second"] for a, b in zip(runs[ours], runs[peer])]
             print(f"\n{ours} / {peer} train samples/s, per seed: {summarise(ratios, 2)}", end="")
     print(f"\n\nload average (1, 5, 15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}, "
