@@ -199,6 +199,18 @@ def test_sampled_softmax_subtracts_log_q_of_every_candidate() -> None:
     assert plain.loss(Fixed(USERS, TABLE), Batch(ids={"item_id": POS})).item() != pytest.approx(loss.item(), abs=1e-3)
 
 
+def test_sampled_bce_redraws_only_clashes_and_flags_the_pairs_it_cannot_resolve() -> None:
+    rows = 12  # item rows 2..11
+    every_item = torch.arange(2, rows)  # (10,)
+    seen = torch.stack([every_item, torch.cat([every_item[:5], every_item[:5]]), every_item.roll(3)])  # (3, 10)
+    seen = torch.cat([seen, torch.tensor([[2] * 10])])  # a fourth pair that saw only item 2
+    negatives, unresolved = SampledBCETask(num_negatives=5, seed=3).sample(seen, rows)
+    # pairs 0 and 2 saw every item: nothing can be drawn for them; pair 1 has five left, pair 3 nine
+    assert unresolved.tolist() == [[True] * 5, [False] * 5, [True] * 5, [False] * 5]
+    assert bool((negatives[1] >= 7).all())  # items 2..6 are pair 1's sequence
+    assert not bool((negatives[3] == 2).any()) and bool(((negatives >= 2) & (negatives < rows)).all())
+
+
 def test_sampled_bce_is_the_papers_loss_and_never_samples_the_sequence() -> None:
     model = _model("sasrec").eval()
     batch = sequence_batch(6, seed=2)

@@ -81,12 +81,18 @@ class SampledBCETask(RegisteredTask, SingleHeadTask):
         negatives = torch.randint(FIRST_ITEM_ROW, num_item_rows, shape, generator=self.generator)
         seen = seen.cpu()
         clash = (negatives.unsqueeze(-1) == seen.unsqueeze(1)).any(-1)  # (N, K)
-        for _ in range(REDRAW_ROUNDS):  # rounds over all clashing pairs at once
-            if not bool(clash.any()):
+        pending = clash.nonzero()  # (M, 2) [pair, k] still in their sequence, row-major
+        # each round redraws and re-checks only the pending negatives (a few % of N, then fewer),
+        # against their own pairs' sequences: not the (N, K, S) comparison again
+        for _ in range(REDRAW_ROUNDS):
+            if pending.shape[0] == 0:
                 break
-            redraw = torch.randint(FIRST_ITEM_ROW, num_item_rows, (int(clash.sum()),), generator=self.generator)
-            negatives[clash] = redraw
-            clash = (negatives.unsqueeze(-1) == seen.unsqueeze(1)).any(-1)
+            pair, slot = pending.unbind(1)  # (M,), (M,)
+            redraw = torch.randint(FIRST_ITEM_ROW, num_item_rows, (pending.shape[0],), generator=self.generator)
+            negatives[pair, slot] = redraw
+            pending = pending[(redraw.unsqueeze(-1) == seen[pair]).any(-1)]  # (M', 2)
+        clash = torch.zeros(shape, dtype=torch.bool)
+        clash[pending[:, 0], pending[:, 1]] = True
         return negatives, clash
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
