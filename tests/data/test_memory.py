@@ -26,6 +26,7 @@ from recstack.data.sources import DataSource
 from recstack.schema import Schema
 
 path, small, schema = sys.argv[1], sys.argv[2], Schema.from_dict(json.loads(sys.argv[3]))
+loader = LoaderConfig(batch_size=4096, **json.loads(sys.argv[4]))
 # Warm up on a small file first: code paths touched once (libraries, kernels) are not data.
 warm = DataSource(paths=(small,))
 for batch in BatchStream(source=warm, preprocessor=Preprocessor(schema).fit(warm), config=LoaderConfig(batch_size=4096)):
@@ -36,7 +37,7 @@ baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 pre.fit(source)
 after_fit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 rows = 0
-for batch in BatchStream(source=source, preprocessor=pre, config=LoaderConfig(batch_size=4096)):
+for batch in BatchStream(source=source, preprocessor=pre, config=loader):
     rows += len(batch)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"rows": rows, "baseline_kib": baseline, "after_fit_kib": after_fit, "peak_kib": peak}))
@@ -62,7 +63,8 @@ def write_large_parquet(path, rows: int = ROWS) -> int:
 
 
 @pytest.mark.slow
-def test_streaming_a_large_parquet_file_uses_bounded_memory(tmp_path):
+@pytest.mark.parametrize("loader", [{"cache": False}, {"cache_max_mb": 32}], ids=["streaming", "auto-cache-past-its-limit"])
+def test_streaming_a_large_parquet_file_uses_bounded_memory(tmp_path, loader):
     path = tmp_path / "large.parquet"
     table_bytes = write_large_parquet(path)
     write_large_parquet(tmp_path / "small.parquet", rows=ROW_GROUP)
@@ -72,12 +74,15 @@ def test_streaming_a_large_parquet_file_uses_bounded_memory(tmp_path):
         + [{"name": f"n{i}", "kind": "numeric", "transform": "log1p"} for i in range(NUMERIC)],
     }
     result = subprocess.run(
-        [sys.executable, "-c", STREAM, str(path), str(tmp_path / "small.parquet"), json.dumps(schema)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", STREAM, str(path), str(tmp_path / "small.parquet"), json.dumps(schema), json.dumps(loader)],
+        capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
     usage = json.loads(result.stdout)
     assert usage["rows"] == ROWS
     grown = (usage["peak_kib"] - usage["baseline_kib"]) * 1024
     # The whole table would take ~270 MB; fitting and streaming hold a few row groups at most.
+    # (The auto cache, default for data that fits loader.cache_max_mb, holds a whole pass by
+    # design: past its limit it lets the pass go and streams.)
     assert table_bytes > 250e6
     assert grown < table_bytes / 4, usage

@@ -47,6 +47,21 @@ def test_pairs_at_every_real_position_and_the_user_vector_at_the_last(name: str)
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_pairs_skip_columns_that_are_padding_in_every_row(name: str) -> None:
+    model = _model(name).eval()
+    batch = sequence_batch()
+    wide = Batch(ids=batch.ids, sequences={key: F.pad(value, (0, 4)) for key, value in batch.sequences.items()})  # (B, L + 4)
+    pairs, wide_pairs = model.retrieval_pairs(batch), model.retrieval_pairs(wide)
+    assert torch.allclose(wide_pairs.queries, pairs.queries, atol=1e-6)
+    assert torch.equal(wide_pairs.positive_rows, pairs.positive_rows)
+    assert wide_pairs.seen_rows.shape == pairs.seen_rows.shape == (len(pairs.positive_rows), 2 * L)  # trimmed to the longest row
+    short = Batch(sequences={key: F.pad(value[:, :3], (0, L - 3)) for key, value in batch.sequences.items()})  # rows of <= 3 items
+    assert model.retrieval_pairs(short).seen_rows.shape[1] == 2 * 3
+    empty = Batch(sequences={key: torch.zeros_like(value[:2]) for key, value in batch.sequences.items()})
+    assert model.retrieval_pairs(empty).queries.shape == (0, 16)
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_oov_targets_are_no_pairs(name: str) -> None:
     batch = sequence_batch()
     batch.sequences["target_item_ids"][1, 2] = 1  # OOV: unknown next item

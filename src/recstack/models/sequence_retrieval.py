@@ -242,6 +242,12 @@ class SequenceRetrievalModel(RetrievalDefaults, nn.Module):
                 f"{self.params.history_feature} {tuple(history.shape)} and {self.params.target_feature} "
                 f"{tuple(targets.shape)} must be aligned position by position (same maxlen)"
             )
+        # left-aligned: columns past the batch's longest row are padding in every row, and no
+        # real position reads them; dropping them changes no output (batches of short sessions
+        # under a long maxlen then encode only what they hold)
+        longest = int(history.ne(0).sum(dim=1).max()) if history.numel() else 0
+        if 0 < longest < history.shape[1]:
+            history, targets = history[:, :longest], targets[:, :longest]  # (B, L') each
         outputs = self.user_encoder.every_position(history)  # (B, L, D)
         real = (history != 0) & (targets > OOV_INDEX)  # (B, L)
         row_of = torch.arange(history.shape[0], device=history.device).unsqueeze(1).expand_as(history)[real]  # (N,)
