@@ -26,6 +26,18 @@ def test_gates_are_distributions_and_mix_weighs_the_experts() -> None:
     assert torch.allclose(mix(experts, weights), torch.einsum("be,bed->bd", weights, experts), atol=1e-6)
 
 
+def test_a_gate_with_batch_norm_normalises_its_logits_before_the_softmax() -> None:
+    gate, x = Gate(in_dim=6, num_experts=3, batch_norm=True), torch.randn(16, 6) * 4 + 2
+    weights = gate.train()(x)
+    logits = torch.nn.functional.batch_norm(gate.linear(x), None, None, training=True)  # batch statistics
+    assert torch.allclose(weights, torch.softmax(logits, dim=-1), atol=1e-6)
+    assert torch.allclose(weights.sum(-1), torch.ones(16)) and gate.norm.num_batches_tracked == 1
+    weights.pow(2).sum().backward()
+    assert gate.linear.weight.grad is not None and gate.norm.weight.grad is not None
+    layer = CGCLayer(in_dim=6, num_tasks=2, num_shared=1, num_specific=1, hidden_dims=(4,), shared_output=True, gate_batch_norm=True)
+    assert all(g.norm is not None for g in [*layer.task_gates, layer.shared_gate]) and Gate(in_dim=6, num_experts=3).norm is None
+
+
 def test_cgc_task_outputs_mix_own_and_shared_experts_with_their_gate() -> None:
     layer = CGCLayer(in_dim=6, num_tasks=2, num_shared=2, num_specific=1, hidden_dims=(4,), shared_output=True)
     inputs, shared = [torch.randn(5, 6), torch.randn(5, 6)], torch.randn(5, 6)

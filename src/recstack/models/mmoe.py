@@ -35,10 +35,12 @@ class MMoE(MultiTaskRanker):
 
     @dataclass(frozen=True, kw_only=True)
     class Params(MultiTaskParams):
-        """``hidden_dims``: each expert's layers (ReLU)."""
+        """``hidden_dims``: each expert's layers (ReLU); ``gate_batch_norm``: batch-normalise each
+        gate's logits before its softmax (torch-rechub's gates; the paper's are ``softmax(W x)``)."""
 
         hidden_dims: tuple[int, ...] = (64,)
         num_experts: int = 4
+        gate_batch_norm: bool = False
 
         def validate(self) -> None:
             super().validate()
@@ -49,7 +51,9 @@ class MMoE(MultiTaskRanker):
         p = self.params
         self.experts = ExpertGroup(in_dim=self.input_dim, num_experts=p.num_experts, hidden_dims=p.hidden_dims, dropout=p.dropout,
                                     batch_norm=p.batch_norm)
-        self.gate = nn.ModuleDict({name: Gate(in_dim=self.input_dim, num_experts=p.num_experts) for name in self.targets})
+        self.gate = nn.ModuleDict(
+            {name: Gate(in_dim=self.input_dim, num_experts=p.num_experts, batch_norm=p.gate_batch_norm) for name in self.targets}
+        )
         self.build_towers(self.experts.out_dim)
 
     def tower_inputs(self, features: Tensor) -> Sequence[Tensor]:

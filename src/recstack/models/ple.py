@@ -35,12 +35,15 @@ class PLE(MultiTaskRanker):
 
     @dataclass(frozen=True, kw_only=True)
     class Params(MultiTaskParams):
-        """``hidden_dims``: each expert's layers (ReLU), the same at every level."""
+        """``hidden_dims``: each expert's layers (ReLU), the same at every level;
+        ``gate_batch_norm``: batch-normalise each gate's logits before its softmax (torch-rechub's
+        gates; the paper's are ``softmax(W x)``)."""
 
         hidden_dims: tuple[int, ...] = (64,)
         num_levels: int = 2
         num_shared_experts: int = 2
         num_specific_experts: int = 2
+        gate_batch_norm: bool = False
 
         def validate(self) -> None:
             super().validate()
@@ -61,6 +64,7 @@ class PLE(MultiTaskRanker):
                 shared_output=level < p.num_levels - 1,  # the last level has no shared gate
                 dropout=p.dropout,
                 batch_norm=p.batch_norm,
+                gate_batch_norm=p.gate_batch_norm,
             )
             levels.append(layer)
             in_dim = layer.out_dim

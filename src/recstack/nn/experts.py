@@ -87,14 +87,22 @@ class ExpertGroup(nn.Module):
 
 
 class Gate(nn.Module):
-    """A softmax over ``num_experts`` from a linear map of the gate's input: ``(B, N) -> (B, E)``."""
+    """A softmax over ``num_experts`` from a linear map of the gate's input: ``(B, N) -> (B, E)``.
 
-    def __init__(self, *, in_dim: int, num_experts: int) -> None:
+    ``batch_norm`` batch-normalises the logits before the softmax (torch-rechub's gates, built
+    from its MLP: Linear -> BatchNorm -> softmax); the papers' gates are ``softmax(W x)``.
+    """
+
+    def __init__(self, *, in_dim: int, num_experts: int, batch_norm: bool = False) -> None:
         super().__init__()
         self.linear = nn.Linear(in_dim, num_experts)
+        self.norm = nn.BatchNorm1d(num_experts) if batch_norm else None
 
     def forward(self, inputs: Tensor) -> Tensor:
-        return torch.softmax(self.linear(inputs), dim=-1)  # (B, E), each row sums to 1
+        logits = self.linear(inputs)  # (B, E)
+        if self.norm is not None:
+            logits = self.norm(logits)
+        return torch.softmax(logits, dim=-1)  # (B, E), each row sums to 1
 
 
 def mix(experts: Tensor, weights: Tensor) -> Tensor:
@@ -119,6 +127,7 @@ class CGCLayer(nn.Module):
         shared_output: also compute the shared gate's output (for the next level).
         dropout: dropout inside the experts.
         batch_norm: batch norm inside the experts.
+        gate_batch_norm: batch norm on the gates' logits (:class:`Gate`).
     """
 
     def __init__(
@@ -132,14 +141,16 @@ class CGCLayer(nn.Module):
         shared_output: bool,
         dropout: float = 0.0,
         batch_norm: bool = False,
+        gate_batch_norm: bool = False,
     ) -> None:
         super().__init__()
         group = dict(in_dim=in_dim, hidden_dims=hidden_dims, dropout=dropout, batch_norm=batch_norm)
         self.shared = ExpertGroup(num_experts=num_shared, **group)
         self.specific = nn.ModuleList(ExpertGroup(num_experts=num_specific, **group) for _ in range(num_tasks))
-        self.task_gates = nn.ModuleList(Gate(in_dim=in_dim, num_experts=num_specific + num_shared) for _ in range(num_tasks))
+        gate = dict(in_dim=in_dim, batch_norm=gate_batch_norm)
+        self.task_gates = nn.ModuleList(Gate(num_experts=num_specific + num_shared, **gate) for _ in range(num_tasks))
         all_experts = num_tasks * num_specific + num_shared
-        self.shared_gate = Gate(in_dim=in_dim, num_experts=all_experts) if shared_output else None
+        self.shared_gate = Gate(num_experts=all_experts, **gate) if shared_output else None
         self.out_dim = self.shared.out_dim
 
     def forward(self, task_inputs: Sequence[Tensor], shared_input: Tensor) -> tuple[list[Tensor], Tensor | None]:
