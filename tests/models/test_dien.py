@@ -141,6 +141,33 @@ def test_inner_product_scorer_pairs_each_state_with_the_next_behaviour_and_a_neg
     assert model.extractors[0].gru.weight_hh_l0.grad.abs().sum() > 0
 
 
+def test_behaviour_negatives_are_real_behaviours_of_the_batch_compared_on_the_whole_group(world):
+    feature_map, batch = world
+    model = build_model("dien", feature_map, {**PARAMS, "aux_negatives": "behaviours"}).train()
+    (extractor,), (net,) = model.extractors, model.auxiliary_nets
+    mask = batch.mask("hist_item_ids")
+    history = torch.cat([model.embeddings.sequence(batch, name) for name in ("hist_item_ids", "hist_genres")], -1)  # (B, L, D_g)
+    assert net.layers[0].linear.in_features == extractor.hidden_dim + history.shape[-1]  # [h_t, item and genre of e_{t+1}]
+    extraction = model.extract(batch)[0]
+    torch.testing.assert_close(extraction.behaviours, history)
+    states = extractor(history, mask)
+    torch.manual_seed(7)
+    loss = model.auxiliary_loss(0, states, history, mask)
+    pairs = mask[:, 1:] & mask[:, :-1]
+    real = mask.flatten().nonzero().squeeze(1)
+    torch.manual_seed(7)
+    drawn = real[torch.randint(real.shape[0], (int(pairs.sum()),))]
+    assert bool(mask.flatten()[drawn].all())  # never a padded slot
+    hidden = states[:, :-1][pairs]
+    positive = net(torch.cat([hidden, history[:, 1:][pairs]], -1)).squeeze(-1)
+    negative = net(torch.cat([hidden, history.flatten(0, 1)[drawn]], -1)).squeeze(-1)
+    expected = -(nn.functional.logsigmoid(positive).mean() + nn.functional.logsigmoid(-negative).mean())
+    torch.testing.assert_close(loss, expected)
+    # inner product: the state must be as wide as the whole group (the default gru_hidden_dim is)
+    inner = build_model("dien", feature_map, {**PARAMS, "aux_negatives": "behaviours", "aux_scorer": "inner_product"})
+    assert len(inner.auxiliary_nets) == 0 and torch.isfinite(inner.train()(batch)).all() and torch.isfinite(inner.regularization(batch))
+
+
 def test_inner_product_scorer_needs_states_as_wide_as_the_lead_embedding(world):
     feature_map, _ = world
     # one group of item + genre: H defaults to both widths, the item embedding is one of them

@@ -27,12 +27,22 @@ class AuxiliaryScorer(str, enum.Enum):
     INNER_PRODUCT = "inner_product"  # h_t . e_{t+1}, the paper's eq. 3 as written (torch-rechub's)
 
 
+class AuxiliaryNegatives(str, enum.Enum):
+    """Where the auxiliary loss's negative e^-_{t+1} comes from."""
+
+    UNIFORM = "uniform"  # an item row drawn uniformly from the lead feature's table; compared on that feature
+    # a real behaviour drawn uniformly from the batch: items as often as they occur in histories
+    # (the released code's negatives, drawn from the list of all clicks), with every feature of
+    # the group (its genre too), so pairs are compared on the group's whole embedding
+    BEHAVIOURS = "behaviours"
+
+
 class _Extraction(NamedTuple):
     """One behaviour group through the interest extractor."""
 
     target: torch.Tensor  # (B, D_g) the candidate's embeddings
     states: torch.Tensor  # (B, L, H) the GRU's interest states, zero at padding
-    behaviours: torch.Tensor  # (B, L, D) the lead history feature's embeddings (the aux loss's e_t)
+    behaviours: torch.Tensor  # (B, L, D) the aux loss's e_t: the lead feature's embeddings, or the group's (behaviours negatives)
     mask: torch.Tensor  # (B, L) bool, True at real behaviours
 
 
@@ -46,9 +56,11 @@ class DIEN(nn.Module):
     released code's; ``aux_scorer: inner_product`` scores ``h_t . e_{t+1}`` instead, which needs
     H equal to the lead feature's dim) scores the real next behaviour as positive and an item drawn uniformly from the table
     (padding excluded) as negative, binary cross-entropy, averaged over the pairs whose t + 1 is
-    a real position, weighted by ``aux_loss_weight``. A sampled item's other features (its
-    genre) are unknown, so the pairs are compared on the group's first history feature (the
-    item id) only. The attention a_t = softmax_t(h_t W e_target) over real positions (eq. 5)
+    a real position, weighted by ``aux_loss_weight``. A uniformly sampled item's other features
+    (its genre) are unknown, so those pairs are compared on the group's first history feature
+    (the item id) only; ``aux_negatives: behaviours`` draws each negative from the batch's real
+    behaviours instead (popularity-proportional, as the released code's), with all the group's
+    features, and compares pairs on the whole group embedding. The attention a_t = softmax_t(h_t W e_target) over real positions (eq. 5)
     drives the AUGRU, whose update gate is scaled by a_t (eq. 6-7); its state after the last
     real position is the user's interest in the target. The interests are concatenated with
     every other feature (the candidates included) and scored by an MLP and a Linear.
@@ -76,6 +88,7 @@ class DIEN(nn.Module):
         aux_loss_weight: float = 0.2
         aux_hidden_dims: tuple[int, ...] = (100, 50)  # the auxiliary net of the paper's code
         aux_scorer: AuxiliaryScorer = AuxiliaryScorer.MLP
+        aux_negatives: AuxiliaryNegatives = AuxiliaryNegatives.UNIFORM
         hidden_dims: tuple[int, ...] = (200, 80)
         activation: Activation = Activation.DICE
 
@@ -107,20 +120,23 @@ class DIEN(nn.Module):
             nn.Parameter(nn.init.xavier_uniform_(torch.empty(hidden, dim))) for dim, hidden in zip(group_dims, hidden_dims)
         )  # W of a_t = softmax(h_t W e_target), (H, D_g) each
         self.evolutions = nn.ModuleList(AUGRU(hidden, hidden) for hidden in hidden_dims)
-        # the sampled negatives' table size, and the auxiliary net over [h_t, e_{t+1}] of the lead feature
+        # the uniform negatives' table size, and the auxiliary net over [h_t, e_{t+1}]: e of the lead
+        # feature (uniform negatives) or of the whole group (behaviours negatives)
         leads = [group[0].history for group in self.groups]
         self.negative_rows = [feature_map.table_of(schema[lead]).num_rows for lead in leads]
-        lead_dims = [self.embeddings.dim(lead) for lead in leads]
+        self.whole_group = p.aux_negatives is AuxiliaryNegatives.BEHAVIOURS
+        compared_dims = group_dims if self.whole_group else [self.embeddings.dim(lead) for lead in leads]
         if p.aux_scorer is AuxiliaryScorer.INNER_PRODUCT:
-            for hidden, lead, lead_dim in zip(hidden_dims, leads, lead_dims):
+            for hidden, lead, compared in zip(hidden_dims, leads, compared_dims):
+                what = f"{lead!r}'s group embedding" if self.whole_group else f"{lead!r}'s embedding"
                 require(
-                    hidden == lead_dim, "aux_scorer",
-                    f"inner_product needs the GRU state as wide as {lead!r}'s embedding ({lead_dim}), got {hidden}: "
+                    hidden == compared, "aux_scorer",
+                    f"inner_product needs the GRU state as wide as {what} ({compared}), got {hidden}: "
                     "give that history its own group, or set gru_hidden_dim",
                 )  # fmt: skip
         self.auxiliary_nets = nn.ModuleList(
-            MLP(in_dim=hidden + lead_dim, hidden_dims=p.aux_hidden_dims, activation=Activation.RELU, head_dim=1)
-            for hidden, lead_dim in zip(hidden_dims, lead_dims)
+            MLP(in_dim=hidden + compared, hidden_dims=p.aux_hidden_dims, activation=Activation.RELU, head_dim=1)
+            for hidden, compared in zip(hidden_dims, compared_dims)
             if p.aux_scorer is AuxiliaryScorer.MLP
         )  # empty for inner_product
         self.mlp = p.mlp(self.embeddings.output_dim(self.other_inputs) + sum(hidden_dims), head_dim=1)
@@ -136,8 +152,8 @@ class DIEN(nn.Module):
             for behaviour in group[1:]:
                 mask = mask | batch.mask(behaviour.history)
             states = extractor(history, mask)  # (B, L, H), zero at padding
-            lead_dim = self.embeddings.dim(group[0].history)
-            extractions.append(_Extraction(target, states, history[..., :lead_dim], mask))
+            compared = history if self.whole_group else history[..., : self.embeddings.dim(group[0].history)]
+            extractions.append(_Extraction(target, states, compared, mask))
         return extractions
 
     def interests(self, extractions: list[_Extraction]) -> list[torch.Tensor]:
@@ -155,7 +171,8 @@ class DIEN(nn.Module):
 
         Args:
             states: (B, L, H) extractor states.
-            behaviours: (B, L, D) the lead feature's embeddings of the behaviours.
+            behaviours: (B, L, D) the behaviours' embeddings the pairs compare (the lead
+                feature's, or the group's with behaviours negatives).
             mask: (B, L) bool, True at real behaviours.
 
         Returns:
@@ -166,10 +183,14 @@ class DIEN(nn.Module):
         positive = behaviours[:, 1:][pairs]  # (N, D), e_{t+1}
         if hidden.shape[0] == 0:
             return states.sum() * 0.0  # keeps the graph (and DDP's parameter set) intact
-        lead = self.groups[index][0].history
-        # uniform over the table's rows, padding excluded
-        sampled = torch.randint(PADDING_INDEX + 1, self.negative_rows[index], (1, hidden.shape[0]), device=states.device)
-        negative = self.embeddings.sequence(Batch(sequences={lead: sampled}), lead).squeeze(0)  # (N, D)
+        if self.whole_group:  # a real behaviour of the batch, uniformly: in proportion to how often items occur
+            real = mask.flatten().nonzero().squeeze(1)  # (R,) flat indexes of real behaviours
+            drawn = real[torch.randint(real.shape[0], (hidden.shape[0],), device=states.device)]  # (N,)
+            negative = behaviours.flatten(0, 1)[drawn]  # (N, D_g)
+        else:  # uniform over the table's rows, padding excluded
+            lead = self.groups[index][0].history
+            sampled = torch.randint(PADDING_INDEX + 1, self.negative_rows[index], (1, hidden.shape[0]), device=states.device)
+            negative = self.embeddings.sequence(Batch(sequences={lead: sampled}), lead).squeeze(0)  # (N, D)
         if self.params.aux_scorer is AuxiliaryScorer.INNER_PRODUCT:
             positive_logits, negative_logits = (hidden * positive).sum(-1), (hidden * negative).sum(-1)  # (N,) each
         else:  # positives and negatives through the net as one (2N, H + D) batch: one GEMM per layer
