@@ -108,7 +108,8 @@ class SampledBCETask(RegisteredTask, SingleHeadTask):
         self.last_unresolved = int(unresolved.any(-1).sum())
         negatives = catalogue.encode_item_rows(negative_rows.to(device).reshape(-1)).float().view(*negative_rows.shape, -1)  # (N, K, D)
         positive_logits = (queries * positives).sum(-1)  # (N,)
-        negative_logits = torch.einsum("nd,nkd->nk", queries, negatives)  # (N, K)
+        # multiply and sum, not einsum: that is N (1, D) x (D, K) matmuls, 6x slower for K = 1
+        negative_logits = (queries.unsqueeze(1) * negatives).sum(-1)  # (N, K)
         keep = (~unresolved).to(device=device, dtype=negative_logits.dtype)  # (N, K)
         # -log sigmoid(x) = softplus(-x); -log(1 - sigmoid(x)) = softplus(x)
         per_row = F.softplus(-positive_logits) + (F.softplus(negative_logits) * keep).sum(-1)  # (N,)
