@@ -42,7 +42,8 @@ def test_pairs_at_every_real_position_and_the_user_vector_at_the_last(name: str)
     users = model.encode_user(batch)
     assert users.shape == (5, 16) and torch.equal(users[0], torch.zeros(16))  # empty history: zeros
     assert torch.allclose(users, last_position(every, real))
-    assert pairs.seen_rows.shape == (int(real.sum()), 2 * L)
+    assert pairs.seen_rows.shape == (5, 2 * L)  # each row's inputs and targets, read by its pairs
+    assert torch.equal(pairs.seen_of_pair, torch.arange(5).unsqueeze(1).expand(5, L)[real])
     assert model.positive_feature == "target_item_ids" and model.user_feature_names == ("hist_item_ids",)
 
 
@@ -54,7 +55,7 @@ def test_pairs_skip_columns_that_are_padding_in_every_row(name: str) -> None:
     pairs, wide_pairs = model.retrieval_pairs(batch), model.retrieval_pairs(wide)
     assert torch.allclose(wide_pairs.queries, pairs.queries, atol=1e-6)
     assert torch.equal(wide_pairs.positive_rows, pairs.positive_rows)
-    assert wide_pairs.seen_rows.shape == pairs.seen_rows.shape == (len(pairs.positive_rows), 2 * L)  # trimmed to the longest row
+    assert wide_pairs.seen_rows.shape == pairs.seen_rows.shape == (5, 2 * L)  # trimmed to the longest row
     short = Batch(sequences={key: F.pad(value[:, :3], (0, L - 3)) for key, value in batch.sequences.items()})  # rows of <= 3 items
     assert model.retrieval_pairs(short).seen_rows.shape[1] == 2 * 3
     empty = Batch(sequences={key: torch.zeros_like(value[:2]) for key, value in batch.sequences.items()})
@@ -226,14 +227,30 @@ def test_sampled_bce_redraws_only_clashes_and_flags_the_pairs_it_cannot_resolve(
     assert not bool((negatives[3] == 2).any()) and bool(((negatives >= 2) & (negatives < rows)).all())
 
 
+def test_sampled_bce_draws_the_same_per_pair_or_per_row_by_table_or_by_comparison(monkeypatch) -> None:
+    import recstack.tasks.sampled_bce as sampled_bce
+
+    pairs = _model("sasrec").eval().retrieval_pairs(sequence_batch(6, seed=4))
+    per_row = SampledBCETask(num_negatives=4, seed=1).sample(pairs.seen_rows, 12, pairs.seen_of_pair)  # 12 rows: many clashes
+    per_pair = SampledBCETask(num_negatives=4, seed=1).sample(pairs.seen_rows[pairs.seen_of_pair], 12)
+    monkeypatch.setattr(sampled_bce, "_MEMBERSHIP_TABLE_MAX", 0)  # the comparison path
+    compared = SampledBCETask(num_negatives=4, seed=1).sample(pairs.seen_rows, 12, pairs.seen_of_pair)
+    for other in (per_pair, compared):
+        assert torch.equal(per_row[0], other[0]) and torch.equal(per_row[1], other[1])
+    sequences = pairs.seen_rows[pairs.seen_of_pair].unsqueeze(1)  # (N, 1, 2L)
+    in_sequence = (per_row[0].unsqueeze(-1) == sequences).any(-1)  # (N, 4)
+    assert torch.equal(in_sequence, per_row[1])  # flagged exactly where no free item was found
+
+
 def test_sampled_bce_is_the_papers_loss_and_never_samples_the_sequence() -> None:
     model = _model("sasrec").eval()
     batch = sequence_batch(6, seed=2)
     task = SampledBCETask(num_negatives=3, seed=0)
     pairs = model.retrieval_pairs(batch)
-    negatives, unresolved = SampledBCETask(num_negatives=3, seed=0).sample(pairs.seen_rows, ROWS)
-    assert not unresolved.any() and bool((negatives >= 2).all())
-    assert not (negatives.unsqueeze(-1) == pairs.seen_rows.unsqueeze(1)).any()  # never in the user's sequence
+    negatives, unresolved = SampledBCETask(num_negatives=3, seed=0).sample(pairs.seen_rows, ROWS, pairs.seen_of_pair)
+    assert negatives.shape == (len(pairs.positive_rows), 3) and not unresolved.any() and bool((negatives >= 2).all())
+    sequences = pairs.seen_rows[pairs.seen_of_pair]  # (N, 2L)
+    assert not (negatives.unsqueeze(-1) == sequences.unsqueeze(1)).any()  # never in the user's sequence
     loss = task.loss(model, batch)
     positive = (pairs.queries * model.encode_item_rows(pairs.positive_rows)).sum(-1)
     negative = torch.einsum("nd,nkd->nk", pairs.queries, model.encode_item_rows(negatives))

@@ -168,7 +168,7 @@ class MultiInterestModel(SequenceRetrievalModel):
     def retrieval_pairs(self, batch: Batch) -> RetrievalPairs:
         """A pair at every position with a real input and a known next item: the query is the
         label-aware readout of that prefix's interests with the next item as the label
-        (``queries (N, D)``), the positive its row and vector; ``seen_rows (N, 2L)`` as
+        (``queries (N, D)``), the positive its row and vector; ``seen_rows (B, 2L)`` and ``seen_of_pair`` as
         :class:`SequenceRetrievalModel`."""
         history = batch.sequences[self.params.history_feature]  # (B, L)
         targets = batch.sequences[self.params.target_feature]  # (B, L)
@@ -183,5 +183,5 @@ class MultiInterestModel(SequenceRetrievalModel):
         positives = self.encode_item_rows(positive_rows)  # (N, D)
         queries = self.read_out(interests[real], positives, None if in_use is None else in_use[real])  # (N, D)
         row_of = torch.arange(history.shape[0], device=history.device).unsqueeze(1).expand_as(history)[real]  # (N,)
-        seen = torch.cat([history, targets], dim=1)[row_of]  # (N, 2L)
-        return RetrievalPairs(queries=queries, positive_rows=positive_rows, positive_vectors=positives, labels=None, seen_rows=seen)
+        seen = torch.cat([history, targets], dim=1)  # (B, 2L), each pair reads its row
+        return RetrievalPairs(queries=queries, positive_rows=positive_rows, positive_vectors=positives, labels=None, seen_rows=seen, seen_of_pair=row_of)

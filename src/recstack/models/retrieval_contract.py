@@ -71,8 +71,11 @@ class RetrievalPairs(NamedTuple):
             ``positive_rows`` with ``model.encode_item_rows``.
         labels: ``(N,)`` float label of each pair (a 0/1 target for pointwise losses, a weight
             for the softmax losses); None: every pair a positive of weight 1.
-        seen_rows: ``(N, S)`` item rows a loss must not sample as the pair's negative (SASRec's
-            BCE: the user's sequence; 0 = none); None: only the positive itself.
+        seen_rows: ``(R, S)`` item rows a loss must not sample as a pair's negative (SASRec's
+            BCE: the user's sequence; 0 = none), one row per pair (R = N) or, with
+            ``seen_of_pair``, per sequence; None: only the positive itself.
+        seen_of_pair: ``(N,)`` the row of ``seen_rows`` of each pair (pairs of one sequence
+            share it); None: row i is pair i's.
     """
 
     queries: Tensor
@@ -80,6 +83,7 @@ class RetrievalPairs(NamedTuple):
     positive_vectors: Tensor | None
     labels: Tensor | None
     seen_rows: Tensor | None = None
+    seen_of_pair: Tensor | None = None
 
 
 @runtime_checkable

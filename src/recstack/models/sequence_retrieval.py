@@ -233,8 +233,8 @@ class SequenceRetrievalModel(RetrievalDefaults, nn.Module):
 
     def retrieval_pairs(self, batch: Batch) -> RetrievalPairs:
         """A pair at every position with a real input and a known next item (not padding, not
-        OOV): ``queries (N, D)``, ``positive_rows (N,)``; ``seen_rows (N, 2L)``: the row's
-        inputs and targets (never sampled as that pair's negative)."""
+        OOV): ``queries (N, D)``, ``positive_rows (N,)``; ``seen_rows (B, 2L)``: each row's
+        inputs and targets (never sampled as its pairs' negatives), ``seen_of_pair (N,)`` the row."""
         history = batch.sequences[self.params.history_feature]  # (B, L)
         targets = batch.sequences[self.params.target_feature]  # (B, L)
         if history.shape != targets.shape:
@@ -251,5 +251,5 @@ class SequenceRetrievalModel(RetrievalDefaults, nn.Module):
         outputs = self.user_encoder.every_position(history)  # (B, L, D)
         real = (history != 0) & (targets > OOV_INDEX)  # (B, L)
         row_of = torch.arange(history.shape[0], device=history.device).unsqueeze(1).expand_as(history)[real]  # (N,)
-        seen = torch.cat([history, targets], dim=1)[row_of]  # (N, 2L)
-        return RetrievalPairs(queries=outputs[real], positive_rows=targets[real], positive_vectors=None, labels=None, seen_rows=seen)
+        seen = torch.cat([history, targets], dim=1)  # (B, 2L), each pair reads its row
+        return RetrievalPairs(queries=outputs[real], positive_rows=targets[real], positive_vectors=None, labels=None, seen_rows=seen, seen_of_pair=row_of)

@@ -7,14 +7,14 @@ Shape legend: N pairs (positions), K negatives per pair, S items of a pair's seq
 
 Negatives are drawn uniformly from the real item rows; one that falls in the pair's
 ``seen_rows`` (the user's sequence, from the model's pairs; else the positive) is redrawn, in
-vectorised rounds. A pair whose every redraw failed (a user who saw almost every item) keeps
+vectorised rounds that re-check only the redrawn ones. A pair whose every redraw failed (a user who saw almost every item) keeps
 only its positive term; ``last_unresolved`` counts them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -74,24 +74,26 @@ class SampledBCETask(RegisteredTask, SingleHeadTask):
         """Not used: negatives are uniform."""
         return self
 
-    def sample(self, seen: Tensor, num_item_rows: int) -> tuple[Tensor, Tensor]:
-        """``(N, K)`` item rows outside each pair's ``seen`` ``(N, S)`` and a ``(N, K)`` mask of
-        the ones that are (drawn ``REDRAW_ROUNDS`` times and still in the sequence)."""
-        shape = (seen.shape[0], self.num_negatives)
-        negatives = torch.randint(FIRST_ITEM_ROW, num_item_rows, shape, generator=self.generator)
+    def sample(self, seen: Tensor, num_item_rows: int, seen_of_pair: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(N, K)`` item rows outside each pair's seen items and a ``(N, K)`` mask of the ones
+        that are (drawn ``REDRAW_ROUNDS`` times and still in the sequence).
+
+        ``seen`` ``(R, S)``: item rows never to sample, per pair (``seen_of_pair`` None, R = N)
+        or per sequence row, ``seen_of_pair`` ``(N,)`` giving each pair's row."""
         seen = seen.cpu()
-        # sum > 0, not any(): a bool any() over the last axis costs ~3x here
-        clash = (negatives.unsqueeze(-1) == seen.unsqueeze(1)).sum(-1) > 0  # (N, K)
-        pending = clash.nonzero()  # (M, 2) [pair, k] still in their sequence, row-major
-        # each round redraws and re-checks only the pending negatives (a few % of N, then fewer),
-        # against their own pairs' sequences: not the (N, K, S) comparison again
+        of_pair = torch.arange(seen.shape[0]) if seen_of_pair is None else seen_of_pair.cpu()  # (N,)
+        shape = (of_pair.shape[0], self.num_negatives)
+        in_sequence = _membership(seen, num_item_rows)
+        negatives = torch.randint(FIRST_ITEM_ROW, num_item_rows, shape, generator=self.generator)
+        pending = in_sequence(of_pair.unsqueeze(1).expand(shape), negatives).nonzero()  # (M, 2) [pair, k], row-major
+        # each round redraws and re-checks only the pending negatives (a few % of N, then fewer)
         for _ in range(REDRAW_ROUNDS):
             if pending.shape[0] == 0:
                 break
             pair, slot = pending.unbind(1)  # (M,), (M,)
             redraw = torch.randint(FIRST_ITEM_ROW, num_item_rows, (pending.shape[0],), generator=self.generator)
             negatives[pair, slot] = redraw
-            pending = pending[(redraw.unsqueeze(-1) == seen[pair]).sum(-1) > 0]  # (M', 2)
+            pending = pending[in_sequence(of_pair[pair], redraw)]  # (M', 2)
         clash = torch.zeros(shape, dtype=torch.bool)
         clash[pending[:, 0], pending[:, 1]] = True
         return negatives, clash
@@ -103,8 +105,10 @@ class SampledBCETask(RegisteredTask, SingleHeadTask):
         device = queries.device
         rows = positive_item_rows(pairs, batch, self.item_feature, device, why="sampled BCE")  # (N,)
         positives = positive_item_vectors(model, pairs, rows).float()  # (N, D)
-        seen = pairs.seen_rows if pairs.seen_rows is not None else rows.unsqueeze(1)  # (N, S)
-        negative_rows, unresolved = self.sample(seen, catalogue.num_item_rows)  # (N, K)
+        if pairs.seen_rows is not None:
+            negative_rows, unresolved = self.sample(pairs.seen_rows, catalogue.num_item_rows, pairs.seen_of_pair)  # (N, K)
+        else:
+            negative_rows, unresolved = self.sample(rows.unsqueeze(1), catalogue.num_item_rows)  # (N, K)
         self.last_unresolved = int(unresolved.any(-1).sum())
         negatives = catalogue.encode_item_rows(negative_rows.to(device).reshape(-1)).float().view(*negative_rows.shape, -1)  # (N, K, D)
         positive_logits = (queries * positives).sum(-1)  # (N,)
@@ -121,3 +125,20 @@ class SampledBCETask(RegisteredTask, SingleHeadTask):
 
     def __repr__(self) -> str:
         return f"SampledBCETask(num_negatives={self.num_negatives})"
+
+
+# a (R, items) bool table up to this size (16 MiB); larger, the draws are compared with the rows
+_MEMBERSHIP_TABLE_MAX = 1 << 24
+
+
+def _membership(seen: Tensor, num_item_rows: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """``in_sequence(row, item)``: whether ``item`` is among ``seen[row]`` (same-shape int64
+    tensors in, bool out). A bool table of every (row, item) when it is small (one lookup per
+    draw, and no per-pair copy of the sequences), else a comparison with the row's values."""
+    if seen.shape[0] * num_item_rows <= _MEMBERSHIP_TABLE_MAX:
+        table = torch.zeros(seen.shape[0], num_item_rows, dtype=torch.bool)  # (R, items)
+        inside = seen.clamp(min=0).masked_fill(seen >= num_item_rows, 0)  # rows past the table are never drawn either
+        table.scatter_(1, inside, True)  # rows 0/1 (padding/OOV) are never drawn
+        return lambda row, item: table[row, item]
+    # sum > 0, not any(): a bool any() over the last axis costs ~3x here
+    return lambda row, item: (item.unsqueeze(-1) == seen[row]).sum(-1) > 0
