@@ -169,3 +169,27 @@ def test_negative_sampling_trains_and_samples_by_popularity() -> None:
 def test_popularity_sampling_needs_frequencies() -> None:
     with pytest.raises(ValueError, match="set_item_frequencies"):
         NegativeSamplingTask(distribution="popularity").sample(2, 10)
+
+
+def test_in_batch_softmax_in_chunks_gives_the_one_matrix_loss_and_gradients(monkeypatch) -> None:
+    import recstack.tasks.in_batch_softmax as in_batch
+
+    g = torch.Generator().manual_seed(2)
+    users, items = F.normalize(torch.randn(23, 4, generator=g), dim=-1), F.normalize(torch.randn(23, 4, generator=g), dim=-1)
+    rows = torch.randint(0, 8, (23,), generator=g)  # 23 rows over 8 items: many accidental hits
+    label = (torch.arange(23) % 5 != 0).float()  # every fifth row dropped as a query
+    results = []
+    for chunk_elements in (1 << 20, 23 * 4):  # one chunk; chunks of 4 rows (the last one of 3)
+        monkeypatch.setattr(in_batch, "_CHUNK_ELEMENTS", chunk_elements)
+        u, i = users.clone().requires_grad_(), items.clone().requires_grad_()
+        task = InBatchSoftmaxTask(temperature=0.2).set_item_frequencies(COUNTS)
+        loss = task.loss(FixedTowers(u, i), Batch(ids={"item_id": rows}, label=label))
+        loss.backward()
+        results.append((loss.detach(), u.grad, i.grad))
+    task = InBatchSoftmaxTask(temperature=0.2).set_item_frequencies(COUNTS)
+    logits = task.logits(FixedTowers(users, items), Batch(ids={"item_id": rows}))  # the whole (N, N) matrix
+    expected = (F.cross_entropy(logits, torch.arange(23), reduction="none") * label).sum() / label.sum()
+    for loss, _, _ in results:
+        torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(results[0][1], results[1][1])
+    torch.testing.assert_close(results[0][2], results[1][2])

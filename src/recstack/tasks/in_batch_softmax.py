@@ -21,7 +21,7 @@ stay in the candidate set as extra negatives for the other rows.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,21 @@ from recstack.tasks.retrieval_steps import (
 )
 
 __all__ = ["InBatchSoftmaxTask"]
+
+_CHUNK_ELEMENTS = 1 << 20  # logits per chunk of the loss: 4 MiB in float32, heap-allocated
+
+
+class _Scores(NamedTuple):
+    """One batch's in-batch softmax inputs: N queries against C candidates."""
+
+    queries: Tensor  # (N, D) float
+    candidates: Tensor  # (C, D) float
+    query_rows: Tensor | None  # (N,) item rows of the pairs' positives
+    candidate_rows: Tensor | None  # (C,)
+    targets: Tensor  # (N,) each pair's target column
+    log_q: Tensor | None  # (C,) log sampling probability of each candidate (log-Q correction)
+    padded: Tensor | None  # (C,) padding columns of gathered candidates
+    labels: Tensor | None  # (N,) row weights
 
 
 @register_task("in_batch_softmax")
@@ -134,11 +149,23 @@ class InBatchSoftmaxTask(RegisteredTask, SingleHeadTask):
     def logits_and_targets(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor]:
         """``(N, C)`` refined logits and ``(N,)`` target columns; C = N, or the items of every
         rank's batch with ``gather_negatives``."""
-        logits, targets, _ = self._scored(model, batch)
-        return logits, targets
+        scores = self._scores(model, batch)
+        return self._refined(scores, 0, len(scores.targets)), scores.targets
 
-    def _scored(self, model: nn.Module, batch: Batch) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Refined logits, target columns and the pairs' labels (row weights)."""
+    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
+        scores = self._scores(model, batch)
+        rows, columns = len(scores.targets), scores.candidates.shape[0]
+        # a chunk of rows at a time: the whole (N, C) matrix passes glibc's mmap threshold (32 MB)
+        # from N ~ 2,900 (a sequence model's positions), and is then page-faulted in every step
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, columns))
+        per_row = torch.cat([
+            F.cross_entropy(self._refined(scores, start, min(start + chunk, rows)), scores.targets[start:start + chunk], reduction="none")
+            for start in range(0, rows, chunk)
+        ]) if rows else scores.queries.new_zeros(0)  # fmt: skip  # (N,)
+        return _weighted_mean(per_row, _row_weights(scores.labels, per_row.dtype, per_row.device))
+
+    def _scores(self, model: nn.Module, batch: Batch) -> "_Scores":
+        """The pairs' queries, the candidate items and what refines their logits."""
         pairs = retrieval_pairs(model, batch)  # N (query, positive) pairs: N = B for two towers
         user_vectors = pairs.queries  # (N, D)
         needs_rows = self.logq_correction or self.remove_accidental_hits or pairs.positive_vectors is None
@@ -148,31 +175,33 @@ class InBatchSoftmaxTask(RegisteredTask, SingleHeadTask):
         candidates, candidate_rows, targets, padded = item_vectors.float(), item_rows, None, None
         if self.gather_negatives and _world_size() > 1:
             candidates, candidate_rows, targets, padded = _gather_items(item_vectors.float(), item_rows)
-        logits = user_vectors.float() @ candidates.T  # (N, C) cosines
-        logits = apply_temperature(logits, temperature=self.temperature)
+        if targets is None:
+            targets = torch.arange(user_vectors.shape[0], device=user_vectors.device)  # (N,) the diagonal
+        log_q = None
         if self.logq_correction:
             if self.item_log_probs is None:
                 raise ValueError(
                     "logq_correction needs item frequencies: call task.set_item_frequencies(counts) "
                     "(see count_item_rows), or build the task with logq_correction=False"
                 )
-            self.item_log_probs = self.item_log_probs.to(logits.device)
-            logits = apply_logq_correction(logits, item_log_probs=self.item_log_probs[candidate_rows])
-        if targets is None:
-            targets = torch.arange(logits.shape[0], device=logits.device)  # (N,) the diagonal
-            if self.remove_accidental_hits:
-                logits = mask_accidental_hits(logits, query_item_rows=item_rows, candidate_item_rows=candidate_rows)
-            return logits, targets, pairs.labels
-        if self.remove_accidental_hits:
-            hits = item_rows.unsqueeze(1) == candidate_rows.unsqueeze(0)  # (N, C)
-            hits[torch.arange(len(targets), device=hits.device), targets] = False
-            logits = logits.masked_fill(hits, torch.finfo(logits.dtype).min)
-        return logits.masked_fill(padded.unsqueeze(0), torch.finfo(logits.dtype).min), targets, pairs.labels
+            self.item_log_probs = self.item_log_probs.to(user_vectors.device)
+            log_q = self.item_log_probs[candidate_rows]  # (C,)
+        return _Scores(user_vectors.float(), candidates, item_rows, candidate_rows, targets, log_q, padded, pairs.labels)
 
-    def loss(self, model: nn.Module, batch: Batch) -> Tensor:
-        logits, targets, labels = self._scored(model, batch)  # (N, C), (N,), (N,) or None
-        per_row = F.cross_entropy(logits, targets, reduction="none")  # (N,)
-        return _weighted_mean(per_row, _row_weights(labels, per_row.dtype, per_row.device))
+    def _refined(self, scores: "_Scores", start: int, stop: int) -> Tensor:
+        """``(stop - start, C)``: rows start..stop's cosines, sharpened, corrected and masked."""
+        logits = scores.queries[start:stop] @ scores.candidates.T  # (n, C) cosines
+        logits = apply_temperature(logits, temperature=self.temperature)
+        if scores.log_q is not None:
+            logits = apply_logq_correction(logits, item_log_probs=scores.log_q)
+        if self.remove_accidental_hits:
+            logits = mask_accidental_hits(
+                logits, query_item_rows=scores.query_rows[start:stop], candidate_item_rows=scores.candidate_rows,
+                target_columns=scores.targets[start:stop],
+            )  # fmt: skip
+        if scores.padded is not None:  # gathered candidates: the padding of shorter batches
+            logits = logits.masked_fill(scores.padded.unsqueeze(0), torch.finfo(logits.dtype).min)
+        return logits
 
     def predict(self, model: nn.Module, batch: Batch) -> Tensor:
         """``(N,)`` cosine / temperature of each (query, positive) pair (N = B for two towers)."""

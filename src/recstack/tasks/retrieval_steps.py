@@ -112,8 +112,9 @@ def apply_logq_correction(logits: Tensor, *, item_log_probs: Tensor) -> Tensor:
 
 
 def mask_accidental_hits(
-    logits: Tensor, *, query_item_rows: Tensor, candidate_item_rows: Tensor, keep_diagonal: bool = True
-) -> Tensor:
+    logits: Tensor, *, query_item_rows: Tensor, candidate_item_rows: Tensor, keep_diagonal: bool = True,
+    target_columns: Tensor | None = None,
+) -> Tensor:  # fmt: skip
     """Set ``logits[i, j]`` to the lowest finite value where candidate j is row i's own positive.
 
     In an in-batch softmax two rows may hold the same item; without the mask that item would be
@@ -124,6 +125,8 @@ def mask_accidental_hits(
         query_item_rows: ``(B,)`` item table row of each query's positive.
         candidate_item_rows: ``(C,)`` item table row of each candidate column.
         keep_diagonal: leave ``logits[i, i]`` alone (in-batch: the diagonal is the target).
+        target_columns: ``(B,)`` each row's target column, left alone instead of the diagonal
+            (a chunk of rows, or candidates gathered from several ranks).
 
     Example:
         >>> rows = torch.tensor([5, 7, 5])
@@ -132,7 +135,9 @@ def mask_accidental_hits(
         [[0, 0, 1], [0, 0, 0], [1, 0, 0]]
     """
     hits = query_item_rows.unsqueeze(1) == candidate_item_rows.unsqueeze(0)  # (B, C)
-    if keep_diagonal:
+    if target_columns is not None:
+        hits[torch.arange(hits.shape[0], device=hits.device), target_columns] = False
+    elif keep_diagonal:
         hits = hits & ~torch.eye(*hits.shape, dtype=torch.bool, device=hits.device)
     # finite, not -inf: a masked logit then never turns into NaN through inf - inf
     return logits.masked_fill(hits, torch.finfo(logits.dtype).min)
