@@ -7,8 +7,8 @@ Shape legend: N pairs (positions), K negatives per pair, S items of a pair's seq
 
 Negatives are drawn uniformly from the real item rows; one that falls in the pair's
 ``seen_rows`` (the user's sequence, from the model's pairs; else the positive) is redrawn, in
-vectorised rounds that re-check only the redrawn ones. A pair whose every redraw failed (a user who saw almost every item) keeps
-only its positive term; ``last_unresolved`` counts them.
+vectorised rounds that re-check only the redrawn ones. A pair whose every redraw failed (a
+user who saw almost every item) keeps only its positive term; ``last_unresolved`` counts them.
 """
 
 from __future__ import annotations
