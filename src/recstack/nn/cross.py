@@ -168,7 +168,7 @@ class MixtureCrossLayer(nn.Module):
         up = torch.einsum("kdr,bkr->bkd", self.u, h)  # (B, K, D) = U_i h
         experts = x0.unsqueeze(1) * (up + self.bias)  # (B, K, D)
         gates = self.gate_probs(x)  # (B, K)
-        return torch.einsum("bk,bkd->bd", gates, experts) + x  # (B, D)
+        return (gates.unsqueeze(-1) * experts).sum(dim=1) + x  # (B, D); multiply-sum, not einsum's B tiny matmuls
 
 
 class CrossNetworkV2(nn.Module):

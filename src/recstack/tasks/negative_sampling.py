@@ -154,7 +154,8 @@ class NegativeSamplingTask(RegisteredTask, SingleHeadTask):
         negative_vectors = model.encode_item_rows(unique_rows).float()[inverse]  # (N, K, D)
 
         positive = (user_vectors * item_vectors).sum(-1, keepdim=True)  # (N, 1)
-        negative = torch.einsum("bd,bkd->bk", user_vectors, negative_vectors)  # (N, K)
+        # multiply and sum, not einsum (N tiny (1, D) x (D, K) matmuls): 2-3x faster on CPU
+        negative = (user_vectors.unsqueeze(1) * negative_vectors).sum(-1)  # (N, K)
         logits = torch.cat([positive, negative], dim=1)  # (N, 1+K) cosines, the positive first
         logits = apply_temperature(logits, temperature=self.temperature)
         if positive_rows is None:
