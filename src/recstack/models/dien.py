@@ -54,13 +54,14 @@ class DIEN(nn.Module):
     reads the history and gives one interest state h_t per position. In training, an auxiliary
     loss (eq. 3) supervises each h_t with the next behaviour: an MLP on ``[h_t, e_{t+1}]`` (the
     released code's; ``aux_scorer: inner_product`` scores ``h_t . e_{t+1}`` instead, which needs
-    H equal to the lead feature's dim) scores the real next behaviour as positive and an item drawn uniformly from the table
-    (padding excluded) as negative, binary cross-entropy, averaged over the pairs whose t + 1 is
-    a real position, weighted by ``aux_loss_weight``. A uniformly sampled item's other features
-    (its genre) are unknown, so those pairs are compared on the group's first history feature
-    (the item id) only; ``aux_negatives: behaviours`` draws each negative from the batch's real
-    behaviours instead (popularity-proportional, as the released code's), with all the group's
-    features, and compares pairs on the whole group embedding. The attention a_t = softmax_t(h_t W e_target) over real positions (eq. 5)
+    H equal to the compared embedding's width) scores the real next behaviour as positive and an
+    item drawn uniformly from the table (padding excluded) as negative, binary cross-entropy,
+    averaged over the pairs whose t + 1 is a real position, weighted by ``aux_loss_weight``. A
+    uniformly sampled item's other features (its genre) are unknown, so those pairs are compared
+    on the group's first history feature (the item id) only; ``aux_negatives: behaviours`` draws
+    each negative from the batch's real behaviours instead (popularity-proportional, as the
+    released code's), with all the group's features, and compares pairs on the whole group
+    embedding. The attention a_t = softmax_t(h_t W e_target) over real positions (eq. 5)
     drives the AUGRU, whose update gate is scaled by a_t (eq. 6-7); its state after the last
     real position is the user's interest in the target. The interests are concatenated with
     every other feature (the candidates included) and scored by an MLP and a Linear.

@@ -245,11 +245,12 @@ class SequenceRetrievalModel(RetrievalDefaults, nn.Module):
         # left-aligned: columns past the batch's longest row are padding in every row, and no
         # real position reads them; dropping them changes no output (batches of short sessions
         # under a long maxlen then encode only what they hold)
-        longest = int(history.ne(0).sum(dim=1).max()) if history.numel() else 0
+        present = history != 0  # (B, L)
+        longest = int(present.sum(dim=1).max()) if present.numel() else 0
         if 0 < longest < history.shape[1]:
-            history, targets = history[:, :longest], targets[:, :longest]  # (B, L') each
+            history, targets, present = history[:, :longest], targets[:, :longest], present[:, :longest]  # (B, L') each
         outputs = self.user_encoder.every_position(history)  # (B, L, D)
-        real = (history != 0) & (targets > OOV_INDEX)  # (B, L)
+        real = present & (targets > OOV_INDEX)  # (B, L)
         row_of = torch.arange(history.shape[0], device=history.device).unsqueeze(1).expand_as(history)[real]  # (N,)
         seen = torch.cat([history, targets], dim=1)  # (B, 2L), each pair reads its row
         return RetrievalPairs(queries=outputs[real], positive_rows=targets[real], positive_vectors=None, labels=None, seen_rows=seen, seen_of_pair=row_of)
