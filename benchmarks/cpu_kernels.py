@@ -11,6 +11,9 @@
    the ReLU MLP with its logit head (``MLP.score``: ``relu_mlp``), DCN's cross network, the FM
    interaction, and an Adam step over a DeepFM's 21 parameters (torch's fused Adam vs
    ``FusedAdam``). These run last, after ``keep_freed_memory()``, as the Trainer runs them.
+5. Weighted sums over a small axis, forward + backward: ``einsum`` (B tiny matmuls on CPU) vs
+   the multiply-and-sum recstack uses: SASRec's one-negative logits, the negative-sampling
+   loss's per-row negatives, DIN's attention pooling (padded path), DCN-v2's expert mixture.
 
 Medians of interleaved repeats (the heap rows: of interleaved processes).
 
@@ -113,6 +116,24 @@ def gather_rows() -> list[str]:
     return rows
 
 
+def weighted_sum_rows() -> list[str]:
+    rows = []
+    cases = [  # label, einsum equation, left shape, right shape, the same sum as multiply-and-sum
+        ("SASRec one-negative logits, N 5,158, K 1, D 64", "nd,nkd->nk", (5158, 64), (5158, 1, 64), lambda a, b: (a.unsqueeze(1) * b).sum(-1)),
+        ("negative sampling, N 1,024, K 20, D 64", "nd,nkd->nk", (1024, 64), (1024, 20, 64), lambda a, b: (a.unsqueeze(1) * b).sum(-1)),
+        ("DIN attention pooling, B 1,024, L 50, D 32", "bl,bld->bd", (1024, 50), (1024, 50, 32), lambda a, b: (a.unsqueeze(-1) * b).sum(1)),
+        ("DCN-v2 expert mixture, B 1,024, K 4, D 64", "bk,bkd->bd", (1024, 4), (1024, 4, 64), lambda a, b: (a.unsqueeze(-1) * b).sum(1)),
+    ]  # fmt: skip
+    for label, equation, left_shape, right_shape, summed in cases:
+        a, b = torch.randn(left_shape, requires_grad=True), torch.randn(right_shape, requires_grad=True)
+        times = interleaved({
+            "torch": lambda: torch.einsum(equation, a, b).sum().backward(),
+            "recstack": lambda: summed(a, b).sum().backward(),
+        }, number=20)  # fmt: skip
+        rows.append(f"| weighted sum fwd+bwd: {label} | {times['torch']:.3f} | {times['recstack']:.3f} | {times['torch'] / times['recstack']:.2f}x |")
+    return rows
+
+
 def heap_rows() -> list[str]:
     results: dict[str, list[float]] = {"default": [], "keep": []}
     for _ in range(3):  # interleaved processes
@@ -190,7 +211,7 @@ def main() -> None:
     torch.set_num_threads(1)
     print("| kernel | torch default, ms | recstack, ms | speed-up |")
     print("|---|---|---|---|")
-    for row in embedding_rows() + gather_rows() + heap_rows() + fused_rows():
+    for row in embedding_rows() + gather_rows() + weighted_sum_rows() + heap_rows() + fused_rows():
         print(row)
 
 
