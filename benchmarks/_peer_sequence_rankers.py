@@ -7,7 +7,10 @@ Usage: python _peer_sequence_rankers.py DATA_DIR MODEL SEED EPOCHS [ALPHA]
 
 The features of recstack's run: the 7 id fields plus the item and genre histories (the 50 most
 recent, oldest first, padded with 0 at the end), embedding 16, MLP 256-128, batch 1024, Adam
-lr 1e-3 without weight decay, fixed epochs, no validation pass. Vocabularies are fitted on train
+lr 1e-3 without weight decay, fixed epochs. After every epoch the model scores the validation and
+test sets (untimed): the JSON holds the last epoch's test figures and, under ``selected``, those of
+the epoch with the best validation AUC (the rule recstack's trainer applies with ``monitor: auc``).
+Vocabularies are fitted on train
 (unknown -> 1, padding -> 0); a history shares its candidate's table. DIEN's auxiliary loss (weight
 ALPHA, default 0.2, as recstack's run) reads one sampled negative per behaviour: a uniform item id of the
 vocabulary and that item's genre, drawn once before training (DeepCTR-Torch and torch-rechub
@@ -53,7 +56,7 @@ def padded(lists: pd.Series, table: dict) -> np.ndarray:
 
 def prepare(data_dir: str, seed: int) -> dict:
     """Arrays for train and test: ids, histories, sampled negatives, lengths, labels; the vocabulary sizes."""
-    frames = {s: pd.read_parquet(f"{data_dir}/{s}.parquet") for s in ("train", "test")}
+    frames = {s: pd.read_parquet(f"{data_dir}/{s}.parquet") for s in ("train", "valid", "test")}
     train = frames["train"]
     vocab = {c: {v: i + 2 for i, v in enumerate(pd.unique(train[c].astype(str)))} for c in SPARSE}
     for g in pd.unique(np.concatenate([np.asarray(list(x), dtype=str) for x in train["hist_genres"] if len(x)])):
@@ -77,13 +80,14 @@ def prepare(data_dir: str, seed: int) -> dict:
 
     return {
         "x_train": inputs(train), "y_train": train["label"].to_numpy(np.float32),
+        "x_valid": inputs(frames["valid"]), "y_valid": frames["valid"]["label"].to_numpy(np.float32),
         "x_test": inputs(frames["test"]), "y_test": frames["test"]["label"].to_numpy(np.float32),
         "users": frames["test"]["user_id"].to_numpy(), "sizes": {c: len(vocab[c]) + 2 for c in SPARSE},
     }  # fmt: skip
 
 
-def deepctr_dien(data: dict, seed: int, epochs: int, alpha: float) -> tuple[float, np.ndarray]:
-    """DeepCTR-Torch's DIEN with AUGRU and its auxiliary loss: (fit seconds, test probabilities)."""
+def deepctr_dien(data: dict, seed: int, epochs: int, alpha: float) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
+    """DeepCTR-Torch's DIEN with AUGRU and its auxiliary loss: (fit seconds, per epoch (validation, test) probabilities)."""
     from deepctr_torch.inputs import SparseFeat, VarLenSparseFeat, get_feature_names
     from deepctr_torch.models import DIEN
 
@@ -98,14 +102,17 @@ def deepctr_dien(data: dict, seed: int, epochs: int, alpha: float) -> tuple[floa
                  att_hidden_units=(80, 40), seed=seed)  # fmt: skip
     model.compile(torch.optim.Adam(model.parameters(), lr=1e-3), "binary_crossentropy", metrics=[])
     names = get_feature_names(columns)
-    started = time.perf_counter()
-    model.fit({n: data["x_train"][n] for n in names}, data["y_train"], batch_size=1024, epochs=epochs, verbose=0, shuffle=True)
-    seconds = time.perf_counter() - started
-    return seconds, model.predict({n: data["x_test"][n] for n in names}, batch_size=4096).reshape(-1)
+    seconds, scored = 0.0, []
+    for _ in range(epochs):  # one epoch per fit call: the same model and optimizer carry on
+        started = time.perf_counter()
+        model.fit({n: data["x_train"][n] for n in names}, data["y_train"], batch_size=1024, epochs=1, verbose=0, shuffle=True)
+        seconds += time.perf_counter() - started
+        scored.append(tuple(model.predict({n: data[split][n] for n in names}, batch_size=4096).reshape(-1) for split in ("x_valid", "x_test")))
+    return seconds, scored
 
 
-def rechub(name: str, data: dict, epochs: int, alpha: float) -> tuple[float, np.ndarray]:
-    """torch-rechub's BST or DIEN with its CTRTrainer: (fit seconds, test probabilities)."""
+def rechub(name: str, data: dict, epochs: int, alpha: float) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
+    """torch-rechub's BST or DIEN with its CTRTrainer: (fit seconds, per epoch (validation, test) probabilities)."""
     from torch.utils.data import DataLoader
     from torch_rechub.basic.features import SequenceFeature, SparseFeature
     from torch_rechub.models.ranking import BST, DIEN
@@ -130,18 +137,23 @@ def rechub(name: str, data: dict, epochs: int, alpha: float) -> tuple[float, np.
     else:
         model = DIEN(context, sequences("hist_"), sequences("neg_hist_"), targets, mlp_params={"dims": [256, 128]}, alpha=alpha)
     keys = SPARSE + ["hist_item_id", "hist_genre"] + (["neg_hist_item_id", "neg_hist_genre"] if name == "rechub_dien" else [])
-    x_train, x_test = ({k: data[split][k] for k in keys} for split in ("x_train", "x_test"))
+    x_train, x_valid, x_test = ({k: data[split][k] for k in keys} for split in ("x_train", "x_valid", "x_test"))
     loader = DataGenerator(x_train, data["y_train"]).generate_dataloader(x_val=None, y_val=None, x_test=None, y_test=None, batch_size=1024)[0]
     with tempfile.TemporaryDirectory() as folder, open(os.devnull, "w") as null:
         trainer = CTRTrainer(model, optimizer_params={"lr": 1e-3, "weight_decay": 0.0}, n_epoch=epochs, earlystop_patience=epochs + 1,
                              device="cpu", loss_mode=name != "rechub_dien", model_path=folder)  # fmt: skip
         stdout, sys.stdout = sys.stdout, null  # the trainer prints every epoch
-        started = time.perf_counter()
-        trainer.fit(loader)
-        seconds = time.perf_counter() - started
-        probs = np.asarray(trainer.predict(model, DataLoader(TorchDataset(x_test, data["y_test"]), batch_size=4096))).reshape(-1)
+        seconds, scored = 0.0, []
+        for _ in range(epochs):  # the epoch of CTRTrainer.fit, without its validation and saving
+            started = time.perf_counter()
+            trainer.train_one_epoch(loader)
+            seconds += time.perf_counter() - started
+            scored.append(tuple(
+                np.asarray(trainer.predict(model, DataLoader(TorchDataset(x, data[y]), batch_size=4096))).reshape(-1)
+                for x, y in ((x_valid, "y_valid"), (x_test, "y_test"))
+            ))  # fmt: skip
         sys.stdout = stdout
-    return seconds, probs
+    return seconds, scored
 
 
 def main() -> None:
@@ -151,14 +163,23 @@ def main() -> None:
     torch.manual_seed(seed)
     np.random.seed(seed)
     data = prepare(data_dir, seed)
-    seconds, probs = deepctr_dien(data, seed, epochs, alpha) if name == "deepctr_dien" else rechub(name, data, epochs, alpha)
+    seconds, scored = deepctr_dien(data, seed, epochs, alpha) if name == "deepctr_dien" else rechub(name, data, epochs, alpha)
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
     from recstack.evaluation.ranking_metrics import gauc  # the same GAUC as recstack's rows (numpy only)
 
+    def test_metrics(probs: np.ndarray) -> dict:
+        return {
+            "auc": roc_auc_score(data["y_test"], probs),
+            "gauc": gauc(data["y_test"], probs, data["users"]),
+            "logloss": log_loss(data["y_test"], np.clip(probs, 1e-7, 1 - 1e-7)),
+        }
+
+    valid_aucs = [roc_auc_score(data["y_valid"], valid) for valid, _ in scored]
+    best = int(np.argmax(valid_aucs))  # the first epoch of the highest validation AUC
     print(json.dumps({
-        "auc": roc_auc_score(data["y_test"], probs),
-        "gauc": gauc(data["y_test"], probs, data["users"]),
-        "logloss": log_loss(data["y_test"], np.clip(probs, 1e-7, 1 - 1e-7)),
+        **test_metrics(scored[-1][1]),
+        "selected": {**test_metrics(scored[best][1]), "epoch": best + 1, "valid_auc": valid_aucs[best]},
+        "valid_aucs": valid_aucs,
         "samples_per_second": len(data["y_train"]) * epochs / seconds,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))  # fmt: skip

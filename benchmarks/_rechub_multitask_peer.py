@@ -7,9 +7,11 @@ torch-rechub's multi-task models with its ``MTLTrainer`` as its examples use the
 (click) and ``ctcvr`` (click·like) over every impression; ESMM returns [cvr, ctr, ctcvr] and is
 trained on ctr and ctcvr only (the trainer's rule), with a cvr label column it never reads. Id-only
 features, embedding 16, vocabularies fitted on train (unknown -> 1), Adam lr 1e-3 without weight
-decay, batch 1024, fixed epochs (patience above them), validation on the valid split each epoch as
-the trainer does; sizes as recstack's configs. ``train_seconds`` is ``MTLTrainer.fit`` (training and
-its per-epoch validation), as recstack's ``train_seconds`` holds its validation passes too;
+decay, batch 1024, fixed epochs: ``MTLTrainer.fit``'s epoch loop (its early stopping, patience
+above the epochs, never fires) with every epoch scored on the valid and test splits; the JSON holds
+the last epoch's test AUCs and, under ``selected``, those of the epoch of best validation
+click&like AUC (recstack's configs' monitor); sizes as recstack's configs. ``train_seconds`` holds
+training and the per-epoch scoring, as recstack's ``train_seconds`` holds its validation passes;
 ``step_samples_per_second`` times its ``train_one_epoch`` calls alone (recstack's
 ``step_samples_per_second`` likewise leaves its validation out).
 torch-rechub is not a recstack dependency: this file is never imported by it.
@@ -73,32 +75,37 @@ def main() -> None:
         trainer = MTLTrainer(model, task_types=tasks, optimizer_params={"lr": 1e-3, "weight_decay": 0.0}, n_epoch=epochs,
                              earlystop_patience=epochs + 1, device="cpu", model_path=folder)  # fmt: skip
         stdout, sys.stdout = sys.stdout, null  # the trainer prints every epoch's scores
-        step_seconds = []  # train_one_epoch alone: the training steps without the validation passes
-        train_one_epoch = trainer.train_one_epoch
-
-        def timed_epoch(*args, **kwargs):
-            began = time.perf_counter()
-            result = train_one_epoch(*args, **kwargs)
-            step_seconds.append(time.perf_counter() - began)
-            return result
-
-        trainer.train_one_epoch = timed_epoch
+        step_seconds, scored = [], []  # train_one_epoch alone; each epoch's (validation, test) probabilities (N, T)
         started = time.perf_counter()
-        trainer.fit(loaders[0], loaders[1])
+        for _ in range(epochs):  # MTLTrainer.fit's epoch, with every epoch scored (its early stopper never fired here)
+            began = time.perf_counter()
+            trainer.train_one_epoch(loaders[0])
+            step_seconds.append(time.perf_counter() - began)
+            scored.append(tuple(np.asarray(trainer.predict(model, DataLoader(PredictDataset(inputs(frame)), batch_size=4096)))
+                                for frame in (valid, test)))  # fmt: skip
         seconds = time.perf_counter() - started
-        probs = np.asarray(trainer.predict(model, DataLoader(PredictDataset(inputs(test)), batch_size=4096)))  # (N, T)
         sys.stdout = stdout
-    y_test = labels(test)
     click, joint = (1, 2) if name == "esmm" else (0, 1)
     print(json.dumps({
-        "click_auc": roc_auc_score(y_test[:, click], probs[:, click]),
-        "click_and_like_auc": roc_auc_score(y_test[:, joint], probs[:, joint]),
+        **scores(labels(test), scored[-1][1], click, joint),
+        "selected": selected(labels(valid), labels(test), scored, click, joint),
         "train_seconds": seconds,
         "samples_per_second": len(train) * epochs / seconds,
         "step_samples_per_second": len(train) * epochs / sum(step_seconds),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))  # fmt: skip
 
+
+def scores(y: np.ndarray, probs: np.ndarray, click: int, joint: int) -> dict:
+    """Click AUC and click&like AUC over every row."""
+    return {"click_auc": roc_auc_score(y[:, click], probs[:, click]), "click_and_like_auc": roc_auc_score(y[:, joint], probs[:, joint])}
+
+
+def selected(y_valid: np.ndarray, y_test: np.ndarray, scored: list, click: int, joint: int) -> dict:
+    """The test scores of the epoch of best validation click&like AUC (recstack's configs' monitor)."""
+    valid = [roc_auc_score(y_valid[:, joint], v[:, joint]) for v, _ in scored]
+    best = int(np.argmax(valid))
+    return {**scores(y_test, scored[best][1], click, joint), "epoch": best + 1}
 
 if __name__ == "__main__":
     main()

@@ -22,8 +22,10 @@ from each run's metrics.json.
 ``--peer-path DIR`` (a folder holding DeepCTR-Torch 0.3.0 and torch-rechub 0.9.0, e.g. ``pip install
 --target DIR --no-deps deepctr-torch==0.3.0 torch-rechub==0.9.0``) runs instead recstack and the
 peers side by side (``--libraries``) on equal features
-(the 7 id fields of ``benchmarks/ranking.py``'s peer), fixed ``--epochs`` (no early stopping;
-recstack keeps its best epoch on validation click_and_like_auc), each run under
+(the 7 id fields of ``benchmarks/ranking.py``'s peer), fixed ``--epochs`` (no early stopping),
+every library keeping its epoch of best validation click_and_like_auc (recstack's trainer keeps
+those weights; the peer scripts score every epoch and report that epoch's test AUCs, the last
+epoch's beside them), each run under
 ``/usr/bin/time`` for peak RSS; a peer trains its second head on click·like over every row, as
 their examples do (``_deepctr_multitask_peer.py``, ``_rechub_multitask_peer.py``). Compared: click
 AUC and click&like AUC (test, every row), training samples/s (the whole fit) and step samples/s (the
@@ -104,8 +106,9 @@ def peers(args: argparse.Namespace) -> None:
     step samples/s over each peer's, per round, as medians."""
     import statistics
 
-    print("| model | library | seed | click AUC | click&like AUC | train samples/s | step samples/s | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | library | seed | click AUC | click&like AUC | epoch kept | last epoch: click / click&like AUC | train samples/s "
+          "| step samples/s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     features = "[" + ",".join(ID_FEATURES) + "]"
     scripts = {"deepctr": ("DeepCTR-Torch 0.3.0", "_deepctr_multitask_peer.py"), "rechub": ("torch-rechub 0.9.0", "_rechub_multitask_peer.py")}
     results: dict[tuple[str, str], list[dict]] = {}
@@ -120,19 +123,22 @@ def peers(args: argparse.Namespace) -> None:
                                     "--set", f"seed={seed}", *[flag for setting in args.set for flag in ("--set", setting)]])  # fmt: skip
                     metrics = json.loads((output / "metrics.json").read_text())
                     label, result = "recstack", {**metrics["test"], **metrics}
+                    result["selected"] = {**metrics["test"], "epoch": metrics["best_epoch"]}  # the weights it keeps
                 else:
                     label, script = scripts[library]
                     out, rss = timed([sys.executable, str(ROOT / "benchmarks" / script), str(args.data), name, str(seed), str(args.epochs)],
                                      env={"PYTHONPATH": str(args.peer_path), "OMP_NUM_THREADS": "1"})  # fmt: skip
                     result = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
                 results.setdefault((name, library), []).append({**result, "rss": rss})
-                print(f"| {name} | {label} | {seed} | {result['click_auc']:.4f} | {result['click_and_like_auc']:.4f} | "
+                kept = result["selected"]
+                last = "–" if library == "recstack" and kept["epoch"] != args.epochs else f"{result['click_auc']:.4f} / {result['click_and_like_auc']:.4f}"
+                print(f"| {name} | {label} | {seed} | {kept['click_auc']:.4f} | {kept['click_and_like_auc']:.4f} | {kept['epoch']} | {last} | "
                       f"{result['samples_per_second']:,.0f} | {result['step_samples_per_second']:,.0f} | {rss:.0f} |", flush=True)  # fmt: skip
-    print(f"\nMedians over seeds {args.seeds}:\n")
+    print(f"\nMedians over seeds {args.seeds} (AUCs at each run's epoch of best validation click&like AUC):\n")
     print("| model | library | click AUC | click&like AUC | step samples/s | recstack / library, step samples/s per round | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|")
     for (name, library), runs in results.items():
-        median = lambda key: statistics.median(r[key] for r in runs)  # noqa: E731
+        median = lambda key: statistics.median(r["selected"].get(key, r[key]) for r in runs)  # noqa: E731
         ratio = "–"
         if library != "recstack" and (name, "recstack") in results:
             ratios = [ours["step_samples_per_second"] / theirs["step_samples_per_second"] for ours, theirs in zip(results[(name, "recstack")], runs)]
