@@ -127,6 +127,31 @@ def test_sparse_embeddings_train_with_sparse_adam(world, name, params):
     assert all(not torch.equal(b, w) for b, w in zip(before, sparse))
 
 
+@pytest.mark.parametrize("name, params", CASES)
+def test_embedding_init_std_sets_the_fresh_tables_scale_and_keeps_pretrained_rows(world, name, params):
+    feature_map, _ = world
+    default_std = 0.0 if name == "lr" else 0.01  # LR's per-id weights start at zero
+    for std in (None, 1e-4, 0.5):
+        torch.manual_seed(0)
+        model = build_model(name, feature_map, params if std is None else {**params, "embedding_init_std": std})
+        fresh = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.weight.requires_grad]
+        frozen = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and not m.weight.requires_grad]
+        assert fresh
+        values = torch.cat([w.detach()[2:].flatten() for w in fresh])  # rows 0 (padding) and 1 (OOV) aside
+        expected = default_std if std is None else std
+        assert values.std().item() == pytest.approx(expected, rel=0.2, abs=1e-12)
+        assert all(not w[0].any() for w in fresh)  # padding stays zero
+        assert all(w.detach()[2:].abs().sum() > 0 for w in frozen)  # pretrained rows are the file's, whatever std
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
+def test_embedding_init_std_must_be_a_finite_number_at_least_zero(world, bad):
+    from recstack.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.params.embedding_init_std: must be a finite number >= 0"):
+        build_model("deepfm", world[0], {**model_params("deepfm"), "embedding_init_std": bad})
+
+
 def test_models_sharing_a_table_use_one_embedding_for_candidate_and_history(world):
     feature_map, _ = world
     for name in ("din", "deepfm", "embedding_mlp", "dcn"):

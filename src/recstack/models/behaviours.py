@@ -76,7 +76,7 @@ def group_behaviours(schema: Schema, behaviours: Sequence[Behaviour]) -> Behavio
 
 
 def behaviour_inputs(
-    feature_map: FeatureMap, *, features: Sequence[str] | None, behaviours: Sequence[Behaviour], sparse: bool
+    feature_map: FeatureMap, *, features: Sequence[str] | None, behaviours: Sequence[Behaviour], sparse: bool, init_std: float = 0.01
 ) -> tuple[BehaviourGroups, list[str], SparseInputs]:
     """The checked groups, the other inputs (every selected feature but the histories:
     candidates included, embedded and pooled) and the sparse inputs serving them all."""
@@ -85,7 +85,7 @@ def behaviour_inputs(
     candidates = [b.candidate for b in behaviours]
     others = select_features(feature_map, features, exclude=histories).all
     served = list(dict.fromkeys([*others, *candidates, *histories]))
-    return groups, others, build_sparse_inputs(feature_map, features=served, sparse=sparse)
+    return groups, others, build_sparse_inputs(feature_map, features=served, sparse=sparse, init_std=init_std)
 
 
 def _check_behaviour(schema: Schema, behaviour: Behaviour, *, key: str) -> None:

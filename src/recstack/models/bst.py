@@ -85,7 +85,7 @@ class BST(nn.Module):
         self.params = p = params or self.Params()
         schema = feature_map.schema
         self.groups, self.other_inputs, self.embeddings = behaviour_inputs(
-            feature_map, features=p.features, behaviours=p.behaviours, sparse=p.sparse_embeddings
+            feature_map, features=p.features, behaviours=p.behaviours, sparse=p.sparse_embeddings, init_std=p.embedding_init_std
         )
         # the target plus the newest maxlen behaviours: one slot each
         self.slots = [schema[group[0].history].maxlen + 1 for group in self.groups]

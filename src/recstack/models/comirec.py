@@ -89,7 +89,7 @@ class ComiRecDR(MultiInterestModel):
         """
 
         iterations: int = 3
-        embedding_init_std: float | None = 1.0
+        embedding_init_std: float = 1.0
         detach_routing: bool = True
 
         def validate(self) -> None:

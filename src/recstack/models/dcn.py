@@ -41,7 +41,7 @@ class DCN(nn.Module):
         super().__init__()
         self.params = p = params or self.Params()
         self.inputs = select_features(feature_map, p.features).all
-        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
+        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=p.sparse_embeddings, init_std=p.embedding_init_std)
         width = self.embeddings.output_dim(self.inputs)
         self.cross = CrossNetwork(in_dim=width, num_layers=p.num_cross_layers)
         self.deep = p.mlp(width)

@@ -41,7 +41,7 @@ class DeepCrossing(nn.Module):
         super().__init__()
         self.params = p = params or self.Params()
         self.inputs = select_features(feature_map, p.features).all
-        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
+        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=p.sparse_embeddings, init_std=p.embedding_init_std)
         width = self.embeddings.output_dim(self.inputs)
         self.residual_units = nn.Sequential(*(ResidualUnit(dim=width, hidden_dim=h) for h in p.residual_hidden_dims))
         self.score = nn.Linear(width, 1)

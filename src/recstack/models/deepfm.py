@@ -42,7 +42,7 @@ class DeepFM(nn.Module):
         require(len(split.embedded) >= 2, "features", f"DeepFM needs two embedded fields or more, got {list(split.embedded)}")
         self.fields, self.dense_features = split.embedded, split.dense
         self.linear = LR(feature_map=feature_map, params=LR.Params(features=split.all, sparse_embeddings=p.sparse_embeddings))
-        self.embeddings = build_sparse_inputs(feature_map, features=split.all, sparse=p.sparse_embeddings)
+        self.embeddings = build_sparse_inputs(feature_map, features=split.all, sparse=p.sparse_embeddings, init_std=p.embedding_init_std)
         with param_errors("features"):
             dim = self.embeddings.field_dim(self.fields)
         self.fm = FactorizationMachine()

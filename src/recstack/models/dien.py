@@ -112,7 +112,7 @@ class DIEN(nn.Module):
         self.params = p = params or self.Params()
         schema = feature_map.schema
         self.groups, self.other_inputs, self.embeddings = behaviour_inputs(
-            feature_map, features=p.features, behaviours=p.behaviours, sparse=p.sparse_embeddings
+            feature_map, features=p.features, behaviours=p.behaviours, sparse=p.sparse_embeddings, init_std=p.embedding_init_std
         )
         group_dims = [self.embeddings.output_dim([b.candidate for b in group]) for group in self.groups]
         hidden_dims = [p.gru_hidden_dim or dim for dim in group_dims]

@@ -61,7 +61,7 @@ class DIN(nn.Module):
         self.params = p = params or self.Params()
         # every other feature (candidates included) is embedded, pooled and concatenated
         self.groups, self.other_inputs, self.embeddings = behaviour_inputs(
-            feature_map, features=p.features, behaviours=p.behaviours, sparse=p.sparse_embeddings
+            feature_map, features=p.features, behaviours=p.behaviours, sparse=p.sparse_embeddings, init_std=p.embedding_init_std
         )
         group_dims = [self.embeddings.output_dim([b.candidate for b in group]) for group in self.groups]
         self.attentions = nn.ModuleList(

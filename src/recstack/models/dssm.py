@@ -168,10 +168,12 @@ class TwoTower(RetrievalDefaults, nn.Module):
         require(len(user_names) > 0, "user_features", "the user tower has no feature (give features side: user)")
         require(len(item_names) > 0, "item_features", "the item tower has no feature (give features side: item)")
         with param_errors("item_features"):
-            item_embeddings = build_sparse_inputs(feature_map, features=item_names, sparse=params.sparse_embeddings)
+            item_embeddings = build_sparse_inputs(
+                feature_map, features=item_names, sparse=params.sparse_embeddings, init_std=params.embedding_init_std
+            )
         with param_errors("user_features"):
             user_embeddings = build_sparse_inputs(
-                feature_map, features=user_names, sparse=params.sparse_embeddings, share_with=item_embeddings
+                feature_map, features=user_names, sparse=params.sparse_embeddings, init_std=params.embedding_init_std, share_with=item_embeddings
             )
         user_mlp = self._mlp(user_embeddings.output_dim(user_names))
         item_mlp = self._mlp(item_embeddings.output_dim(item_names))

@@ -36,7 +36,7 @@ class EmbeddingMLP(nn.Module):
         super().__init__()
         self.params = p = params or self.Params()
         self.inputs = select_features(feature_map, p.features).all
-        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=p.sparse_embeddings)
+        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=p.sparse_embeddings, init_std=p.embedding_init_std)
         self.mlp = p.mlp(self.embeddings.output_dim(self.inputs), head_dim=1)
         accept_old_keys(self, {"score.": "mlp.head."})  # runs saved when the model held the head
 

@@ -40,7 +40,8 @@ class FM(nn.Module):
         require(len(split.embedded) >= 2, "features", f"FM needs two embedded fields or more, got {list(split.embedded)}")
         self.fields = split.embedded
         self.linear = LR(feature_map=feature_map, params=LR.Params(features=split.all, sparse_embeddings=self.params.sparse_embeddings))
-        self.embeddings = build_sparse_inputs(feature_map, features=self.fields, sparse=self.params.sparse_embeddings)
+        p = self.params
+        self.embeddings = build_sparse_inputs(feature_map, features=self.fields, sparse=p.sparse_embeddings, init_std=p.embedding_init_std)
         with param_errors("features"):
             self.embeddings.field_dim(self.fields)
         self.interaction = FactorizationMachine()

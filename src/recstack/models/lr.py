@@ -33,7 +33,7 @@ class LR(nn.Module):
 
     @dataclass(frozen=True, kw_only=True)
     class Params(ModelParams):
-        pass
+        embedding_init_std: float = 0.0  # the per-id weights start at zero
 
     def __init__(self, *, feature_map: FeatureMap, params: Params | None = None):
         super().__init__()
@@ -41,7 +41,7 @@ class LR(nn.Module):
         split = select_features(feature_map, self.params.features)
         self.sparse_features, self.dense_features = split.embedded, split.dense
         self.weights = build_sparse_inputs(
-            feature_map, features=split.all, sparse=self.params.sparse_embeddings, dim=1, init_std=0.0
+            feature_map, features=split.all, sparse=self.params.sparse_embeddings, dim=1, init_std=self.params.embedding_init_std
         )
         dense_width = self.weights.output_dim(self.dense_features)
         self.dense_linear = nn.Linear(dense_width, 1, bias=False) if dense_width else None

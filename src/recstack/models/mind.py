@@ -55,7 +55,7 @@ class MIND(MultiInterestModel):
 
         readout: Readout = Readout.HARD
         iterations: int = 3
-        embedding_init_std: float | None = 1.0
+        embedding_init_std: float = 1.0
         dynamic_interests: bool = True
         init_std: float = 1.0
         relu_layer: bool = True

@@ -53,16 +53,15 @@ class MultiInterestParams(SequenceParams):
         readout: label-aware attention in training, ``hard`` or ``soft``.
         attention_pow: p of the soft readout, a positive integer (a fractional power of a
             negative score is undefined).
-        embedding_init_std: the item table's N(0, std^2) init; None: the tables' default
-            (0.01). Capsule routing needs larger vectors: squash(z) ~ z |z| near 0, so with
-            tiny embeddings its outputs and gradients vanish (MIND / ComiRec-DR default to 1.0,
-            PyTorch's default embedding init, as in the PyTorch ports of both).
+        embedding_init_std: (every model's, :class:`ModelParams`) the item table's N(0, std^2)
+            init. Capsule routing needs larger vectors than the 0.01 default: squash(z) ~ z |z|
+            near 0, so with tiny embeddings its outputs and gradients vanish (MIND / ComiRec-DR
+            default to 1.0, PyTorch's default embedding init, as in the PyTorch ports of both).
     """
 
     num_interests: int = 4
     readout: Readout = Readout.HARD
     attention_pow: float = 1.0
-    embedding_init_std: float | None = None
 
     def validate(self) -> None:
         require(self.num_interests >= 1, "num_interests", f"must be >= 1, got {self.num_interests}")
@@ -71,8 +70,6 @@ class MultiInterestParams(SequenceParams):
             "attention_pow",
             f"must be a positive integer (use readout: hard for p -> inf), got {self.attention_pow}",
         )
-        std = self.embedding_init_std
-        require(std is None or std > 0, "embedding_init_std", f"must be > 0, got {std}")
 
 
 class MultiInterestUserTower(nn.Module):
@@ -138,12 +135,6 @@ class MultiInterestModel(SequenceRetrievalModel):
 
     def _build_interest_towers(self, params: MultiInterestParams, extractor: nn.Module, projection: nn.Module | None = None) -> None:
         self.num_interests = params.num_interests  # encode_user -> (B, K, D)
-        if params.embedding_init_std is not None:
-            with torch.no_grad():
-                for weight in self.inputs.parameters():  # the one item table
-                    if weight.requires_grad:  # a pretrained, frozen table keeps its vectors
-                        weight.normal_(0.0, params.embedding_init_std)
-                        weight[PADDING_INDEX].zero_()
         self.user_encoder = MultiInterestUserTower(
             inputs=self.inputs, history_feature=params.history_feature, extractor=extractor, projection=projection
         )

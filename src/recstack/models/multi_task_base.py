@@ -75,7 +75,7 @@ class MultiTaskRanker(nn.Module):
                 "(declare them in the schema's targets:)")  # fmt: skip
         self.targets = tuple(params.targets)
         self.inputs = select_features(feature_map, params.features).all
-        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=params.sparse_embeddings)
+        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=params.sparse_embeddings, init_std=params.embedding_init_std)
         self.input_dim = self.embeddings.output_dim(self.inputs)
 
     def build_towers(self, in_dim: int) -> None:

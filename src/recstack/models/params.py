@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -85,10 +86,19 @@ class ModelParams(CheckedParams):
         features: the features the model reads; None: every feature of the schema.
         sparse_embeddings: build embedding tables with sparse gradients (train them with the
             trainer's ``sparse_embeddings: true``, which gives them SparseAdam / Adagrad).
+        embedding_init_std: the standard deviation of the N(0, std^2) init of the model's fresh
+            embedding tables (pretrained tables keep their vectors; 0 gives zeros). DeepCTR-Torch
+            and torch-rechub draw theirs with 1e-4.
     """
 
     features: tuple[str, ...] | None = None
     sparse_embeddings: bool = False
+    embedding_init_std: float = 0.01
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        std = self.embedding_init_std
+        require(math.isfinite(std) and std >= 0, "embedding_init_std", f"must be a finite number >= 0, got {std}")
 
     def features_read(self) -> frozenset[str] | None:
         """Every feature a ranking model built from these params reads, when the params name them

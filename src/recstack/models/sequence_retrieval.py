@@ -165,7 +165,10 @@ class SequenceRetrievalModel(RetrievalDefaults, nn.Module):
             name = getattr(params, key)
             require(table_name(schema[name]) == table, key, f"{name!r} must use the item table {table!r} (schema tables:), not {table_name(schema[name])!r}")
         with param_errors("history_feature"):
-            inputs = build_sparse_inputs(feature_map, features=[params.history_feature, params.item_id_feature], sparse=params.sparse_embeddings)
+            inputs = build_sparse_inputs(
+                feature_map, features=[params.history_feature, params.item_id_feature], sparse=params.sparse_embeddings,
+                init_std=params.embedding_init_std,
+            )  # fmt: skip
         self.num_item_rows = feature_map.tables[table].num_rows
         self.attributes = self._item_attributes(feature_map, params, inputs.dim(params.history_feature))
         return inputs
@@ -182,7 +185,9 @@ class SequenceRetrievalModel(RetrievalDefaults, nn.Module):
             )  # fmt: skip
             require(name != params.item_id_feature, "item_side_features", f"{name!r} is the item id itself")
         with param_errors("item_side_features"):
-            inputs = build_sparse_inputs(feature_map, features=list(params.item_side_features), sparse=params.sparse_embeddings)
+            inputs = build_sparse_inputs(
+                feature_map, features=list(params.item_side_features), sparse=params.sparse_embeddings, init_std=params.embedding_init_std
+            )
         assert self.num_item_rows is not None
         return ItemAttributes(inputs=inputs, features=tuple(params.item_side_features), num_item_rows=self.num_item_rows, dim=dim)
 

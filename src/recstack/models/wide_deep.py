@@ -66,7 +66,7 @@ class WideDeep(nn.Module):
             HashedCross(feature_map, features=group, buckets=p.cross_buckets, sparse=p.sparse_embeddings, key=f"cross_features[{i}]")
             for i, group in enumerate(p.cross_features)
         )
-        self.embeddings = build_sparse_inputs(feature_map, features=self.deep_inputs, sparse=p.sparse_embeddings)
+        self.embeddings = build_sparse_inputs(feature_map, features=self.deep_inputs, sparse=p.sparse_embeddings, init_std=p.embedding_init_std)
         self.deep = p.mlp(self.embeddings.output_dim(self.deep_inputs), head_dim=1)
         accept_old_keys(self, {"deep_score.": "deep.head."})  # runs saved when the model held the head
 

@@ -141,7 +141,9 @@ class YoutubeDNN(RetrievalDefaults, nn.Module):
         user_names = tuple(n for n in user_names if n != p.item_id_feature)
         require(p.history_feature in user_names, "user_features", f"the user tower must read {p.history_feature!r}")
         with param_errors("user_features"):
-            user_embeddings = build_sparse_inputs(feature_map, features=user_names, sparse=p.sparse_embeddings)
+            user_embeddings = build_sparse_inputs(
+                feature_map, features=user_names, sparse=p.sparse_embeddings, init_std=p.embedding_init_std
+            )
         mlp = MLP(
             in_dim=user_embeddings.output_dim(user_names),
             hidden_dims=p.hidden_dims,
