@@ -65,7 +65,7 @@ def model_params(name: str, aux_loss_weight: float = 0.2) -> dict:
     return params
 
 
-def run(name: str, seed: int, epochs: int, aux_loss_weight: float = 0.2, overrides: dict | None = None) -> dict:
+def run(name: str, seed: int, epochs: int, aux_loss_weight: float = 0.2, overrides: dict | None = None, precision: str = "no") -> dict:
     """One training run in this process: test AUC / logloss, train samples/s, peak RSS."""
     import torch
 
@@ -104,7 +104,8 @@ def run(name: str, seed: int, epochs: int, aux_loss_weight: float = 0.2, overrid
         return evaluate_source(model, task, preprocessor, valid, progress=False)
 
     trainer = Trainer(TrainerConfig.from_dict(
-        {"epochs": epochs, "lr": 1e-3, "seed": seed, "log_every_steps": 10_000, "progress": False, "monitor": "auc", "patience": None}
+        {"epochs": epochs, "lr": 1e-3, "seed": seed, "log_every_steps": 10_000, "progress": False, "monitor": "auc", "patience": None,
+         "mixed_precision": precision}
     ))
     state = trainer.fit(model, task, batches, evaluate)
     figures = lambda metrics: {"auc": metrics["auc"], "gauc": metrics.get("gauc"), "logloss": metrics["logloss"]}  # noqa: E731
@@ -130,11 +131,13 @@ def main() -> None:
     parser.add_argument("--aux-loss-weight", type=float, default=0.2, help="DIEN's alpha, for recstack's and the peers' DIEN alike")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="a model param for recstack's models (YAML value), e.g. batch_norm=true (torch-rechub's MLP has batch norm)")
+    parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16"],
+                        help="recstack's runs: trainer.mixed_precision (bf16 needs a CPU with native bfloat16; the peers run fp32)")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         overrides = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.param)}
-        print(json.dumps(run(args.worker[0], int(args.worker[1]), args.epochs, args.aux_loss_weight, overrides)))
+        print(json.dumps(run(args.worker[0], int(args.worker[1]), args.epochs, args.aux_loss_weight, overrides, args.mixed_precision)))
         return
     if not (DATA_DIR / "train.parquet").exists():
         from recstack.datasets.movielens import build_ctr
@@ -151,7 +154,8 @@ def main() -> None:
                 env = {**os.environ, "PYTHONPATH": str(args.peers), "OMP_NUM_THREADS": "1"}
             else:
                 command = [sys.executable, __file__, "--worker", name, str(seed), "--epochs", str(args.epochs),
-                           "--aux-loss-weight", str(args.aux_loss_weight), *(f"--param={item}" for item in args.param)]
+                           "--aux-loss-weight", str(args.aux_loss_weight), "--mixed-precision", args.mixed_precision,
+                           *(f"--param={item}" for item in args.param)]
                 env = None
             out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
             if out.returncode != 0:

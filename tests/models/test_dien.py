@@ -117,6 +117,30 @@ def test_aux_loss_pairs_each_state_with_the_next_behaviour_and_a_sampled_negativ
     assert counts[0] == 0 and counts[1:].min() > 0
 
 
+def test_aux_net_in_chunks_gives_the_one_batch_loss_and_gradients(world, monkeypatch):
+    import recstack.models.dien as dien
+
+    feature_map, batch = world
+    torch.manual_seed(0)
+    model = build_model("dien", feature_map, PARAMS).train()
+    results = []
+    for elements in (1 << 30, 100):  # one chunk; chunks of a few pairs (100 // (2 x the widest layer))
+        monkeypatch.setattr(dien, "_CHUNK_ELEMENTS", elements)
+        model.zero_grad()
+        torch.manual_seed(5)
+        model(batch)
+        torch.manual_seed(5)
+        loss = model.regularization(batch)
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads))
+    (one, one_grads), (chunked, chunked_grads) = results
+    torch.testing.assert_close(chunked, one)
+    assert one_grads.keys() == chunked_grads.keys() and any("auxiliary_nets" in name for name in one_grads)
+    for name in one_grads:
+        torch.testing.assert_close(chunked_grads[name], one_grads[name], msg=name)
+
+
 def test_inner_product_scorer_pairs_each_state_with_the_next_behaviour_and_a_negative(world):
     feature_map, batch = world
     item_dim = feature_map.table_of(feature_map.schema["hist_item_ids"]).dim

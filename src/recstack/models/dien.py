@@ -19,6 +19,8 @@ from recstack.models.registry import register_model
 from recstack.nn.mlp import MLP, Activation
 from recstack.nn.sequence import AUGRU, GRUEncoder
 
+_CHUNK_ELEMENTS = 1 << 20  # activations per auxiliary-net chunk: 4 MiB in float32, heap-allocated
+
 
 class AuxiliaryScorer(str, enum.Enum):
     """How the auxiliary loss scores a (h_t, e_{t+1}) pair."""
@@ -194,12 +196,30 @@ class DIEN(nn.Module):
             negative = self.embeddings.sequence(Batch(sequences={lead: sampled}), lead).squeeze(0)  # (N, D)
         if self.params.aux_scorer is AuxiliaryScorer.INNER_PRODUCT:
             positive_logits, negative_logits = (hidden * positive).sum(-1), (hidden * negative).sum(-1)  # (N,) each
-        else:  # positives and negatives through the net as one (2N, H + D) batch: one GEMM per layer
-            pairs = torch.cat([hidden.repeat(2, 1), torch.cat([positive, negative])], dim=-1)  # (2N, H + D)
-            positive_logits, negative_logits = self.auxiliary_nets[index](pairs).squeeze(-1).chunk(2)  # (N,) each
+        else:
+            positive_logits, negative_logits = self._auxiliary_net_logits(index, hidden, positive, negative)
         return F.binary_cross_entropy_with_logits(
             positive_logits, torch.ones_like(positive_logits)
         ) + F.binary_cross_entropy_with_logits(negative_logits, torch.zeros_like(negative_logits))
+
+    def _auxiliary_net_logits(
+        self, index: int, hidden: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The auxiliary net's logits of the N positive and N negative pairs, ``(N,)`` each.
+
+        Each chunk's positives and negatives go through the net as one ``(2n, H + D)`` batch (one
+        GEMM per layer). Chunks keep every activation near 4 MiB: at batch 1024 x 50 behaviours
+        the net's (2N, 100) layer is ~40 MB, above glibc's largest mmap threshold (32 MB), so
+        each such tensor and its gradients were mapped and page-faulted anew every step.
+        """
+        net = self.auxiliary_nets[index]
+        width = max(hidden.shape[1] + positive.shape[1], *self.params.aux_hidden_dims)  # the widest (2n, .) activation
+        rows = max(1, _CHUNK_ELEMENTS // (2 * width))
+        logits = [
+            net(torch.cat([h.repeat(2, 1), torch.cat([p, n])], dim=-1)).squeeze(-1).chunk(2)  # (n,) each
+            for h, p, n in zip(hidden.split(rows), positive.split(rows), negative.split(rows))
+        ]
+        return torch.cat([pos for pos, _ in logits]), torch.cat([neg for _, neg in logits])
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
