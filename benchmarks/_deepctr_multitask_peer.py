@@ -82,5 +82,6 @@ def scores(y: np.ndarray, probs: np.ndarray) -> dict:
     """Click AUC and click&like AUC over every row."""
     return {"click_auc": roc_auc_score(y[:, 0], probs[:, 0]), "click_and_like_auc": roc_auc_score(y[:, 1], probs[:, 1])}
 
+
 if __name__ == "__main__":
     main()

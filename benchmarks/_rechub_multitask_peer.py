@@ -107,5 +107,6 @@ def selected(y_valid: np.ndarray, y_test: np.ndarray, scored: list, click: int, 
     best = int(np.argmax(valid))
     return {**scores(y_test, scored[best][1], click, joint), "epoch": best + 1}
 
+
 if __name__ == "__main__":
     main()

@@ -6,7 +6,7 @@ Example::
     groups, others, embeddings = behaviour_inputs(feature_map, features=None, behaviours=(
         Behaviour(candidate="item_id", history="hist_item_ids"),
         Behaviour(candidate="genre", history="hist_genres"),
-    ), sparse=False)
+    ), sparse=False, init_std=0.01)
     # groups: ((item pair, genre pair),): one group, attended over jointly
 """
 
@@ -76,7 +76,7 @@ def group_behaviours(schema: Schema, behaviours: Sequence[Behaviour]) -> Behavio
 
 
 def behaviour_inputs(
-    feature_map: FeatureMap, *, features: Sequence[str] | None, behaviours: Sequence[Behaviour], sparse: bool, init_std: float = 0.01
+    feature_map: FeatureMap, *, features: Sequence[str] | None, behaviours: Sequence[Behaviour], sparse: bool, init_std: float
 ) -> tuple[BehaviourGroups, list[str], SparseInputs]:
     """The checked groups, the other inputs (every selected feature but the histories:
     candidates included, embedded and pooled) and the sparse inputs serving them all."""
