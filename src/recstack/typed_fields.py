@@ -61,6 +61,10 @@ def coerce(key: str, hint: Any, value: Any) -> Any:
         if len(value) != len(args):
             raise FieldError(key, f"expected a list of {len(args)} values, got {value!r}")
         return tuple(coerce(f"{key}[{i}]", a, v) for i, (a, v) in enumerate(zip(args, value)))
+    if origin is Mapping:  # a free-form mapping (another model's params), read-only
+        if not isinstance(value, Mapping):
+            raise FieldError(key, f"expected a mapping, got {value!r}")
+        return types.MappingProxyType(dict(value))
     if isinstance(hint, type) and dataclasses.is_dataclass(hint) and hasattr(hint, "from_dict"):
         if isinstance(value, hint):
             return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -51,6 +52,8 @@ class BST(nn.Module):
             {"candidate": "genre", "history": "hist_genres"}]})
         logits = model(batch)  # (B,)
     """
+
+    head_module: ClassVar[str] = "mlp"  # the output module over head_input (models/feature_part.py)
 
     @dataclass(frozen=True, kw_only=True)
     class Params(BehaviourParams):
@@ -113,7 +116,8 @@ class BST(nn.Module):
                 for dim, slots in zip(group_dims, self.slots)
             )
         widths = [dim * slots if p.output is BSTOutput.CONCAT else dim for dim, slots in zip(group_dims, self.slots)]
-        self.mlp = p.mlp(self.embeddings.output_dim(self.other_inputs) + sum(widths), head_dim=1)
+        self.head_input_dim = self.embeddings.output_dim(self.other_inputs) + sum(widths)
+        self.mlp = p.mlp(self.head_input_dim, head_dim=1)
 
     def tokens(self, batch: Batch, group: tuple[Behaviour, ...], slots: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The transformer's input for one group: ``(B, S, D_g)`` target then newest-first
@@ -148,11 +152,14 @@ class BST(nn.Module):
                 outputs.append(masked_pool(encoded, mask, mode="mean"))  # (B, D_g)
         return outputs
 
+    def head_input(self, batch: Batch) -> torch.Tensor:
+        """What the MLP reads: every other feature and each group's transformer output, ``(B, N + sum W_g)``."""
+        others = self.embeddings.concat(batch, self.other_inputs)  # (B, N)
+        return torch.cat([others, *self.sequence_outputs(batch)], dim=-1)  # (B, N + sum W_g)
+
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
-        others = self.embeddings.concat(batch, self.other_inputs)  # (B, N)
-        combined = torch.cat([others, *self.sequence_outputs(batch)], dim=-1)  # (B, N + sum W_g)
-        return self.mlp(combined).squeeze(-1)  # (B,)
+        return self.mlp(self.head_input(batch)).squeeze(-1)  # (B,)
 
 
 def _newest_first(history: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

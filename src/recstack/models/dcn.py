@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -29,6 +30,8 @@ class DCN(nn.Module):
         logits = model(batch)  # (B,)
     """
 
+    head_module: ClassVar[str] = "score"  # the output module over head_input (models/feature_part.py)
+
     @dataclass(frozen=True, kw_only=True)
     class Params(DeepParams):
         num_cross_layers: int = 3
@@ -45,10 +48,14 @@ class DCN(nn.Module):
         width = self.embeddings.output_dim(self.inputs)
         self.cross = CrossNetwork(in_dim=width, num_layers=p.num_cross_layers)
         self.deep = p.mlp(width)
-        self.score = nn.Linear(width + self.deep.out_dim, 1)
+        self.head_input_dim = width + self.deep.out_dim
+        self.score = nn.Linear(self.head_input_dim, 1)
+
+    def head_input(self, batch: Batch) -> torch.Tensor:
+        """What the output layer reads: the cross and deep networks' outputs, ``(B, N + H)``."""
+        x0 = self.embeddings.concat(batch, self.inputs)  # (B, N)
+        return torch.cat([self.cross(x0), self.deep(x0)], dim=-1)  # (B, N + H)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
-        x0 = self.embeddings.concat(batch, self.inputs)  # (B, N)
-        combined = torch.cat([self.cross(x0), self.deep(x0)], dim=-1)  # (B, N + H)
-        return self.score(combined).squeeze(-1)  # (B,)
+        return self.score(self.head_input(batch)).squeeze(-1)  # (B,)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -39,6 +40,8 @@ class DCNv2(nn.Module):
         logits = model(batch)  # (B,)
     """
 
+    head_module: ClassVar[str] = "score"  # the output module over head_input (models/feature_part.py)
+
     @dataclass(frozen=True, kw_only=True)
     class Params(DeepParams):
         num_cross_layers: int = 3
@@ -69,13 +72,17 @@ class DCNv2(nn.Module):
         )
         self.deep = p.mlp(width)
         self.stacked = p.structure is Structure.STACKED
-        self.score = nn.Linear(self.deep.out_dim if self.stacked else width + self.deep.out_dim, 1)
+        self.head_input_dim = self.deep.out_dim if self.stacked else width + self.deep.out_dim
+        self.score = nn.Linear(self.head_input_dim, 1)
+
+    def head_input(self, batch: Batch) -> torch.Tensor:
+        """What the output layer reads: the stacked networks' output ``(B, H)``, or the parallel
+        ones' side by side ``(B, N + H)``."""
+        x0 = self.embeddings.concat(batch, self.inputs)  # (B, N)
+        if self.stacked:
+            return self.deep(self.cross(x0))  # (B, H)
+        return torch.cat([self.cross(x0), self.deep(x0)], dim=-1)  # (B, N + H)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
-        x0 = self.embeddings.concat(batch, self.inputs)  # (B, N)
-        if self.stacked:
-            combined = self.deep(self.cross(x0))  # (B, H)
-        else:
-            combined = torch.cat([self.cross(x0), self.deep(x0)], dim=-1)  # (B, N + H)
-        return self.score(combined).squeeze(-1)  # (B,)
+        return self.score(self.head_input(batch)).squeeze(-1)  # (B,)

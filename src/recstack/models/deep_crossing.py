@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -29,6 +30,8 @@ class DeepCrossing(nn.Module):
         logits = model(batch)  # (B,)
     """
 
+    head_module: ClassVar[str] = "score"  # the output module over head_input (models/feature_part.py)
+
     @dataclass(frozen=True, kw_only=True)
     class Params(ModelParams):
         # inner widths of the residual units; the paper's largest model uses 5 units
@@ -44,10 +47,13 @@ class DeepCrossing(nn.Module):
         self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=p.sparse_embeddings, init_std=p.embedding_init_std)
         width = self.embeddings.output_dim(self.inputs)
         self.residual_units = nn.Sequential(*(ResidualUnit(dim=width, hidden_dim=h) for h in p.residual_hidden_dims))
+        self.head_input_dim = width
         self.score = nn.Linear(width, 1)
+
+    def head_input(self, batch: Batch) -> torch.Tensor:
+        """What the output layer reads: the residual units' output, ``(B, N)``."""
+        return self.residual_units(self.embeddings.concat(batch, self.inputs))  # (B, N)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
-        stacked = self.embeddings.concat(batch, self.inputs)  # (B, N)
-        crossed = self.residual_units(stacked)  # (B, N)
-        return self.score(crossed).squeeze(-1)  # (B,)
+        return self.score(self.head_input(batch)).squeeze(-1)  # (B,)

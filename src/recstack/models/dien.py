@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -82,6 +82,8 @@ class DIEN(nn.Module):
         loss = task_loss + model.regularization(batch)  # aux_loss_weight * auxiliary loss
     """
 
+    head_module: ClassVar[str] = "mlp"  # the output module over head_input (models/feature_part.py)
+
     @dataclass(frozen=True, kw_only=True)
     class Params(BehaviourParams):
         gru_hidden_dim: int | None = None  # None: the group's width (the sum of its embedding dims)
@@ -142,7 +144,8 @@ class DIEN(nn.Module):
             for hidden, compared in zip(hidden_dims, compared_dims)
             if p.aux_scorer is AuxiliaryScorer.MLP
         )  # empty for inner_product
-        self.mlp = p.mlp(self.embeddings.output_dim(self.other_inputs) + sum(hidden_dims), head_dim=1)
+        self.head_input_dim = self.embeddings.output_dim(self.other_inputs) + sum(hidden_dims)
+        self.mlp = p.mlp(self.head_input_dim, head_dim=1)
         self._last: tuple[Batch, list[_Extraction]] | None = None  # forward's, for regularization
 
     def extract(self, batch: Batch) -> list[_Extraction]:
@@ -221,13 +224,17 @@ class DIEN(nn.Module):
         ]
         return torch.cat([pos for pos, _ in logits]), torch.cat([neg for _, neg in logits])
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        """Returns logits (B,)."""
+    def head_input(self, batch: Batch) -> torch.Tensor:
+        """What the MLP reads: every other feature and each group's evolved interest, ``(B, N + sum H_g)``
+        (the extractor states are kept for :meth:`regularization` on this batch)."""
         extractions = self.extract(batch)
         self._last = (batch, extractions)
         others = self.embeddings.concat(batch, self.other_inputs)  # (B, N)
-        combined = torch.cat([others, *self.interests(extractions)], dim=-1)  # (B, N + sum H_g)
-        return self.mlp(combined).squeeze(-1)  # (B,)
+        return torch.cat([others, *self.interests(extractions)], dim=-1)  # (B, N + sum H_g)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Returns logits (B,)."""
+        return self.mlp(self.head_input(batch)).squeeze(-1)  # (B,)
 
     def regularization(self, batch: Batch) -> torch.Tensor:
         """``aux_loss_weight`` times the auxiliary loss on ``batch``, a scalar, with freshly
@@ -236,7 +243,7 @@ class DIEN(nn.Module):
         extractor runs again."""
         last, self._last = self._last, None  # used once
         if self.params.aux_loss_weight == 0:
-            return torch.zeros((), device=self.mlp.head.weight.device)
+            return torch.zeros((), device=self.attention_weights[0].device)
         extractions = last[1] if last is not None and last[0] is batch else self.extract(batch)
         losses = [self.auxiliary_loss(i, e.states, e.behaviours, e.mask) for i, e in enumerate(extractions)]
         return self.params.aux_loss_weight * torch.stack(losses).sum()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -36,6 +37,8 @@ class DIN(nn.Module):
         logits = model(batch)  # (B,)
         loss = task_loss + model.regularization(batch)  # mini-batch-aware L2, when l2_reg > 0
     """
+
+    head_module: ClassVar[str] = "mlp"  # the output module over head_input (models/feature_part.py)
 
     @dataclass(frozen=True, kw_only=True)
     class Params(BehaviourParams):
@@ -73,7 +76,8 @@ class DIN(nn.Module):
             )
             for dim in group_dims
         )
-        self.mlp = p.mlp(self.embeddings.output_dim(self.other_inputs) + sum(group_dims), head_dim=1)
+        self.head_input_dim = self.embeddings.output_dim(self.other_inputs) + sum(group_dims)
+        self.mlp = p.mlp(self.head_input_dim, head_dim=1)
         accept_old_keys(self, {"score.": "mlp.head."})  # runs saved when the model held the head
 
     def interests(self, batch: Batch) -> list[torch.Tensor]:
@@ -92,11 +96,14 @@ class DIN(nn.Module):
             interests.append(attention.attend(query, mask, keys_at))  # (B, D_g)
         return interests
 
+    def head_input(self, batch: Batch) -> torch.Tensor:
+        """What the MLP reads: every other feature and each group's interest, ``(B, N + sum D_g)``."""
+        others = self.embeddings.concat(batch, self.other_inputs)  # (B, N)
+        return torch.cat([others, *self.interests(batch)], dim=-1)  # (B, N + sum D_g)
+
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
-        others = self.embeddings.concat(batch, self.other_inputs)  # (B, N)
-        combined = torch.cat([others, *self.interests(batch)], dim=-1)  # (B, N + sum D_g)
-        return self.mlp(combined).squeeze(-1)  # (B,)
+        return self.mlp(self.head_input(batch)).squeeze(-1)  # (B,)
 
     def regularization(self, batch: Batch) -> torch.Tensor:
         """Mini-batch-aware L2 of the paper: ``l2_reg * sum_j ||w_j||^2 / n_j``, a scalar.
@@ -109,5 +116,5 @@ class DIN(nn.Module):
         need to be carried. Frozen tables are skipped. Add the result to the task loss.
         """
         if self.params.l2_reg == 0:
-            return torch.zeros((), device=self.mlp.head.weight.device)
+            return torch.zeros((), device=next(self.embeddings.parameters()).device)
         return self.params.l2_reg * self.embeddings.mini_batch_l2(batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -28,6 +29,8 @@ class EmbeddingMLP(nn.Module):
         logits = model(batch)  # (B,)
     """
 
+    head_module: ClassVar[str] = "mlp"  # the output module over head_input (models/feature_part.py)
+
     @dataclass(frozen=True, kw_only=True)
     class Params(DeepParams):
         hidden_dims: tuple[int, ...] = (128, 128)  # seed 003: two 128-wide ReLU layers
@@ -37,10 +40,14 @@ class EmbeddingMLP(nn.Module):
         self.params = p = params or self.Params()
         self.inputs = select_features(feature_map, p.features).all
         self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=p.sparse_embeddings, init_std=p.embedding_init_std)
-        self.mlp = p.mlp(self.embeddings.output_dim(self.inputs), head_dim=1)
+        self.head_input_dim = self.embeddings.output_dim(self.inputs)
+        self.mlp = p.mlp(self.head_input_dim, head_dim=1)
         accept_old_keys(self, {"score.": "mlp.head."})  # runs saved when the model held the head
+
+    def head_input(self, batch: Batch) -> torch.Tensor:
+        """What the MLP reads: every feature embedded, pooled and concatenated, ``(B, N)``."""
+        return self.embeddings.concat(batch, self.inputs)  # (B, N)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Returns logits (B,)."""
-        stacked = self.embeddings.concat(batch, self.inputs)  # (B, N)
-        return self.mlp(stacked).squeeze(-1)  # (B,)
+        return self.mlp(self.head_input(batch)).squeeze(-1)  # (B,)

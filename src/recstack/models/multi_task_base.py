@@ -5,10 +5,12 @@ A multi-task ranker's ``forward(batch)`` returns ``{target: logits (B,)}``, one 
 ``params.targets`` (the schema's targets, in order; ``recstack train`` fills them in when the
 config leaves them out). The ``multi_task`` task turns them into losses and per-target scores.
 
-Feature part: every model here reads its features the way the single-task rankers'
+Feature part: by default every model here reads its features the way the single-task rankers'
 deep part does (``models/embedding_mlp.py``): each embedded feature (sequences pooled with their
 pooling) and each dense feature, concatenated by ``SparseInputs.concat`` into one ``(B, N)``
-vector. The embedding tables are the schema's tables, shared by every task.
+vector. With ``feature_part: {name, params}`` it is a single-task ranker's vector before its
+output module instead (``models/feature_part.py``: DIN's interests, DCN's crosses, ...). The
+embedding tables are the schema's tables, shared by every task.
 
 Shape legend: B batch, N concatenated input width, H tower width.
 """
@@ -18,10 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
+from recstack.models.feature_part import FeaturePart, build_feature_part
 from recstack.models.params import DeepParams, require, require_dims, select_features
 from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import MLP
@@ -39,15 +43,31 @@ class MultiTaskParams(DeepParams):
         tower_dims: each target's tower (an MLP ending in one logit).
         hidden_dims / activation / batch_norm / dropout: the shared part (its meaning is the
             model's: the shared bottom, or each expert).
+        feature_part: a single-task ranker whose vector before its output module is the
+            model's input (``{name: din, params: {...}}``); None: the concatenated embeddings.
+            Its params then hold the features and embedding settings.
     """
 
     targets: tuple[str, ...] = ()
     tower_dims: tuple[int, ...] = (64,)
+    feature_part: FeaturePart | None = None
 
     def validate(self) -> None:
         super().validate()
         require_dims("tower_dims", self.tower_dims, allow_empty=True)
         require(len(set(self.targets)) == len(self.targets), "targets", f"a target is named twice: {list(self.targets)}")
+        if self.feature_part is not None:
+            for name in ("features", "sparse_embeddings", "embedding_init_std"):
+                default = type(self).__dataclass_fields__[name].default
+                require(
+                    getattr(self, name) == default, name,
+                    f"the feature part ({self.feature_part.name}) embeds the features: set {name} in feature_part.params",
+                )  # fmt: skip
+
+    def features_read(self) -> frozenset[str] | None:
+        if self.feature_part is None:
+            return super().features_read()
+        return self.feature_part.ranker_params().features_read()
 
     def tower(self, in_dim: int) -> MLP:
         """One target's tower: ``tower_dims`` then a logit."""
@@ -74,17 +94,31 @@ class MultiTaskRanker(nn.Module):
                 f"{self.model_name} needs at least {self.min_targets} target(s), got {list(params.targets)} "
                 "(declare them in the schema's targets:)")  # fmt: skip
         self.targets = tuple(params.targets)
-        self.inputs = select_features(feature_map, params.features).all
-        self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=params.sparse_embeddings, init_std=params.embedding_init_std)
-        self.input_dim = self.embeddings.output_dim(self.inputs)
+        if params.feature_part is not None:
+            self.feature_part = build_feature_part(params.feature_part, feature_map)
+            self.input_dim = self.feature_part.head_input_dim
+        else:
+            self.feature_part = None
+            self.inputs = select_features(feature_map, params.features).all
+            self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=params.sparse_embeddings, init_std=params.embedding_init_std)
+            self.input_dim = self.embeddings.output_dim(self.inputs)
 
     def build_towers(self, in_dim: int) -> None:
         """One tower per target (``towers[target]``), each reading ``in_dim`` values."""
         self.towers = nn.ModuleDict({name: self.params.tower(in_dim) for name in self.targets})
 
     def features(self, batch: Batch) -> Tensor:
-        """``(B, N)``: the model's features, embedded, pooled and concatenated."""
+        """``(B, N)``: the feature part's vector, or the features embedded, pooled and concatenated."""
+        if self.feature_part is not None:
+            return self.feature_part.head_input(batch)
         return self.embeddings.concat(batch, self.inputs)
+
+    def regularization(self, batch: Batch) -> Tensor:
+        """The feature part's own penalty on ``batch`` (DIEN's auxiliary loss, DIN's L2), else 0."""
+        penalty = getattr(self.feature_part, "regularization", None)
+        if penalty is None:
+            return torch.zeros((), device=self.towers[self.targets[0]].head.weight.device)
+        return penalty(batch)
 
     def tower_inputs(self, features: Tensor) -> Sequence[Tensor]:  # pragma: no cover - abstract
         """One ``(B, H)`` per target, in the order of ``targets``."""

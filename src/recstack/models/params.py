@@ -183,6 +183,8 @@ def _plain(value: Any) -> Any:
         return value.value
     if isinstance(value, CheckedParams):
         return value.to_dict()
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
