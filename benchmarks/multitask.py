@@ -7,10 +7,13 @@ batch 1024, at most ``--epochs`` epochs with patience 2, each in its own ``recst
 process:
 
 * shared_bottom / esmm / mmoe / ple: ``configs/ml100k_<model>.yaml`` (monitor: click_and_like_auc);
+  ``--models`` takes any ``configs/ml100k_<name>.yaml`` multi-task config, e.g. ``mmoe_din`` (MMoE
+  over DIN's feature part); ``--seeds 0 1 2`` trains each once per seed and prints the medians;
 * single-task pairs, DeepFM ([256, 128]) and embedding_mlp (a DNN on the same concatenated
   features as the multi-task bottoms, [128, 64]): one on click over every impression, one on
   like over clicked rows only (the usual CVR model, trained on the clicked space), monitor auc;
-  the pair's click-and-like score is the product of its two probabilities.
+  the pair's click-and-like score is the product of its two probabilities; ``--models din`` gives
+  the pair of DINs with ``mmoe_din``'s feature part.
 
 Reported on the test split, per target: click AUC (all rows), like AUC and GAUC (clicked rows:
 p(like | click)), click_and_like AUC (all rows: pCTCVR against click·like), next to the
@@ -42,6 +45,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
@@ -54,7 +58,14 @@ def run(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "recstack.cli", *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
 
 
-SINGLE = {"deepfm": {"hidden_dims": [256, 128]}, "embedding_mlp": {"hidden_dims": [128, 64]}}  # DNN: the bottoms' feature part
+SINGLE = {
+    "deepfm": {"hidden_dims": [256, 128]},
+    "embedding_mlp": {"hidden_dims": [128, 64]},  # DNN: the bottoms' feature part
+    "din": {  # configs/ml100k_mmoe_din.yaml's feature part, with DIN's own MLP
+        "behaviours": [{"candidate": "item_id", "history": "hist_item_ids"}, {"candidate": "genre", "history": "hist_genres"}],
+        "attention_hidden_dims": [80, 40],
+    },
+}
 
 
 def single_task_config(out: Path, data: Path, target: str, epochs: int, model: str = "deepfm") -> Path:
@@ -155,7 +166,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--models", nargs="*", default=[*MULTI, *SINGLE])
     parser.add_argument("--peer-path", type=Path, default=None, help="a folder holding deepctr_torch / torch_rechub: run the peer comparison")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="peer comparison: one round of every (model, library) per seed")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="one run of each multi-task model per seed (medians printed); peer comparison: one round of every (model, library) per seed")
     parser.add_argument("--libraries", nargs="*", default=["recstack", "deepctr", "rechub"], help="peer comparison: which libraries run")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="peer comparison: a config override for recstack's runs (e.g. model.params.batch_norm=true, as torch-rechub's MLPs)")
@@ -170,13 +181,19 @@ def main() -> None:
     for name in args.models:
         if name in SINGLE:
             continue
-        output = args.out / name
-        run(["train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite", "--set", f"output={output}",
-             "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}"])  # fmt: skip
-        metrics = json.loads((output / "metrics.json").read_text())
-        test = metrics["test"]
-        rows.append((name, test["click_auc"], test["like_auc"], test["like_gauc"], test["click_and_like_auc"],
-                     metrics["train_seconds"], metrics["samples_per_second"], metrics["epochs_run"]))  # fmt: skip
+        per_seed = []
+        for seed in args.seeds:
+            output = args.out / (name if seed == 0 else f"{name}_seed{seed}")
+            run(["train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite", "--set", f"output={output}",
+                 "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}", "--set", f"seed={seed}"])  # fmt: skip
+            metrics = json.loads((output / "metrics.json").read_text())
+            test = metrics["test"]
+            per_seed.append((test["click_auc"], test["like_auc"], test["like_gauc"], test["click_and_like_auc"],
+                             metrics["train_seconds"], metrics["samples_per_second"]))  # fmt: skip
+            epochs = metrics["epochs_run"]
+        medians = np.median(np.array(per_seed), axis=0)
+        label = name if len(args.seeds) == 1 else f"{name} (median of seeds {' '.join(map(str, args.seeds))})"
+        rows.append((label, *medians, epochs if len(args.seeds) == 1 else "–"))
     from recstack.evaluation.ranking_metrics import auc
 
     test_rows = pq.read_table(args.data / "test.parquet")
