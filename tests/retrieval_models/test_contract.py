@@ -128,7 +128,8 @@ def test_registration_names_the_missing_member() -> None:
 
 # Losses and predictions of the two-tower models on a fixed batch, computed with the code before
 # the contract (commit 55128f1: the tasks read model(batch) directly): float.hex of (loss, sum of
-# predict). The contract must leave them bit-identical.
+# predict). The contract must leave them equal: bit-identical on the machine that wrote them; other
+# CPUs' float32 GEMM kernels round differently in the last bits, so they are compared to a few ulps.
 GOLDEN = {
     "dssm/ibs": ("0x1.5002080000000p+2", "0x1.1a1a520000000p+4"),
     "dssm/ibs_plain": ("0x1.28ed1a0000000p+2", "0x1.1a1a520000000p+4"),
@@ -148,7 +149,7 @@ GOLDEN = {
 }
 
 
-def test_two_tower_task_outputs_are_bit_identical_to_before(feature_map) -> None:
+def test_two_tower_task_outputs_are_identical_to_before(feature_map) -> None:
     results = {}
     for name, params in [("dssm", {"hidden_dims": [16, 8]}), ("youtube_dnn", {"hidden_dims": [16, 8]}),
                          ("youtube_dnn", {"hidden_dims": [16, 8], "normalize": True})]:  # fmt: skip
@@ -174,8 +175,12 @@ def test_two_tower_task_outputs_are_bit_identical_to_before(feature_map) -> None
                 catalogue.ids["item_id"] = torch.arange(2, 30)
                 model.set_item_catalogue(catalogue)
             loss, predicted = task.loss(model, batch), task.predict(model, batch)
-            results[f"{name}{params.get('normalize', '')}/{task_name}"] = (loss.item().hex(), predicted.sum().item().hex())
-    assert results == GOLDEN
+            results[f"{name}{params.get('normalize', '')}/{task_name}"] = (loss.item(), predicted.sum().item())
+    assert results.keys() == GOLDEN.keys()
+    for key, (loss, predicted) in results.items():
+        golden_loss, golden_predicted = (float.fromhex(value) for value in GOLDEN[key])
+        assert loss == pytest.approx(golden_loss, rel=1e-6, abs=0), key  # ~8 float32 ulps
+        assert predicted == pytest.approx(golden_predicted, rel=1e-6, abs=0), key
 
 
 def test_a_ranking_model_is_refused_with_a_message(feature_map) -> None:

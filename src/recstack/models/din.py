@@ -116,5 +116,5 @@ class DIN(nn.Module):
         need to be carried. Frozen tables are skipped. Add the result to the task loss.
         """
         if self.params.l2_reg == 0:
-            return torch.zeros((), device=next(self.embeddings.parameters()).device)
+            return torch.zeros((), device=next(self.attentions.parameters()).device)  # the tables may be TorchRec's, holding no parameters here
         return self.params.l2_reg * self.embeddings.mini_batch_l2(batch)
