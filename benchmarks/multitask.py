@@ -68,7 +68,7 @@ SINGLE = {
 }
 
 
-def single_task_config(out: Path, data: Path, target: str, epochs: int, model: str = "deepfm") -> Path:
+def single_task_config(out: Path, data: Path, target: str, epochs: int, model: str = "deepfm", seed: int = 0) -> Path:
     """A single-task config on ``target``: every row for click, clicked rows only for like."""
     schema = yaml.safe_load((ROOT / "schemas" / "movielens_multitask.yaml").read_text())
     schema.pop("targets")
@@ -81,18 +81,18 @@ def single_task_config(out: Path, data: Path, target: str, epochs: int, model: s
             pq.write_table(table.filter(pc.equal(table["click"], 1.0)), folder / f"{split}.parquet")
         data = folder
     config = {
-        "name": f"{model}_{target}",
+        "name": f"{model}_{target}" + ("" if seed == 0 else f"_seed{seed}"),
         "data": {split: str(data / f"{split}.parquet") for split in ("train", "valid", "test")},
         "schema": schema,
         "task": {"type": "binary"},
         "model": {"name": model, "params": SINGLE[model]},
         "loader": {"batch_size": 1024, "shuffle_buffer": 200000},
         "trainer": {"epochs": epochs, "lr": 0.001, "patience": 2, "monitor": "auc"},
-        "output": str(out / f"{model}_{target}"),
+        "output": str(out / f"{model}_{target}" if seed == 0 else out / f"{model}_{target}_seed{seed}"),
         "threads": 1,
-        "seed": 0,
+        "seed": seed,
     }
-    path = out / f"{model}_{target}.yaml"
+    path = out / f"{config['name']}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -169,7 +169,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="one run of each multi-task model per seed (medians printed); peer comparison: one round of every (model, library) per seed")
     parser.add_argument("--libraries", nargs="*", default=["recstack", "deepctr", "rechub"], help="peer comparison: which libraries run")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="peer comparison: a config override for recstack's runs (e.g. model.params.batch_norm=true, as torch-rechub's MLPs)")
+                        help="a config override for recstack's multi-task runs (e.g. model.params.batch_norm=true, as torch-rechub's MLPs)")
+    parser.add_argument("--like-weights", type=float, nargs="*", default=[None],
+                        help="one multi-task run per like loss weight (task.targets' like weight; default: the config's)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     run(["datasets", "movielens-multitask", "--out", str(args.data)])
@@ -181,42 +183,59 @@ def main() -> None:
     for name in args.models:
         if name in SINGLE:
             continue
-        per_seed = []
-        for seed in args.seeds:
-            output = args.out / (name if seed == 0 else f"{name}_seed{seed}")
-            run(["train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite", "--set", f"output={output}",
-                 "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}", "--set", f"seed={seed}"])  # fmt: skip
-            metrics = json.loads((output / "metrics.json").read_text())
-            test = metrics["test"]
-            per_seed.append((test["click_auc"], test["like_auc"], test["like_gauc"], test["click_and_like_auc"],
-                             metrics["train_seconds"], metrics["samples_per_second"]))  # fmt: skip
-            epochs = metrics["epochs_run"]
-        medians = np.median(np.array(per_seed), axis=0)
-        label = name if len(args.seeds) == 1 else f"{name} (median of seeds {' '.join(map(str, args.seeds))})"
-        rows.append((label, *medians, epochs if len(args.seeds) == 1 else "–"))
+        for weight in args.like_weights:
+            per_seed = []
+            for seed in args.seeds:
+                suffix = ("" if seed == 0 else f"_seed{seed}") + ("" if weight is None else f"_like{weight:g}")
+                output = args.out / f"{name}{suffix}"
+                weighting = [] if weight is None else ["--set", f"task.targets=[{{name: click}}, {{name: like, condition: click, weight: {weight}}}]"]
+                run(["train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite", "--set", f"output={output}",
+                     "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}", "--set", f"seed={seed}",
+                     *weighting, *[flag for setting in args.set for flag in ("--set", setting)]])  # fmt: skip
+                metrics = json.loads((output / "metrics.json").read_text())
+                test = metrics["test"]
+                per_seed.append((test["click_auc"], test["like_auc"], test["like_gauc"], test["click_and_like_auc"],
+                                 metrics["valid"]["click_and_like_auc"], metrics["train_seconds"], metrics["samples_per_second"]))  # fmt: skip
+                epochs = metrics["epochs_run"]
+            medians = np.median(np.array(per_seed), axis=0)
+            label = name if weight is None else f"{name}, like weight {weight:g}"
+            if len(args.seeds) > 1:
+                label += f" (median of seeds {' '.join(map(str, args.seeds))})"
+            rows.append((label, *medians, epochs if len(args.seeds) == 1 else "–"))
     from recstack.evaluation.ranking_metrics import auc
 
     test_rows = pq.read_table(args.data / "test.parquet")
     click, like = test_rows["click"].to_numpy(), test_rows["like"].to_numpy()
+    valid_rows = pq.read_table(args.data / "valid.parquet")
+    valid_click, valid_like = valid_rows["click"].to_numpy(), valid_rows["like"].to_numpy()
     for model in (m for m in args.models if m in SINGLE):
-        single, scores = {}, {}
-        for target in ("click", "like"):
-            output = args.out / f"{model}_{target}"
-            run(["train", str(single_task_config(args.out, args.data, target, args.epochs, model)), "--overwrite"])
-            single[target] = json.loads((output / "metrics.json").read_text())
-            run(["predict", str(output), "--data", str(args.data / "test.parquet"), "--out", str(args.out / f"{model}_{target}_scores.parquet")])
-            scores[target] = pq.read_table(args.out / f"{model}_{target}_scores.parquet")["score"].to_numpy()
-        seconds = single["click"]["train_seconds"] + single["like"]["train_seconds"]
-        samples = single["click"]["train_samples"] + single["like"]["train_samples"]
-        rows.append((f"2 × {model} (click; like on clicked rows)", single["click"]["test"]["auc"], single["like"]["test"]["auc"],
-                     single["like"]["test"]["gauc"], auc(click * like, scores["click"] * scores["like"]),
-                     seconds, samples / seconds, f'{single["click"]["epochs_run"]}+{single["like"]["epochs_run"]}'))  # fmt: skip
+        per_seed = []
+        for seed in args.seeds:
+            single, scores, valid_scores = {}, {}, {}
+            for target in ("click", "like"):
+                output = args.out / f"{model}_{target}" if seed == 0 else args.out / f"{model}_{target}_seed{seed}"
+                run(["train", str(single_task_config(args.out, args.data, target, args.epochs, model, seed)), "--overwrite"])
+                single[target] = json.loads((output / "metrics.json").read_text())
+                for split, into in (("test", scores), ("valid", valid_scores)):  # the pair's product is scored on every row
+                    path = args.out / f"{output.name}_{split}_scores.parquet"
+                    run(["predict", str(output), "--data", str(args.data / f"{split}.parquet"), "--out", str(path)])
+                    into[target] = pq.read_table(path)["score"].to_numpy()
+            seconds = single["click"]["train_seconds"] + single["like"]["train_seconds"]
+            samples = single["click"]["train_samples"] + single["like"]["train_samples"]
+            per_seed.append((single["click"]["test"]["auc"], single["like"]["test"]["auc"], single["like"]["test"]["gauc"],
+                             auc(click * like, scores["click"] * scores["like"]),
+                             auc(valid_click * valid_like, valid_scores["click"] * valid_scores["like"]), seconds, samples / seconds))  # fmt: skip
+            epochs = f'{single["click"]["epochs_run"]}+{single["like"]["epochs_run"]}'
+        label = f"2 × {model} (click; like on clicked rows)"
+        if len(args.seeds) > 1:
+            label += f" (median of seeds {' '.join(map(str, args.seeds))})"
+        rows.append((label, *np.median(np.array(per_seed), axis=0), epochs if len(args.seeds) == 1 else "–"))
     popularity = stats["popularity_auc"]["test"]
-    print("| model | click AUC | like AUC (clicked) | like GAUC | click&like AUC | train s | samples/s | epochs |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| popularity (train counts) | {popularity['click']:.4f} | {popularity['like']:.4f} | – | {popularity['click_and_like']:.4f} | – | – | – |")
-    for name, c, l, lg, j, secs, sps, epochs in rows:
-        print(f"| {name} | {c:.4f} | {l:.4f} | {lg:.4f} | {j:.4f} | {secs:.1f} | {sps:,.0f} | {epochs} |")
+    print("| model | click AUC | like AUC (clicked) | like GAUC | click&like AUC | valid click&like AUC | train s | samples/s | epochs |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| popularity (train counts) | {popularity['click']:.4f} | {popularity['like']:.4f} | – | {popularity['click_and_like']:.4f} | – | – | – | – |")
+    for name, c, l, lg, j, valid_j, secs, sps, epochs in rows:
+        print(f"| {name} | {c:.4f} | {l:.4f} | {lg:.4f} | {j:.4f} | {valid_j:.4f} | {secs:.1f} | {sps:,.0f} | {epochs} |")
 
 
 if __name__ == "__main__":

@@ -139,6 +139,16 @@ def test_targets_come_from_the_schema_and_must_be_its_own() -> None:
         MultiTaskTask(targets=[TargetParams(name="buy")]).with_schema_targets(schema.targets)
 
 
+def test_a_restated_target_keeps_the_schemas_kind_and_condition_and_may_reweight() -> None:
+    schema = Schema.from_dict({"targets": [{"name": "click"}, {"name": "like", "condition": "click"}], "features": [{"name": "a", "kind": "categorical"}]})
+    reweighted = (TargetParams(name="click"), TargetParams(name="like", weight=0.1, condition="click"))
+    assert MultiTaskTask(targets=reweighted).with_schema_targets(schema.targets).targets == reweighted
+    with pytest.raises(ConfigError, match=r"task.targets\[1\].condition: the schema declares target 'like' with condition 'click', the task gives None"):
+        MultiTaskTask(targets=[TargetParams(name="click"), TargetParams(name="like", weight=0.1)]).with_schema_targets(schema.targets)
+    with pytest.raises(ConfigError, match=r"task.targets\[0\].kind: the schema declares target 'click' with kind 'binary'"):
+        MultiTaskTask(targets=[TargetParams(name="click", kind="regression")]).with_schema_targets(schema.targets)
+
+
 def test_model_and_task_must_agree() -> None:
     task = MultiTaskTask(targets=TARGETS)
     with pytest.raises(ConfigError, match=r"the model scores \['click'\] but the task trains \['click', 'like'\]"):

@@ -165,14 +165,24 @@ class MultiTaskTask(RegisteredTask):
 
     def with_schema_targets(self, schema_targets: Sequence[Target]) -> "MultiTaskTask":
         """This task with its targets resolved against the schema's: all of them when the config
-        named none, else the named ones, each of which must be a schema target (ConfigError)."""
-        declared = [t.name for t in schema_targets]
+        named none, else the named ones, each of which must be a schema target with the schema's
+        kind and condition (ConfigError: a restated target that dropped its condition would
+        silently train ``like`` over every row). Only the weights may differ from the schema's."""
+        declared = {t.name: TargetParams.of(t) for t in schema_targets}
         if not self.targets:
-            targets = tuple(TargetParams.of(t) for t in schema_targets)
+            targets = tuple(declared.values())
         else:
-            for target in self.targets:
-                if target.name not in declared:
+            for i, target in enumerate(self.targets):
+                schema_target = declared.get(target.name)
+                if schema_target is None:
                     raise ConfigError(f"task.targets: {target.name!r} is not one of the schema's targets ({', '.join(declared)})")
+                for key in ("kind", "condition"):
+                    ours, schemas = getattr(target, key), getattr(schema_target, key)
+                    if ours != schemas:
+                        raise ConfigError(
+                            f"task.targets[{i}].{key}: the schema declares target {target.name!r} with {key} {schemas!r}, "
+                            f"the task gives {ours!r}; restate it as the schema has it (only weight may differ), or change the schema"
+                        )
             targets = self.targets
         if not targets:
             raise ConfigError("task: multi_task needs targets; the schema declares none (targets: [...])")
