@@ -35,6 +35,12 @@ AUC and click&like AUC (test, every row), training samples/s (the whole fit) and
 training steps alone, without validation passes or set-up), peak RSS; with ``--seeds 0 1 2`` a
 round per seed, medians over them and the median per-round ratio of recstack's step samples/s to
 each peer's. ``--set model.params.batch_norm=true`` gives recstack's MLPs torch-rechub's batch norm.
+recstack's runs there weigh click and like equally, as the peers do (the shipped configs weigh like
+0.1; ``--set "task.targets=[...]"`` overrides).
+
+``--like-weights 1 0.3 0.1`` trains each multi-task model once per like loss weight (and seed);
+the table then holds each run's validation click&like AUC beside its test figures, the measure to
+choose the weight by. ``--seeds`` also repeats the single-task pairs.
 """
 
 from __future__ import annotations
@@ -98,6 +104,8 @@ def single_task_config(out: Path, data: Path, target: str, epochs: int, model: s
 
 
 ID_FEATURES = ["user_id", "item_id", "gender", "age", "occupation", "zip_prefix", "genre"]
+# the peers weigh their two losses equally; the shipped configs weigh like 0.1 (a later --set wins)
+EQUAL_WEIGHTS = "task.targets=[{name: click}, {name: like, condition: click}]"
 
 
 def timed(command: list[str], env: dict | None = None) -> tuple[str, float]:
@@ -131,7 +139,8 @@ def peers(args: argparse.Namespace) -> None:
                     _, rss = timed([sys.executable, "-m", "recstack.cli", "train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite",
                                     "--set", f"output={output}", "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}",
                                     "--set", "trainer.patience=null", "--set", f"model.params.features={features}", "--set", "threads=1",
-                                    "--set", f"seed={seed}", *[flag for setting in args.set for flag in ("--set", setting)]])  # fmt: skip
+                                    "--set", f"seed={seed}", "--set", EQUAL_WEIGHTS,
+                                    *[flag for setting in args.set for flag in ("--set", setting)]])  # fmt: skip
                     metrics = json.loads((output / "metrics.json").read_text())
                     label, result = "recstack", {**metrics["test"], **metrics}
                     result["selected"] = {**metrics["test"], "epoch": metrics["best_epoch"]}  # the weights it keeps

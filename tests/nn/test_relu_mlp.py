@@ -12,6 +12,8 @@ def kernel(request, monkeypatch):
     """Every test runs on both kernels: oneDNN's fused linear and the addmm fallback."""
     if request.param == "addmm":
         monkeypatch.setattr(relu_mlp_module, "_has_linear_pointwise", lambda: False)
+    elif not relu_mlp_module._has_linear_pointwise():
+        pytest.skip("oneDNN has no bf16 fused linear on this CPU (no native bfloat16): the addmm case covers it")
     return request.param
 
 

@@ -91,7 +91,8 @@ def test_padding_changes_nothing(name: str) -> None:
     padded = F.pad(history, (0, 3))  # three more padding slots: (B, L + 3)
     shorter = history[:, :4]  # rows of length <= 4 are the same sequence in fewer slots
     fits = (history[:, 4:] == 0).all(dim=1)
-    assert torch.allclose(user(padded), user(history))
+    # atol: the encoder's kernels pick other blockings for another length (~1e-7 apart on some CPUs)
+    assert torch.allclose(user(padded), user(history), atol=1e-6)
     assert torch.allclose(user(shorter)[fits], user(history)[fits], atol=1e-6)
 
 
