@@ -69,6 +69,8 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="time recstack alone")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if not (args.data / "train.parquet").exists():  # a fresh checkout: build the split first
+        subprocess.run([sys.executable, "-m", "recstack.cli", "datasets", "movielens-sequences", "--out", str(args.data)], cwd=ROOT, check=True)
     per_row = positions_per_row(args.data)
     variants = [(loss, precision) for loss in args.losses for precision in args.precisions]
     rates: dict[str, list[float]] = {}
