@@ -68,3 +68,15 @@ def test_a_toolchain_that_fails_on_the_probe_means_eager_with_the_reason(monkeyp
     model = ReluMLP()
     with pytest.warns(UserWarning, match="probe function .*omp.h"):
         assert compile_module.compile_for_training(model, torch.device("cpu")) is model
+
+
+def test_a_retrieval_model_trains_eagerly_with_a_warning():
+    """A retrieval model trains through retrieval_pairs; behind the compiled wrapper a task took it
+    for a bare two-tower module (one pair per row): it must stay the model itself."""
+    from tests.retrieval_models.sequence_helpers import sequence_feature_map
+
+    from recstack.models.registry import build_model
+
+    model = build_model("sasrec", sequence_feature_map(), {"num_layers": 1})
+    with pytest.warns(UserWarning, match="SASRec is a retrieval model, which trains through retrieval_pairs"):
+        assert compile_module.compile_for_training(model, torch.device("cpu")) is model

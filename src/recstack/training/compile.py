@@ -21,6 +21,8 @@ import warnings
 import torch
 from torch import nn
 
+from recstack.models.retrieval_contract import is_retrieval_model
+
 __all__ = ["compile_for_training"]
 
 CPU_COMPILERS = ("g++", "clang++", "c++")
@@ -28,7 +30,19 @@ CPU_COMPILERS = ("g++", "clang++", "c++")
 
 def compile_for_training(model: nn.Module, device: torch.device) -> nn.Module:
     """``torch.compile(model)`` sharing its parameters, or ``model`` itself (with a warning)
-    when this device's inductor backend has no compiler."""
+    when this device's inductor backend has no compiler, or for a retrieval model.
+
+    A retrieval model trains through ``retrieval_pairs`` (every position of a sequence, the
+    positives' rows), not ``forward``, and a task recognises it by its class: behind the compiled
+    wrapper it was taken for a bare two-tower module and trained on one pair per row (SASRec's
+    test NDCG@10 0.020 after 8 epochs against 0.048 eager), so it runs eagerly."""
+    if is_retrieval_model(model):
+        warnings.warn(
+            f"trainer.compile is set but {type(model).__name__} is a retrieval model, which trains through "
+            "retrieval_pairs, not forward: training runs eagerly",
+            stacklevel=2,
+        )
+        return model
     missing = _missing_toolchain(device)
     if missing is not None:
         warnings.warn(f"trainer.compile is set but {missing}: training runs eagerly", stacklevel=2)
