@@ -217,8 +217,10 @@ def check_retrieval_class(name: str, cls: type) -> None:
 
 
 def is_retrieval_model(model: object) -> bool:
-    """Whether ``model`` declares itself a retrieval model and has every member."""
-    return getattr(type(model), "kind", None) == RETRIEVAL_KIND and isinstance(model, RetrievalModel)
+    """Whether ``model`` declares itself a retrieval model and has every member. Read on the
+    instance, so a wrapper that forwards attributes to a retrieval model (the distributed
+    trainer's view, ``torch.compile``'s module) is one too and its tasks call ``retrieval_pairs``."""
+    return getattr(model, "kind", None) == RETRIEVAL_KIND and isinstance(model, RetrievalModel)
 
 
 def require_retrieval_model(model: object, *, where: str) -> "RetrievalModel":

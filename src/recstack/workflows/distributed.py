@@ -133,22 +133,55 @@ def init_from_env(device_spec: str = "auto") -> DistributedContext | None:
     )
 
 
+class _Routed(nn.Module):
+    """DDP's module: ``forward(*args, method="forward")`` runs that method of the model.
+
+    DDP prepares its gradient all-reduce in its own ``forward``; a retrieval model's training
+    forward is ``retrieval_pairs`` (every position of a sequence), so it must run inside DDP's
+    forward too, not on the bare module beside it.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any, method: str = "forward", **kwargs: Any) -> Any:
+        return getattr(self.model, method)(*args, **kwargs)
+
+
 class _DDPView:
     """What a task sees as ``model``: calls go through DDP, attributes come from the module.
 
-    Two-tower tasks call ``model(batch)`` for the loss (the forward DDP must see) and may then
-    read ``model.num_item_rows`` or call ``model.encode_item_rows``: those parameters were
-    already used in the forward, so their one gradient per backward is still reduced by DDP.
+    Two-tower tasks call ``model(batch)`` or ``model.retrieval_pairs(batch)`` for the loss (the
+    forward DDP must see) and may then read ``model.num_item_rows`` or call
+    ``model.encode_item_rows``: those parameters were already used in the forward, so their one
+    gradient per backward is still reduced by DDP. Attributes read through the view (``kind``,
+    the retrieval members) make it a retrieval model exactly when the module is one.
     """
 
-    def __init__(self, ddp: DistributedDataParallel) -> None:
-        self._ddp = ddp
+    def __init__(self, ddp: nn.Module, model: nn.Module) -> None:
+        self._ddp, self._model = ddp, model
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self._ddp(*args, **kwargs)
 
+    def retrieval_pairs(self, batch: Batch) -> Any:
+        """The model's training pairs, computed inside the distributed wrapper's forward."""
+        if isinstance(self._ddp, DistributedDataParallel) and isinstance(self._ddp.module, _Routed):
+            return self._ddp(batch, method="retrieval_pairs")
+        from recstack.errors import ConfigError
+        from recstack.models.retrieval_contract import RetrievalDefaults
+
+        if type(self._model).retrieval_pairs is RetrievalDefaults.retrieval_pairs:  # one pair per row, from forward
+            return RetrievalDefaults.retrieval_pairs(self, batch)  # type: ignore[arg-type]  # self(batch): the wrapper's forward
+        raise ConfigError(
+            f"distributed.embeddings: sharded: {type(self._model).__name__} trains through retrieval_pairs (a pair at "
+            "every position), which TorchRec's DistributedModelParallel does not route through its forward; "
+            "train it with replicated tables (distributed.embeddings: replicated, DDP)"
+        )
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._ddp.module, name)
+        return getattr(self._model, name)
 
 
 class _DistributedTask:
@@ -157,7 +190,7 @@ class _DistributedTask:
     def __init__(self, inner: Task, training: "DistributedTraining") -> None:
         self.inner = inner
         self._training = training
-        self._view = _DDPView(training.ddp)
+        self._view = _DDPView(training.ddp, training.model)
 
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         loss = self.inner.loss(self._view, batch)  # type: ignore[arg-type]
@@ -193,12 +226,13 @@ class DistributedTraining:
 
     def __init__(self, *, model: nn.Module, task: Task, context: DistributedContext, wrapped: nn.Module | None = None) -> None:
         self.context = context
+        self.model = model
         if wrapped is not None:  # already distributed (TorchRec's DistributedModelParallel): as is
             self.ddp = wrapped
         else:
             model.to(context.device)
             device_ids = [context.device.index] if context.device.type == "cuda" else None
-            self.ddp = DistributedDataParallel(model, device_ids=device_ids)
+            self.ddp = DistributedDataParallel(_Routed(model), device_ids=device_ids)
         self.task = _DistributedTask(task, self)
         self.padding = False  # True while the current step is a padding step
         self.padding_rows = 0  # rows of padding steps, to report true sample counts
