@@ -80,3 +80,20 @@ def test_a_retrieval_model_trains_eagerly_with_a_warning():
     model = build_model("sasrec", sequence_feature_map(), {"num_layers": 1})
     with pytest.warns(UserWarning, match="SASRec is a retrieval model, which trains through retrieval_pairs"):
         assert compile_module.compile_for_training(model, torch.device("cpu")) is model
+
+
+def test_a_users_own_compiled_retrieval_model_trains_on_its_own_pairs():
+    """``torch.compile(model)`` forwards attributes to the model: the tasks still see a retrieval
+    model and train ``retrieval_pairs`` (every position), not ``forward`` (one pair per row)."""
+    from tests.retrieval_models.sequence_helpers import sequence_batch, sequence_feature_map
+
+    from recstack.models.registry import build_model
+    from recstack.models.retrieval_contract import is_retrieval_model
+    from recstack.tasks.full_softmax import FullSoftmaxTask
+
+    torch.manual_seed(0)
+    model = build_model("sasrec", sequence_feature_map(), {"num_layers": 1, "dropout": 0.0}).train()
+    compiled = torch.compile(model)
+    assert is_retrieval_model(compiled)
+    batch = sequence_batch()
+    torch.testing.assert_close(FullSoftmaxTask().loss(compiled, batch), FullSoftmaxTask().loss(model, batch))
