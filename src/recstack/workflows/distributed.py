@@ -44,9 +44,11 @@ from recstack.data.batch import Batch
 from recstack.data.loader import BatchStream, LoaderConfig
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.sources import DataSource
+from recstack.errors import ConfigError
 from recstack.evaluation.multi_task_metrics import multi_task_report
 from recstack.evaluation.ranking_evaluator import collect_heads, collect_predictions
 from recstack.evaluation.ranking_metrics import Predictions, ranking_report
+from recstack.models.retrieval_contract import RetrievalDefaults
 from recstack.tasks.base import Task
 from recstack.tasks.multi_task import MultiTaskTask
 
@@ -169,9 +171,6 @@ class _DDPView:
         """The model's training pairs, computed inside the distributed wrapper's forward."""
         if isinstance(self._ddp, DistributedDataParallel) and isinstance(self._ddp.module, _Routed):
             return self._ddp(batch, method="retrieval_pairs")
-        from recstack.errors import ConfigError
-        from recstack.models.retrieval_contract import RetrievalDefaults
-
         if type(self._model).retrieval_pairs is RetrievalDefaults.retrieval_pairs:  # one pair per row, from forward
             return RetrievalDefaults.retrieval_pairs(self, batch)  # type: ignore[arg-type]  # self(batch): the wrapper's forward
         raise ConfigError(
