@@ -84,5 +84,7 @@ def test_train_on_a_csv_lacking_a_column_exits_2_every_time(tmp_path: Path, ctr_
     data = {"train": str(good), "valid": str(good), "test": str(good), split: str(bad)}
     config = write_config(tmp_path, ctr_data, data=data)
     command = [sys.executable, "-c", "import sys; from recstack.cli import main; sys.exit(main(sys.argv[1:]))"]
-    for result in run_all([[*command, "train", str(config)] for _ in range(6)], parallel=2):
+    # each run its own folder: two runs at once on one folder would meet its lock, not the data error
+    runs = [[*command, "train", str(config), "--set", f"output={tmp_path / 'runs' / f'rel{i}'}"] for i in range(6)]
+    for result in run_all(runs, parallel=2):
         assert_clean_data_error(result, bad)
