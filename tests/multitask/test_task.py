@@ -13,7 +13,7 @@ from recstack.data.batch import Batch
 from recstack.errors import ConfigError
 from recstack.schema import Schema
 from recstack.tasks import build_task, parse_task_section
-from recstack.tasks.multi_task import ConditionedLoss, MultiTaskTask, TargetParams
+from recstack.tasks.multi_task import ConditionedLoss, MultiTaskTask, TargetParams, _entire_space_loss
 
 CLICK = torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0])
 LIKE = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0])  # row 3: a like where click = 0 (ignored)
@@ -157,3 +157,16 @@ def test_model_and_task_must_agree() -> None:
         MultiTaskTask(targets=TARGETS, conditioned_loss="masked").check_model(EntireSpace(click=ZC, like=ZL))
     with pytest.raises(ConfigError, match="over the entire space needs binary targets with a condition"):
         MultiTaskTask(targets=(TargetParams(name="click"), TargetParams(name="like"))).check_model(EntireSpace(click=ZC, like=ZL))
+
+
+def test_entire_space_loss_matches_the_bce_of_the_product_across_the_logit_range() -> None:
+    # float64 BCE of sigmoid(a) * sigmoid(b) is exact enough up to |z| = 15 (1 - p >= 1e-13)
+    grid = torch.linspace(-15, 15, 13)
+    a, b = (t.reshape(-1) for t in torch.meshgrid(grid, grid, indexing="ij"))
+    for y in (torch.zeros_like(a), torch.ones_like(a)):
+        for row in range(len(a)):
+            za, zb = a[row : row + 1], b[row : row + 1]
+            loss = _entire_space_loss(za, zb, y[row : row + 1])
+            p = torch.sigmoid(za.double()) * torch.sigmoid(zb.double())
+            expected = -(y[row].double() * torch.log(p) + (1 - y[row].double()) * torch.log1p(-p))
+            assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6), (za.item(), zb.item(), y[row].item())

@@ -90,3 +90,32 @@ def test_sequences_are_processed_position_by_position_in_eval(name):
     mlp = MLP(in_dim=4, hidden_dims=(8, 3), activation=name, batch_norm=True).eval()
     x = torch.randn(2, 5, 4)  # (B, L, D): the neurons are on the last dim
     torch.testing.assert_close(mlp(x), mlp(x.reshape(10, 4)).reshape(2, 5, 3))
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_run_chain_equals_the_mlps_in_turn_values_and_gradients(batch_norm):
+    from recstack.nn.fused import fused_paths
+    from recstack.nn.mlp import run_chain
+
+    torch.manual_seed(0)
+    bottom = MLP(in_dim=6, hidden_dims=(8,), batch_norm=batch_norm)
+    tower = MLP(in_dim=8, hidden_dims=(4,), head_dim=1, batch_norm=batch_norm)
+    x = torch.randn(16, 6, requires_grad=True)
+    chained = run_chain(x, [bottom, tower])
+    chained.sum().backward()
+    grads = [x.grad.clone(), *(p.grad.clone() for p in [*bottom.parameters(), *tower.parameters()])]
+    for p in [x, *bottom.parameters(), *tower.parameters()]:
+        p.grad = None
+    with fused_paths(False):  # the modules' own layers, one by one
+        reference = tower(bottom(x))
+    reference.sum().backward()
+    assert chained.shape == (16, 1) and torch.allclose(chained, reference, atol=1e-6)
+    reference_grads = [x.grad, *(p.grad for p in [*bottom.parameters(), *tower.parameters()])]
+    assert all(torch.allclose(g, r, atol=1e-5) for g, r in zip(grads, reference_grads))
+
+
+def test_run_chain_refuses_a_head_before_the_last_mlp():
+    from recstack.nn.mlp import run_chain
+
+    with pytest.raises(ValueError, match="only the last MLP may have a head"):
+        run_chain(torch.randn(2, 3), [MLP(in_dim=3, hidden_dims=(4,), head_dim=2), MLP(in_dim=2, hidden_dims=(2,))])

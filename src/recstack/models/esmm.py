@@ -7,10 +7,12 @@ from typing import Sequence
 
 from torch import Tensor
 
+from recstack.data.batch import Batch
 from recstack.data.feature_map import FeatureMap
 from recstack.models.multi_task_base import MultiTaskParams, MultiTaskRanker
 from recstack.models.params import require
 from recstack.models.registry import register_model
+from recstack.nn.mlp import run_chain
 
 __all__ = ["ESMM"]
 
@@ -61,3 +63,10 @@ class ESMM(MultiTaskRanker):
 
     def tower_inputs(self, features: Tensor) -> Sequence[Tensor]:
         return [self.ctr_bottom(features), self.cvr_bottom(features)]  # (B, H) each
+
+    def forward(self, batch: Batch) -> dict[str, Tensor]:
+        """``{target: logits (B,)}``; each target's bottom and tower run as one chain (one
+        fused node on CPU), the same values as ``towers[t](tower_inputs(x)[k])``."""
+        features = self.features(batch)
+        bottoms = (self.ctr_bottom, self.cvr_bottom)
+        return {name: run_chain(features, [bottom, self.towers[name]]).squeeze(-1) for name, bottom in zip(self.targets, bottoms)}

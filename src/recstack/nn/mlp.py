@@ -204,3 +204,24 @@ class MLP(nn.Module):
     def _linears(self) -> list[nn.Linear]:
         linears = [layer.linear for layer in self.layers]
         return linears if self.head is None else [*linears, self.head]
+
+
+def run_chain(x: torch.Tensor, mlps: Sequence[MLP]) -> torch.Tensor:
+    """``x`` through each of ``mlps`` in turn (``mlps[-1](...mlps[0](x))``), as one fused node
+    (``relu_mlp``) when every MLP can fuse: ESMM's bottom then tower is one node per target, not
+    two. Only the last MLP may have a head. Same values and gradients as calling them in turn.
+
+    Args:
+        x: (..., mlps[0]'s in_dim).
+        mlps: MLPs whose widths chain (each one's ``out_dim`` the next one's input).
+    Returns:
+        (..., mlps[-1].out_dim).
+    """
+    if any(mlp.head is not None for mlp in mlps[:-1]):
+        raise ValueError("run_chain: only the last MLP may have a head")
+    if all(mlp._fusable for mlp in mlps) and fast_path_applies(x):
+        linears = [linear for mlp in mlps for linear in mlp._linears()]
+        return relu_mlp(x, linears, tuple(flag for mlp in mlps for flag in mlp._relu_after))
+    for mlp in mlps:
+        x = mlp(x)
+    return x

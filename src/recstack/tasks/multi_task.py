@@ -47,7 +47,6 @@ __all__ = ["ConditionedLoss", "MetricWeight", "MultiTaskTask", "TargetParams", "
 
 BINARY, REGRESSION = "binary", "regression"
 WEIGHTED_METRIC = "weighted_metric"  # the key of the declared weighted sum in a run's metrics
-_MAX_LOG_PROB = -1e-7  # log p clamped below 0: log(1 - p) stays finite in float32
 
 
 class ConditionedLoss(str, Enum):
@@ -297,9 +296,11 @@ def _per_row_loss(logits: Tensor, labels: Tensor, target: TargetParams) -> Tenso
 
 
 def _entire_space_loss(condition_logits: Tensor, target_logits: Tensor, joint_labels: Tensor) -> Tensor:
-    """ESMM's pCTCVR loss: BCE of ``sigmoid(z_c) * sigmoid(z_t)`` against ``y_c * y_t``, computed
-    in log space (``log p = logsigmoid(z_c) + logsigmoid(z_t)``) so neither factor underflows."""
-    log_p = (F.logsigmoid(condition_logits) + F.logsigmoid(target_logits)).clamp(max=_MAX_LOG_PROB)  # (B,)
-    # log(1 - p) = log1mexp(log p): -expm1 near p = 1, log1p(-exp) for small p (both stay finite)
-    log_not_p = torch.where(log_p > -math.log(2.0), torch.log(-torch.expm1(log_p)), torch.log1p(-torch.exp(log_p)))
-    return -(joint_labels * log_p + (1.0 - joint_labels) * log_not_p).mean()
+    """ESMM's pCTCVR loss: BCE of ``p = sigmoid(a) * sigmoid(b)`` against ``y_c * y_t``, on the
+    logits, where neither factor underflows: with ``softplus(z) = log(1 + e^z)``,
+    ``log p = a + b - softplus(a) - softplus(b)`` and, as ``1 - p = (1 + e^a + e^b) / ((1 + e^a)(1 + e^b))``,
+    ``log(1 - p) = logsumexp(0, a, b) - softplus(a) - softplus(b)``; so the BCE of a row is
+    ``softplus(a) + softplus(b) - y (a + b) - (1 - y) logsumexp(0, a, b)``, finite at any logits."""
+    a, b, y = condition_logits, target_logits, joint_labels  # (B,) each
+    either = torch.logsumexp(torch.stack((torch.zeros_like(a), a, b)), dim=0)  # log(1 + e^a + e^b)
+    return (F.softplus(a) + F.softplus(b) - y * (a + b) - (1.0 - y) * either).mean()
