@@ -206,3 +206,23 @@ def test_a_metric_the_validation_does_not_report_stops_the_tune_after_one_trial(
         tune_run(path, trials=3, log=lambda _: None)
     study = optuna.load_study(storage=f"sqlite:///{tmp_path / 'runs' / 'tiny_tune' / 'study.db'}", study_name="tiny")
     assert len(study.trials) == 1  # not three failed trials
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_cleaning_keeps_the_best_of_the_trials_it_sees_even_when_the_study_best_is_stale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direction: str
+) -> None:
+    # --jobs: worker A reads the best, worker B finishes a better trial, A lists the finished
+    # trials; a best read apart from that list deleted B's (the new best's) run folder
+    from recstack.tuning import study as studies
+
+    study = optuna.create_study(direction=direction)
+    values = [0.5, 0.7, 0.6] if direction == "maximize" else [0.5, 0.3, 0.4]
+    for value in values:
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=value))
+    for number in range(3):
+        (tmp_path / f"trial_{number:04d}").mkdir()
+    stale = study.trials[0]
+    monkeypatch.setattr(type(study), "best_trial", property(lambda self: stale))
+    studies.clean_trial_folders(study, tmp_path, keep_all=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trial_0001"]

@@ -65,9 +65,15 @@ def best_trial(study: optuna.Study) -> FrozenTrial | None:
 
 
 def clean_trial_folders(study: optuna.Study, trials_dir: Path, *, keep_all: bool) -> None:
-    """Delete the run folders of finished trials other than the best (and what killed trials left)."""
-    best = best_trial(study)
-    for trial in study.get_trials(deepcopy=False, states=FINISHED):
+    """Delete the run folders of finished trials other than the best (and what killed trials left).
+
+    The best is chosen from the same snapshot of trials that is cleaned: with ``--jobs``, another
+    worker may finish a better trial meanwhile, and a best read before that trial and a list read
+    after it would delete the new best's folder. A trial finishing after the snapshot is left
+    alone (the next clean sees it)."""
+    finished = study.get_trials(deepcopy=False, states=FINISHED)
+    best = _best_of(finished, study.direction)
+    for trial in finished:
         if keep_all and trial.state is TrialState.COMPLETE or best is not None and trial.number == best.number:
             continue
         name = f"trial_{trial.number:04d}"
@@ -76,6 +82,15 @@ def clean_trial_folders(study: optuna.Study, trials_dir: Path, *, keep_all: bool
                 shutil.rmtree(leftover, ignore_errors=True)
             elif leftover.exists():
                 leftover.unlink(missing_ok=True)
+
+
+def _best_of(trials: list[FrozenTrial], direction: optuna.study.StudyDirection) -> FrozenTrial | None:
+    """The complete trial with the best value (the lowest number among ties, as Optuna's), or None."""
+    complete = [t for t in trials if t.state is TrialState.COMPLETE and t.value is not None]
+    if not complete:
+        return None
+    sign = -1.0 if direction is optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return min(complete, key=lambda t: (sign * t.value, t.number))
 
 
 def write_trials_table(study: optuna.Study, path: Path) -> None:
