@@ -176,3 +176,47 @@ def test_resume_without_a_checkpoint_fails_clearly(tmp_path):
         Trainer(cfg, checkpoint_dir=tmp_path).fit(
             DropoutMLP(), TASK, epoch_batches(planted_data()), resume=True
         )
+
+
+def _payload(extra=None):
+    return {"model": {"w": torch.randn(3)}, "state": {"epoch": 1}, **({} if extra is None else extra)}
+
+
+def test_a_payload_resume_could_not_read_fails_at_save_and_leaves_the_last_checkpoint(tmp_path):
+    import numpy as np
+
+    from recstack.training.checkpoint import CheckpointError, save_checkpoint
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, _payload())
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError, match="damaged checkpoint"):  # a NumPy array: not weights_only
+        save_checkpoint(path, _payload({"callbacks": {"Mine": [np.arange(3)]}}))
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_the_weights_only_check_runs_once_per_payload_structure_and_bytes_are_always_compared(tmp_path, monkeypatch):
+    from recstack.training import checkpoint
+
+    loads = []
+    real_read = checkpoint._read
+    monkeypatch.setattr(checkpoint, "_read", lambda p: loads.append(p) or real_read(p))
+    monkeypatch.setattr(checkpoint, "_LOADABLE_STRUCTURES", set())
+    path = tmp_path / "last.pt"
+    checkpoint.save_checkpoint(path, _payload())
+    checkpoint.save_checkpoint(path, _payload({"log": [{"loss": 0.5}, {"loss": 0.4}]}))  # a new structure
+    checkpoint.save_checkpoint(path, _payload({"log": [{"loss": 0.5}, {"loss": 0.4}, {"loss": 0.3}]}))  # longer log: same
+    checkpoint.save_checkpoint(path, _payload())  # new numbers, same structure: not loaded again
+    assert len(loads) == 2
+    checkpoint.save_checkpoint(path, _payload({"best_weights": {"w": torch.randn(3, dtype=torch.float64)}}))  # a new dtype
+    assert len(loads) == 3
+    assert torch.load(path, weights_only=True)["state"] == {"epoch": 1}
+
+    # a disk that gives back other bytes than were written: refused, the last checkpoint kept
+    before = path.read_bytes()
+    real_read_bytes = type(path).read_bytes
+    monkeypatch.setattr(type(path), "read_bytes", lambda self: b"garbage" if self.name.endswith(".tmp") else real_read_bytes(self))
+    with pytest.raises(checkpoint.CheckpointError, match="differs from what was written"):
+        checkpoint.save_checkpoint(path, _payload())
+    monkeypatch.undo()
+    assert path.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
