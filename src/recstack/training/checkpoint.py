@@ -112,7 +112,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
     The new checkpoint is serialized in memory, written to a temporary file beside ``path``
     (fsynced) and read back: its bytes must equal what was serialized. A payload whose structure
-    (keys, nesting, types and tensor dtypes) this process has not saved before is also loaded
+    (the types it holds, nested; tensor dtypes) this process has not saved before is also loaded
     with ``weights_only=True``, as a resume would, so a value resume could not read fails here,
     not at resume. That load is most of a save's cost (~0.1 s for SASRec's payload) and depends
     only on the structure, which stays the same from save to save. Only then does the file take
