@@ -28,11 +28,11 @@ starts from "epoch_start".
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -110,27 +110,26 @@ def restore_run(run: TrainingRun, payload: dict[str, Any]) -> None:
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write ``path`` atomically, verify it, and keep the checkpoint it replaces as ``previous.pt``.
 
-    The new checkpoint is serialized in memory, written to a temporary file beside ``path``
-    (fsynced) and read back: its bytes must equal what was serialized. A payload whose structure
-    (the types it holds, nested; tensor dtypes) this process has not saved before is also loaded
-    with ``weights_only=True``, as a resume would, so a value resume could not read fails here,
-    not at resume. That load is most of a save's cost (~0.1 s for SASRec's payload) and depends
-    only on the structure, which stays the same from save to save. Only then does the file take
-    ``path``'s place (``os.replace`` is atomic); the checkpoint it replaces becomes
-    ``previous.pt``. A crash at any point leaves at least one intact checkpoint.
+    The new checkpoint streams to a temporary file beside ``path`` (fsynced) while a CRC-32 of the
+    bytes is taken; the file is then read back in chunks and must give the same length and CRC. A
+    payload whose structure (the types it holds, nested; tensor dtypes) this process has not saved
+    before is also loaded with ``weights_only=True``, as a resume would, so a value resume could
+    not read fails here, not at resume. That load is most of a save's cost (~0.1 s for SASRec's
+    payload) and depends only on the structure, which stays the same from save to save. Only then
+    does the file take ``path``'s place (``os.replace`` is atomic); the checkpoint it replaces
+    becomes ``previous.pt``. A crash at any point leaves at least one intact checkpoint. Memory:
+    one chunk beyond the payload itself (nothing is serialized into memory first).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     payload = {"version": CHECKPOINT_FORMAT_VERSION, **payload}
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    data = buffer.getbuffer()
     with open(tmp, "wb") as file:
-        file.write(data)
+        written = _Checksummed(file)
+        torch.save(payload, written)
         file.flush()
         os.fsync(file.fileno())
     try:
-        if tmp.read_bytes() != data:
+        if _checksum(tmp) != (written.size, written.crc):
             raise CheckpointError(f"{tmp}: the checkpoint read back differs from what was written")
         structure = _structure(payload)
         if structure not in _LOADABLE_STRUCTURES:
@@ -142,6 +141,31 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     if path.exists():
         os.replace(path, path.with_name(PREVIOUS_CHECKPOINT_NAME))
     os.replace(tmp, path)
+
+
+class _Checksummed:
+    """A binary file that keeps the size and CRC-32 of what is written through it."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file, self.size, self.crc = file, 0, 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        self.crc = zlib.crc32(data, self.crc)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _checksum(path: Path, chunk_bytes: int = 1 << 20) -> tuple[int, int]:
+    """``(size, CRC-32)`` of the file's bytes as read back, a chunk at a time."""
+    size, crc = 0, 0
+    with open(path, "rb") as file:
+        while chunk := file.read(chunk_bytes):
+            size += len(chunk)
+            crc = zlib.crc32(chunk, crc)
+    return size, crc
 
 
 # structures of payloads this process has loaded back with weights_only=True (see save_checkpoint)
