@@ -221,3 +221,16 @@ def test_the_weights_only_check_runs_once_per_payload_structure_and_bytes_are_al
         checkpoint.save_checkpoint(path, _payload())
     monkeypatch.undo()
     assert path.read_bytes() == before and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_write_that_fails_leaves_no_temporary_file_and_the_last_checkpoint(tmp_path):
+    import pickle
+
+    from recstack.training.checkpoint import save_checkpoint
+
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, _payload())
+    before = path.read_bytes()
+    with pytest.raises((pickle.PicklingError, AttributeError), match="pickle"):  # a value torch.save cannot pickle
+        save_checkpoint(path, _payload({"callbacks": {"Mine": [lambda: None]}}))
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]

@@ -123,19 +123,19 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     payload = {"version": CHECKPOINT_FORMAT_VERSION, **payload}
-    with open(tmp, "wb") as file:
-        written = _Checksummed(file)
-        torch.save(payload, written)
-        file.flush()
-        os.fsync(file.fileno())
     try:
+        with open(tmp, "wb") as file:
+            written = _Checksummed(file)
+            torch.save(payload, written)
+            file.flush()
+            os.fsync(file.fileno())
         if _checksum(tmp) != (written.size, written.crc):
             raise CheckpointError(f"{tmp}: the checkpoint read back differs from what was written")
         structure = _structure(payload)
         if structure not in _LOADABLE_STRUCTURES:
             _read(tmp)
             _LOADABLE_STRUCTURES.add(structure)
-    except CheckpointError:
+    except BaseException:  # a failed write (full disk, unpicklable value) or check: no temporary file left
         tmp.unlink(missing_ok=True)
         raise
     if path.exists():
