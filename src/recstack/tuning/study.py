@@ -61,7 +61,8 @@ def finished_count(study: optuna.Study) -> int:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    return study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
+    """The study's best complete trial, by the same rule the folder cleaning keeps (:func:`_best_of`)."""
+    return _best_of(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), study.direction)
 
 
 def clean_trial_folders(study: optuna.Study, trials_dir: Path, *, keep_all: bool) -> None:
