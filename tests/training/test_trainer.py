@@ -54,6 +54,19 @@ def test_evaluation_time_is_counted_apart_from_the_training_steps():
     assert without.evaluation_seconds == 0 and without.train_seconds > 0
 
 
+def test_callback_set_up_at_train_begin_is_not_counted_as_training_time():
+    """step_samples_per_second's clock starts after on_train_begin (TensorBoard's import and
+    writer), as it starts after the model's and optimizer's set-up."""
+    import time
+
+    class SlowSetUp(TrainerCallback):
+        def on_train_begin(self, state, control):
+            time.sleep(0.5)
+
+    state = Trainer(config(epochs=1), callbacks=[SlowSetUp()]).fit(LogisticRegression(), TASK, epoch_batches(planted_data()))
+    assert 0 < state.train_seconds < 0.5
+
+
 def test_early_stopping_stops_after_patience_and_restores_the_best_epoch():
     # best at epoch 1, then three evaluations without improvement: stop after epoch 4
     evaluate, seen = scripted_evaluator([0.60, 0.70, 0.65, 0.64, 0.66, 0.99, 0.99])

@@ -160,8 +160,10 @@ class Trainer:
         for optimizer in run.optimizers:
             optimizer.zero_grad(set_to_none=True)
 
-        run.clock = time.perf_counter()
         self.callbacks.fire("on_train_begin", run.state, run.control)
+        # the clock starts after the callbacks' set-up (TensorBoard's import and writer: ~0.2-0.3 s,
+        # 5-9 % of a short run's step time), as it starts after the model's and optimizer's
+        run.clock = time.perf_counter()
         while run.state.epoch < config.epochs and not run.control.should_stop:
             self._train_epoch(run, train_batches, evaluate)
         run.state.stopped_early = run.control.should_stop
