@@ -28,11 +28,15 @@ def data(tmp_path_factory: pytest.TempPathFactory):
     return fitted(write_data(tmp_path_factory.mktemp("mt"), rows=(2000, 500, 500)))
 
 
-@pytest.mark.parametrize("name, batch_norm", [(name, False) for name in MODELS] + [("mmoe", True), ("ple", True)])
-def test_onnx_runtime_reproduces_every_head(name: str, batch_norm: bool, data) -> None:
+@pytest.mark.parametrize(
+    "name, batch_norm, weighting",
+    [(name, False, "fixed") for name in MODELS] + [("mmoe", True, "fixed"), ("ple", True, "fixed"), ("ple", False, "uncertainty")],
+)
+def test_onnx_runtime_reproduces_every_head(name: str, batch_norm: bool, weighting: str, data) -> None:
     pre, train_batch, test_batch = data
-    model = build_model(name, pre.feature_map(), {**SMALL_PARAMS[name], "targets": ["click", "like"], "batch_norm": batch_norm})
-    task = task_for(model)
+    params = {**SMALL_PARAMS[name], "targets": ["click", "like"], "batch_norm": batch_norm, "loss_weighting": weighting}
+    model = build_model(name, pre.feature_map(), params)
+    task = task_for(model, loss_weighting=weighting)  # uncertainty: the learned weights are no input of the export
     train(model, task, train_batch, epochs=1)
     model.eval()
     scorer = RankerScorer(model=model, task=task, example=test_batch.select(slice(0, 64)))

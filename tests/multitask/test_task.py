@@ -170,3 +170,67 @@ def test_entire_space_loss_matches_the_bce_of_the_product_across_the_logit_range
             p = torch.sigmoid(za.double()) * torch.sigmoid(zb.double())
             expected = -(y[row].double() * torch.log(p) + (1 - y[row].double()) * torch.log1p(-p))
             assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6), (za.item(), zb.item(), y[row].item())
+
+
+# -- loss_weighting: uncertainty (Kendall, Gal & Cipolla 2018) --------------------------------
+
+
+class Uncertain(Fixed):
+    """Fixed logits plus the learned log-variances a multi-task ranker holds under uncertainty weighting."""
+
+    def __init__(self, log_variance: list[float], **logits: list[float]) -> None:
+        super().__init__(**logits)
+        from recstack.nn.task_uncertainty import TaskUncertainty
+
+        self.task_uncertainty = TaskUncertainty(self.targets)
+        with torch.no_grad():
+            self.task_uncertainty.log_variance.copy_(torch.tensor(log_variance))
+
+
+def test_uncertainty_weighting_is_the_papers_loss_by_hand() -> None:
+    """binary: exp(-s) L + s/2 (eq. 10); regression: exp(-s) L / 2 + s/2 (eq. 7); declared weights multiply L."""
+    targets = (TargetParams(name="click", weight=2.0), TargetParams(name="secs", kind="regression"))
+    s_click, s_secs = 0.4, -0.7
+    model = Uncertain([s_click, s_secs], click=ZC, secs=[1.0, 2.0, 3.0, 4.0, 5.0])
+    secs = torch.tensor([1.5, 2.0, 2.0, 4.0, 7.0])
+    click = sum(bce(z, y) for z, y in zip(ZC, CLICK.tolist())) / 5
+    mse = (0.25 + 0 + 1 + 0 + 4) / 5
+    expected = 2.0 * math.exp(-s_click) * click + s_click / 2 + 0.5 * math.exp(-s_secs) * mse + s_secs / 2
+    task = MultiTaskTask(targets=targets, loss_weighting="uncertainty")
+    loss = task.loss(model, batch(click=CLICK, secs=secs))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()  # d/ds_k = -c_k exp(-s_k) L_k + 1/2: the log-variances train with the model
+    grad = model.task_uncertainty.log_variance.grad
+    assert grad.tolist() == pytest.approx([-2.0 * math.exp(-s_click) * click + 0.5, -0.5 * math.exp(-s_secs) * mse + 0.5], rel=1e-5)
+    weights = task.loss_weights(model)
+    assert weights["click"]["log_variance"] == pytest.approx(s_click) and weights["click"]["weight"] == pytest.approx(2.0 * math.exp(-s_click))
+    assert weights["secs"]["weight"] == pytest.approx(0.5 * math.exp(-s_secs))
+
+
+def test_learned_weights_settle_at_one_over_twice_each_loss() -> None:
+    """With the losses held fixed, gradient descent on s_k reaches exp(-s_k) c_k = 1 / (2 L_k):
+    the target with the larger loss ends with the smaller weight."""
+    from recstack.nn.task_uncertainty import TaskUncertainty
+
+    weigh = TaskUncertainty(["easy", "hard"])
+    losses = [torch.tensor(0.1), torch.tensor(2.0)]
+    optimizer = torch.optim.Adam(weigh.parameters(), lr=0.05)
+    for _ in range(2000):
+        optimizer.zero_grad()
+        weigh.combine(losses, scales=[1.0, 1.0]).backward()
+        optimizer.step()
+    learned = weigh.weights([1.0, 1.0])
+    assert learned["easy"] == pytest.approx(1 / (2 * 0.1), rel=1e-2) and learned["hard"] == pytest.approx(1 / (2 * 2.0), rel=1e-2)
+
+
+def test_a_loss_weighting_the_model_does_not_match_is_an_error() -> None:
+    uncertain = MultiTaskTask(targets=TARGETS, loss_weighting="uncertainty")
+    with pytest.raises(ConfigError, match="model has no learned task weights"):
+        uncertain.check_model(Fixed(click=ZC, like=ZL))
+    with pytest.raises(ValueError, match="model has no learned task weights"):
+        uncertain.loss(Fixed(click=ZC, like=ZL), batch())
+    with pytest.raises(ConfigError, match="holds learned task weights that this loss would never train"):
+        MultiTaskTask(targets=TARGETS).check_model(Uncertain([0.0, 0.0], click=ZC, like=ZL))
+    assert MultiTaskTask(targets=TARGETS).loss_weights(Fixed(click=ZC, like=ZL)) is None
+    with pytest.raises(ValueError, match="'sometimes'"):
+        MultiTaskTask(targets=TARGETS, loss_weighting="sometimes")

@@ -4,6 +4,7 @@ stopping on a target's metric, config errors before any data is read."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -92,6 +93,23 @@ def test_a_weighted_metric_can_be_monitored(data: Path, tmp_path: Path) -> None:
     assert metrics["test"]["weighted_metric"] == pytest.approx(0.5 * metrics["test"]["click_auc"] + 0.5 * metrics["test"]["like_auc"])
 
 
+@pytest.mark.parametrize("model", ["mmoe", "esmm"])
+def test_uncertainty_weighting_learns_the_task_weights_and_the_saved_model_reloads(data: Path, tmp_path: Path, model: str) -> None:
+    run = tmp_path / "run"
+    raw = dict(config(data, run, model=model, epochs=2).raw)
+    raw["task"] = {"type": "multi_task", "loss_weighting": "uncertainty"}
+    metrics = train_run(RunConfig.from_dict(raw), log=lambda _: None)
+    assert metrics["test"]["click_auc"] > 0.6 and metrics["test"]["click_and_like_auc"] > 0.6
+    saved = json.loads((run / "metrics.json").read_text())
+    assert set(saved["loss_weights"]) == {"click", "like"}
+    for learned in saved["loss_weights"].values():  # trained away from their start (s = 0, weight 1)
+        assert learned["log_variance"] != 0 and learned["weight"] == pytest.approx(math.exp(-learned["log_variance"]), rel=1e-5)
+    spec = json.loads((run / "model.json").read_text())
+    assert spec["params"]["loss_weighting"] == "uncertainty" and spec["task"]["params"]["loss_weighting"] == "uncertainty"
+    reloaded = evaluate_run(run, DataSource.from_config(str(data / "test.parquet")), write=False)
+    assert reloaded["click_and_like_auc"] == pytest.approx(metrics["test"]["click_and_like_auc"])
+
+
 def test_config_errors_before_any_data_is_read(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"  # no files: the errors come first
     with pytest.raises(ConfigError, match=r"trainer.monitor: 'auc' is not reported by this multi-task run; one of \['click_auc'"):
@@ -102,6 +120,14 @@ def test_config_errors_before_any_data_is_read(tmp_path: Path) -> None:
     raw = dict(config(missing, tmp_path / "c").raw)
     raw["model"] = {"name": "deepfm"}
     with pytest.raises(ConfigError, match="the multi_task task needs a multi-task model"):
+        train_run(RunConfig.from_dict(raw), log=lambda _: None)
+    raw = dict(config(missing, tmp_path / "e").raw)
+    raw["task"] = {"type": "multi_task", "loss_weighting": "uncertainty"}
+    raw["model"] = {"name": "mmoe", "params": {**SMALL_PARAMS["mmoe"], "loss_weighting": "fixed"}}
+    with pytest.raises(ConfigError, match=r"model.params.loss_weighting: 'fixed' differs from task.loss_weighting 'uncertainty'"):
+        train_run(RunConfig.from_dict(raw), log=lambda _: None)
+    raw["task"] = {"type": "multi_task", "loss_weighting": "learned"}
+    with pytest.raises(ConfigError, match="loss_weighting"):
         train_run(RunConfig.from_dict(raw), log=lambda _: None)
     raw = dict(config(missing, tmp_path / "d").raw)
     raw["task"] = {"type": "binary"}

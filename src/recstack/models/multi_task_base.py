@@ -29,6 +29,7 @@ from recstack.models.feature_part import FeaturePart, build_feature_part
 from recstack.models.params import DeepParams, require, require_dims, select_features
 from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import MLP
+from recstack.nn.task_uncertainty import LossWeighting, TaskUncertainty
 
 __all__ = ["MultiTaskParams", "MultiTaskRanker", "is_multi_task_model"]
 
@@ -46,11 +47,16 @@ class MultiTaskParams(DeepParams):
         feature_part: a single-task ranker whose vector before its output module is the
             model's input (``{name: din, params: {...}}``); None: the concatenated embeddings.
             Its params then hold the features and embedding settings.
+        loss_weighting: ``uncertainty``: the model owns one learned log-variance per target
+            (``task_uncertainty``, ``nn/task_uncertainty.py``) that the ``multi_task`` loss weighs
+            the targets by; ``fixed``: none. ``recstack train`` fills it in from
+            ``task.loss_weighting``.
     """
 
     targets: tuple[str, ...] = ()
     tower_dims: tuple[int, ...] = (64,)
     feature_part: FeaturePart | None = None
+    loss_weighting: LossWeighting = LossWeighting.FIXED
 
     def validate(self) -> None:
         super().validate()
@@ -102,6 +108,8 @@ class MultiTaskRanker(nn.Module):
             self.inputs = select_features(feature_map, params.features).all
             self.embeddings = build_sparse_inputs(feature_map, features=self.inputs, sparse=params.sparse_embeddings, init_std=params.embedding_init_std)
             self.input_dim = self.embeddings.output_dim(self.inputs)
+        if params.loss_weighting is LossWeighting.UNCERTAINTY:  # trained, saved and synced as any weight
+            self.task_uncertainty = TaskUncertainty(self.targets)
 
     def build_towers(self, in_dim: int) -> None:
         """One tower per target (``towers[target]``), each reading ``in_dim`` values."""

@@ -6,6 +6,10 @@ them with the targets' weights::
 
     loss = sum_k weight_k * mean_rows(loss_k) (+ the model's own penalty, if Regularized)
 
+With ``loss_weighting: uncertainty`` the weights are learned (Kendall et al. 2018,
+``nn/task_uncertainty.py``): ``sum_k c_k weight_k exp(-s_k) loss_k + s_k / 2``, one learned
+log-variance ``s_k`` per target held by the model (``c_k``: 1 binary, 1/2 regression).
+
 A target with a ``condition`` (``like`` given ``click``) is defined only where the condition
 target is 1. Two ways to train it (``conditioned_loss``):
 
@@ -39,11 +43,12 @@ from torch import Tensor, nn
 from recstack.data.batch import Batch
 from recstack.errors import ConfigError
 from recstack.models.params import CheckedParams, require
+from recstack.nn.task_uncertainty import LossWeighting, TaskUncertainty
 from recstack.schema.targets import Target
 from recstack.tasks.base import model_regularization
 from recstack.tasks.registry import RegisteredTask, TaskParams, TaskType, register_task
 
-__all__ = ["ConditionedLoss", "MetricWeight", "MultiTaskTask", "TargetParams", "joint_head"]
+__all__ = ["ConditionedLoss", "LossWeighting", "MetricWeight", "MultiTaskTask", "TargetParams", "joint_head"]
 
 BINARY, REGRESSION = "binary", "regression"
 WEIGHTED_METRIC = "weighted_metric"  # the key of the declared weighted sum in a run's metrics
@@ -113,6 +118,8 @@ class MultiTaskTask(RegisteredTask):
         weighted_metric: terms ``{metric, weight}`` of a validation metric reported as
             ``weighted_metric`` (``trainer.monitor: weighted_metric``), e.g. ``click_auc`` 0.5 and
             ``like_auc`` 0.5.
+        loss_weighting: ``fixed`` (the targets' weights) or ``uncertainty`` (learned: the model
+            then has ``loss_weighting: uncertainty`` too, which ``recstack train`` fills in).
 
     Example:
         >>> class Zero(nn.Module):
@@ -130,11 +137,12 @@ class MultiTaskTask(RegisteredTask):
 
     @dataclass(frozen=True, kw_only=True)
     class Params(TaskParams):
-        """``task: {type: multi_task, conditioned_loss: masked, weighted_metric: [...]}``."""
+        """``task: {type: multi_task, conditioned_loss: masked, weighted_metric: [...], loss_weighting: fixed}``."""
 
         targets: tuple[TargetParams, ...] = ()
         conditioned_loss: ConditionedLoss | None = None
         weighted_metric: tuple[MetricWeight, ...] = ()
+        loss_weighting: LossWeighting = LossWeighting.FIXED
 
         def validate(self) -> None:
             names = [t.name for t in self.targets]
@@ -154,13 +162,20 @@ class MultiTaskTask(RegisteredTask):
         targets: Sequence[TargetParams] = (),
         conditioned_loss: ConditionedLoss | str | None = None,
         weighted_metric: Sequence[MetricWeight] = (),
+        loss_weighting: LossWeighting | str = LossWeighting.FIXED,
     ) -> None:
-        self.params = self.Params(targets=tuple(targets), conditioned_loss=conditioned_loss, weighted_metric=tuple(weighted_metric))
+        self.params = self.Params(
+            targets=tuple(targets), conditioned_loss=conditioned_loss, weighted_metric=tuple(weighted_metric),
+            loss_weighting=LossWeighting(loss_weighting),
+        )  # fmt: skip
         self.targets: tuple[TargetParams, ...] = self.params.targets
+        # each target's factor on exp(-s_k) * loss_k under uncertainty weighting
+        self._uncertainty_scales = [t.weight * (1.0 if t.binary else 0.5) for t in self.targets]
 
     @classmethod
     def from_params(cls, params: "MultiTaskTask.Params") -> "MultiTaskTask":
-        return cls(targets=params.targets, conditioned_loss=params.conditioned_loss, weighted_metric=params.weighted_metric)
+        return cls(targets=params.targets, conditioned_loss=params.conditioned_loss, weighted_metric=params.weighted_metric,
+                   loss_weighting=params.loss_weighting)  # fmt: skip
 
     def with_schema_targets(self, schema_targets: Sequence[Target]) -> "MultiTaskTask":
         """This task with its targets resolved against the schema's: all of them when the config
@@ -185,7 +200,8 @@ class MultiTaskTask(RegisteredTask):
             targets = self.targets
         if not targets:
             raise ConfigError("task: multi_task needs targets; the schema declares none (targets: [...])")
-        return type(self)(targets=targets, conditioned_loss=self.params.conditioned_loss, weighted_metric=self.params.weighted_metric)
+        return type(self)(targets=targets, conditioned_loss=self.params.conditioned_loss, weighted_metric=self.params.weighted_metric,
+                          loss_weighting=self.params.loss_weighting)  # fmt: skip
 
     @property
     def target_names(self) -> tuple[str, ...]:
@@ -220,6 +236,7 @@ class MultiTaskTask(RegisteredTask):
                     f"task: training {type(model).__name__} over the entire space needs binary targets with a condition "
                     f"(e.g. targets: [click, {{name: like, condition: click}}]); targets: {list(self.target_names)}"
                 )
+        self._task_uncertainty(model, error=ConfigError)
         if getattr(model, "entire_space", False) and self.params.conditioned_loss is ConditionedLoss.MASKED:
             raise ConfigError(
                 f"task.conditioned_loss: {type(model).__name__} trains its conditioned target only through "
@@ -256,11 +273,39 @@ class MultiTaskTask(RegisteredTask):
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         logits = _logit_dict(model(batch))
         losses = self.target_losses(logits, batch, entire_space=self._entire_space(model))
-        total = sum(target.weight * losses[target.name] for target in self.targets)
+        uncertainty = self._task_uncertainty(model)
+        if uncertainty is None:
+            total = sum(target.weight * losses[target.name] for target in self.targets)
+        else:
+            total = uncertainty.combine([losses[t.name] for t in self.targets], self._uncertainty_scales)
         regularized = model_regularization(model)
         if regularized is not None:
             total = total + regularized.regularization(batch)
         return total  # type: ignore[return-value]
+
+    def _task_uncertainty(self, model: nn.Module, *, error: type[Exception] = ValueError) -> TaskUncertainty | None:
+        """The model's learned log-variances when this task weighs by uncertainty, else None;
+        ``error`` when the model's ``loss_weighting`` differs from the task's."""
+        inner = getattr(model, "module", model)  # DDP wraps the model
+        found = getattr(inner, "task_uncertainty", None)
+        wanted = self.params.loss_weighting is LossWeighting.UNCERTAINTY
+        if wanted != (found is not None):
+            raise error(
+                f"model.params.loss_weighting: task.loss_weighting is {self.params.loss_weighting.value!r} but the model "
+                + ("has no learned task weights (build it with loss_weighting: uncertainty)" if wanted
+                   else "holds learned task weights that this loss would never train (loss_weighting: uncertainty)")
+            )  # fmt: skip
+        return found
+
+    def loss_weights(self, model: nn.Module) -> dict[str, dict[str, float]] | None:
+        """Under uncertainty weighting, each target's learned ``log_variance`` and its current
+        effective ``weight`` (``c_k weight_k exp(-s_k)``), for ``metrics.json``; else None."""
+        uncertainty = self._task_uncertainty(model)
+        if uncertainty is None:
+            return None
+        weights = uncertainty.weights(self._uncertainty_scales)
+        log_variances = uncertainty.log_variance.detach().cpu().tolist()
+        return {name: {"log_variance": s, "weight": weights[name]} for name, s in zip(self.target_names, log_variances)}
 
     def predict(self, model: nn.Module, batch: Batch) -> Tensor:
         raise ValueError(f"the multi_task task has several heads ({', '.join(self.heads)}): read predict_heads")
@@ -279,7 +324,8 @@ class MultiTaskTask(RegisteredTask):
         return scores
 
     def __repr__(self) -> str:
-        return f"MultiTaskTask(targets={list(self.target_names)}, conditioned_loss={self.params.conditioned_loss})"
+        return (f"MultiTaskTask(targets={list(self.target_names)}, conditioned_loss={self.params.conditioned_loss}, "
+                f"loss_weighting={self.params.loss_weighting.value})")  # fmt: skip
 
 
 def _logit_dict(output: Any) -> dict[str, Tensor]:

@@ -40,16 +40,23 @@ def build_task(config: RunConfig, model: nn.Module, preprocessor: Preprocessor) 
 
 
 def multi_task_model_params(config: RunConfig, params: dict[str, Any]) -> dict[str, Any]:
-    """A multi-task model's params with ``targets`` filled in (unless the config gives them): the
-    task's targets when its config names them, else the schema's."""
+    """A multi-task model's params with ``targets`` and ``loss_weighting`` filled in (unless the
+    config gives them): the task's targets when its config names them, else the schema's; the
+    task's loss weighting (the model holds learned weights for ``uncertainty``)."""
     from recstack.models.multi_task_base import is_multi_task_model
     from recstack.models.registry import model_class
+    from recstack.nn.task_uncertainty import LossWeighting
 
-    if "targets" in params or not is_multi_task_model(model_class(config.model.name)):
+    if not is_multi_task_model(model_class(config.model.name)):
         return params
-    spec_targets = getattr(config.task.spec.params, "targets", ())
-    names = [t.name for t in spec_targets] or [t.name for t in config.schema.targets]
-    return {**params, "targets": names}
+    filled = dict(params)
+    if "targets" not in filled:
+        spec_targets = getattr(config.task.spec.params, "targets", ())
+        filled["targets"] = [t.name for t in spec_targets] or [t.name for t in config.schema.targets]
+    weighting = getattr(config.task.spec.params, "loss_weighting", LossWeighting.FIXED)
+    if "loss_weighting" not in filled and weighting is not LossWeighting.FIXED:  # fixed: the model's default
+        filled["loss_weighting"] = weighting.value
+    return filled
 
 
 def check_multi_task_config(config: RunConfig, model_params: dict[str, Any], trainer: TrainerConfig) -> None:
@@ -71,6 +78,11 @@ def check_multi_task_config(config: RunConfig, model_params: dict[str, Any], tra
     task = build_task_from_spec(config.task.spec).with_schema_targets(config.schema.targets)
     if tuple(model_params.get("targets", ())) != task.target_names:
         raise ConfigError(f"model.params.targets: {list(model_params.get('targets', ()))} differ from the task's targets {list(task.target_names)}")
+    weighting = task.params.loss_weighting.value
+    given = model_params.get("loss_weighting", weighting)
+    if getattr(given, "value", given) != weighting:
+        raise ConfigError(f"model.params.loss_weighting: {model_params['loss_weighting']!r} differs from task.loss_weighting {weighting!r} "
+                          "(leave it out of model.params: recstack train fills it in from the task)")  # fmt: skip
     if trainer.monitor not in task.metric_names():
         raise ConfigError(f"trainer.monitor: {trainer.monitor!r} is not reported by this multi-task run; one of {task.metric_names()}")
 

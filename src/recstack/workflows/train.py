@@ -221,6 +221,9 @@ def _train(
             "world_size": 1 if context is None else context.world_size,
         }
     )
+    learned_weights = getattr(task, "loss_weights", None)
+    if learned_weights is not None and learned_weights(model) is not None:  # multi_task, loss_weighting: uncertainty
+        metrics["loss_weights"] = learned_weights(model)
     if skipped_train is not None:
         metrics["skipped_bad_rows"] = skipped_train
     if growth is not None:
