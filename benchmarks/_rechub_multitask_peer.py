@@ -1,7 +1,7 @@
 """The torch-rechub side of benchmarks/multitask.py (``--rechub-path``): one multi-task model on the
 MovieLens-100K multi-task set, one JSON line on stdout.
 
-Usage: python _rechub_multitask_peer.py DATA_DIR MODEL SEED EPOCHS   (MODEL: shared_bottom esmm mmoe ple)
+Usage: python _rechub_multitask_peer.py DATA_DIR MODEL SEED EPOCHS   (MODEL: shared_bottom esmm mmoe ple aitm)
 
 torch-rechub's multi-task models with its ``MTLTrainer`` as its examples use them: heads ``ctr``
 (click) and ``ctcvr`` (click·like) over every impression; ESMM returns [cvr, ctr, ctcvr] and is
@@ -30,7 +30,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from torch_rechub.basic.features import SparseFeature
-from torch_rechub.models.multi_task import ESMM, MMOE, PLE, SharedBottom
+from torch_rechub.models.multi_task import AITM, ESMM, MMOE, PLE, SharedBottom
 from torch_rechub.trainers import MTLTrainer
 from torch.utils.data import DataLoader
 from torch_rechub.utils.data import DataGenerator, PredictDataset
@@ -66,6 +66,8 @@ def main() -> None:
         "mmoe": lambda: MMOE(features, tasks, n_expert=4, expert_params={"dims": [64]}, tower_params_list=towers),
         "ple": lambda: PLE(features, tasks, n_level=2, n_expert_specific=2, n_expert_shared=2, expert_params={"dims": [64]},
                            tower_params_list=towers),
+        # as configs/ml100k_aitm.yaml: each step's tower [128, 64], its logit straight off the transfer
+        "aitm": lambda: AITM(features, 2, bottom_params={"dims": [128, 64]}, tower_params_list=[{"dims": []}, {"dims": []}]),
     }[name]()  # fmt: skip
     train, valid, test = (frames[s] for s in ("train", "valid", "test"))
     loaders = DataGenerator(inputs(train), labels(train)).generate_dataloader(

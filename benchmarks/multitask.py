@@ -7,6 +7,10 @@ batch 1024, at most ``--epochs`` epochs with patience 2, each in its own ``recst
 process:
 
 * shared_bottom / esmm / mmoe / ple: ``configs/ml100k_<model>.yaml`` (monitor: click_and_like_auc);
+  aitm: ``configs/ml100k_aitm.yaml``, the same features as a funnel
+  (``schemas/movielens_multitask_funnel.yaml``: like is P(click and like) over every row, so its
+  like AUC is the others' click&like AUC; its "like AUC (clicked)" is that score's AUC among
+  clicked rows, from ``recstack predict``; no like GAUC);
   ``--models`` takes any ``configs/ml100k_<name>.yaml`` multi-task config, e.g. ``mmoe_din`` (MMoE
   over DIN's feature part); ``--seeds 0 1 2`` trains each once per seed and prints the medians;
 * single-task pairs, DeepFM ([256, 128]) and embedding_mlp (a DNN on the same concatenated
@@ -57,7 +61,10 @@ import pyarrow.parquet as pq
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-MULTI = ("shared_bottom", "esmm", "mmoe", "ple")
+MULTI = ("shared_bottom", "esmm", "mmoe", "ple", "aitm")
+# funnel models read schemas/movielens_multitask_funnel.yaml: their like target is P(click and like) over
+# every row (its like_auc is the others' click_and_like_auc); DeepCTR-Torch has no AITM
+FUNNEL = ("aitm",)
 
 
 def run(args: list[str]) -> None:
@@ -106,6 +113,7 @@ def single_task_config(out: Path, data: Path, target: str, epochs: int, model: s
 ID_FEATURES = ["user_id", "item_id", "gender", "age", "occupation", "zip_prefix", "genre"]
 # the peers weigh their two losses equally; the shipped configs weigh like 0.1 (a later --set wins)
 EQUAL_WEIGHTS = "task.targets=[{name: click}, {name: like, condition: click}]"
+FUNNEL_EQUAL_WEIGHTS = "task.targets=[{name: click}, {name: like}]"
 
 
 def timed(command: list[str], env: dict | None = None) -> tuple[str, float]:
@@ -133,15 +141,17 @@ def peers(args: argparse.Namespace) -> None:
     results: dict[tuple[str, str], list[dict]] = {}
     for seed in args.seeds:
         for name in (m for m in args.models if m in MULTI):
-            for library in (lib for lib in ("recstack", "deepctr", "rechub") if lib in args.libraries):
+            for library in (lib for lib in ("recstack", "deepctr", "rechub") if lib in args.libraries and not (lib == "deepctr" and name in FUNNEL)):
                 if library == "recstack":
                     output = args.out / f"{name}_ids"
                     _, rss = timed([sys.executable, "-m", "recstack.cli", "train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite",
                                     "--set", f"output={output}", "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}",
                                     "--set", "trainer.patience=null", "--set", f"model.params.features={features}", "--set", "threads=1",
-                                    "--set", f"seed={seed}", "--set", EQUAL_WEIGHTS,
+                                    "--set", f"seed={seed}", "--set", FUNNEL_EQUAL_WEIGHTS if name in FUNNEL else EQUAL_WEIGHTS,
                                     *[flag for setting in args.set for flag in ("--set", setting)]])  # fmt: skip
                     metrics = json.loads((output / "metrics.json").read_text())
+                    if name in FUNNEL:  # like is P(click and like) over every row
+                        metrics["test"]["click_and_like_auc"] = metrics["test"]["like_auc"]
                     label, result = "recstack", {**metrics["test"], **metrics}
                     result["selected"] = {**metrics["test"], "epoch": metrics["best_epoch"]}  # the weights it keeps
                 else:
@@ -188,6 +198,10 @@ def main() -> None:
         peers(args)
         return
     stats = json.loads((args.data / "stats.json").read_text())
+    from recstack.evaluation.ranking_metrics import auc
+
+    test_rows = pq.read_table(args.data / "test.parquet")
+    click, like = test_rows["click"].to_numpy(), test_rows["like"].to_numpy()
     rows = []
     for name in args.models:
         if name in SINGLE:
@@ -197,24 +211,29 @@ def main() -> None:
             for seed in args.seeds:
                 suffix = ("" if seed == 0 else f"_seed{seed}") + ("" if weight is None else f"_like{weight:g}")
                 output = args.out / f"{name}{suffix}"
-                weighting = [] if weight is None else ["--set", f"task.targets=[{{name: click}}, {{name: like, condition: click, weight: {weight}}}]"]
+                condition = "" if name in FUNNEL else ", condition: click"
+                weighting = [] if weight is None else ["--set", f"task.targets=[{{name: click}}, {{name: like{condition}, weight: {weight}}}]"]
                 run(["train", str(ROOT / "configs" / f"ml100k_{name}.yaml"), "--overwrite", "--set", f"output={output}",
                      "--set", f"data.dir={args.data}", "--set", f"trainer.epochs={args.epochs}", "--set", f"seed={seed}",
                      *weighting, *[flag for setting in args.set for flag in ("--set", setting)]])  # fmt: skip
                 metrics = json.loads((output / "metrics.json").read_text())
                 test = metrics["test"]
-                per_seed.append((test["click_auc"], test["like_auc"], test["like_gauc"], test["click_and_like_auc"],
-                                 metrics["valid"]["click_and_like_auc"], metrics["train_seconds"], metrics["samples_per_second"]))  # fmt: skip
+                if name in FUNNEL:  # like is P(click and like) over every row; its AUC among clicks from the scores
+                    path = args.out / f"{output.name}_test_scores.parquet"
+                    run(["predict", str(output), "--data", str(args.data / "test.parquet"), "--out", str(path)])
+                    clicked = click == 1
+                    like_among_clicks = auc(like[clicked], pq.read_table(path)["like"].to_numpy()[clicked])
+                    per_seed.append((test["click_auc"], like_among_clicks, float("nan"), test["like_auc"],
+                                     metrics["valid"]["like_auc"], metrics["train_seconds"], metrics["samples_per_second"]))  # fmt: skip
+                else:
+                    per_seed.append((test["click_auc"], test["like_auc"], test["like_gauc"], test["click_and_like_auc"],
+                                     metrics["valid"]["click_and_like_auc"], metrics["train_seconds"], metrics["samples_per_second"]))  # fmt: skip
                 epochs = metrics["epochs_run"]
             medians = np.median(np.array(per_seed), axis=0)
             label = name if weight is None else f"{name}, like weight {weight:g}"
             if len(args.seeds) > 1:
                 label += f" (median of seeds {' '.join(map(str, args.seeds))})"
             rows.append((label, *medians, epochs if len(args.seeds) == 1 else "–"))
-    from recstack.evaluation.ranking_metrics import auc
-
-    test_rows = pq.read_table(args.data / "test.parquet")
-    click, like = test_rows["click"].to_numpy(), test_rows["like"].to_numpy()
     valid_rows = pq.read_table(args.data / "valid.parquet")
     valid_click, valid_like = valid_rows["click"].to_numpy(), valid_rows["like"].to_numpy()
     for model in (m for m in args.models if m in SINGLE):
@@ -244,7 +263,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| popularity (train counts) | {popularity['click']:.4f} | {popularity['like']:.4f} | – | {popularity['click_and_like']:.4f} | – | – | – | – |")
     for name, c, l, lg, j, valid_j, secs, sps, epochs in rows:
-        print(f"| {name} | {c:.4f} | {l:.4f} | {lg:.4f} | {j:.4f} | {valid_j:.4f} | {secs:.1f} | {sps:,.0f} | {epochs} |")
+        gauc = "–" if np.isnan(lg) else f"{lg:.4f}"  # a funnel model has no like-given-click GAUC
+        print(f"| {name} | {c:.4f} | {l:.4f} | {gauc} | {j:.4f} | {valid_j:.4f} | {secs:.1f} | {sps:,.0f} | {epochs} |")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Importing this package registers every model, so configs can name them::
 """
 
 # Importing each model module registers it.
+from recstack.models.aitm import AITM
 from recstack.models.bst import BST
 from recstack.models.dcn import DCN
 from recstack.models.dcn_v2 import DCNv2, Structure
@@ -33,6 +34,7 @@ from recstack.models.comirec import ComiRecDR, ComiRecSA
 from recstack.models.mind import MIND
 
 __all__ = [
+    "AITM",
     "BST",
     "DIEN",
     "DCN",

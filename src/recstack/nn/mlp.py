@@ -117,7 +117,8 @@ class MLP(nn.Module):
 
     Args:
         in_dim: width of the input.
-        hidden_dims: width of each layer, in order; the last is ``out_dim``.
+        hidden_dims: width of each layer, in order; the last is ``out_dim``. Empty only with
+            ``head_dim``: the MLP is then its head alone (a multi-task tower of no layers).
         activation: activation of every layer but (optionally) the last.
         batch_norm: batch-normalise each linear output before its activation.
         dropout: dropout probability after each activation.
@@ -146,12 +147,12 @@ class MLP(nn.Module):
         head_dim: int | None = None,
     ):
         super().__init__()
-        if len(hidden_dims) == 0:
-            raise ValueError("MLP needs at least one hidden dim")
+        if len(hidden_dims) == 0 and head_dim is None:
+            raise ValueError("MLP needs at least one hidden dim (or a head: head_dim)")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         activations = [Activation(activation)] * len(hidden_dims)
-        if output_activation is not None:
+        if output_activation is not None and activations:
             activations[-1] = Activation(output_activation)
         widths = [in_dim, *hidden_dims]
         self.layers = nn.ModuleList(
@@ -181,8 +182,8 @@ class MLP(nn.Module):
 
     @property
     def hidden_dim(self) -> int:
-        """Width of the last layer, before the head."""
-        return self.layers[-1].linear.out_features
+        """Width of the last layer, before the head (the input width when there is none)."""
+        return self.layers[-1].linear.out_features if len(self.layers) else self.head.in_features  # type: ignore[union-attr]
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Run every layer.

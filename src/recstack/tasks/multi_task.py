@@ -8,7 +8,8 @@ them with the targets' weights::
 
 With ``loss_weighting: uncertainty`` the weights are learned (Kendall et al. 2018,
 ``nn/task_uncertainty.py``): ``sum_k c_k weight_k exp(-s_k) loss_k + s_k / 2``, one learned
-log-variance ``s_k`` per target held by the model (``c_k``: 1 binary, 1/2 regression).
+log-variance ``s_k`` per target held by the model (``c_k``: 1 binary, 1/2 regression). A model
+with ``output_penalty(logits)`` (AITM's behavioural expectation calibrator) has it added.
 
 A target with a ``condition`` (``like`` given ``click``) is defined only where the condition
 target is 1. Two ways to train it (``conditioned_loss``):
@@ -237,6 +238,16 @@ class MultiTaskTask(RegisteredTask):
                     f"(e.g. targets: [click, {{name: like, condition: click}}]); targets: {list(self.target_names)}"
                 )
         self._task_uncertainty(model, error=ConfigError)
+        if getattr(getattr(model, "module", model), "funnel", False):  # AITM: every step over every row
+            for target in self.targets:
+                if not target.binary or target.condition is not None:
+                    raise ConfigError(
+                        f"task.targets: {type(model).__name__} predicts each funnel step over every row (P(click and like), "
+                        f"not P(like | click)); target {target.name!r} is "
+                        + (f"{target.kind}" if not target.binary else f"conditioned on {target.condition!r}")
+                        + ": declare binary targets without a condition, the later step's label 0 where the earlier one is 0 "
+                        "(schemas/movielens_multitask_funnel.yaml)"
+                    )  # fmt: skip
         if getattr(model, "entire_space", False) and self.params.conditioned_loss is ConditionedLoss.MASKED:
             raise ConfigError(
                 f"task.conditioned_loss: {type(model).__name__} trains its conditioned target only through "
@@ -278,6 +289,11 @@ class MultiTaskTask(RegisteredTask):
             total = sum(target.weight * losses[target.name] for target in self.targets)
         else:
             total = uncertainty.combine([losses[t.name] for t in self.targets], self._uncertainty_scales)
+        penalty = getattr(getattr(model, "module", model), "output_penalty", None)
+        if penalty is not None:  # a penalty on the model's own outputs (AITM's calibrator)
+            value = penalty(logits)
+            if value is not None:
+                total = total + value
         regularized = model_regularization(model)
         if regularized is not None:
             total = total + regularized.regularization(batch)

@@ -70,7 +70,7 @@ def check_multi_task_config(config: RunConfig, model_params: dict[str, Any], tra
     if multi_model != multi_task:
         raise ConfigError(
             f"task.type: model {config.model.name!r} "
-            + ("scores several targets and trains with task: {type: multi_task}" if multi_model else "scores one target; the multi_task task needs a multi-task model (shared_bottom, esmm, mmoe, ple)")
+            + ("scores several targets and trains with task: {type: multi_task}" if multi_model else "scores one target; the multi_task task needs a multi-task model (shared_bottom, esmm, mmoe, ple, aitm)")
             + f", got task {config.task.name!r}"
         )
     if not multi_task:
