@@ -108,9 +108,10 @@ def test_it_learns_both_planted_funnel_steps_and_onnx_reproduces_them(data) -> N
     assert list(heads) == ["click", "like"]  # no conditioned target, no joint head
     scorer = RankerScorer(model=model, task=task, example=test_batch.select(slice(0, 64)))
     assert scorer.backend == "onnxruntime", scorer.failure
-    _, exported = scorer.score(test_batch)
+    rank, exported = scorer.score(test_batch)
     for head, values in exported.items():
         np.testing.assert_allclose(values, heads[head].numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(rank, exported["like"], rtol=1e-5)  # default rank: the last step, P(click and like)
 
 
 def test_a_conditioned_or_regression_target_is_a_config_error(data) -> None:

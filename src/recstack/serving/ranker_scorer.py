@@ -53,14 +53,19 @@ class RankerScorer:
         example: a ranker batch to export with and to check the export on.
         onnx: try ONNX Runtime at all (False: always eager).
         blend: a multi-task ranker's rank score from its heads (None: the product of the targets'
-            probabilities); ConfigError naming a head the ranker does not have.
+            probabilities, ``p(click) * p(like | click)``; for a funnel model such as AITM, whose
+            last step already is ``P(click and like)``, that last step's probability);
+            ConfigError naming a head the ranker does not have.
     """
 
     def __init__(self, *, model: nn.Module, task: Task, example: Batch, onnx: bool = True, blend: Blend | None = None) -> None:
         self.model, self.task = model, task
         self.heads = tuple(task.heads)
         self.multi_head = self.heads != (SCORE_HEAD,)
-        self.blend = (blend or Blend.default(getattr(task, "target_names", self.heads))) if self.multi_head else None
+        targets = tuple(getattr(task, "target_names", self.heads))
+        if getattr(getattr(model, "module", model), "funnel", False):
+            targets = targets[-1:]  # each step is over every row: the last one is P(every step)
+        self.blend = (blend or Blend.default(targets)) if self.multi_head else None
         if self.blend is not None:
             self.blend.check(self.heads)
         self.spec = [(kind, name) for kind in _KINDS for name in getattr(example, kind)]
