@@ -144,6 +144,7 @@ def test_recstack_train_runs_aitm_and_its_saved_model_reloads(data, tmp_path: Pa
     metrics = train_run(config, log=lambda _: None)
     assert metrics["test"]["click_auc"] > 0.6 and metrics["test"]["like_auc"] > 0.6, metrics["test"]
     assert "click_and_like_auc" not in metrics["test"]
+    assert metrics["test"]["like_above_click_rows"] == 0  # the generator's like is 0 where click is 0
     assert json.loads((run / "model.json").read_text())["name"] == "aitm"
     from recstack.workflows.predict import evaluate_run
     from recstack.data.sources import DataSource
@@ -157,3 +158,14 @@ def test_the_funnel_schema_holds_the_conditioned_schemas_features() -> None:
     funnel, conditioned = (Schema.from_yaml(root / "schemas" / f"{name}.yaml") for name in ("movielens_multitask_funnel", "movielens_multitask"))
     assert funnel.features == conditioned.features and funnel.tables == conditioned.tables
     assert [(t.name, t.condition) for t in funnel.targets] == [("click", None), ("like", None)]
+
+
+def test_the_evaluation_counts_rows_that_break_the_funnel() -> None:
+    from recstack.evaluation.multi_task_metrics import multi_task_report
+    from recstack.tasks.multi_task import TargetParams
+
+    targets = (TargetParams(name="click"), TargetParams(name="like"))
+    labels = {"click": np.array([1.0, 0, 0, 1]), "like": np.array([1.0, 1, 0, 0])}  # row 1: like without a click
+    heads = {"click": np.array([0.9, 0.2, 0.1, 0.7]), "like": np.array([0.5, 0.1, 0.1, 0.3])}
+    assert multi_task_report(targets, labels, heads, funnel=True)["like_above_click_rows"] == 1
+    assert "like_above_click_rows" not in multi_task_report(targets, labels, heads)

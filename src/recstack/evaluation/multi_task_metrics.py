@@ -8,8 +8,11 @@ Keys are ``<head>_<metric>``: a binary target's AUC / GAUC / log loss / accuracy
 condition holds (``like_auc``: p(like | click) among clicked rows) and, binary, its joint head over
 every row (``click_and_like_auc``: pCTCVR against click·like, as ESMM's paper reports CTCVR AUC).
 Labels of 1 where the condition is 0 are not scored; their number is
-``<target>_outside_condition_rows``. With the task's ``weighted_metric`` terms the report also
-holds ``weighted_metric = sum_k weight_k * report[metric_k]``.
+``<target>_outside_condition_rows``. A funnel model's targets (AITM: each step over every row,
+the later step's label 0 where the earlier one is 0) count the rows breaking that order as
+``<target>_above_<earlier>_rows`` (``like_above_click_rows``: like 1 where click is 0). With the
+task's ``weighted_metric`` terms the report also holds ``weighted_metric = sum_k weight_k *
+report[metric_k]``.
 
 Example:
     >>> import numpy as np
@@ -50,9 +53,15 @@ def multi_task_report(
     heads: Mapping[str, np.ndarray],
     groups: np.ndarray | None = None,
     weighted_metric: Sequence[MetricWeight] = (),
+    funnel: bool = False,
 ) -> dict:
-    """Every target's metrics (module docstring), flat: ``{"click_auc": ..., "like_rmse": ...}``."""
+    """Every target's metrics (module docstring), flat: ``{"click_auc": ..., "like_rmse": ...}``;
+    ``funnel``: the targets are a funnel's steps in order (count the rows breaking it)."""
     report: dict = {}
+    if funnel:
+        for earlier, later in zip(targets, targets[1:]):
+            broken = (np.asarray(labels[later.name]) != 0) & (np.asarray(labels[earlier.name]) == 0)
+            report[f"{later.name}_above_{earlier.name}_rows"] = int(np.count_nonzero(broken))
     for target in targets:
         y, score = np.asarray(labels[target.name]), np.asarray(heads[target.name])
         rows = np.ones(len(y), bool)

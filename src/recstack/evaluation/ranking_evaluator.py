@@ -54,6 +54,7 @@ def evaluate_ranking(model: nn.Module, task: Task, batches: Iterable[Batch], *, 
     multi-task task's metrics per target (``click_auc`` ..., ``evaluation.multi_task_metrics``)."""
     if isinstance(task, MultiTaskTask):
         labels, heads, groups = collect_heads(model, task, batches, device=device)
-        return multi_task_report(task.targets, labels, heads, groups, task.params.weighted_metric)
+        funnel = bool(getattr(getattr(model, "module", model), "funnel", False))  # AITM
+        return multi_task_report(task.targets, labels, heads, groups, task.params.weighted_metric, funnel=funnel)
     predictions = collect_predictions(model, task, batches, device=device)
     return ranking_report(predictions.labels, predictions.probs, predictions.groups)

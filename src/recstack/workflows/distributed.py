@@ -297,7 +297,8 @@ def evaluate_sharded(
         filled = [part for part in parts if part[1]]
         labels, heads = ({name: np.concatenate([part[i][name] for part in filled]) for name in filled[0][i]} for i in (0, 1))
         groups = np.concatenate([part[2] for part in filled]) if filled[0][2] is not None else None
-        return multi_task_report(task.targets, labels, heads, groups, task.params.weighted_metric)
+        funnel = bool(getattr(getattr(model, "module", model), "funnel", False))  # AITM
+        return multi_task_report(task.targets, labels, heads, groups, task.params.weighted_metric, funnel=funnel)
     predictions = collect_predictions(model, task, stream, device=device)
     return ranking_report(*gather_predictions(predictions))
 
