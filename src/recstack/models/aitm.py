@@ -66,8 +66,10 @@ class AITM(MultiTaskRanker):
 
     Training adds the paper's behavioural expectation calibrator (eq. 8), ``calibration_weight``
     times the mean over rows of ``sum_t max(p_t - p_{t-1}, 0)``: a later funnel step is
-    penalised for being more probable than the step before it (the authors use 0.6). The
-    ``multi_task`` task adds it (:meth:`output_penalty`).
+    penalised for being more probable than the step before it (the authors use 0.6; their
+    PyTorch code sums the term over the batch instead of averaging it, which at its batch of 2,000
+    weighs it 2,000x more against the cross-entropies). The ``multi_task`` task adds it
+    (:meth:`output_penalty`).
 
     Targets: binary, in funnel order, without ``condition`` (the model predicts ``P(click and
     like)``, not ``P(like | click)``: declare the later step's label as 0 where the earlier one is
