@@ -11,6 +11,7 @@ from torch import nn
 from recstack.data.batch import Batch
 from recstack.evaluation.multi_task_metrics import multi_task_report
 from recstack.evaluation.ranking_metrics import PredictionCollector, Predictions, ranking_report
+from recstack.models.multi_task_base import is_funnel
 from recstack.tasks.base import Task
 from recstack.tasks.multi_task import MultiTaskTask
 
@@ -54,7 +55,6 @@ def evaluate_ranking(model: nn.Module, task: Task, batches: Iterable[Batch], *, 
     multi-task task's metrics per target (``click_auc`` ..., ``evaluation.multi_task_metrics``)."""
     if isinstance(task, MultiTaskTask):
         labels, heads, groups = collect_heads(model, task, batches, device=device)
-        funnel = bool(getattr(getattr(model, "module", model), "funnel", False))  # AITM
-        return multi_task_report(task.targets, labels, heads, groups, task.params.weighted_metric, funnel=funnel)
+        return multi_task_report(task.targets, labels, heads, groups, task.params.weighted_metric, funnel=is_funnel(model))
     predictions = collect_predictions(model, task, batches, device=device)
     return ranking_report(predictions.labels, predictions.probs, predictions.groups)

@@ -31,7 +31,7 @@ from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import MLP
 from recstack.nn.task_uncertainty import LossWeighting, TaskUncertainty
 
-__all__ = ["MultiTaskParams", "MultiTaskRanker", "is_multi_task_model"]
+__all__ = ["MultiTaskParams", "MultiTaskRanker", "is_funnel", "is_multi_task_model"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,3 +142,9 @@ def is_multi_task_model(cls: type) -> bool:
     """Whether the model class scores several targets (its Params are :class:`MultiTaskParams`)."""
     params = getattr(cls, "Params", None)
     return isinstance(params, type) and issubclass(params, MultiTaskParams)
+
+
+def is_funnel(model: nn.Module) -> bool:
+    """Whether ``model`` (or the module a DDP / sharded wrapper holds) predicts a funnel's steps,
+    each over every row (AITM): its targets carry no condition, its last step is ``P(every step)``."""
+    return bool(getattr(getattr(model, "module", model), "funnel", False))

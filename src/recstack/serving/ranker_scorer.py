@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from recstack.data.batch import Batch
+from recstack.models.multi_task_base import is_funnel
 from recstack.serving.blend import Blend
 from recstack.tasks import SCORE_HEAD, Task
 
@@ -63,7 +64,7 @@ class RankerScorer:
         self.heads = tuple(task.heads)
         self.multi_head = self.heads != (SCORE_HEAD,)
         targets = tuple(getattr(task, "target_names", self.heads))
-        if getattr(getattr(model, "module", model), "funnel", False):
+        if is_funnel(model):
             targets = targets[-1:]  # each step is over every row: the last one is P(every step)
         self.blend = (blend or Blend.default(targets)) if self.multi_head else None
         if self.blend is not None:

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from recstack.data.batch import Batch
 from recstack.errors import ConfigError
+from recstack.models.multi_task_base import is_funnel
 from recstack.models.params import CheckedParams, require
 from recstack.nn.task_uncertainty import LossWeighting, TaskUncertainty
 from recstack.schema.targets import Target
@@ -238,7 +239,7 @@ class MultiTaskTask(RegisteredTask):
                     f"(e.g. targets: [click, {{name: like, condition: click}}]); targets: {list(self.target_names)}"
                 )
         self._task_uncertainty(model, error=ConfigError)
-        if getattr(getattr(model, "module", model), "funnel", False):  # AITM: every step over every row
+        if is_funnel(model):  # AITM: every step over every row
             for target in self.targets:
                 if not target.binary or target.condition is not None:
                     raise ConfigError(

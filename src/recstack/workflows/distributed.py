@@ -48,6 +48,7 @@ from recstack.errors import ConfigError
 from recstack.evaluation.multi_task_metrics import multi_task_report
 from recstack.evaluation.ranking_evaluator import collect_heads, collect_predictions
 from recstack.evaluation.ranking_metrics import Predictions, ranking_report
+from recstack.models.multi_task_base import is_funnel
 from recstack.models.retrieval_contract import RetrievalDefaults
 from recstack.tasks.base import Task
 from recstack.tasks.multi_task import MultiTaskTask
@@ -297,8 +298,7 @@ def evaluate_sharded(
         filled = [part for part in parts if part[1]]
         labels, heads = ({name: np.concatenate([part[i][name] for part in filled]) for name in filled[0][i]} for i in (0, 1))
         groups = np.concatenate([part[2] for part in filled]) if filled[0][2] is not None else None
-        funnel = bool(getattr(getattr(model, "module", model), "funnel", False))  # AITM
-        return multi_task_report(task.targets, labels, heads, groups, task.params.weighted_metric, funnel=funnel)
+        return multi_task_report(task.targets, labels, heads, groups, task.params.weighted_metric, funnel=is_funnel(model))
     predictions = collect_predictions(model, task, stream, device=device)
     return ranking_report(*gather_predictions(predictions))
 

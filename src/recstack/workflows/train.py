@@ -27,6 +27,7 @@ from recstack.nn.embedding import deferred_tables
 from recstack.models.registry import check_model_config
 from recstack.parallel import rank as process_rank
 from recstack.tasks.base import Task
+from recstack.tasks.multi_task import MultiTaskTask
 from recstack.training import MetricHistory, TensorBoardLogger, Trainer, TrainerCallback, TrainerConfig
 from recstack.training.replicated_budget import check_replicated_budget
 from recstack.training.sharded_trainer import ShardedTrainer
@@ -221,9 +222,9 @@ def _train(
             "world_size": 1 if context is None else context.world_size,
         }
     )
-    learned_weights = getattr(task, "loss_weights", None)
-    if learned_weights is not None and learned_weights(model) is not None:  # multi_task, loss_weighting: uncertainty
-        metrics["loss_weights"] = learned_weights(model)
+    learned = task.loss_weights(model) if isinstance(task, MultiTaskTask) else None  # loss_weighting: uncertainty
+    if learned is not None:
+        metrics["loss_weights"] = learned
     if skipped_train is not None:
         metrics["skipped_bad_rows"] = skipped_train
     if growth is not None:
