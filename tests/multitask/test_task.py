@@ -234,3 +234,56 @@ def test_a_loss_weighting_the_model_does_not_match_is_an_error() -> None:
     assert MultiTaskTask(targets=TARGETS).loss_weights(Fixed(click=ZC, like=ZL)) is None
     with pytest.raises(ValueError, match="'sometimes'"):
         MultiTaskTask(targets=TARGETS, loss_weighting="sometimes")
+
+
+# -- loss_weighting: gradnorm (Chen et al. 2018) ------------------------------------------------
+
+
+def _two_losses(shared: torch.Tensor) -> list[torch.Tensor]:
+    x1, x2 = torch.tensor([1.0, 2.0, -1.0]), torch.tensor([0.5, -0.5, 3.0])
+    return [(shared @ x1).pow(2).sum(), 0.1 * (shared @ x2).pow(2).sum()]  # gradients of different sizes
+
+
+def test_gradnorm_trains_the_network_on_the_weighted_sum_and_the_weights_on_the_norm_gap() -> None:
+    from recstack.nn.gradnorm import GradNormWeights
+
+    torch.manual_seed(0)
+    shared = torch.randn(2, 3, requires_grad=True)
+    weigh = GradNormWeights(["a", "b"])
+    with torch.no_grad():
+        weigh.weights.copy_(torch.tensor([1.2, 0.8]))
+    losses = _two_losses(shared)
+    norms = [torch.autograd.grad(loss, shared, retain_graph=True)[0].norm().item() for loss in losses]
+    total = weigh.combine(losses, [shared], alpha=1.5)
+    assert total.item() == pytest.approx(1.2 * losses[0].item() + 0.8 * losses[1].item(), rel=1e-6)  # the value: sum w L
+    assert weigh.initial_losses.tolist() == pytest.approx([loss.item() for loss in losses])  # L(0) from the first step
+    total.backward()
+    expected_shared = 1.2 * torch.autograd.grad(_two_losses(shared)[0], shared)[0] + 0.8 * torch.autograd.grad(_two_losses(shared)[1], shared)[0]
+    torch.testing.assert_close(shared.grad, expected_shared)  # the network: the weights held fixed
+    scaled = [1.2 * norms[0], 0.8 * norms[1]]
+    mean = sum(scaled) / 2  # at the first step every training rate ratio is 1: the target is the mean
+    expected_weights = [math.copysign(norms[k], scaled[k] - mean) for k in range(2)]
+    assert weigh.weights.grad.tolist() == pytest.approx(expected_weights, rel=1e-5)
+
+
+def test_gradnorm_renormalises_the_weights_and_evens_out_the_gradient_norms() -> None:
+    from recstack.nn.gradnorm import GradNormWeights
+
+    weigh = GradNormWeights(["a", "b"])
+    with torch.no_grad():
+        weigh.weights.copy_(torch.tensor([3.0, 1.0]))
+    shared = torch.randn(2, 3, requires_grad=True)
+    weigh.combine(_two_losses(shared), [shared], alpha=0.0)
+    assert weigh.weights.detach().tolist() == pytest.approx([1.5, 0.5])  # summing to T = 2 before use
+    torch.manual_seed(1)
+    fixed = torch.randn(2, 3, requires_grad=True)  # the network held still: only the weights learn
+    weigh = GradNormWeights(["a", "b"])
+    optimizer = torch.optim.Adam(weigh.parameters(), lr=0.005)
+    norms = torch.tensor([torch.autograd.grad(loss, fixed)[0].norm() for loss in _two_losses(fixed)])  # ~24x apart
+    for _ in range(600):
+        optimizer.zero_grad()
+        weigh.combine(_two_losses(fixed), [fixed], alpha=0.0).backward()
+        optimizer.step()
+    balanced = torch.tensor(list(weigh.normalized().values())) * norms
+    assert (balanced.max() / balanced.min()).item() < 1.2 and (norms.max() / norms.min()).item() > 10
+    assert sum(weigh.normalized().values()) == pytest.approx(2.0)

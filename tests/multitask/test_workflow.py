@@ -110,6 +110,38 @@ def test_uncertainty_weighting_learns_the_task_weights_and_the_saved_model_reloa
     assert reloaded["click_and_like_auc"] == pytest.approx(metrics["test"]["click_and_like_auc"])
 
 
+@pytest.mark.parametrize("model", ["shared_bottom", "ple", "esmm"])
+def test_gradnorm_learns_weights_summing_to_the_targets_and_the_saved_model_reloads(data: Path, tmp_path: Path, model: str) -> None:
+    run = tmp_path / "run"
+    raw = dict(config(data, run, model=model, epochs=2).raw)
+    raw["task"] = {"type": "multi_task", "loss_weighting": "gradnorm", "gradnorm_alpha": 0.5}
+    metrics = train_run(RunConfig.from_dict(raw), log=lambda _: None)
+    assert metrics["test"]["click_auc"] > 0.6 and metrics["test"]["click_and_like_auc"] > 0.6
+    learned = json.loads((run / "metrics.json").read_text())["loss_weights"]
+    weights = [learned[name]["weight"] for name in ("click", "like")]
+    assert sum(weights) == pytest.approx(2.0) and weights[0] != pytest.approx(1.0)  # trained, renormalised
+    reloaded = evaluate_run(run, DataSource.from_config(str(data / "test.parquet")), write=False)
+    assert reloaded["click_and_like_auc"] == pytest.approx(metrics["test"]["click_and_like_auc"])
+
+
+def test_gradnorm_on_embedding_tables_alone_is_refused_with_sharded_tables(data: Path) -> None:
+    """ESMM shares only its tables; TorchRec trains sharded tables in fused kernels, so GradNorm
+    would see no gradient there (MMoE's shared experts are an ordinary layer: allowed)."""
+    from recstack.models import build_model
+    from recstack.workflows.sharded import check_gradnorm_shardable
+
+    from .helpers import fitted
+
+    pre = fitted(data)[0]
+    for name, refused in (("esmm", True), ("mmoe", False)):
+        model = build_model(name, pre.feature_map(), {**SMALL_PARAMS[name], "targets": ["click", "like"], "loss_weighting": "gradnorm"})
+        if refused:
+            with pytest.raises(ConfigError, match="ESMM shares only its embedding tables"):
+                check_gradnorm_shardable(model)
+        else:
+            check_gradnorm_shardable(model)
+
+
 def test_config_errors_before_any_data_is_read(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"  # no files: the errors come first
     with pytest.raises(ConfigError, match=r"trainer.monitor: 'auc' is not reported by this multi-task run; one of \['click_auc'"):
@@ -128,6 +160,9 @@ def test_config_errors_before_any_data_is_read(tmp_path: Path) -> None:
         train_run(RunConfig.from_dict(raw), log=lambda _: None)
     raw["task"] = {"type": "multi_task", "loss_weighting": "learned"}
     with pytest.raises(ConfigError, match="loss_weighting"):
+        train_run(RunConfig.from_dict(raw), log=lambda _: None)
+    raw["task"] = {"type": "multi_task", "loss_weighting": "gradnorm", "gradnorm_alpha": -1}
+    with pytest.raises(ConfigError, match="gradnorm_alpha"):
         train_run(RunConfig.from_dict(raw), log=lambda _: None)
     raw = dict(config(missing, tmp_path / "d").raw)
     raw["task"] = {"type": "binary"}

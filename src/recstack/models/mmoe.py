@@ -56,6 +56,10 @@ class MMoE(MultiTaskRanker):
         )
         self.build_towers(self.experts.out_dim)
 
+    def shared_layer(self) -> list[Tensor]:
+        """Every expert's last layer (the experts are what the targets share)."""
+        return [self.experts.weights[-1]]
+
     def tower_inputs(self, features: Tensor) -> Sequence[Tensor]:
         experts = self.experts(features)  # (B, E, D)
         return [mix(experts, self.gate[name](features)) for name in self.targets]  # (B, D) each

@@ -29,6 +29,7 @@ from recstack.models.feature_part import FeaturePart, build_feature_part
 from recstack.models.params import DeepParams, require, require_dims, select_features
 from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import MLP
+from recstack.nn.gradnorm import GradNormWeights
 from recstack.nn.task_uncertainty import LossWeighting, TaskUncertainty
 
 __all__ = ["MultiTaskParams", "MultiTaskRanker", "is_funnel", "is_multi_task_model"]
@@ -49,8 +50,9 @@ class MultiTaskParams(DeepParams):
             Its params then hold the features and embedding settings.
         loss_weighting: ``uncertainty``: the model owns one learned log-variance per target
             (``task_uncertainty``, ``nn/task_uncertainty.py``) that the ``multi_task`` loss weighs
-            the targets by; ``fixed``: none. ``recstack train`` fills it in from
-            ``task.loss_weighting``.
+            the targets by; ``gradnorm``: one GradNorm weight per target (``task_gradnorm``,
+            ``nn/gradnorm.py``), balanced on :meth:`MultiTaskRanker.shared_layer`; ``fixed``:
+            none. ``recstack train`` fills it in from ``task.loss_weighting``.
     """
 
     targets: tuple[str, ...] = ()
@@ -110,6 +112,8 @@ class MultiTaskRanker(nn.Module):
             self.input_dim = self.embeddings.output_dim(self.inputs)
         if params.loss_weighting is LossWeighting.UNCERTAINTY:  # trained, saved and synced as any weight
             self.task_uncertainty = TaskUncertainty(self.targets)
+        elif params.loss_weighting is LossWeighting.GRADNORM:
+            self.task_gradnorm = GradNormWeights(self.targets)
 
     def build_towers(self, in_dim: int) -> None:
         """One tower per target (``towers[target]``), each reading ``in_dim`` values."""
@@ -120,6 +124,13 @@ class MultiTaskRanker(nn.Module):
         if self.feature_part is not None:
             return self.feature_part.head_input(batch)
         return self.embeddings.concat(batch, self.inputs)
+
+    def shared_layer(self) -> list[Tensor]:
+        """The parameters of the last layer every target shares, whose gradient norms GradNorm
+        balances: here the feature part's parameters, or the embedding tables (ESMM, AITM share
+        nothing else); models with a shared network override it with its last layer."""
+        part = self.feature_part if self.feature_part is not None else self.embeddings
+        return [p for p in part.parameters() if p.requires_grad]
 
     def regularization(self, batch: Batch) -> Tensor:
         """The feature part's own penalty on ``batch`` (DIEN's auxiliary loss, DIN's L2), else 0."""

@@ -81,5 +81,9 @@ class PLE(MultiTaskRanker):
             outputs.append((task_inputs, shared))
         return outputs
 
+    def shared_layer(self) -> list[Tensor]:
+        """The last level's shared experts' last layer."""
+        return [self.levels[-1].shared.weights[-1]]
+
     def tower_inputs(self, features: Tensor) -> Sequence[Tensor]:
         return self.level_outputs(features)[-1][0]

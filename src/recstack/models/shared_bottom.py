@@ -35,6 +35,10 @@ class SharedBottom(MultiTaskRanker):
         self.bottom = self.params.mlp(self.input_dim)
         self.build_towers(self.bottom.out_dim)
 
+    def shared_layer(self) -> list[Tensor]:
+        """The shared bottom's last layer."""
+        return [self.bottom.layers[-1].linear.weight]
+
     def tower_inputs(self, features: Tensor) -> Sequence[Tensor]:
         shared = self.bottom(features)  # (B, H): every tower reads the same vector
         return [shared] * len(self.targets)

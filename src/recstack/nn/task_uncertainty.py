@@ -37,6 +37,7 @@ class LossWeighting(str, enum.Enum):
 
     FIXED = "fixed"  # each target's declared weight
     UNCERTAINTY = "uncertainty"  # learned from each target's uncertainty (this module)
+    GRADNORM = "gradnorm"  # learned by balancing gradient norms (nn/gradnorm.py)
 
 
 class TaskUncertainty(nn.Module):

@@ -8,8 +8,11 @@ them with the targets' weights::
 
 With ``loss_weighting: uncertainty`` the weights are learned (Kendall et al. 2018,
 ``nn/task_uncertainty.py``): ``sum_k c_k weight_k exp(-s_k) loss_k + s_k / 2``, one learned
-log-variance ``s_k`` per target held by the model (``c_k``: 1 binary, 1/2 regression). A model
-with ``output_penalty(logits)`` (AITM's behavioural expectation calibrator) has it added.
+log-variance ``s_k`` per target held by the model (``c_k``: 1 binary, 1/2 regression). With
+``loss_weighting: gradnorm`` (Chen et al. 2018, ``nn/gradnorm.py``) the weights balance each
+target's gradient norm on the model's last shared layer against its training rate
+(``gradnorm_alpha``). A model with ``output_penalty(logits)`` (AITM's behavioural expectation
+calibrator) has it added.
 
 A target with a ``condition`` (``like`` given ``click``) is defined only where the condition
 target is 1. Two ways to train it (``conditioned_loss``):
@@ -45,6 +48,7 @@ from recstack.data.batch import Batch
 from recstack.errors import ConfigError
 from recstack.models.multi_task_base import is_funnel
 from recstack.models.params import CheckedParams, require
+from recstack.nn.gradnorm import GradNormWeights
 from recstack.nn.task_uncertainty import LossWeighting, TaskUncertainty
 from recstack.schema.targets import Target
 from recstack.tasks.base import model_regularization
@@ -120,8 +124,9 @@ class MultiTaskTask(RegisteredTask):
         weighted_metric: terms ``{metric, weight}`` of a validation metric reported as
             ``weighted_metric`` (``trainer.monitor: weighted_metric``), e.g. ``click_auc`` 0.5 and
             ``like_auc`` 0.5.
-        loss_weighting: ``fixed`` (the targets' weights) or ``uncertainty`` (learned: the model
-            then has ``loss_weighting: uncertainty`` too, which ``recstack train`` fills in).
+        loss_weighting: ``fixed`` (the targets' weights), ``uncertainty`` or ``gradnorm`` (learned:
+            the model then has the same ``loss_weighting``, which ``recstack train`` fills in).
+        gradnorm_alpha: GradNorm's restoring force (``loss_weighting: gradnorm``).
 
     Example:
         >>> class Zero(nn.Module):
@@ -145,10 +150,13 @@ class MultiTaskTask(RegisteredTask):
         conditioned_loss: ConditionedLoss | None = None
         weighted_metric: tuple[MetricWeight, ...] = ()
         loss_weighting: LossWeighting = LossWeighting.FIXED
+        gradnorm_alpha: float = 1.5
 
         def validate(self) -> None:
             names = [t.name for t in self.targets]
             require(len(set(names)) == len(names), "targets", f"a target is named twice: {names}")
+            alpha = self.gradnorm_alpha
+            require(math.isfinite(alpha) and alpha >= 0, "gradnorm_alpha", f"must be a finite number >= 0, got {alpha}")
             by_name = {t.name: t for t in self.targets}
             for i, target in enumerate(self.targets):
                 if target.condition is None:
@@ -165,10 +173,11 @@ class MultiTaskTask(RegisteredTask):
         conditioned_loss: ConditionedLoss | str | None = None,
         weighted_metric: Sequence[MetricWeight] = (),
         loss_weighting: LossWeighting | str = LossWeighting.FIXED,
+        gradnorm_alpha: float = 1.5,
     ) -> None:
         self.params = self.Params(
             targets=tuple(targets), conditioned_loss=conditioned_loss, weighted_metric=tuple(weighted_metric),
-            loss_weighting=LossWeighting(loss_weighting),
+            loss_weighting=LossWeighting(loss_weighting), gradnorm_alpha=gradnorm_alpha,
         )  # fmt: skip
         self.targets: tuple[TargetParams, ...] = self.params.targets
         # each target's factor on exp(-s_k) * loss_k under uncertainty weighting
@@ -177,7 +186,7 @@ class MultiTaskTask(RegisteredTask):
     @classmethod
     def from_params(cls, params: "MultiTaskTask.Params") -> "MultiTaskTask":
         return cls(targets=params.targets, conditioned_loss=params.conditioned_loss, weighted_metric=params.weighted_metric,
-                   loss_weighting=params.loss_weighting)  # fmt: skip
+                   loss_weighting=params.loss_weighting, gradnorm_alpha=params.gradnorm_alpha)  # fmt: skip
 
     def with_schema_targets(self, schema_targets: Sequence[Target]) -> "MultiTaskTask":
         """This task with its targets resolved against the schema's: all of them when the config
@@ -203,7 +212,7 @@ class MultiTaskTask(RegisteredTask):
         if not targets:
             raise ConfigError("task: multi_task needs targets; the schema declares none (targets: [...])")
         return type(self)(targets=targets, conditioned_loss=self.params.conditioned_loss, weighted_metric=self.params.weighted_metric,
-                          loss_weighting=self.params.loss_weighting)  # fmt: skip
+                          loss_weighting=self.params.loss_weighting, gradnorm_alpha=self.params.gradnorm_alpha)  # fmt: skip
 
     @property
     def target_names(self) -> tuple[str, ...]:
@@ -238,7 +247,7 @@ class MultiTaskTask(RegisteredTask):
                     f"task: training {type(model).__name__} over the entire space needs binary targets with a condition "
                     f"(e.g. targets: [click, {{name: like, condition: click}}]); targets: {list(self.target_names)}"
                 )
-        self._task_uncertainty(model, error=ConfigError)
+        self._learned_weighting(model, error=ConfigError)
         if is_funnel(model):  # AITM: every step over every row
             for target in self.targets:
                 if not target.binary or target.condition is not None:
@@ -285,11 +294,14 @@ class MultiTaskTask(RegisteredTask):
     def loss(self, model: nn.Module, batch: Batch) -> Tensor:
         logits = _logit_dict(model(batch))
         losses = self.target_losses(logits, batch, entire_space=self._entire_space(model))
-        uncertainty = self._task_uncertainty(model)
-        if uncertainty is None:
+        learned = self._learned_weighting(model)
+        if learned is None:
             total = sum(target.weight * losses[target.name] for target in self.targets)
-        else:
-            total = uncertainty.combine([losses[t.name] for t in self.targets], self._uncertainty_scales)
+        elif isinstance(learned, TaskUncertainty):
+            total = learned.combine([losses[t.name] for t in self.targets], self._uncertainty_scales)
+        else:  # GradNorm, on the model's last shared layer
+            shared = getattr(model, "module", model).shared_layer()
+            total = learned.combine([t.weight * losses[t.name] for t in self.targets], shared, self.params.gradnorm_alpha)
         penalty = getattr(getattr(model, "module", model), "output_penalty", None)
         if penalty is not None:  # a penalty on the model's own outputs (AITM's calibrator)
             value = penalty(logits)
@@ -300,28 +312,32 @@ class MultiTaskTask(RegisteredTask):
             total = total + regularized.regularization(batch)
         return total  # type: ignore[return-value]
 
-    def _task_uncertainty(self, model: nn.Module, *, error: type[Exception] = ValueError) -> TaskUncertainty | None:
-        """The model's learned log-variances when this task weighs by uncertainty, else None;
+    def _learned_weighting(self, model: nn.Module, *, error: type[Exception] = ValueError) -> TaskUncertainty | GradNormWeights | None:
+        """The model's learned task weights for this task's ``loss_weighting`` (None: fixed);
         ``error`` when the model's ``loss_weighting`` differs from the task's."""
         inner = getattr(model, "module", model)  # DDP wraps the model
-        found = getattr(inner, "task_uncertainty", None)
-        wanted = self.params.loss_weighting is LossWeighting.UNCERTAINTY
-        if wanted != (found is not None):
-            raise error(
-                f"model.params.loss_weighting: task.loss_weighting is {self.params.loss_weighting.value!r} but the model "
-                + ("has no learned task weights (build it with loss_weighting: uncertainty)" if wanted
-                   else "holds learned task weights that this loss would never train (loss_weighting: uncertainty)")
-            )  # fmt: skip
-        return found
+        held = {LossWeighting.UNCERTAINTY: getattr(inner, "task_uncertainty", None), LossWeighting.GRADNORM: getattr(inner, "task_gradnorm", None)}
+        wanted = self.params.loss_weighting
+        for kind, found in held.items():
+            if (kind is wanted) != (found is not None):
+                raise error(
+                    f"model.params.loss_weighting: task.loss_weighting is {wanted.value!r} but the model "
+                    + (f"has no learned task weights (build it with loss_weighting: {wanted.value})" if kind is wanted
+                       else f"holds learned task weights that this loss would never train (loss_weighting: {kind.value})")
+                )  # fmt: skip
+        return held.get(wanted)
 
     def loss_weights(self, model: nn.Module) -> dict[str, dict[str, float]] | None:
-        """Under uncertainty weighting, each target's learned ``log_variance`` and its current
-        effective ``weight`` (``c_k weight_k exp(-s_k)``), for ``metrics.json``; else None."""
-        uncertainty = self._task_uncertainty(model)
-        if uncertainty is None:
+        """Learned task weights for ``metrics.json``: under uncertainty weighting each target's
+        ``log_variance`` and effective ``weight`` (``c_k weight_k exp(-s_k)``); under GradNorm its
+        ``weight`` (summing to the number of targets); None for fixed weights."""
+        learned = self._learned_weighting(model)
+        if learned is None:
             return None
-        weights = uncertainty.weights(self._uncertainty_scales)
-        log_variances = uncertainty.log_variance.detach().cpu().tolist()
+        if isinstance(learned, GradNormWeights):
+            return {name: {"weight": weight} for name, weight in learned.normalized().items()}
+        weights = learned.weights(self._uncertainty_scales)
+        log_variances = learned.log_variance.detach().cpu().tolist()
         return {name: {"log_variance": s, "weight": weights[name]} for name, s in zip(self.target_names, log_variances)}
 
     def predict(self, model: nn.Module, batch: Batch) -> Tensor:

@@ -118,6 +118,7 @@ def shard_run_model(
         )
     if trainer_config.compile:
         raise ConfigError("trainer.compile: not available with distributed.embeddings: sharded (TorchRec's sharded modules run eagerly)")
+    check_gradnorm_shardable(model)
     _place_all_but_deferred(model, device)
     unpooled = unpooled_features(model, lambda: task.loss(model, first_batch.to(device)))
     weights = {name: weight.detach() for name, weight in table_weights(model).items()}  # meta when deferred
@@ -136,6 +137,23 @@ def shard_run_model(
         if paths is not None:
             write_json_atomic(paths.root / PLAN_FILE, sharded.report)
     return ShardedRun(sharded=sharded, build_plain=build_plain, gather=gather)
+
+
+def check_gradnorm_shardable(model: nn.Module) -> None:
+    """ConfigError for GradNorm on a model whose only shared layer is its embedding tables (ESMM,
+    AITM): sharded, they train inside TorchRec's fused kernels and give GradNorm no gradient."""
+    from recstack.models.multi_task_base import MultiTaskRanker
+
+    if (
+        getattr(model, "task_gradnorm", None) is not None
+        and getattr(model, "feature_part", None) is None
+        and type(model).shared_layer is MultiTaskRanker.shared_layer
+    ):
+        raise ConfigError(
+            f"task.loss_weighting: gradnorm balances gradient norms on the last shared layer; {type(model).__name__} shares only "
+            "its embedding tables, which distributed.embeddings: sharded trains inside TorchRec's fused kernels: use "
+            "loss_weighting: uncertainty or fixed, or a model with a shared network (shared_bottom, mmoe, ple)"
+        )
 
 
 def _check_not_gathered(config: RunConfig, model: nn.Module, table_bytes: int) -> None:
