@@ -54,10 +54,14 @@ def test_cli_nproc_2_writes_one_run_folder(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("weighting, key", [("uncertainty", "task_uncertainty.log_variance"), ("gradnorm", "task_gradnorm.weights")])
+@pytest.mark.parametrize(
+    "weighting, key",
+    [("uncertainty", "task_uncertainty.log_variance"), ("gradnorm", "task_gradnorm.weights"), ("metabalance", "task_metabalance.norms")],
+)
 def test_ddp_trains_learned_task_weights_identically_on_every_rank(tmp_path, weighting, key):
     """Learned task weights (uncertainty, GradNorm) live in the model, so DDP averages their
-    gradients like any weight's: both ranks end with the same, trained values."""
+    gradients like any weight's: both ranks end with the same, trained values. MetaBalance's
+    rescaled gradient is an ordinary gradient to DDP: every weight ends equal on both ranks."""
     import yaml
 
     from recstack.datasets.multi_task import generate_multitask
@@ -88,6 +92,11 @@ def test_ddp_trains_learned_task_weights_identically_on_every_rank(tmp_path, wei
     spawn(train_and_save, str(tmp_path / "config.yaml"), str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{rank}.pt")["state"] for rank in range(2)]
     learned = ranks[0][key]
+    if weighting == "metabalance":  # each rank averages its own norms (rank 0's broadcast before each step)
+        assert bool((learned > 0).any()) and bool((ranks[1][key] > 0).any())
+        for name, value in ranks[0].items():
+            assert name == key or torch.equal(value, ranks[1][name]), name
+        return
     assert torch.equal(learned, ranks[1][key])
     start = 0.0 if weighting == "uncertainty" else 1.0
     assert bool((learned != start).all())  # trained away from the start on both targets

@@ -287,3 +287,94 @@ def test_gradnorm_renormalises_the_weights_and_evens_out_the_gradient_norms() ->
     balanced = torch.tensor(list(weigh.normalized().values())) * norms
     assert (balanced.max() / balanced.min()).item() < 1.2 and (norms.max() / norms.min()).item() > 10
     assert sum(weigh.normalized().values()) == pytest.approx(2.0)
+
+
+# -- loss_weighting: metabalance (He et al. 2022) -----------------------------------------------
+
+
+def _metabalance_losses(shared: torch.Tensor, private: torch.Tensor) -> list[torch.Tensor]:
+    x1, x2 = torch.tensor([1.0, 2.0, -1.0]), torch.tensor([0.5, -0.5, 3.0])
+    main = (shared @ x1).pow(2).sum()
+    auxiliary = 0.1 * (shared @ x2).pow(2).sum() + (private * x2).sum().pow(2)  # private: the auxiliary target's alone
+    return [main, auxiliary]
+
+
+def _shared_and_private() -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+    shared, private = torch.randn(2, 3, generator=generator, requires_grad=True), torch.randn(3, generator=generator, requires_grad=True)
+    return shared, private, _metabalance_losses(shared, private)
+
+
+def test_metabalance_rescales_the_auxiliary_gradient_on_shared_tensors_only_by_hand() -> None:
+    """Step 1: m_k = (1 - beta) ||G_k||, so the auxiliary gradient on the shared tensor becomes
+    (r ||G_main|| / ||G_aux|| + 1 - r) G_aux; the private tensor keeps its plain gradient."""
+    from recstack.nn.metabalance import MetaBalance
+
+    shared, private, losses = _shared_and_private()
+    g_main, g_aux = (torch.autograd.grad(loss, shared, retain_graph=True)[0] for loss in losses)
+    g_private = torch.autograd.grad(losses[1], private, retain_graph=True)[0]
+    balance = MetaBalance(["click", "like"])
+    total = balance.combine(losses, [shared, private], main=0, relax_factor=0.7, beta=0.9)
+    assert total.item() == pytest.approx(losses[0].item() + losses[1].item(), rel=1e-6)  # the value: the plain sum
+    total.backward()
+    ratio = (g_main.norm() / g_aux.norm()).item()
+    assert ratio > 3  # the auxiliary gradient is much smaller here: it grows
+    torch.testing.assert_close(shared.grad, g_main + (0.7 * ratio + 0.3) * g_aux)
+    torch.testing.assert_close(private.grad, g_private)  # one target's tensor: untouched
+    torch.testing.assert_close(balance.norms[:, 0], 0.1 * torch.stack([g_main.norm(), g_aux.norm()]))
+    assert balance.norms[:, 1].tolist() == [0.0, 0.0]  # not shared: no average kept
+    assert balance.gradient_scales(main=0) == {"click": 1.0, "like": pytest.approx(ratio, rel=1e-5)}
+
+
+def test_metabalance_keeps_moving_averages_and_relax_zero_is_the_plain_sum() -> None:
+    from recstack.nn.metabalance import MetaBalance
+
+    shared, private, losses = _shared_and_private()
+    first = torch.stack([torch.autograd.grad(loss, shared, retain_graph=True)[0].norm() for loss in losses])
+    balance = MetaBalance(["click", "like"])
+    balance.combine(losses, [shared, private], main=1, relax_factor=0.5, beta=0.8)
+    with torch.no_grad():
+        shared.mul_(0.5)  # the next step: other gradients
+    losses = _metabalance_losses(shared, private)
+    second = torch.stack([torch.autograd.grad(loss, shared, retain_graph=True)[0].norm() for loss in losses])
+    total = balance.combine(losses, [shared, private], main=1, relax_factor=0.5, beta=0.8)
+    averages = 0.8 * (0.2 * first) + 0.2 * second
+    torch.testing.assert_close(balance.norms[:, 0], averages)
+    total.backward()  # main = 1: now the first target is the auxiliary one, scaled by m_1 / m_0
+    g = [torch.autograd.grad(loss, shared, retain_graph=True)[0] for loss in _metabalance_losses(shared, private)]
+    factor = 0.5 * (averages[1] / averages[0]).item() + 0.5
+    torch.testing.assert_close(shared.grad, factor * g[0] + g[1])
+
+    shared, private, losses = _shared_and_private()
+    MetaBalance(["click", "like"]).combine(losses, [shared, private], main=0, relax_factor=0.0, beta=0.9).backward()
+    torch.testing.assert_close(shared.grad, torch.autograd.grad(sum(_metabalance_losses(shared, private)), shared)[0])
+
+
+def test_metabalance_finds_the_tensors_several_targets_reach() -> None:
+    """ESMM: the CTR tower is shared (pCTCVR = pCTR x pCVR), the CVR tower is not; MMoE: experts
+    shared, gates and towers not; PLE (2 levels): the first level's task experts feed the shared
+    gate (shared), its task gates feed one target; the last level's task experts and gates one."""
+    from recstack.models import build_model
+    from recstack.nn.metabalance import shared_parameter_indices
+
+    from .helpers import SMALL_PARAMS, fitted, task_for, write_data
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        pre, train_batch, _ = fitted(write_data(Path(folder), rows=(600, 100, 100)))
+    batch = train_batch.select(torch.arange(64))
+    expected_private = {
+        "esmm": ("cvr_bottom.", "towers.like."),
+        "mmoe": ("gate.", "towers."),
+        "ple": ("levels.0.task_gates.", "levels.1.specific.", "levels.1.task_gates.", "towers."),
+        "shared_bottom": ("towers.",),
+    }
+    for name, private_prefixes in expected_private.items():
+        model = build_model(name, pre.feature_map(), {**SMALL_PARAMS[name], "targets": ["click", "like"]})
+        task = task_for(model)
+        losses = list(task.target_losses(model(batch), batch, entire_space=task._entire_space(model)).values())
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        shared = {names[i] for i in shared_parameter_indices(losses, [p for p in model.parameters() if p.requires_grad])}
+        assert shared == {n for n in names if not n.startswith(private_prefixes)}, name
+        assert any(n.startswith("embeddings.") for n in shared)

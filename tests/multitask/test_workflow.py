@@ -124,22 +124,94 @@ def test_gradnorm_learns_weights_summing_to_the_targets_and_the_saved_model_relo
     assert reloaded["click_and_like_auc"] == pytest.approx(metrics["test"]["click_and_like_auc"])
 
 
-def test_gradnorm_on_embedding_tables_alone_is_refused_with_sharded_tables(data: Path) -> None:
-    """ESMM shares only its tables; TorchRec trains sharded tables in fused kernels, so GradNorm
-    would see no gradient there (MMoE's shared experts are an ordinary layer: allowed)."""
+@pytest.mark.parametrize("model", ["esmm", "ple"])
+def test_metabalance_trains_reports_gradient_scales_and_the_saved_model_reloads(data: Path, tmp_path: Path, model: str) -> None:
+    run = tmp_path / "run"
+    raw = dict(config(data, run, model=model, epochs=2).raw)
+    raw["task"] = {"type": "multi_task", "loss_weighting": "metabalance", "metabalance_main": "like"}
+    metrics = train_run(RunConfig.from_dict(raw), log=lambda _: None)
+    assert metrics["test"]["click_auc"] > 0.6 and metrics["test"]["click_and_like_auc"] > 0.6
+    scales = json.loads((run / "metrics.json").read_text())["loss_weights"]
+    assert scales["like"] == {"gradient_scale": 1.0} and scales["click"]["gradient_scale"] > 0  # like: the main target
+    assert scales["click"]["gradient_scale"] != pytest.approx(1.0)
+    spec = json.loads((run / "model.json").read_text())
+    assert spec["params"]["loss_weighting"] == "metabalance" and spec["task"]["params"]["metabalance_main"] == "like"
+    reloaded = evaluate_run(run, DataSource.from_config(str(data / "test.parquet")), write=False)
+    assert reloaded["click_and_like_auc"] == pytest.approx(metrics["test"]["click_and_like_auc"])
+
+
+def test_a_warm_start_carries_the_loss_weighting_state_or_starts_it_fresh_when_it_changed(data: Path, tmp_path: Path) -> None:
+    """The parent's MetaBalance averages go on in a child with the same weighting; a child that
+    switches to uncertainty weighting starts its log-variances at 0 (no key error)."""
+    import torch
+
+    def raw(run: Path, weighting: str) -> dict:
+        out = dict(config(data, run, model="mmoe", epochs=1).raw)
+        out["task"] = {"type": "multi_task", "loss_weighting": weighting}
+        return out
+
+    parent = tmp_path / "parent"
+    train_run(RunConfig.from_dict(raw(parent, "metabalance")), log=lambda _: None)
+    parent_norms = torch.load(parent / "model.pt", weights_only=True)["task_metabalance.norms"]
+    assert parent_norms.shape[0] == 2 and bool((parent_norms > 0).any())
+    same = tmp_path / "same"
+    train_run(RunConfig.from_dict(raw(same, "metabalance")), init_from=parent, log=lambda _: None)
+    child_norms = torch.load(same / "model.pt", weights_only=True)["task_metabalance.norms"]
+    assert child_norms.shape == parent_norms.shape
+    switched = tmp_path / "switched"
+    metrics = train_run(RunConfig.from_dict(raw(switched, "uncertainty")), init_from=parent, log=lambda _: None)
+    assert set(metrics["loss_weights"]) == {"click", "like"}
+    assert "task_metabalance.norms" not in torch.load(switched / "model.pt", weights_only=True)
+
     from recstack.models import build_model
-    from recstack.workflows.sharded import check_gradnorm_shardable
+    from recstack.training.warm_start import grow_model
 
     from .helpers import fitted
 
     pre = fitted(data)[0]
+    params = {**SMALL_PARAMS["mmoe"], "targets": ["click", "like"], "loss_weighting": "metabalance"}
+    child = build_model("mmoe", pre.feature_map(), params)
+    assert child.task_metabalance.norms.shape == (2, 0)  # sized at the first step, or by the parent's
+    parent_state = build_model("mmoe", pre.feature_map(), params).state_dict()
+    parent_state["task_metabalance.norms"] = torch.rand(2, len(list(child.parameters())))
+    grow_model(child, parent_state, parent=pre, child=pre)
+    assert torch.equal(child.task_metabalance.norms, parent_state["task_metabalance.norms"])
+
+
+def test_metabalance_options_are_checked_before_any_data_is_read(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    for task, message in (
+        ({"metabalance_relax_factor": 1.5}, r"metabalance_relax_factor: must be in \[0, 1\], got 1.5"),
+        ({"metabalance_beta": 1.0}, r"metabalance_beta: must be in \[0, 1\), got 1.0"),
+        ({"metabalance_main": "buy"}, r"metabalance_main: 'buy' is not a target \(targets: \['click', 'like'\]\)"),
+    ):
+        raw = dict(config(missing, tmp_path / "run").raw)
+        raw["task"] = {"type": "multi_task", "loss_weighting": "metabalance", **task}
+        with pytest.raises(ConfigError, match=message):
+            train_run(RunConfig.from_dict(raw), log=lambda _: None)
+
+
+def test_gradnorm_on_embedding_tables_alone_is_refused_with_sharded_tables(data: Path) -> None:
+    """ESMM shares only its tables; TorchRec trains sharded tables in fused kernels, so GradNorm
+    would see no gradient there (MMoE's shared experts are an ordinary layer: allowed)."""
+    from recstack.models import build_model
+    from recstack.workflows.sharded import check_loss_weighting_shardable
+
+    from .helpers import fitted
+
+    pre = fitted(data)[0]
+    metabalance = build_model("mmoe", pre.feature_map(), {**SMALL_PARAMS["mmoe"], "targets": ["click", "like"], "loss_weighting": "metabalance"})
+    with pytest.raises(ConfigError, match="metabalance rescales each target's gradient on every shared tensor, the embedding tables among them"):
+        check_loss_weighting_shardable(metabalance)
+    with pytest.raises(ConfigError, match="sparse_embeddings: loss_weighting: metabalance rescales dense per-target gradients"):
+        build_model("mmoe", pre.feature_map(), {**SMALL_PARAMS["mmoe"], "targets": ["click", "like"], "loss_weighting": "metabalance", "sparse_embeddings": True})
     for name, refused in (("esmm", True), ("mmoe", False)):
         model = build_model(name, pre.feature_map(), {**SMALL_PARAMS[name], "targets": ["click", "like"], "loss_weighting": "gradnorm"})
         if refused:
             with pytest.raises(ConfigError, match="ESMM shares only its embedding tables"):
-                check_gradnorm_shardable(model)
+                check_loss_weighting_shardable(model)
         else:
-            check_gradnorm_shardable(model)
+            check_loss_weighting_shardable(model)
 
 
 def test_config_errors_before_any_data_is_read(tmp_path: Path) -> None:

@@ -30,9 +30,14 @@ from recstack.models.params import DeepParams, require, require_dims, select_fea
 from recstack.nn.embedding import build_sparse_inputs
 from recstack.nn.mlp import MLP
 from recstack.nn.gradnorm import GradNormWeights
+from recstack.nn.metabalance import MetaBalance
 from recstack.nn.task_uncertainty import LossWeighting, TaskUncertainty
 
-__all__ = ["MultiTaskParams", "MultiTaskRanker", "is_funnel", "is_multi_task_model"]
+__all__ = ["LOSS_WEIGHTING_STATE", "MultiTaskParams", "MultiTaskRanker", "is_funnel", "is_multi_task_model"]
+
+# the attributes under which a ranker holds its loss weighting's state (one at most): training
+# state rather than the model's function, so a warm start carries it only when the child has it too
+LOSS_WEIGHTING_STATE = ("task_uncertainty", "task_gradnorm", "task_metabalance")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,8 +56,10 @@ class MultiTaskParams(DeepParams):
         loss_weighting: ``uncertainty``: the model owns one learned log-variance per target
             (``task_uncertainty``, ``nn/task_uncertainty.py``) that the ``multi_task`` loss weighs
             the targets by; ``gradnorm``: one GradNorm weight per target (``task_gradnorm``,
-            ``nn/gradnorm.py``), balanced on :meth:`MultiTaskRanker.shared_layer`; ``fixed``:
-            none. ``recstack train`` fills it in from ``task.loss_weighting``.
+            ``nn/gradnorm.py``), balanced on :meth:`MultiTaskRanker.shared_layer`;
+            ``metabalance``: the moving averages of MetaBalance's gradient norms
+            (``task_metabalance``, ``nn/metabalance.py``); ``fixed``: none. ``recstack train``
+            fills it in from ``task.loss_weighting``.
     """
 
     targets: tuple[str, ...] = ()
@@ -114,6 +121,11 @@ class MultiTaskRanker(nn.Module):
             self.task_uncertainty = TaskUncertainty(self.targets)
         elif params.loss_weighting is LossWeighting.GRADNORM:
             self.task_gradnorm = GradNormWeights(self.targets)
+        elif params.loss_weighting is LossWeighting.METABALANCE:
+            require(not params.sparse_embeddings, "sparse_embeddings",
+                    "loss_weighting: metabalance rescales dense per-target gradients; use sparse_embeddings: false")  # fmt: skip
+            require(len(self.targets) >= 2, "targets", f"loss_weighting: metabalance needs a main and an auxiliary target, got {list(self.targets)}")
+            self.task_metabalance = MetaBalance(self.targets)
 
     def build_towers(self, in_dim: int) -> None:
         """One tower per target (``towers[target]``), each reading ``in_dim`` values."""

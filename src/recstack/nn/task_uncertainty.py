@@ -38,6 +38,7 @@ class LossWeighting(str, enum.Enum):
     FIXED = "fixed"  # each target's declared weight
     UNCERTAINTY = "uncertainty"  # learned from each target's uncertainty (this module)
     GRADNORM = "gradnorm"  # learned by balancing gradient norms (nn/gradnorm.py)
+    METABALANCE = "metabalance"  # auxiliary gradients rescaled to the main target's (nn/metabalance.py)
 
 
 class TaskUncertainty(nn.Module):

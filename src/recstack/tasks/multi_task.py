@@ -11,7 +11,10 @@ With ``loss_weighting: uncertainty`` the weights are learned (Kendall et al. 201
 log-variance ``s_k`` per target held by the model (``c_k``: 1 binary, 1/2 regression). With
 ``loss_weighting: gradnorm`` (Chen et al. 2018, ``nn/gradnorm.py``) the weights balance each
 target's gradient norm on the model's last shared layer against its training rate
-(``gradnorm_alpha``). A model with ``output_penalty(logits)`` (AITM's behavioural expectation
+(``gradnorm_alpha``). With ``loss_weighting: metabalance`` (He et al. 2022,
+``nn/metabalance.py``) the weights stay fixed and each auxiliary target's gradient on every
+tensor it shares with others is rescaled towards the main target's magnitude
+(``metabalance_main``, ``metabalance_relax_factor``, ``metabalance_beta``). A model with ``output_penalty(logits)`` (AITM's behavioural expectation
 calibrator) has it added.
 
 A target with a ``condition`` (``like`` given ``click``) is defined only where the condition
@@ -36,7 +39,7 @@ Shape legend: B batch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any, ClassVar, Sequence
 
@@ -49,6 +52,7 @@ from recstack.errors import ConfigError
 from recstack.models.multi_task_base import is_funnel
 from recstack.models.params import CheckedParams, require
 from recstack.nn.gradnorm import GradNormWeights
+from recstack.nn.metabalance import MetaBalance
 from recstack.nn.task_uncertainty import LossWeighting, TaskUncertainty
 from recstack.schema.targets import Target
 from recstack.tasks.base import model_regularization
@@ -125,8 +129,14 @@ class MultiTaskTask(RegisteredTask):
             ``weighted_metric`` (``trainer.monitor: weighted_metric``), e.g. ``click_auc`` 0.5 and
             ``like_auc`` 0.5.
         loss_weighting: ``fixed`` (the targets' weights), ``uncertainty`` or ``gradnorm`` (learned:
-            the model then has the same ``loss_weighting``, which ``recstack train`` fills in).
+            the model then has the same ``loss_weighting``, which ``recstack train`` fills in), or
+            ``metabalance`` (the auxiliary targets' gradients on shared tensors rescaled towards
+            the main target's; the model holds the norms' moving averages).
         gradnorm_alpha: GradNorm's restoring force (``loss_weighting: gradnorm``).
+        metabalance_main: MetaBalance's main target (default: the first target).
+        metabalance_relax_factor: MetaBalance's ``r`` in [0, 1]: 1 gives auxiliary gradients the
+            main one's magnitude, 0 leaves them as they are.
+        metabalance_beta: the decay of MetaBalance's moving averages of gradient norms, in [0, 1).
 
     Example:
         >>> class Zero(nn.Module):
@@ -151,12 +161,20 @@ class MultiTaskTask(RegisteredTask):
         weighted_metric: tuple[MetricWeight, ...] = ()
         loss_weighting: LossWeighting = LossWeighting.FIXED
         gradnorm_alpha: float = 1.5
+        metabalance_main: str | None = None
+        metabalance_relax_factor: float = 0.7
+        metabalance_beta: float = 0.9
 
         def validate(self) -> None:
             names = [t.name for t in self.targets]
             require(len(set(names)) == len(names), "targets", f"a target is named twice: {names}")
             alpha = self.gradnorm_alpha
             require(math.isfinite(alpha) and alpha >= 0, "gradnorm_alpha", f"must be a finite number >= 0, got {alpha}")
+            relax, beta = self.metabalance_relax_factor, self.metabalance_beta
+            require(0.0 <= relax <= 1.0, "metabalance_relax_factor", f"must be in [0, 1], got {relax}")
+            require(0.0 <= beta < 1.0, "metabalance_beta", f"must be in [0, 1), got {beta}")
+            main = self.metabalance_main
+            require(main is None or not names or main in names, "metabalance_main", f"{main!r} is not a target (targets: {names})")
             by_name = {t.name: t for t in self.targets}
             for i, target in enumerate(self.targets):
                 if target.condition is None:
@@ -166,6 +184,10 @@ class MultiTaskTask(RegisteredTask):
                 require(given.binary and given.condition is None, f"targets[{i}].condition",
                         f"{target.condition!r} must be a binary target without a condition of its own")  # fmt: skip
 
+        def options_but_targets(self) -> dict[str, Any]:
+            """Every option but ``targets``, as keyword arguments of the task."""
+            return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "targets"}
+
     def __init__(
         self,
         *,
@@ -174,10 +196,14 @@ class MultiTaskTask(RegisteredTask):
         weighted_metric: Sequence[MetricWeight] = (),
         loss_weighting: LossWeighting | str = LossWeighting.FIXED,
         gradnorm_alpha: float = 1.5,
+        metabalance_main: str | None = None,
+        metabalance_relax_factor: float = 0.7,
+        metabalance_beta: float = 0.9,
     ) -> None:
         self.params = self.Params(
             targets=tuple(targets), conditioned_loss=conditioned_loss, weighted_metric=tuple(weighted_metric),
-            loss_weighting=LossWeighting(loss_weighting), gradnorm_alpha=gradnorm_alpha,
+            loss_weighting=LossWeighting(loss_weighting), gradnorm_alpha=gradnorm_alpha, metabalance_main=metabalance_main,
+            metabalance_relax_factor=metabalance_relax_factor, metabalance_beta=metabalance_beta,
         )  # fmt: skip
         self.targets: tuple[TargetParams, ...] = self.params.targets
         # each target's factor on exp(-s_k) * loss_k under uncertainty weighting
@@ -185,8 +211,7 @@ class MultiTaskTask(RegisteredTask):
 
     @classmethod
     def from_params(cls, params: "MultiTaskTask.Params") -> "MultiTaskTask":
-        return cls(targets=params.targets, conditioned_loss=params.conditioned_loss, weighted_metric=params.weighted_metric,
-                   loss_weighting=params.loss_weighting, gradnorm_alpha=params.gradnorm_alpha)  # fmt: skip
+        return cls(targets=params.targets, **params.options_but_targets())
 
     def with_schema_targets(self, schema_targets: Sequence[Target]) -> "MultiTaskTask":
         """This task with its targets resolved against the schema's: all of them when the config
@@ -211,8 +236,7 @@ class MultiTaskTask(RegisteredTask):
             targets = self.targets
         if not targets:
             raise ConfigError("task: multi_task needs targets; the schema declares none (targets: [...])")
-        return type(self)(targets=targets, conditioned_loss=self.params.conditioned_loss, weighted_metric=self.params.weighted_metric,
-                          loss_weighting=self.params.loss_weighting, gradnorm_alpha=self.params.gradnorm_alpha)  # fmt: skip
+        return type(self)(targets=targets, **self.params.options_but_targets())
 
     @property
     def target_names(self) -> tuple[str, ...]:
@@ -299,9 +323,13 @@ class MultiTaskTask(RegisteredTask):
             total = sum(target.weight * losses[target.name] for target in self.targets)
         elif isinstance(learned, TaskUncertainty):
             total = learned.combine([losses[t.name] for t in self.targets], self._uncertainty_scales)
-        else:  # GradNorm, on the model's last shared layer
+        elif isinstance(learned, GradNormWeights):  # on the model's last shared layer
             shared = getattr(model, "module", model).shared_layer()
             total = learned.combine([t.weight * losses[t.name] for t in self.targets], shared, self.params.gradnorm_alpha)
+        else:  # MetaBalance, on every tensor two or more targets reach
+            parameters = [p for p in getattr(model, "module", model).parameters() if p.requires_grad]
+            total = learned.combine([t.weight * losses[t.name] for t in self.targets], parameters, main=self._main_index(),
+                                    relax_factor=self.params.metabalance_relax_factor, beta=self.params.metabalance_beta)  # fmt: skip
         penalty = getattr(getattr(model, "module", model), "output_penalty", None)
         if penalty is not None:  # a penalty on the model's own outputs (AITM's calibrator)
             value = penalty(logits)
@@ -312,11 +340,19 @@ class MultiTaskTask(RegisteredTask):
             total = total + regularized.regularization(batch)
         return total  # type: ignore[return-value]
 
-    def _learned_weighting(self, model: nn.Module, *, error: type[Exception] = ValueError) -> TaskUncertainty | GradNormWeights | None:
+    def _main_index(self) -> int:
+        main = self.params.metabalance_main
+        return 0 if main is None else self.target_names.index(main)
+
+    def _learned_weighting(self, model: nn.Module, *, error: type[Exception] = ValueError) -> TaskUncertainty | GradNormWeights | MetaBalance | None:
         """The model's learned task weights for this task's ``loss_weighting`` (None: fixed);
         ``error`` when the model's ``loss_weighting`` differs from the task's."""
         inner = getattr(model, "module", model)  # DDP wraps the model
-        held = {LossWeighting.UNCERTAINTY: getattr(inner, "task_uncertainty", None), LossWeighting.GRADNORM: getattr(inner, "task_gradnorm", None)}
+        held = {
+            LossWeighting.UNCERTAINTY: getattr(inner, "task_uncertainty", None),
+            LossWeighting.GRADNORM: getattr(inner, "task_gradnorm", None),
+            LossWeighting.METABALANCE: getattr(inner, "task_metabalance", None),
+        }
         wanted = self.params.loss_weighting
         for kind, found in held.items():
             if (kind is wanted) != (found is not None):
@@ -330,10 +366,14 @@ class MultiTaskTask(RegisteredTask):
     def loss_weights(self, model: nn.Module) -> dict[str, dict[str, float]] | None:
         """Learned task weights for ``metrics.json``: under uncertainty weighting each target's
         ``log_variance`` and effective ``weight`` (``c_k weight_k exp(-s_k)``); under GradNorm its
-        ``weight`` (summing to the number of targets); None for fixed weights."""
+        ``weight`` (summing to the number of targets); under MetaBalance each target's
+        ``gradient_scale`` (the median factor on its shared gradients, 1 for the main target);
+        None for fixed weights."""
         learned = self._learned_weighting(model)
         if learned is None:
             return None
+        if isinstance(learned, MetaBalance):
+            return {name: {"gradient_scale": scale} for name, scale in learned.gradient_scales(self._main_index()).items()}
         if isinstance(learned, GradNormWeights):
             return {name: {"weight": weight} for name, weight in learned.normalized().items()}
         weights = learned.weights(self._uncertainty_scales)

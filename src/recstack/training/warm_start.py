@@ -15,6 +15,9 @@ through the state dict by identity, so a table shared by two towers, a history a
 (``item_id`` and ``hist_item_ids``), or any model that builds its tables with
 ``build_sparse_inputs`` (ranking, two-tower, sequence models) grows the same way. Any other
 parameter or buffer must have the parent's shape; one that does not is a ConfigError naming it.
+A multi-task ranker's loss weighting state (``LOSS_WEIGHTING_STATE``: learned task weights,
+MetaBalance's averages) is carried when parent and child use the same ``loss_weighting`` and
+starts fresh when the child changed it.
 The optimiser starts fresh unless ``optimizer_state: carry`` (:func:`carry_optimizer_state`).
 
 Example::
@@ -42,6 +45,7 @@ from recstack.data.incremental import NumericUpdate
 from recstack.data.preprocessor import Preprocessor
 from recstack.data.vocabulary import FIRST_VALUE_INDEX, Vocabulary, vocabulary_from_ids
 from recstack.errors import ConfigError
+from recstack.models.multi_task_base import LOSS_WEIGHTING_STATE
 from recstack.nn.embedding import EmbeddingCollection
 from recstack.schema import is_embedded
 
@@ -138,6 +142,10 @@ def grow_model(model: nn.Module, parent_state: Mapping[str, Tensor], *, parent: 
     merged: dict[str, Tensor] = {}
     growth: dict[str, TableGrowth] = {}
     for key, value in state.items():
+        if _loss_weighting_key(key):
+            old = parent_state.get(key)  # None: the child changed its loss weighting, which starts fresh
+            merged[key] = value.detach() if old is None else old  # (MetaBalance's averages are sized at the first step)
+            continue
         old = parent_state[key]
         if id(value) not in tables:
             if tuple(old.shape) != tuple(value.shape):
@@ -176,9 +184,13 @@ def _table_parameters(model: nn.Module) -> dict[int, tuple[str, EmbeddingCollect
     return found
 
 
+def _loss_weighting_key(key: str) -> bool:
+    return key.split(".", 1)[0] in LOSS_WEIGHTING_STATE
+
+
 def _check_keys(state: Mapping[str, Tensor], parent_state: Mapping[str, Tensor]) -> None:
-    missing = [k for k in state if k not in parent_state]
-    extra = [k for k in parent_state if k not in state]
+    missing = [k for k in state if k not in parent_state and not _loss_weighting_key(k)]
+    extra = [k for k in parent_state if k not in state and not _loss_weighting_key(k)]
     if missing or extra:
         what = f"new parameter(s) {missing[:5]}" if missing else f"the parent's parameter(s) {extra[:5]} are gone"
         raise ConfigError(f"model parameters differ from the parent run's: {what}; the model or its params changed; {_RETRAIN}")

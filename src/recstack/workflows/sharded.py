@@ -118,7 +118,7 @@ def shard_run_model(
         )
     if trainer_config.compile:
         raise ConfigError("trainer.compile: not available with distributed.embeddings: sharded (TorchRec's sharded modules run eagerly)")
-    check_gradnorm_shardable(model)
+    check_loss_weighting_shardable(model)
     _place_all_but_deferred(model, device)
     unpooled = unpooled_features(model, lambda: task.loss(model, first_batch.to(device)))
     weights = {name: weight.detach() for name, weight in table_weights(model).items()}  # meta when deferred
@@ -139,10 +139,18 @@ def shard_run_model(
     return ShardedRun(sharded=sharded, build_plain=build_plain, gather=gather)
 
 
-def check_gradnorm_shardable(model: nn.Module) -> None:
-    """ConfigError for GradNorm on a model whose only shared layer is its embedding tables (ESMM,
-    AITM): sharded, they train inside TorchRec's fused kernels and give GradNorm no gradient."""
+def check_loss_weighting_shardable(model: nn.Module) -> None:
+    """ConfigError for a loss weighting that needs per-target gradients on tables TorchRec trains
+    inside its fused kernels: MetaBalance (every shared tensor, the tables among them), or GradNorm
+    on a model whose only shared layer is its embedding tables (ESMM, AITM)."""
     from recstack.models.multi_task_base import MultiTaskRanker
+
+    if getattr(model, "task_metabalance", None) is not None:
+        raise ConfigError(
+            "task.loss_weighting: metabalance rescales each target's gradient on every shared tensor, the embedding tables "
+            "among them, which distributed.embeddings: sharded trains inside TorchRec's fused kernels: use loss_weighting: "
+            "gradnorm, uncertainty or fixed with sharded tables, or metabalance with distributed.embeddings: replicated"
+        )
 
     if (
         getattr(model, "task_gradnorm", None) is not None

@@ -1,0 +1,153 @@
+"""Auxiliary targets' gradients rescaled towards the main target's on shared parameters:
+MetaBalance (He, Feng, Hsieh, Guo, Zhou & Wu, "MetaBalance: Improving Multi-Task Recommendations
+via Adapting Gradient Magnitudes of Auxiliary Tasks", WWW 2022).
+
+One target is the main one (the paper's target task), the others auxiliary. For every shared
+parameter tensor ``θ`` (one that two or more targets' losses reach) and every target k, with
+``G_k`` the gradient of ``w_k L_k`` on ``θ`` at this step:
+
+* ``m_k <- β m_k + (1 - β) ||G_k||``: a moving average of the gradient's norm, per tensor and
+  target (0 at the start);
+* an auxiliary target's gradient moves towards the main one's magnitude, relaxed by ``r``:
+  ``G_k <- r (m_main / m_k) G_k + (1 - r) G_k``;
+* ``θ`` trains on the sum of the (rescaled) ``G_k``. Tensors one target alone reaches (its own
+  tower) train on its gradient as before.
+
+``r = 1`` gives every auxiliary gradient the main one's averaged magnitude, ``r = 0`` is the plain
+sum. This is the paper's "adapt both" strategy (larger auxiliary gradients shrink, smaller ones
+grow), as in the authors' code and torch-rechub's ``MetaBalance`` (``relax_factor`` 0.7,
+``beta`` 0.9 by default there and here).
+
+Which tensors are shared is read from the losses' autograd graphs at the first step: ESMM's CTR
+tower counts (the CTCVR loss reaches it through ``pCTR x pCVR``), as do PLE's lower levels.
+
+One backward pass trains on it: the per-target gradients ``G_k`` on the shared tensors cost one
+partial backward per target, then the loss returned is ``sum_k w_k L_k + (c - c.detach())`` with
+``c = sum_θ <θ, (G - G_plain).detach()>``: its value is the weighted loss, its gradient the
+rescaled sum on shared tensors and the plain one elsewhere, so gradient clipping, DDP's averaging
+and every optimizer see an ordinary gradient. The moving averages are model state (a buffer of
+this module, which a multi-task ranker owns with ``loss_weighting: metabalance``): checkpointed
+and resumed with the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MetaBalance", "shared_parameter_indices"]
+
+_EPS = 1e-12
+
+
+class MetaBalance(nn.Module):
+    """The moving averages of each target's gradient norm on each parameter tensor of the model,
+    ``norms`` ``(T, P)`` (P: the model's trainable tensors, sized at the first step and by
+    ``load_state_dict``).
+
+    Args:
+        targets: the target names, in the order the losses are given.
+    """
+
+    def __init__(self, targets: Sequence[str]) -> None:
+        super().__init__()
+        if len(targets) < 2:
+            raise ValueError(f"MetaBalance needs a main target and at least one auxiliary one, got {list(targets)}")
+        self.targets = tuple(targets)
+        self.register_buffer("norms", torch.zeros(len(self.targets), 0))
+        self._shared: list[int] | None = None  # indices of the shared tensors, read from the first graphs
+
+    def combine(
+        self, losses: Sequence[Tensor], parameters: Sequence[Tensor], *, main: int, relax_factor: float, beta: float
+    ) -> Tensor:
+        """The training loss (module docstring): value ``sum_k losses[k]``.
+
+        Args:
+            losses: each target's weighted loss ``w_k L_k``, in ``targets`` order, with its graph.
+            parameters: the model's trainable tensors, always in the same order.
+            main: the index of the main target.
+            relax_factor: ``r`` in [0, 1].
+            beta: the moving average's decay in [0, 1).
+        """
+        count = len(self.targets)
+        if len(losses) != count:
+            raise ValueError(f"MetaBalance balances {count} targets {list(self.targets)}, got {len(losses)} losses")
+        if self.norms.shape[1] != len(parameters):
+            if self.norms.shape[1] != 0:
+                raise ValueError(f"MetaBalance holds norms for {self.norms.shape[1]} parameter tensors, the model has {len(parameters)}")
+            self.norms.resize_(count, len(parameters)).zero_()  # in place: DDP syncs this same buffer
+        if self._shared is None:
+            self._shared = shared_parameter_indices(losses, parameters)
+        total = torch.stack([loss for loss in losses]).sum()
+        if not self._shared:
+            return total
+        shared = [parameters[i] for i in self._shared]
+        grads = [torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True) for loss in losses]  # T x S
+        if any(g is not None and g.is_sparse for per_target in grads for g in per_target):
+            raise ValueError("MetaBalance needs dense gradients on the shared tensors (sparse_embeddings: false)")
+        with torch.no_grad():
+            zero = torch.zeros((), device=self.norms.device)
+            current = torch.stack([torch.stack([zero if g is None else torch.linalg.vector_norm(g.float()) for g in per_target]) for per_target in grads])
+            columns = torch.tensor(self._shared, device=self.norms.device)
+            averaged = self.norms[:, columns].mul_(beta).add_(current, alpha=1.0 - beta)  # (T, S)
+            self.norms[:, columns] = averaged
+            factors = relax_factor * averaged[main] / averaged.clamp_min(_EPS) + (1.0 - relax_factor)  # (T, S)
+            factors[main] = 1.0
+            extra = []  # (rescaled - plain) gradient per shared tensor
+            for s in range(len(shared)):
+                terms = [(factors[k, s] - 1.0) * grads[k][s] for k in range(count) if grads[k][s] is not None and k != main]
+                extra.append(torch.stack(terms).sum(0) if terms else None)
+        correction = sum(((p * e.to(p.dtype)).sum() for p, e in zip(shared, extra) if e is not None), torch.zeros((), device=total.device))
+        return total + (correction - correction.detach())
+
+    def gradient_scales(self, main: int) -> dict[str, float]:
+        """Each target's median factor on its gradient over the shared tensors it reaches, from
+        the current averages (1 for the main target and before the first step)."""
+        scales = {}
+        shared = self._shared or []
+        for k, name in enumerate(self.targets):
+            if k == main or not shared or self.norms.shape[1] == 0:
+                scales[name] = 1.0
+                continue
+            own, reference = self.norms[k, shared], self.norms[main, shared]
+            reached = own > 0
+            scales[name] = float((reference[reached] / own[reached]).median()) if reached.any() else 1.0
+        return scales
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        saved = state_dict.get(prefix + "norms")
+        if saved is not None and saved.shape != self.norms.shape:  # sized at the saved run's first step
+            self.norms.resize_(saved.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def shared_parameter_indices(losses: Sequence[Tensor], parameters: Sequence[Tensor]) -> list[int]:
+    """Indices into ``parameters`` of the tensors that two or more of ``losses`` reach in their
+    autograd graphs."""
+    wanted = {id(p): i for i, p in enumerate(parameters)}
+    reached_by = [0] * len(parameters)
+    for loss in losses:
+        for index in _reached(loss, wanted):
+            reached_by[index] += 1
+    return [i for i, count in enumerate(reached_by) if count >= 2]
+
+
+def _reached(loss: Tensor, wanted: dict[int, int]) -> set[int]:
+    found: set[int] = set()
+    seen: set[Any] = set()
+    stack = [loss.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf tensor
+        if variable is not None:
+            if id(variable) in wanted:
+                found.add(wanted[id(variable)])
+            continue
+        stack.extend(child for child, _ in node.next_functions)
+    return found
