@@ -103,9 +103,10 @@ class MetaBalance(nn.Module):
         correction = sum(((p * e.to(p.dtype)).sum() for p, e in zip(shared, extra) if e is not None), torch.zeros((), device=total.device))
         return total + (correction - correction.detach())
 
-    def gradient_scales(self, main: int) -> dict[str, float]:
-        """Each target's median factor on its gradient over the shared tensors it reaches, from
-        the current averages (1 for the main target and before the first step)."""
+    def gradient_scales(self, main: int, relax_factor: float) -> dict[str, float]:
+        """Each target's median factor ``r m_main / m_k + 1 - r`` on its gradient over the shared
+        tensors it reaches, from the current averages (1 for the main target and before the first
+        step)."""
         scales = {}
         shared = self._shared or []
         for k, name in enumerate(self.targets):
@@ -114,7 +115,8 @@ class MetaBalance(nn.Module):
                 continue
             own, reference = self.norms[k, shared], self.norms[main, shared]
             reached = own > 0
-            scales[name] = float((reference[reached] / own[reached]).median()) if reached.any() else 1.0
+            ratio = float((reference[reached] / own[reached]).median()) if reached.any() else 1.0
+            scales[name] = relax_factor * ratio + 1.0 - relax_factor
         return scales
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:

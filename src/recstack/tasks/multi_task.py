@@ -373,7 +373,7 @@ class MultiTaskTask(RegisteredTask):
         if learned is None:
             return None
         if isinstance(learned, MetaBalance):
-            return {name: {"gradient_scale": scale} for name, scale in learned.gradient_scales(self._main_index()).items()}
+            return {name: {"gradient_scale": scale} for name, scale in learned.gradient_scales(self._main_index(), self.params.metabalance_relax_factor).items()}
         if isinstance(learned, GradNormWeights):
             return {name: {"weight": weight} for name, weight in learned.normalized().items()}
         weights = learned.weights(self._uncertainty_scales)
