@@ -18,16 +18,18 @@ sum. This is the paper's "adapt both" strategy (larger auxiliary gradients shrin
 grow), as in the authors' code and torch-rechub's ``MetaBalance`` (``relax_factor`` 0.7,
 ``beta`` 0.9 by default there and here).
 
-Which tensors are shared is read from the losses' autograd graphs at the first step: ESMM's CTR
-tower counts (the CTCVR loss reaches it through ``pCTR x pCVR``), as do PLE's lower levels.
+Which tensors are shared is read from the per-target gradients (a target whose graph does not
+reach a tensor gives it none): ESMM's CTR network counts (the CTCVR loss reaches it through
+``pCTR x pCVR``), as do PLE's experts below its last level.
 
-One backward pass trains on it: the per-target gradients ``G_k`` on the shared tensors cost one
-partial backward per target, then the loss returned is ``sum_k w_k L_k + (c - c.detach())`` with
-``c = sum_θ <θ, (G - G_plain).detach()>``: its value is the weighted loss, its gradient the
-rescaled sum on shared tensors and the plain one elsewhere, so gradient clipping, DDP's averaging
-and every optimizer see an ordinary gradient. The moving averages are model state (a buffer of
-this module, which a multi-task ranker owns with ``loss_weighting: metabalance``): checkpointed
-and resumed with the weights.
+Each step costs one backward per target (``autograd.grad`` over every trainable tensor, where a
+fixed-weight loss costs one backward in all); the loss returned is then
+``sum_k w_k L_k`` in value plus ``c - c.detach()`` with ``c = sum_θ <θ, G_θ.detach()>``, ``G_θ``
+the combined gradient: its backward hands each tensor ``G_θ`` without running the model's graph
+again, so gradient clipping, DDP's averaging (its hooks fire on that backward) and every
+optimizer see an ordinary gradient. The moving averages are model state (a buffer of this
+module, which a multi-task ranker owns with ``loss_weighting: metabalance``): checkpointed and
+resumed with the weights.
 """
 
 from __future__ import annotations
@@ -58,12 +60,12 @@ class MetaBalance(nn.Module):
             raise ValueError(f"MetaBalance needs a main target and at least one auxiliary one, got {list(targets)}")
         self.targets = tuple(targets)
         self.register_buffer("norms", torch.zeros(len(self.targets), 0))
-        self._shared: list[int] | None = None  # indices of the shared tensors, read from the first graphs
 
     def combine(
         self, losses: Sequence[Tensor], parameters: Sequence[Tensor], *, main: int, relax_factor: float, beta: float
     ) -> Tensor:
-        """The training loss (module docstring): value ``sum_k losses[k]``.
+        """The training loss (module docstring): value ``sum_k losses[k]``, gradient the
+        rescaled sum on every tensor of ``parameters``.
 
         Args:
             losses: each target's weighted loss ``w_k L_k``, in ``targets`` order, with its graph.
@@ -79,42 +81,38 @@ class MetaBalance(nn.Module):
             if self.norms.shape[1] != 0:
                 raise ValueError(f"MetaBalance holds norms for {self.norms.shape[1]} parameter tensors, the model has {len(parameters)}")
             self.norms.resize_(count, len(parameters)).zero_()  # in place: DDP syncs this same buffer
-        if self._shared is None:
-            self._shared = shared_parameter_indices(losses, parameters)
-        total = torch.stack([loss for loss in losses]).sum()
-        if not self._shared:
-            return total
-        shared = [parameters[i] for i in self._shared]
-        grads = [torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True) for loss in losses]  # T x S
-        if any(g is not None and g.is_sparse for per_target in grads for g in per_target):
-            raise ValueError("MetaBalance needs dense gradients on the shared tensors (sparse_embeddings: false)")
+        grads = _per_target_gradients(losses, parameters)  # T x P, None where a target does not reach a tensor
+        shared = _shared(grads)
         with torch.no_grad():
-            zero = torch.zeros((), device=self.norms.device)
-            current = torch.stack([torch.stack([zero if g is None else torch.linalg.vector_norm(g.float()) for g in per_target]) for per_target in grads])
-            columns = torch.tensor(self._shared, device=self.norms.device)
-            averaged = self.norms[:, columns].mul_(beta).add_(current, alpha=1.0 - beta)  # (T, S)
-            self.norms[:, columns] = averaged
-            factors = relax_factor * averaged[main] / averaged.clamp_min(_EPS) + (1.0 - relax_factor)  # (T, S)
-            factors[main] = 1.0
-            extra = []  # (rescaled - plain) gradient per shared tensor
-            for s in range(len(shared)):
-                terms = [(factors[k, s] - 1.0) * grads[k][s] for k in range(count) if grads[k][s] is not None and k != main]
-                extra.append(torch.stack(terms).sum(0) if terms else None)
-        correction = sum(((p * e.to(p.dtype)).sum() for p, e in zip(shared, extra) if e is not None), torch.zeros((), device=total.device))
-        return total + (correction - correction.detach())
+            combined: list[Tensor | None] = [_plain_sum([per_target[i] for per_target in grads]) for i in range(len(parameters))]
+            if shared:
+                zero = torch.zeros((), device=self.norms.device)
+                current = torch.stack([torch.stack([zero if g[i] is None else torch.linalg.vector_norm(g[i].float()) for i in shared]) for g in grads])
+                columns = torch.tensor(shared, device=self.norms.device)
+                averaged = self.norms[:, columns].mul_(beta).add_(current, alpha=1.0 - beta)  # (T, S)
+                self.norms[:, columns] = averaged
+                factors = relax_factor * averaged[main] / averaged.clamp_min(_EPS) + (1.0 - relax_factor)  # (T, S)
+                factors[main] = 1.0
+                for column, i in enumerate(shared):
+                    terms = [grads[k][i] if k == main else factors[k, column] * grads[k][i] for k in range(count) if grads[k][i] is not None]
+                    combined[i] = torch.stack(terms).sum(0)
+        # a surrogate linear in the parameters: its backward hands each tensor its combined gradient
+        # without running the model's graph again (DDP's hooks fire on it as on any backward)
+        total = torch.stack([loss.detach() for loss in losses]).sum()
+        surrogate = sum(((p * g.to(p.dtype)).sum() for p, g in zip(parameters, combined) if g is not None), torch.zeros((), device=total.device))
+        return total + (surrogate - surrogate.detach())
 
     def gradient_scales(self, main: int, relax_factor: float) -> dict[str, float]:
         """Each target's median factor ``r m_main / m_k + 1 - r`` on its gradient over the shared
         tensors it reaches, from the current averages (1 for the main target and before the first
         step)."""
         scales = {}
-        shared = self._shared or []
         for k, name in enumerate(self.targets):
-            if k == main or not shared or self.norms.shape[1] == 0:
+            if k == main or self.norms.shape[1] == 0:
                 scales[name] = 1.0
                 continue
-            own, reference = self.norms[k, shared], self.norms[main, shared]
-            reached = own > 0
+            own, reference = self.norms[k], self.norms[main]
+            reached = own > 0  # the shared tensors this target reaches
             ratio = float((reference[reached] / own[reached]).median()) if reached.any() else 1.0
             scales[name] = relax_factor * ratio + 1.0 - relax_factor
         return scales
@@ -127,29 +125,24 @@ class MetaBalance(nn.Module):
 
 
 def shared_parameter_indices(losses: Sequence[Tensor], parameters: Sequence[Tensor]) -> list[int]:
-    """Indices into ``parameters`` of the tensors that two or more of ``losses`` reach in their
-    autograd graphs."""
-    wanted = {id(p): i for i, p in enumerate(parameters)}
-    reached_by = [0] * len(parameters)
-    for loss in losses:
-        for index in _reached(loss, wanted):
-            reached_by[index] += 1
-    return [i for i, count in enumerate(reached_by) if count >= 2]
+    """Indices into ``parameters`` of the tensors that two or more of ``losses`` reach."""
+    return _shared(_per_target_gradients(losses, parameters))
 
 
-def _reached(loss: Tensor, wanted: dict[int, int]) -> set[int]:
-    found: set[int] = set()
-    seen: set[Any] = set()
-    stack = [loss.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node is None or node in seen:
-            continue
-        seen.add(node)
-        variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf tensor
-        if variable is not None:
-            if id(variable) in wanted:
-                found.add(wanted[id(variable)])
-            continue
-        stack.extend(child for child, _ in node.next_functions)
-    return found
+def _per_target_gradients(losses: Sequence[Tensor], parameters: Sequence[Tensor]) -> list[tuple[Tensor | None, ...]]:
+    grads = [torch.autograd.grad(loss, list(parameters), retain_graph=True, allow_unused=True) for loss in losses]
+    if any(g is not None and g.is_sparse for per_target in grads for g in per_target):
+        raise ValueError("MetaBalance needs dense gradients (sparse_embeddings: false)")
+    return grads
+
+
+def _shared(grads: Sequence[Sequence[Tensor | None]]) -> list[int]:
+    """The tensors with a gradient from two or more targets (None: the target does not reach it)."""
+    return [i for i in range(len(grads[0])) if sum(g[i] is not None for g in grads) >= 2]
+
+
+def _plain_sum(grads: Sequence[Tensor | None]) -> Tensor | None:
+    present = [g for g in grads if g is not None]
+    if not present:
+        return None
+    return present[0] if len(present) == 1 else torch.stack(present).sum(0)
