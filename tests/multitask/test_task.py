@@ -254,7 +254,7 @@ def test_gradnorm_trains_the_network_on_the_weighted_sum_and_the_weights_on_the_
         weigh.weights.copy_(torch.tensor([1.2, 0.8]))
     losses = _two_losses(shared)
     norms = [torch.autograd.grad(loss, shared, retain_graph=True)[0].norm().item() for loss in losses]
-    total = weigh.combine(losses, [shared], alpha=1.5)
+    total = weigh.combine(losses, [shared], [shared], alpha=1.5)
     assert total.item() == pytest.approx(1.2 * losses[0].item() + 0.8 * losses[1].item(), rel=1e-6)  # the value: sum w L
     assert weigh.initial_losses.tolist() == pytest.approx([loss.item() for loss in losses])  # L(0) from the first step
     total.backward()
@@ -273,7 +273,7 @@ def test_gradnorm_renormalises_the_weights_and_evens_out_the_gradient_norms() ->
     with torch.no_grad():
         weigh.weights.copy_(torch.tensor([3.0, 1.0]))
     shared = torch.randn(2, 3, requires_grad=True)
-    weigh.combine(_two_losses(shared), [shared], alpha=0.0)
+    weigh.combine(_two_losses(shared), [shared], [shared], alpha=0.0)
     assert weigh.weights.detach().tolist() == pytest.approx([1.5, 0.5])  # summing to T = 2 before use
     torch.manual_seed(1)
     fixed = torch.randn(2, 3, requires_grad=True)  # the network held still: only the weights learn
@@ -282,7 +282,7 @@ def test_gradnorm_renormalises_the_weights_and_evens_out_the_gradient_norms() ->
     norms = torch.tensor([torch.autograd.grad(loss, fixed)[0].norm() for loss in _two_losses(fixed)])  # ~24x apart
     for _ in range(600):
         optimizer.zero_grad()
-        weigh.combine(_two_losses(fixed), [fixed], alpha=0.0).backward()
+        weigh.combine(_two_losses(fixed), [fixed], [fixed], alpha=0.0).backward()
         optimizer.step()
     balanced = torch.tensor(list(weigh.normalized().values())) * norms
     assert (balanced.max() / balanced.min()).item() < 1.2 and (norms.max() / norms.min()).item() > 10
@@ -378,3 +378,20 @@ def test_metabalance_finds_the_tensors_several_targets_reach() -> None:
         shared = {names[i] for i in shared_parameter_indices(losses, [p for p in model.parameters() if p.requires_grad])}
         assert shared == {n for n in names if not n.startswith(private_prefixes)}, name
         assert any(n.startswith("embeddings.") for n in shared)
+
+
+def test_the_gradient_surrogate_hands_each_tensor_its_gradient_and_keeps_sparse_ones_sparse() -> None:
+    from recstack.nn.gradient_surrogate import gradient_surrogate
+
+    dense, table = torch.randn(2, 3, requires_grad=True), torch.randn(5, 2, requires_grad=True)
+    unused = torch.randn(4, requires_grad=True)
+    wanted_dense = torch.randn(2, 3)
+    rows, values = torch.tensor([[1, 3, 1]]), torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.5, 0.5]])
+    wanted_rows = torch.sparse_coo_tensor(rows, values, (5, 2), check_invariants=True)  # row 1 twice: summed
+    loss = gradient_surrogate([dense, table, unused], [wanted_dense, wanted_rows, None])
+    assert loss.item() == 0.0
+    loss.backward()
+    torch.testing.assert_close(dense.grad, wanted_dense)
+    assert table.grad.is_sparse
+    torch.testing.assert_close(table.grad.to_dense(), wanted_rows.to_dense())
+    assert unused.grad is None

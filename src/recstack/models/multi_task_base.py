@@ -122,8 +122,6 @@ class MultiTaskRanker(nn.Module):
         elif params.loss_weighting is LossWeighting.GRADNORM:
             self.task_gradnorm = GradNormWeights(self.targets)
         elif params.loss_weighting is LossWeighting.METABALANCE:
-            require(not params.sparse_embeddings, "sparse_embeddings",
-                    "loss_weighting: metabalance rescales dense per-target gradients; use sparse_embeddings: false")  # fmt: skip
             require(len(self.targets) >= 2, "targets", f"loss_weighting: metabalance needs a main and an auxiliary target, got {list(self.targets)}")
             self.task_metabalance = MetaBalance(self.targets)
 

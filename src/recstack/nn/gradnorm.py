@@ -12,9 +12,11 @@ Each target k has a weight ``w_k`` (1 at the start). At every step, with ``g_k``
 * after each step the weights are renormalised to sum to T (here: before the next step's loss,
   the same thing).
 
-Both parts come out of one backward pass: the loss returned is ``sum_k w_k.detach() L_k + (L_grad
-- L_grad.detach())``, whose value is the weighted loss and whose gradient is the network's and
-the weights' at once. The norms ``g_k`` cost one partial backward per target, down to ``W`` only.
+Each step runs one backward per target (``autograd.grad`` of ``L_k`` over every trainable tensor
+of the model, ``nn/gradient_surrogate.py``), which gives both the norms ``g_k`` on ``W`` and the
+network's gradient ``sum_k w_k G_k``; the loss returned has the weighted loss as its value, and its
+backward hands the network that gradient (without running the model's graph again) and the
+weights theirs (through ``L_grad``).
 torch-rechub's ``adaptive_params={"method": "gradnorm"}`` (default alpha 0.16) does the same in
 two passes; the paper's experiments use alpha 0.12-3 (1.5 for its NYUv2 set).
 
@@ -24,10 +26,14 @@ The weights and the first losses are model state (a multi-task ranker owns this 
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+
+from recstack.nn.gradient_surrogate import gradient_norm, gradient_surrogate, per_target_gradients
 
 __all__ = ["GradNormWeights"]
 
@@ -50,12 +56,14 @@ class GradNormWeights(nn.Module):
         self.weights = nn.Parameter(torch.ones(len(self.targets)))
         self.register_buffer("initial_losses", torch.full((len(self.targets),), float("nan")))
 
-    def combine(self, losses: Sequence[Tensor], shared: Sequence[Tensor], alpha: float) -> Tensor:
+    def combine(self, losses: Sequence[Tensor], parameters: Sequence[Tensor], shared: Sequence[Tensor], alpha: float) -> Tensor:
         """The training loss (module docstring): value ``sum_k w_k L_k``.
 
         Args:
             losses: one scalar loss per target, in ``targets`` order, with their graphs.
-            shared: the last shared layer's parameters (``W``), whose gradient norms are balanced.
+            parameters: the model's trainable tensors (this module's weights left out if given).
+            shared: the last shared layer's parameters (``W``, among ``parameters``), whose
+                gradient norms are balanced.
             alpha: the restoring force towards equal training rates.
         """
         count = len(self.targets)
@@ -66,12 +74,21 @@ class GradNormWeights(nn.Module):
         stacked = torch.stack([loss.to(self.weights.dtype) for loss in losses])  # (T,)
         if torch.isnan(self.initial_losses).any():
             self.initial_losses.copy_(stacked.detach())
-        norms = torch.stack([_gradient_norm(loss, shared) for loss in losses]).detach()  # (T,) g_k
+        parameters = [p for p in parameters if p is not self.weights]
+        index = {id(p): i for i, p in enumerate(parameters)}
+        missing = [i for i, p in enumerate(shared) if id(p) not in index]
+        if missing:
+            raise ValueError(f"GradNorm: shared tensors {missing} are not among the model's trainable parameters")
+        grads = per_target_gradients(losses, parameters)  # T x P
+        with torch.no_grad():
+            norms = torch.stack([_norm_on([g[index[id(p)]] for p in shared]) for g in grads])  # (T,) g_k
+            weights = self.weights.detach()
+            network = [_weighted_sum(weights, [g[i] for g in grads]) for i in range(len(parameters))]
         scaled = self.weights * norms  # (T,) G_k, differentiable in the weights only
         ratios = stacked.detach() / self.initial_losses.clamp_min(1e-12)
         target = scaled.detach().mean() * (ratios / ratios.mean()) ** alpha  # (T,) held fixed
         balance = (scaled - target).abs().sum()
-        return (self.weights.detach() * stacked).sum() + (balance - balance.detach())
+        return (weights * stacked.detach()).sum() + gradient_surrogate(parameters, network) + (balance - balance.detach())
 
     def normalized(self) -> dict[str, float]:
         """The weights as the next step will use them (summing to T)."""
@@ -81,10 +98,15 @@ class GradNormWeights(nn.Module):
         return {name: float(value) for name, value in zip(self.targets, weights.cpu())}
 
 
-def _gradient_norm(loss: Tensor, shared: Sequence[Tensor]) -> Tensor:
-    """``||d loss / d shared||_2`` over every tensor of ``shared`` (sparse gradients included)."""
-    grads = torch.autograd.grad(loss, list(shared), retain_graph=True, allow_unused=True)
-    squares = [(g.coalesce().values() if g.is_sparse else g).float().pow(2).sum() for g in grads if g is not None]
-    if not squares:
+def _norm_on(grads: Sequence[Tensor | None]) -> Tensor:
+    """``||(g_1, ..., g_n)||_2`` over the gradients a target gives ``W``'s tensors."""
+    present = [gradient_norm(g) for g in grads if g is not None]
+    if not present:
         raise ValueError("GradNorm: this target's loss does not reach the model's shared layer")
-    return torch.stack(squares).sum().sqrt()
+    return torch.linalg.vector_norm(torch.stack(present))
+
+
+def _weighted_sum(weights: Tensor, grads: Sequence[Tensor | None]) -> Tensor | None:
+    """``sum_k w_k g_k`` over the targets that reach a tensor (sparse gradients too), else None."""
+    terms = [float(w) * g for w, g in zip(weights, grads) if g is not None]
+    return functools.reduce(operator.add, terms) if terms else None

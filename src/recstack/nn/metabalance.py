@@ -34,11 +34,15 @@ resumed with the weights.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from recstack.nn.gradient_surrogate import gradient_norm, gradient_surrogate, per_target_gradients
 
 __all__ = ["MetaBalance", "shared_parameter_indices"]
 
@@ -81,26 +85,22 @@ class MetaBalance(nn.Module):
             if self.norms.shape[1] != 0:
                 raise ValueError(f"MetaBalance holds norms for {self.norms.shape[1]} parameter tensors, the model has {len(parameters)}")
             self.norms.resize_(count, len(parameters)).zero_()  # in place: DDP syncs this same buffer
-        grads = _per_target_gradients(losses, parameters)  # T x P, None where a target does not reach a tensor
+        grads = per_target_gradients(losses, parameters)  # T x P, None where a target does not reach a tensor
         shared = _shared(grads)
         with torch.no_grad():
-            combined: list[Tensor | None] = [_plain_sum([per_target[i] for per_target in grads]) for i in range(len(parameters))]
+            combined: list[Tensor | None] = [_sum([g[i] for g in grads]) for i in range(len(parameters))]
             if shared:
                 zero = torch.zeros((), device=self.norms.device)
-                current = torch.stack([torch.stack([zero if g[i] is None else torch.linalg.vector_norm(g[i].float()) for i in shared]) for g in grads])
+                current = torch.stack([torch.stack([zero if g[i] is None else gradient_norm(g[i]).to(zero.device) for i in shared]) for g in grads])
                 columns = torch.tensor(shared, device=self.norms.device)
                 averaged = self.norms[:, columns].mul_(beta).add_(current, alpha=1.0 - beta)  # (T, S)
                 self.norms[:, columns] = averaged
                 factors = relax_factor * averaged[main] / averaged.clamp_min(_EPS) + (1.0 - relax_factor)  # (T, S)
                 factors[main] = 1.0
                 for column, i in enumerate(shared):
-                    terms = [grads[k][i] if k == main else factors[k, column] * grads[k][i] for k in range(count) if grads[k][i] is not None]
-                    combined[i] = torch.stack(terms).sum(0)
-        # a surrogate linear in the parameters: its backward hands each tensor its combined gradient
-        # without running the model's graph again (DDP's hooks fire on it as on any backward)
+                    combined[i] = _sum([g[i] if k == main or g[i] is None else float(factors[k, column]) * g[i] for k, g in enumerate(grads)])
         total = torch.stack([loss.detach() for loss in losses]).sum()
-        surrogate = sum(((p * g.to(p.dtype)).sum() for p, g in zip(parameters, combined) if g is not None), torch.zeros((), device=total.device))
-        return total + (surrogate - surrogate.detach())
+        return total + gradient_surrogate(parameters, combined)
 
     def gradient_scales(self, main: int, relax_factor: float) -> dict[str, float]:
         """Each target's median factor ``r m_main / m_k + 1 - r`` on its gradient over the shared
@@ -126,14 +126,7 @@ class MetaBalance(nn.Module):
 
 def shared_parameter_indices(losses: Sequence[Tensor], parameters: Sequence[Tensor]) -> list[int]:
     """Indices into ``parameters`` of the tensors that two or more of ``losses`` reach."""
-    return _shared(_per_target_gradients(losses, parameters))
-
-
-def _per_target_gradients(losses: Sequence[Tensor], parameters: Sequence[Tensor]) -> list[tuple[Tensor | None, ...]]:
-    grads = [torch.autograd.grad(loss, list(parameters), retain_graph=True, allow_unused=True) for loss in losses]
-    if any(g is not None and g.is_sparse for per_target in grads for g in per_target):
-        raise ValueError("MetaBalance needs dense gradients (sparse_embeddings: false)")
-    return grads
+    return _shared(per_target_gradients(losses, parameters))
 
 
 def _shared(grads: Sequence[Sequence[Tensor | None]]) -> list[int]:
@@ -141,8 +134,7 @@ def _shared(grads: Sequence[Sequence[Tensor | None]]) -> list[int]:
     return [i for i in range(len(grads[0])) if sum(g[i] is not None for g in grads) >= 2]
 
 
-def _plain_sum(grads: Sequence[Tensor | None]) -> Tensor | None:
+def _sum(grads: Sequence[Tensor | None]) -> Tensor | None:
+    """The sum of the gradients given (sparse ones too), None when there are none."""
     present = [g for g in grads if g is not None]
-    if not present:
-        return None
-    return present[0] if len(present) == 1 else torch.stack(present).sum(0)
+    return functools.reduce(operator.add, present) if present else None

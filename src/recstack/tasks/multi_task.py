@@ -324,8 +324,9 @@ class MultiTaskTask(RegisteredTask):
         elif isinstance(learned, TaskUncertainty):
             total = learned.combine([losses[t.name] for t in self.targets], self._uncertainty_scales)
         elif isinstance(learned, GradNormWeights):  # on the model's last shared layer
-            shared = getattr(model, "module", model).shared_layer()
-            total = learned.combine([t.weight * losses[t.name] for t in self.targets], shared, self.params.gradnorm_alpha)
+            inner = getattr(model, "module", model)
+            parameters = [p for p in inner.parameters() if p.requires_grad]
+            total = learned.combine([t.weight * losses[t.name] for t in self.targets], parameters, inner.shared_layer(), self.params.gradnorm_alpha)
         else:  # MetaBalance, on every tensor two or more targets reach
             parameters = [p for p in getattr(model, "module", model).parameters() if p.requires_grad]
             total = learned.combine([t.weight * losses[t.name] for t in self.targets], parameters, main=self._main_index(),
