@@ -1,7 +1,9 @@
 """The torch-rechub side of benchmarks/multitask.py (``--rechub-path``): one multi-task model on the
 MovieLens-100K multi-task set, one JSON line on stdout.
 
-Usage: python _rechub_multitask_peer.py DATA_DIR MODEL SEED EPOCHS   (MODEL: shared_bottom esmm mmoe ple aitm)
+Usage: python _rechub_multitask_peer.py DATA_DIR MODEL SEED EPOCHS [ADAPTIVE]
+(MODEL: shared_bottom esmm mmoe ple aitm; ADAPTIVE: uwl, gradnorm or metabalance, ``MTLTrainer``'s
+``adaptive_params={"method": ADAPTIVE}``, its defaults; not for esmm, whose loss it ignores)
 
 torch-rechub's multi-task models with its ``MTLTrainer`` as its examples use them: heads ``ctr``
 (click) and ``ctcvr`` (click·like) over every impression; ESMM returns [cvr, ctr, ctcvr] and is
@@ -42,6 +44,7 @@ DIM = 16
 
 def main() -> None:
     data_dir, name, seed, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    adaptive = {"method": sys.argv[5]} if len(sys.argv) > 5 else None
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -75,7 +78,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as folder, open(os.devnull, "w") as null:
         trainer = MTLTrainer(model, task_types=tasks, optimizer_params={"lr": 1e-3, "weight_decay": 0.0}, n_epoch=epochs,
-                             earlystop_patience=epochs + 1, device="cpu", model_path=folder)  # fmt: skip
+                             earlystop_patience=epochs + 1, device="cpu", model_path=folder, adaptive_params=adaptive)  # fmt: skip
         stdout, sys.stdout = sys.stdout, null  # the trainer prints every epoch's scores
         step_seconds, scored = [], []  # train_one_epoch alone; each epoch's (validation, test) probabilities (N, T)
         started = time.perf_counter()
