@@ -2,8 +2,12 @@
 MovieLens-100K multi-task set, one JSON line on stdout.
 
 Usage: python _rechub_multitask_peer.py DATA_DIR MODEL SEED EPOCHS [ADAPTIVE]
-(MODEL: shared_bottom esmm mmoe ple aitm; ADAPTIVE: uwl, gradnorm or metabalance, ``MTLTrainer``'s
-``adaptive_params={"method": ADAPTIVE}``, its defaults; not for esmm, whose loss it ignores)
+(MODEL: shared_bottom esmm mmoe ple aitm; ADAPTIVE: uwl or metabalance, ``MTLTrainer``'s
+``adaptive_params={"method": ADAPTIVE}`` with its defaults; not for esmm, whose loss it ignores).
+torch-rechub 0.9.0's ``train_one_epoch`` raises ``UnboundLocalError`` (``loss`` unset) under
+metabalance and gradnorm; for metabalance this script runs its step as that method's branch
+does (``meta_optimizer.step(losses)``, then the shared and task optimizers), without the line that
+fails (its regularization, 0 here).
 
 torch-rechub's multi-task models with its ``MTLTrainer`` as its examples use them: heads ``ctr``
 (click) and ``ctcvr`` (click·like) over every impression; ESMM returns [cvr, ctr, ctcvr] and is
@@ -84,7 +88,10 @@ def main() -> None:
         started = time.perf_counter()
         for _ in range(epochs):  # MTLTrainer.fit's epoch, with every epoch scored (its early stopper never fired here)
             began = time.perf_counter()
-            trainer.train_one_epoch(loaders[0])
+            if adaptive is not None and adaptive["method"] == "metabalance":
+                metabalance_epoch(trainer, model, loaders[0])
+            else:
+                trainer.train_one_epoch(loaders[0])
             step_seconds.append(time.perf_counter() - began)
             scored.append(tuple(np.asarray(trainer.predict(model, DataLoader(PredictDataset(inputs(frame)), batch_size=4096)))
                                 for frame in (valid, test)))  # fmt: skip
@@ -99,6 +106,20 @@ def main() -> None:
         "step_samples_per_second": len(train) * epochs / sum(step_seconds),
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }))  # fmt: skip
+
+
+def metabalance_epoch(trainer: MTLTrainer, model: torch.nn.Module, loader: DataLoader) -> None:
+    """``MTLTrainer.train_one_epoch``'s metabalance branch (torch-rechub 0.9.0), which the trainer
+    itself cannot reach (module docstring)."""
+    model.train()
+    for x_dict, ys in loader:
+        predictions = model(x_dict)
+        losses = [trainer.loss_fns[i](predictions[:, i], ys[:, i].float()) for i in range(trainer.n_task)]
+        trainer.share_optimizer.zero_grad()
+        trainer.task_optimizer.zero_grad()
+        trainer.meta_optimizer.step(losses)
+        trainer.share_optimizer.step()
+        trainer.task_optimizer.step()
 
 
 def scores(y: np.ndarray, probs: np.ndarray, click: int, joint: int) -> dict:

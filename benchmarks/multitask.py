@@ -40,9 +40,9 @@ training steps alone, without validation passes or set-up), peak RSS; with ``--s
 round per seed, medians over them and the median per-round ratio of recstack's step samples/s to
 each peer's. ``--set model.params.batch_norm=true`` gives recstack's MLPs torch-rechub's batch norm.
 recstack's runs there weigh click and like equally, as the peers do (the shipped configs weigh like
-0.1; ``--set "task.targets=[...]"`` overrides). ``--rechub-adaptive metabalance`` (or ``uwl``,
-``gradnorm``) trains torch-rechub with its adaptive loss weighting, to pair with recstack's
-``--set task.loss_weighting=metabalance``.
+0.1; ``--set "task.targets=[...]"`` overrides). ``--rechub-adaptive metabalance`` (or ``uwl``)
+trains torch-rechub with its adaptive loss weighting, to pair with recstack's ``--set
+task.loss_weighting=metabalance``.
 
 ``--like-weights 1 0.3 0.1`` trains each multi-task model once per like loss weight (and seed);
 the table then holds each run's validation click&like AUC beside its test figures, the measure to
@@ -192,7 +192,7 @@ def main() -> None:
     parser.add_argument("--libraries", nargs="*", default=["recstack", "deepctr", "rechub"], help="peer comparison: which libraries run")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a config override for recstack's multi-task runs (e.g. model.params.batch_norm=true, as torch-rechub's MLPs)")
-    parser.add_argument("--rechub-adaptive", choices=["uwl", "gradnorm", "metabalance"], default=None,
+    parser.add_argument("--rechub-adaptive", choices=["uwl", "metabalance"], default=None,
                         help="peer comparison: torch-rechub's adaptive loss weighting (pair it with --set task.loss_weighting=...)")
     parser.add_argument("--like-weights", type=float, nargs="*", default=[None],
                         help="one multi-task run per like loss weight (task.targets' like weight; default: the config's)")
