@@ -350,6 +350,29 @@ def test_metabalance_keeps_moving_averages_and_relax_zero_is_the_plain_sum() -> 
     torch.testing.assert_close(shared.grad, torch.autograd.grad(sum(_metabalance_losses(shared, private)), shared)[0])
 
 
+def test_metabalance_strategies_rescale_only_larger_or_only_smaller_auxiliary_gradients() -> None:
+    """Here the auxiliary gradient is smaller than the main one's: ``enlarge`` rescales it as
+    ``both`` does, ``shrink`` leaves it; with the roles swapped (it is then larger), the other way."""
+    from recstack.nn.metabalance import MetaBalance
+
+    shared, private, losses = _shared_and_private()
+    g_main, g_aux = (torch.autograd.grad(loss, shared, retain_graph=True)[0] for loss in losses)
+    ratio = (g_main.norm() / g_aux.norm()).item()  # > 1: the auxiliary one is smaller
+    for strategy, main, expected in (
+        ("enlarge", 0, g_main + (0.7 * ratio + 0.3) * g_aux),
+        ("shrink", 0, g_main + g_aux),
+        ("shrink", 1, (0.7 / ratio + 0.3) * g_main + g_aux),  # target 1 main: target 0's larger gradient shrinks
+        ("enlarge", 1, g_main + g_aux),
+    ):
+        shared, private, losses = _shared_and_private()
+        balance = MetaBalance(["click", "like"])
+        balance.combine(losses, [shared, private], main=main, relax_factor=0.7, beta=0.9, strategy=strategy).backward()
+        torch.testing.assert_close(shared.grad, expected, msg=f"{strategy}, main {main}")
+        auxiliary = "like" if main == 0 else "click"
+        changed = not torch.allclose(expected, g_main + g_aux)
+        assert (balance.gradient_scales(main, 0.7, strategy)[auxiliary] != pytest.approx(1.0)) == changed
+
+
 def test_metabalance_finds_the_tensors_several_targets_reach() -> None:
     """ESMM: the CTR tower is shared (pCTCVR = pCTR x pCVR), the CVR tower is not; MMoE: experts
     shared, gates and towers not; PLE (2 levels): the first level's task experts feed the shared

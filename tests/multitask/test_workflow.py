@@ -194,6 +194,7 @@ def test_metabalance_options_are_checked_before_any_data_is_read(tmp_path: Path)
         ({"metabalance_relax_factor": 1.5}, r"metabalance_relax_factor: must be in \[0, 1\], got 1.5"),
         ({"metabalance_beta": 1.0}, r"metabalance_beta: must be in \[0, 1\), got 1.0"),
         ({"metabalance_main": "buy"}, r"metabalance_main: 'buy' is not a target \(targets: \['click', 'like'\]\)"),
+        ({"metabalance_strategy": "halve"}, r"task.metabalance_strategy: expected one of \['both', 'shrink', 'enlarge'\], got 'halve'"),
     ):
         raw = dict(config(missing, tmp_path / "run").raw)
         raw["task"] = {"type": "multi_task", "loss_weighting": "metabalance", **task}

@@ -14,9 +14,10 @@ parameter tensor ``θ`` (one that two or more targets' losses reach) and every t
   tower) train on its gradient as before.
 
 ``r = 1`` gives every auxiliary gradient the main one's averaged magnitude, ``r = 0`` is the plain
-sum. This is the paper's "adapt both" strategy (larger auxiliary gradients shrink, smaller ones
-grow), as in the authors' code and torch-rechub's ``MetaBalance`` (``relax_factor`` 0.7,
-``beta`` 0.9 by default there and here).
+sum. The paper's three strategies (``strategy``): ``both`` (the default, as the authors' code and
+torch-rechub's ``MetaBalance``: larger auxiliary gradients shrink, smaller ones grow), ``shrink``
+(only those larger than the main one's are rescaled) and ``enlarge`` (only the smaller ones). The
+defaults ``r`` 0.7 and ``β`` 0.9 are torch-rechub's.
 
 Which tensors are shared is read from the per-target gradients (a target whose graph does not
 reach a tensor gives it none): ESMM's CTR network counts (the CTCVR loss reaches it through
@@ -34,6 +35,7 @@ resumed with the weights.
 
 from __future__ import annotations
 
+import enum
 import functools
 import operator
 from collections.abc import Sequence
@@ -44,9 +46,17 @@ from torch import Tensor, nn
 
 from recstack.nn.gradient_surrogate import gradient_norm, gradient_surrogate, per_target_gradients
 
-__all__ = ["MetaBalance", "shared_parameter_indices"]
+__all__ = ["MetaBalance", "MetaBalanceStrategy", "shared_parameter_indices"]
 
 _EPS = 1e-12
+
+
+class MetaBalanceStrategy(str, enum.Enum):
+    """Which auxiliary gradients MetaBalance rescales (the paper's strategies C, A and B)."""
+
+    BOTH = "both"  # every one, towards the main target's magnitude
+    SHRINK = "shrink"  # those larger than the main target's
+    ENLARGE = "enlarge"  # those smaller than the main target's
 
 
 class MetaBalance(nn.Module):
@@ -66,7 +76,14 @@ class MetaBalance(nn.Module):
         self.register_buffer("norms", torch.zeros(len(self.targets), 0))
 
     def combine(
-        self, losses: Sequence[Tensor], parameters: Sequence[Tensor], *, main: int, relax_factor: float, beta: float
+        self,
+        losses: Sequence[Tensor],
+        parameters: Sequence[Tensor],
+        *,
+        main: int,
+        relax_factor: float,
+        beta: float,
+        strategy: MetaBalanceStrategy | str = MetaBalanceStrategy.BOTH,
     ) -> Tensor:
         """The training loss (module docstring): value ``sum_k losses[k]``, gradient the
         rescaled sum on every tensor of ``parameters``.
@@ -77,6 +94,7 @@ class MetaBalance(nn.Module):
             main: the index of the main target.
             relax_factor: ``r`` in [0, 1].
             beta: the moving average's decay in [0, 1).
+            strategy: which auxiliary gradients are rescaled.
         """
         count = len(self.targets)
         if len(losses) != count:
@@ -95,27 +113,23 @@ class MetaBalance(nn.Module):
                 columns = torch.tensor(shared, device=self.norms.device)
                 averaged = self.norms[:, columns].mul_(beta).add_(current, alpha=1.0 - beta)  # (T, S)
                 self.norms[:, columns] = averaged
-                factors = relax_factor * averaged[main] / averaged.clamp_min(_EPS) + (1.0 - relax_factor)  # (T, S)
-                factors[main] = 1.0
+                factors = _factors(averaged, main, relax_factor, strategy)  # (T, S)
                 for column, i in enumerate(shared):
                     combined[i] = _sum([g[i] if k == main or g[i] is None else float(factors[k, column]) * g[i] for k, g in enumerate(grads)])
         total = torch.stack([loss.detach() for loss in losses]).sum()
         return total + gradient_surrogate(parameters, combined)
 
-    def gradient_scales(self, main: int, relax_factor: float) -> dict[str, float]:
-        """Each target's median factor ``r m_main / m_k + 1 - r`` on its gradient over the shared
-        tensors it reaches, from the current averages (1 for the main target and before the first
-        step)."""
-        scales = {}
-        for k, name in enumerate(self.targets):
-            if k == main or self.norms.shape[1] == 0:
-                scales[name] = 1.0
-                continue
-            own, reference = self.norms[k], self.norms[main]
-            reached = own > 0  # the shared tensors this target reaches
-            ratio = float((reference[reached] / own[reached]).median()) if reached.any() else 1.0
-            scales[name] = relax_factor * ratio + 1.0 - relax_factor
-        return scales
+    def gradient_scales(self, main: int, relax_factor: float, strategy: MetaBalanceStrategy | str = MetaBalanceStrategy.BOTH) -> dict[str, float]:
+        """Each target's median factor on its gradient over the shared tensors it reaches, from
+        the current averages (1 for the main target and before the first step)."""
+        if self.norms.shape[1] == 0:
+            return {name: 1.0 for name in self.targets}
+        factors = _factors(self.norms, main, relax_factor, strategy)  # (T, P)
+        reached = self.norms > 0  # the shared tensors each target reaches
+        return {
+            name: 1.0 if k == main or not reached[k].any() else float(factors[k][reached[k]].median())
+            for k, name in enumerate(self.targets)
+        }
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         saved = state_dict.get(prefix + "norms")
@@ -127,6 +141,20 @@ class MetaBalance(nn.Module):
 def shared_parameter_indices(losses: Sequence[Tensor], parameters: Sequence[Tensor]) -> list[int]:
     """Indices into ``parameters`` of the tensors that two or more of ``losses`` reach."""
     return _shared(per_target_gradients(losses, parameters))
+
+
+def _factors(norms: Tensor, main: int, relax_factor: float, strategy: MetaBalanceStrategy | str) -> Tensor:
+    """``r m_main / m_k + 1 - r`` per target and tensor where ``strategy`` rescales, else 1;
+    1 on the main target's row."""
+    strategy = MetaBalanceStrategy(strategy)
+    ratio = norms[main] / norms.clamp_min(_EPS)  # (T, S)
+    factors = relax_factor * ratio + (1.0 - relax_factor)
+    if strategy is MetaBalanceStrategy.SHRINK:
+        factors = torch.where(ratio < 1.0, factors, torch.ones_like(factors))
+    elif strategy is MetaBalanceStrategy.ENLARGE:
+        factors = torch.where(ratio > 1.0, factors, torch.ones_like(factors))
+    factors[main] = 1.0
+    return factors
 
 
 def _shared(grads: Sequence[Sequence[Tensor | None]]) -> list[int]:

@@ -14,7 +14,8 @@ target's gradient norm on the model's last shared layer against its training rat
 (``gradnorm_alpha``). With ``loss_weighting: metabalance`` (He et al. 2022,
 ``nn/metabalance.py``) the weights stay fixed and each auxiliary target's gradient on every
 tensor it shares with others is rescaled towards the main target's magnitude
-(``metabalance_main``, ``metabalance_relax_factor``, ``metabalance_beta``). A model with ``output_penalty(logits)`` (AITM's behavioural expectation
+(``metabalance_main``, ``metabalance_relax_factor``, ``metabalance_beta``,
+``metabalance_strategy``). A model with ``output_penalty(logits)`` (AITM's behavioural expectation
 calibrator) has it added.
 
 A target with a ``condition`` (``like`` given ``click``) is defined only where the condition
@@ -52,7 +53,7 @@ from recstack.errors import ConfigError
 from recstack.models.multi_task_base import is_funnel
 from recstack.models.params import CheckedParams, require
 from recstack.nn.gradnorm import GradNormWeights
-from recstack.nn.metabalance import MetaBalance
+from recstack.nn.metabalance import MetaBalance, MetaBalanceStrategy
 from recstack.nn.task_uncertainty import LossWeighting, TaskUncertainty
 from recstack.schema.targets import Target
 from recstack.tasks.base import model_regularization
@@ -137,6 +138,8 @@ class MultiTaskTask(RegisteredTask):
         metabalance_relax_factor: MetaBalance's ``r`` in [0, 1]: 1 gives auxiliary gradients the
             main one's magnitude, 0 leaves them as they are.
         metabalance_beta: the decay of MetaBalance's moving averages of gradient norms, in [0, 1).
+        metabalance_strategy: ``both`` (rescale every auxiliary gradient), ``shrink`` (only those
+            larger than the main target's) or ``enlarge`` (only the smaller ones).
 
     Example:
         >>> class Zero(nn.Module):
@@ -164,6 +167,7 @@ class MultiTaskTask(RegisteredTask):
         metabalance_main: str | None = None
         metabalance_relax_factor: float = 0.7
         metabalance_beta: float = 0.9
+        metabalance_strategy: MetaBalanceStrategy = MetaBalanceStrategy.BOTH
 
         def validate(self) -> None:
             names = [t.name for t in self.targets]
@@ -199,11 +203,13 @@ class MultiTaskTask(RegisteredTask):
         metabalance_main: str | None = None,
         metabalance_relax_factor: float = 0.7,
         metabalance_beta: float = 0.9,
+        metabalance_strategy: MetaBalanceStrategy | str = MetaBalanceStrategy.BOTH,
     ) -> None:
         self.params = self.Params(
             targets=tuple(targets), conditioned_loss=conditioned_loss, weighted_metric=tuple(weighted_metric),
             loss_weighting=LossWeighting(loss_weighting), gradnorm_alpha=gradnorm_alpha, metabalance_main=metabalance_main,
             metabalance_relax_factor=metabalance_relax_factor, metabalance_beta=metabalance_beta,
+            metabalance_strategy=MetaBalanceStrategy(metabalance_strategy),
         )  # fmt: skip
         self.targets: tuple[TargetParams, ...] = self.params.targets
         # each target's factor on exp(-s_k) * loss_k under uncertainty weighting
@@ -330,7 +336,8 @@ class MultiTaskTask(RegisteredTask):
         else:  # MetaBalance, on every tensor two or more targets reach
             parameters = [p for p in getattr(model, "module", model).parameters() if p.requires_grad]
             total = learned.combine([t.weight * losses[t.name] for t in self.targets], parameters, main=self._main_index(),
-                                    relax_factor=self.params.metabalance_relax_factor, beta=self.params.metabalance_beta)  # fmt: skip
+                                    relax_factor=self.params.metabalance_relax_factor, beta=self.params.metabalance_beta,
+                                    strategy=self.params.metabalance_strategy)  # fmt: skip
         penalty = getattr(getattr(model, "module", model), "output_penalty", None)
         if penalty is not None:  # a penalty on the model's own outputs (AITM's calibrator)
             value = penalty(logits)
@@ -374,7 +381,7 @@ class MultiTaskTask(RegisteredTask):
         if learned is None:
             return None
         if isinstance(learned, MetaBalance):
-            return {name: {"gradient_scale": scale} for name, scale in learned.gradient_scales(self._main_index(), self.params.metabalance_relax_factor).items()}
+            return {name: {"gradient_scale": scale} for name, scale in learned.gradient_scales(self._main_index(), self.params.metabalance_relax_factor, self.params.metabalance_strategy).items()}
         if isinstance(learned, GradNormWeights):
             return {name: {"weight": weight} for name, weight in learned.normalized().items()}
         weights = learned.weights(self._uncertainty_scales)
