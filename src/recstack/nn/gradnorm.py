@@ -108,5 +108,5 @@ def _norm_on(grads: Sequence[Tensor | None]) -> Tensor:
 
 def _weighted_sum(weights: Tensor, grads: Sequence[Tensor | None]) -> Tensor | None:
     """``sum_k w_k g_k`` over the targets that reach a tensor (sparse gradients too), else None."""
-    terms = [float(w) * g for w, g in zip(weights, grads) if g is not None]
+    terms = [w.to(g.device, g.dtype) * g for w, g in zip(weights, grads) if g is not None]  # no host sync per tensor
     return functools.reduce(operator.add, terms) if terms else None

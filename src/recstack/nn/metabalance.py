@@ -115,7 +115,10 @@ class MetaBalance(nn.Module):
                 self.norms[:, columns] = averaged
                 factors = _factors(averaged, main, relax_factor, strategy)  # (T, S)
                 for column, i in enumerate(shared):
-                    combined[i] = _sum([g[i] if k == main or g[i] is None else float(factors[k, column]) * g[i] for k, g in enumerate(grads)])
+                    combined[i] = _sum([
+                        g[i] if k == main or g[i] is None else factors[k, column].to(g[i].device, g[i].dtype) * g[i]
+                        for k, g in enumerate(grads)
+                    ])  # fmt: skip
         total = torch.stack([loss.detach() for loss in losses]).sum()
         return total + gradient_surrogate(parameters, combined)
 
