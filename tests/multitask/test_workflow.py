@@ -120,6 +120,11 @@ def test_gradnorm_learns_weights_summing_to_the_targets_and_the_saved_model_relo
     learned = json.loads((run / "metrics.json").read_text())["loss_weights"]
     weights = [learned[name]["weight"] for name in ("click", "like")]
     assert sum(weights) == pytest.approx(2.0) and weights[0] != pytest.approx(1.0)  # trained, renormalised
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    curve = [event.value for event in events.Scalars("train/loss_weight/click/weight")]  # one point an epoch
+    assert len(curve) == 2 and any(value == pytest.approx(weights[0], rel=1e-5) for value in curve)  # the kept epoch's
     reloaded = evaluate_run(run, DataSource.from_config(str(data / "test.parquet")), write=False)
     assert reloaded["click_and_like_auc"] == pytest.approx(metrics["test"]["click_and_like_auc"])
 

@@ -388,6 +388,14 @@ class MultiTaskTask(RegisteredTask):
         log_variances = learned.log_variance.detach().cpu().tolist()
         return {name: {"log_variance": s, "weight": weights[name]} for name, s in zip(self.target_names, log_variances)}
 
+    def epoch_logs(self, model: nn.Module) -> dict[str, float]:
+        """The learned loss weights (:meth:`loss_weights`) for the trainer's end-of-epoch record,
+        flattened as ``loss_weight/<target>/<value>`` (TensorBoard ``train/loss_weight/...``)."""
+        learned = self.loss_weights(model)
+        if learned is None:
+            return {}
+        return {f"loss_weight/{target}/{key}": value for target, values in learned.items() for key, value in values.items()}
+
     def predict(self, model: nn.Module, batch: Batch) -> Tensor:
         raise ValueError(f"the multi_task task has several heads ({', '.join(self.heads)}): read predict_heads")
 

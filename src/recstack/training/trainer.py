@@ -246,6 +246,9 @@ class Trainer:
             self._track_best(run, metrics)
             self.callbacks.fire("on_evaluate", state, control, metrics)
             record.update({f"eval_{name}": value for name, value in metrics.items()})
+        epoch_logs = getattr(run.task, "epoch_logs", None)  # a task's own per-epoch values (learned loss weights)
+        if epoch_logs is not None:
+            record.update(epoch_logs(run.model))
         control.should_evaluate = False
         self._log(run, record)
 
