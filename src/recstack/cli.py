@@ -103,6 +103,10 @@ def _train_summary(metrics: Mapping[str, Any], run_folder: Path) -> str:
         f"best_epoch {metrics['best_epoch']}, epochs_run {metrics['epochs_run']}, "
         f"stopped_early {str(metrics['stopped_early']).lower()}, train {metrics['train_seconds']:.1f} s"
     )
+    if "loss_weights" in metrics:  # learned by the multi-task loss (uncertainty, gradnorm, metabalance)
+        lines.append("loss weights: " + ", ".join(
+            f"{target} " + " ".join(f"{key} {value:.4g}" for key, value in values.items()) for target, values in metrics["loss_weights"].items()
+        ))  # fmt: skip
     if "incremental" in metrics:
         from recstack.workflows.incremental import growth_summary
 

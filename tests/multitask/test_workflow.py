@@ -273,3 +273,11 @@ def test_cli_datasets_train_evaluate_on_movielens(tmp_path: Path) -> None:
     assert metrics["test"]["click_auc"] > popularity["click"] + 0.03 and metrics["test"]["like_auc"] > popularity["like"] + 0.03
     evaluated = cli("evaluate", str(run), "--data", str(data / "test.parquet"))
     assert evaluated["click_and_like_auc"] == pytest.approx(metrics["test"]["click_and_like_auc"])
+
+
+def test_the_train_summary_prints_learned_loss_weights(tmp_path: Path) -> None:
+    from recstack.cli import _train_summary
+
+    metrics = {"best_epoch": 2, "epochs_run": 2, "stopped_early": False, "train_seconds": 3.0,
+               "loss_weights": {"click": {"weight": 0.81244}, "like": {"weight": 1.18756}}}  # fmt: skip
+    assert "loss weights: click weight 0.8124, like weight 1.188" in _train_summary(metrics, tmp_path).splitlines()
