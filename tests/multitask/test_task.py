@@ -244,10 +244,7 @@ def _two_losses(shared: torch.Tensor) -> list[torch.Tensor]:
     return [(shared @ x1).pow(2).sum(), 0.1 * (shared @ x2).pow(2).sum()]  # gradients of different sizes
 
 
-@pytest.mark.parametrize("through_graph", [False, True])
-def test_gradnorm_trains_the_network_on_the_weighted_sum_and_the_weights_on_the_norm_gap(through_graph: bool) -> None:
-    """Both ways give the same gradients: per-target gradients handed over by the surrogate, or
-    (parameters None: fused tables that train inside the graph's backward) that backward itself."""
+def test_gradnorm_trains_the_network_on_the_weighted_sum_and_the_weights_on_the_norm_gap() -> None:
     from recstack.nn.gradnorm import GradNormWeights
 
     torch.manual_seed(0)
@@ -257,7 +254,7 @@ def test_gradnorm_trains_the_network_on_the_weighted_sum_and_the_weights_on_the_
         weigh.weights.copy_(torch.tensor([1.2, 0.8]))
     losses = _two_losses(shared)
     norms = [torch.autograd.grad(loss, shared, retain_graph=True)[0].norm().item() for loss in losses]
-    total = weigh.combine(losses, None if through_graph else [shared], [shared], alpha=1.5)
+    total = weigh.combine(losses, [shared], [shared], alpha=1.5)
     assert total.item() == pytest.approx(1.2 * losses[0].item() + 0.8 * losses[1].item(), rel=1e-6)  # the value: sum w L
     assert weigh.initial_losses.tolist() == pytest.approx([loss.item() for loss in losses])  # L(0) from the first step
     total.backward()
@@ -421,3 +418,17 @@ def test_the_gradient_surrogate_hands_each_tensor_its_gradient_and_keeps_sparse_
     assert table.grad.is_sparse
     torch.testing.assert_close(table.grad.to_dense(), wanted_rows.to_dense())
     assert unused.grad is None
+
+
+def test_gradient_based_weightings_without_gradients_give_the_weighted_loss_and_change_nothing() -> None:
+    """A forward under no_grad (the sharded run's probe, an evaluation): no autograd.grad, no state."""
+    from recstack.nn.gradnorm import GradNormWeights
+    from recstack.nn.metabalance import MetaBalance
+
+    shared, private, _ = _shared_and_private()
+    with torch.no_grad():
+        losses = _metabalance_losses(shared, private)
+        gradnorm, balance = GradNormWeights(["click", "like"]), MetaBalance(["click", "like"])
+        assert gradnorm.combine(losses, [shared], [shared], alpha=1.5).item() == pytest.approx(sum(l.item() for l in losses))
+        assert balance.combine(losses, [shared, private], main=0, relax_factor=0.7, beta=0.9).item() == pytest.approx(sum(l.item() for l in losses))
+    assert bool(torch.isnan(gradnorm.initial_losses).all()) and balance.norms.shape == (2, 0)

@@ -99,6 +99,8 @@ class MetaBalance(nn.Module):
         count = len(self.targets)
         if len(losses) != count:
             raise ValueError(f"MetaBalance balances {count} targets {list(self.targets)}, got {len(losses)} losses")
+        if not any(loss.requires_grad for loss in losses):  # no gradients (a probe forward, an evaluation)
+            return torch.stack([loss.detach() for loss in losses]).sum()
         if self.norms.shape[1] != len(parameters):
             if self.norms.shape[1] != 0:
                 raise ValueError(f"MetaBalance holds norms for {self.norms.shape[1]} parameter tensors, the model has {len(parameters)}")
