@@ -130,3 +130,52 @@ def test_sharded_dssm_learns_the_planted_clusters(tmp_path):
     plan = json.loads((tmp_path / "run" / "sharding_plan.json").read_text())
     assert {f for f in plan["tables"]} >= {"item", "user_id", "segment", "genre"}  # item: one table, both towers
     assert metrics["valid"]["recall@50"] > 3 * 50 / 200  # far above a random ranking of 200 items
+
+
+@pytest.mark.slow
+def test_sharded_mmoe_under_gradnorm_trains_its_tables_and_keeps_the_ranks_equal(tmp_path):
+    """GradNorm's norms come from partial backwards beside TorchRec's: the tables still train in
+    the backward through the graph (they move between the first and the second epoch), the dense
+    part stays equal on both ranks (its DDP runs without static_graph), and the sharding's probe
+    forward, without gradients, passes through the loss."""
+    import pyarrow.parquet as pq
+    import yaml
+
+    from ddp_workers import train_and_save
+    from recstack.datasets.multi_task import generate_multitask
+
+    generate_multitask(tmp_path / "data", rows=(2000, 400, 400), seed=0)
+    for split in ("train", "valid"):  # row groups of 100: every rank gets record batches to read
+        path = tmp_path / "data" / f"{split}.parquet"
+        pq.write_table(pq.read_table(path), path, row_group_size=100)
+    tables = {}
+    for epochs in (1, 2):
+        folder = tmp_path / f"epochs{epochs}"
+        folder.mkdir()
+        config = {
+            "name": "sharded_gradnorm",
+            "data": {split: str(tmp_path / "data" / f"{split}.parquet") for split in ("train", "valid")},
+            "schema": {
+                "targets": [{"name": "click"}, {"name": "like", "condition": "click"}],
+                "embedding_dim": 8,
+                "features": [{"name": "user_group", "kind": "categorical"}, {"name": "item_cat", "kind": "categorical"}, {"name": "x", "kind": "numeric"}],
+            },
+            "task": {"type": "multi_task", "loss_weighting": "gradnorm"},
+            "model": {"name": "mmoe", "params": {"num_experts": 2, "hidden_dims": [8], "tower_dims": [8]}},
+            "loader": {"batch_size": 100, "shuffle_buffer": 0},
+            "trainer": {"epochs": epochs, "lr": 0.05, "monitor": "click_auc", "device": "cpu", "progress": False},
+            "distributed": {"embeddings": "sharded", "table_optimizer": "rowwise_adagrad"},
+            "output": str(folder / "run"),
+            "threads": 1,
+            "seed": 0,
+        }
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+        spawn(train_and_save, str(folder / "config.yaml"), str(folder))  # each rank's own model, in memory
+        ranks = [torch.load(folder / f"rank{rank}.pt")["state"] for rank in range(2)]
+        for name, value in ranks[0].items():
+            if not name.startswith("embeddings.") and name != "task_gradnorm.initial_losses":  # per rank: TorchRec broadcasts no buffers
+                assert torch.equal(value, ranks[1][name]), name
+        assert ranks[0]["task_gradnorm.weights"][0] != pytest.approx(1.0)  # trained
+        saved = torch.load(folder / "run" / "model.pt", weights_only=True)  # the gathered tables
+        tables[epochs] = {k: v for k, v in saved.items() if k.startswith("embeddings.tables.")}
+    assert tables[1] and all(not torch.equal(tables[1][k], tables[2][k]) for k in tables[1])

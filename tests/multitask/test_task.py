@@ -244,7 +244,10 @@ def _two_losses(shared: torch.Tensor) -> list[torch.Tensor]:
     return [(shared @ x1).pow(2).sum(), 0.1 * (shared @ x2).pow(2).sum()]  # gradients of different sizes
 
 
-def test_gradnorm_trains_the_network_on_the_weighted_sum_and_the_weights_on_the_norm_gap() -> None:
+@pytest.mark.parametrize("through_graph", [False, True])
+def test_gradnorm_trains_the_network_on_the_weighted_sum_and_the_weights_on_the_norm_gap(through_graph: bool) -> None:
+    """Both ways give the same gradients: per-target gradients handed over by the surrogate, or
+    (parameters None: fused tables that train inside the graph's backward) that backward itself."""
     from recstack.nn.gradnorm import GradNormWeights
 
     torch.manual_seed(0)
@@ -254,7 +257,7 @@ def test_gradnorm_trains_the_network_on_the_weighted_sum_and_the_weights_on_the_
         weigh.weights.copy_(torch.tensor([1.2, 0.8]))
     losses = _two_losses(shared)
     norms = [torch.autograd.grad(loss, shared, retain_graph=True)[0].norm().item() for loss in losses]
-    total = weigh.combine(losses, [shared], [shared], alpha=1.5)
+    total = weigh.combine(losses, None if through_graph else [shared], [shared], alpha=1.5)
     assert total.item() == pytest.approx(1.2 * losses[0].item() + 0.8 * losses[1].item(), rel=1e-6)  # the value: sum w L
     assert weigh.initial_losses.tolist() == pytest.approx([loss.item() for loss in losses])  # L(0) from the first step
     total.backward()

@@ -56,12 +56,16 @@ class GradNormWeights(nn.Module):
         self.weights = nn.Parameter(torch.ones(len(self.targets)))
         self.register_buffer("initial_losses", torch.full((len(self.targets),), float("nan")))
 
-    def combine(self, losses: Sequence[Tensor], parameters: Sequence[Tensor], shared: Sequence[Tensor], alpha: float) -> Tensor:
+    def combine(self, losses: Sequence[Tensor], parameters: Sequence[Tensor] | None, shared: Sequence[Tensor], alpha: float) -> Tensor:
         """The training loss (module docstring): value ``sum_k w_k L_k``.
 
         Args:
             losses: one scalar loss per target, in ``targets`` order, with their graphs.
-            parameters: the model's trainable tensors (this module's weights left out if given).
+            parameters: the model's trainable tensors (this module's weights left out if given);
+                None for a model whose tables train inside their own backward (TorchRec's fused
+                kernels), which only a backward through the model's graph runs: the norms then
+                cost one partial backward per target down to ``shared``, and the network trains
+                on the backward of the returned loss through the graph.
             shared: the last shared layer's parameters (``W``, among ``parameters``), whose
                 gradient norms are balanced.
             alpha: the restoring force towards equal training rates.
@@ -79,16 +83,20 @@ class GradNormWeights(nn.Module):
         if torch.isnan(self.initial_losses).any():
             self.initial_losses.copy_(stacked.detach())
         weights = self.weights.detach()
-        parameters = [p for p in parameters if p is not self.weights]
-        index = {id(p): i for i, p in enumerate(parameters)}
-        missing = [i for i, p in enumerate(shared) if id(p) not in index]
-        if missing:
-            raise ValueError(f"GradNorm: shared tensors {missing} are not among the model's trainable parameters")
-        grads = per_target_gradients(losses, parameters)  # T x P
-        with torch.no_grad():
-            norms = torch.stack([_norm_on([g[index[id(p)]] for p in shared]) for g in grads])  # (T,) g_k
-            combined = [_weighted_sum(weights, [g[i] for g in grads]) for i in range(len(parameters))]
-        network = (weights * stacked.detach()).sum() + gradient_surrogate(parameters, combined)
+        if parameters is None:
+            norms = torch.stack([_norm_on(g) for g in per_target_gradients(losses, shared)]).detach()  # (T,) g_k
+            network = (weights * stacked).sum()  # the network's gradient: a backward through the graph
+        else:
+            parameters = [p for p in parameters if p is not self.weights]
+            index = {id(p): i for i, p in enumerate(parameters)}
+            missing = [i for i, p in enumerate(shared) if id(p) not in index]
+            if missing:
+                raise ValueError(f"GradNorm: shared tensors {missing} are not among the model's trainable parameters")
+            grads = per_target_gradients(losses, parameters)  # T x P
+            with torch.no_grad():
+                norms = torch.stack([_norm_on([g[index[id(p)]] for p in shared]) for g in grads])  # (T,) g_k
+                combined = [_weighted_sum(weights, [g[i] for g in grads]) for i in range(len(parameters))]
+            network = (weights * stacked.detach()).sum() + gradient_surrogate(parameters, combined)
         scaled = self.weights * norms  # (T,) G_k, differentiable in the weights only
         ratios = stacked.detach() / self.initial_losses.clamp_min(1e-12)
         target = scaled.detach().mean() * (ratios / ratios.mean()) ** alpha  # (T,) held fixed

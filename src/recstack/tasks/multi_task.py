@@ -55,6 +55,7 @@ from recstack.models.params import CheckedParams, require
 from recstack.nn.gradnorm import GradNormWeights
 from recstack.nn.metabalance import MetaBalance, MetaBalanceStrategy
 from recstack.nn.task_uncertainty import LossWeighting, TaskUncertainty
+from recstack.nn.torchrec_tables import TorchRecTables
 from recstack.schema.targets import Target
 from recstack.tasks.base import model_regularization
 from recstack.tasks.registry import RegisteredTask, TaskParams, TaskType, register_task
@@ -331,7 +332,9 @@ class MultiTaskTask(RegisteredTask):
             total = learned.combine([losses[t.name] for t in self.targets], self._uncertainty_scales)
         elif isinstance(learned, GradNormWeights):  # on the model's last shared layer
             inner = getattr(model, "module", model)
-            parameters = [p for p in inner.parameters() if p.requires_grad]
+            # TorchRec's tables train inside the backward through the graph: keep that backward
+            fused = any(isinstance(module, TorchRecTables) for module in inner.modules())
+            parameters = None if fused else [p for p in inner.parameters() if p.requires_grad]
             total = learned.combine([t.weight * losses[t.name] for t in self.targets], parameters, inner.shared_layer(), self.params.gradnorm_alpha)
         else:  # MetaBalance, on every tensor two or more targets reach
             parameters = [p for p in getattr(model, "module", model).parameters() if p.requires_grad]

@@ -78,6 +78,7 @@ def shard_model(
     device: torch.device,
     weights: Mapping[str, Tensor] | None = None,
     seed: int = 0,
+    static_graph: bool = True,
 ) -> ShardedModel:
     """Plan, shard and wrap ``model`` (its tables already TorchRec collections).
 
@@ -89,13 +90,16 @@ def shard_model(
         weights: full tables by TorchRec name, copied into this rank's shards after sharding
             (needed when the bag tables were built on ``meta``); deferred tables (the model's
             own built on meta) are drawn shard by shard instead (``fill_normal``, ``seed``).
+        static_graph: the dense part's DDP may assume one backward a step (TorchRec's default);
+            False for a loss that takes extra per-target gradients first (GradNorm), which
+            otherwise left the ranks' dense weights apart.
 
     Raises:
         ConfigError: a table named in ``config.tables`` is not the model's, or no plan fits
             the budget (naming each table's size and the budget).
     """
     from torch.distributed.optim import _apply_optimizer_in_backward
-    from torchrec.distributed.model_parallel import DistributedModelParallel
+    from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, DistributedModelParallel
 
     if device.type == "cpu" and config.table_optimizer not in CPU_OPTIMIZERS:
         raise ConfigError(
@@ -117,7 +121,8 @@ def shard_model(
             _apply_optimizer_in_backward(torch.optim.SGD, [param], {"lr": 0.0})
     sharders = _sharders()
     plan = _plan(model, tables, config, constraints, sharders, device)
-    dmp = DistributedModelParallel(model, device=device, plan=plan, sharders=sharders)
+    wrapper = DefaultDataParallelWrapper(static_graph=static_graph)
+    dmp = DistributedModelParallel(model, device=device, plan=plan, sharders=sharders, data_parallel_wrapper=wrapper)
     tables.pad_across_ranks = True  # one batch size on every rank for the all-to-alls
     # (a sharded table's gradient is the mean over ranks, as DDP's: TorchRec divides its
     # all-to-all's backward by the world size, comm_ops' gradient division, on by default.)

@@ -123,7 +123,9 @@ def shard_run_model(
     unpooled = unpooled_features(model, lambda: task.loss(model, first_batch.to(device)))
     weights = {name: weight.detach() for name, weight in table_weights(model).items()}  # meta when deferred
     use_torchrec_tables(model, unpooled=unpooled, device="meta", seed=trainer_config.seed)
-    sharded = shard_model(model, config.distributed, lr=trainer_config.lr, device=device, weights=weights, seed=trainer_config.seed)
+    per_target_gradients = getattr(model, "task_gradnorm", None) is not None  # GradNorm's extra partial backwards
+    sharded = shard_model(model, config.distributed, lr=trainer_config.lr, device=device, weights=weights, seed=trainer_config.seed,
+                          static_graph=not per_target_gradients)  # fmt: skip
     del weights  # the plain tables: each rank keeps only its shards from here on
     table_bytes = sum(spec.num_rows * spec.dim * 4 for spec in sharded.tables.specs.values())
     gather = config.distributed.gathers(table_bytes)
@@ -140,19 +142,27 @@ def shard_run_model(
 
 
 def check_loss_weighting_shardable(model: nn.Module) -> None:
-    """ConfigError for the loss weightings built on per-target gradients: MetaBalance rescales them
-    on every shared tensor, the tables among them, which TorchRec trains inside its fused kernels;
-    GradNorm's per-target partial backwards, run beside TorchRec's data-parallel wrapper of the
-    dense part, left the ranks' dense weights apart (measured: 2 gloo ranks, MMoE, towers 0.2-1.0
-    apart after 2 epochs, where fixed weights keep them equal)."""
-    for attribute, name in (("task_metabalance", "metabalance"), ("task_gradnorm", "gradnorm")):
-        if getattr(model, attribute, None) is not None:
-            raise ConfigError(
-                f"task.loss_weighting: {name} works on each target's own gradients, which distributed.embeddings: sharded "
-                "does not give (the tables train inside TorchRec's fused kernels, the dense part under its data-parallel "
-                f"wrapper): use loss_weighting: uncertainty or fixed with sharded tables, or {name} with "
-                "distributed.embeddings: replicated"
-            )
+    """ConfigError for a loss weighting that needs per-target gradients on tables TorchRec trains
+    inside its fused kernels: MetaBalance (every shared tensor, the tables among them), or GradNorm
+    on a model whose only shared layer is its embedding tables (ESMM, AITM)."""
+    from recstack.models.multi_task_base import MultiTaskRanker
+
+    if getattr(model, "task_metabalance", None) is not None:
+        raise ConfigError(
+            "task.loss_weighting: metabalance rescales each target's gradient on every shared tensor, the embedding tables "
+            "among them, which distributed.embeddings: sharded trains inside TorchRec's fused kernels: use loss_weighting: "
+            "gradnorm, uncertainty or fixed with sharded tables, or metabalance with distributed.embeddings: replicated"
+        )
+    if (
+        getattr(model, "task_gradnorm", None) is not None
+        and getattr(model, "feature_part", None) is None
+        and type(model).shared_layer is MultiTaskRanker.shared_layer
+    ):
+        raise ConfigError(
+            f"task.loss_weighting: gradnorm balances gradient norms on the last shared layer; {type(model).__name__} shares only "
+            "its embedding tables, which distributed.embeddings: sharded trains inside TorchRec's fused kernels: use "
+            "loss_weighting: uncertainty or fixed, or a model with a shared network (shared_bottom, mmoe, ple)"
+        )
 
 
 def _check_not_gathered(config: RunConfig, model: nn.Module, table_bytes: int) -> None:
