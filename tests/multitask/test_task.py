@@ -435,3 +435,13 @@ def test_gradient_based_weightings_without_gradients_give_the_weighted_loss_and_
         assert gradnorm.combine(losses, [shared], [shared], alpha=1.5).item() == pytest.approx(sum(l.item() for l in losses))
         assert balance.combine(losses, [shared, private], main=0, relax_factor=0.7, beta=0.9).item() == pytest.approx(sum(l.item() for l in losses))
     assert bool(torch.isnan(gradnorm.initial_losses).all()) and balance.norms.shape == (2, 0)
+
+
+def test_metabalance_counts_a_gradient_of_zeros_as_none() -> None:
+    """A compiled model's backward returns zeros where eager autograd gives no gradient: such a
+    tensor is not shared (else the main target's zero norm would scale the other's own tower)."""
+    from recstack.nn.metabalance import shared_parameter_indices
+
+    shared, own = torch.randn(3, requires_grad=True), torch.randn(3, requires_grad=True)
+    losses = [(shared * 2).sum() + (own * 0).sum(), shared.pow(2).sum() + own.pow(2).sum()]
+    assert shared_parameter_indices(losses, [shared, own]) == [0]

@@ -106,14 +106,13 @@ class MetaBalance(nn.Module):
                 raise ValueError(f"MetaBalance holds norms for {self.norms.shape[1]} parameter tensors, the model has {len(parameters)}")
             self.norms.resize_(count, len(parameters)).zero_()  # in place: DDP syncs this same buffer
         grads = per_target_gradients(losses, parameters)  # T x P, None where a target does not reach a tensor
-        shared = _shared(grads)
         with torch.no_grad():
+            current = _norms(grads).to(self.norms.device)  # (T, P)
+            shared = _shared(current)
             combined: list[Tensor | None] = [_sum([g[i] for g in grads]) for i in range(len(parameters))]
             if shared:
-                zero = torch.zeros((), device=self.norms.device)
-                current = torch.stack([torch.stack([zero if g[i] is None else gradient_norm(g[i]).to(zero.device) for i in shared]) for g in grads])
                 columns = torch.tensor(shared, device=self.norms.device)
-                averaged = self.norms[:, columns].mul_(beta).add_(current, alpha=1.0 - beta)  # (T, S)
+                averaged = self.norms[:, columns].mul_(beta).add_(current[:, columns], alpha=1.0 - beta)  # (T, S)
                 self.norms[:, columns] = averaged
                 factors = _factors(averaged, main, relax_factor, strategy)  # (T, S)
                 for column, i in enumerate(shared):
@@ -145,7 +144,14 @@ class MetaBalance(nn.Module):
 
 def shared_parameter_indices(losses: Sequence[Tensor], parameters: Sequence[Tensor]) -> list[int]:
     """Indices into ``parameters`` of the tensors that two or more of ``losses`` reach."""
-    return _shared(per_target_gradients(losses, parameters))
+    with torch.no_grad():
+        return _shared(_norms(per_target_gradients(losses, parameters)))
+
+
+def _norms(grads: Sequence[Sequence[Tensor | None]]) -> Tensor:
+    """``(T, P)`` gradient norms, 0 where a target gives a tensor no gradient."""
+    zero = torch.zeros(())
+    return torch.stack([torch.stack([zero if g is None else gradient_norm(g).cpu() for g in per_target]) for per_target in grads])
 
 
 def _factors(norms: Tensor, main: int, relax_factor: float, strategy: MetaBalanceStrategy | str) -> Tensor:
@@ -162,9 +168,10 @@ def _factors(norms: Tensor, main: int, relax_factor: float, strategy: MetaBalanc
     return factors
 
 
-def _shared(grads: Sequence[Sequence[Tensor | None]]) -> list[int]:
-    """The tensors with a gradient from two or more targets (None: the target does not reach it)."""
-    return [i for i in range(len(grads[0])) if sum(g[i] is not None for g in grads) >= 2]
+def _shared(norms: Tensor) -> list[int]:
+    """The tensors two or more targets reach: a non-zero gradient from each (a gradient of zeros
+    counts as none: a compiled model's backward returns zeros where eager autograd gives none)."""
+    return ((norms > 0).sum(0) >= 2).nonzero().flatten().tolist()
 
 
 def _sum(grads: Sequence[Tensor | None]) -> Tensor | None:
