@@ -19,8 +19,8 @@ torch-rechub's ``MetaBalance``: larger auxiliary gradients shrink, smaller ones 
 (only those larger than the main one's are rescaled) and ``enlarge`` (only the smaller ones). The
 defaults ``r`` 0.7 and ``β`` 0.9 are torch-rechub's.
 
-Which tensors are shared is read from the per-target gradients (a target whose graph does not
-reach a tensor gives it none): ESMM's CTR network counts (the CTCVR loss reaches it through
+Which tensors are shared is read from the per-target gradients at each step (a target whose graph
+does not reach a tensor gives it none, or zeros under ``torch.compile``): ESMM's CTR network counts (the CTCVR loss reaches it through
 ``pCTR x pCVR``), as do PLE's experts below its last level.
 
 Each step costs one backward per target (``autograd.grad`` over every trainable tensor, where a
