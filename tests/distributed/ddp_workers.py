@@ -85,6 +85,43 @@ def write_config(folder: Path, *, train_rows: int = 2000, valid_rows: int = 600,
     return path
 
 
+def write_multitask_config(folder: Path, data: Path, *, weighting: str, epochs: int = 2, **sections: Any) -> Path:
+    """An MMoE run config (click, like given click) over ``data``'s train/valid files, written by
+    :func:`write_multitask_data`; ``sections`` add or replace top-level keys (``distributed``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "name": "ddp_multitask",
+        "data": {split: str(data / f"{split}.parquet") for split in ("train", "valid")},
+        "schema": {
+            "targets": [{"name": "click"}, {"name": "like", "condition": "click"}],
+            "embedding_dim": 8,
+            "features": [{"name": "user_group", "kind": "categorical"}, {"name": "item_cat", "kind": "categorical"}, {"name": "x", "kind": "numeric"}],
+        },
+        "task": {"type": "multi_task", "loss_weighting": weighting},
+        "model": {"name": "mmoe", "params": {"num_experts": 2, "hidden_dims": [8], "tower_dims": [8]}},
+        "loader": {"batch_size": 100, "shuffle_buffer": 0},
+        "trainer": {"epochs": epochs, "lr": 0.05, "monitor": "click_auc", "device": "cpu", "progress": False},
+        "output": str(folder / "run"),
+        "threads": 1,
+        "seed": 0,
+        **sections,
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def write_multitask_data(folder: Path, train_rows: int) -> Path:
+    """The synthetic click / like set, in row groups of 100: every rank gets record batches to read."""
+    from recstack.datasets.multi_task import generate_multitask
+
+    generate_multitask(folder, rows=(train_rows, 400, 400), seed=0)
+    for split in ("train", "valid"):
+        path = folder / f"{split}.parquet"
+        pq.write_table(pq.read_table(path), path, row_group_size=100)
+    return folder
+
+
 def spawn(fn: Callable[..., None], *args: Any, world_size: int = 2) -> None:
     """Runs ``fn(rank, *args)`` in ``world_size`` processes with a gloo group already joined.
 

@@ -138,39 +138,15 @@ def test_sharded_mmoe_under_gradnorm_trains_its_tables_and_keeps_the_ranks_equal
     the backward through the graph (they move between the first and the second epoch), the dense
     part stays equal on both ranks (its DDP runs without static_graph), and the sharding's probe
     forward, without gradients, passes through the loss."""
-    import pyarrow.parquet as pq
-    import yaml
+    from ddp_workers import train_and_save, write_multitask_config, write_multitask_data
 
-    from ddp_workers import train_and_save
-    from recstack.datasets.multi_task import generate_multitask
-
-    generate_multitask(tmp_path / "data", rows=(2000, 400, 400), seed=0)
-    for split in ("train", "valid"):  # row groups of 100: every rank gets record batches to read
-        path = tmp_path / "data" / f"{split}.parquet"
-        pq.write_table(pq.read_table(path), path, row_group_size=100)
+    data = write_multitask_data(tmp_path / "data", 2000)
     tables = {}
     for epochs in (1, 2):
         folder = tmp_path / f"epochs{epochs}"
-        folder.mkdir()
-        config = {
-            "name": "sharded_gradnorm",
-            "data": {split: str(tmp_path / "data" / f"{split}.parquet") for split in ("train", "valid")},
-            "schema": {
-                "targets": [{"name": "click"}, {"name": "like", "condition": "click"}],
-                "embedding_dim": 8,
-                "features": [{"name": "user_group", "kind": "categorical"}, {"name": "item_cat", "kind": "categorical"}, {"name": "x", "kind": "numeric"}],
-            },
-            "task": {"type": "multi_task", "loss_weighting": "gradnorm"},
-            "model": {"name": "mmoe", "params": {"num_experts": 2, "hidden_dims": [8], "tower_dims": [8]}},
-            "loader": {"batch_size": 100, "shuffle_buffer": 0},
-            "trainer": {"epochs": epochs, "lr": 0.05, "monitor": "click_auc", "device": "cpu", "progress": False},
-            "distributed": {"embeddings": "sharded", "table_optimizer": "rowwise_adagrad"},
-            "output": str(folder / "run"),
-            "threads": 1,
-            "seed": 0,
-        }
-        (folder / "config.yaml").write_text(yaml.safe_dump(config))
-        spawn(train_and_save, str(folder / "config.yaml"), str(folder))  # each rank's own model, in memory
+        sharded = {"embeddings": "sharded", "table_optimizer": "rowwise_adagrad"}
+        config = write_multitask_config(folder, data, weighting="gradnorm", epochs=epochs, distributed=sharded)
+        spawn(train_and_save, str(config), str(folder))  # each rank's own model, in memory
         ranks = [torch.load(folder / f"rank{rank}.pt")["state"] for rank in range(2)]
         for name, value in ranks[0].items():
             if not name.startswith("embeddings.") and name != "task_gradnorm.initial_losses":  # per rank: TorchRec broadcasts no buffers

@@ -62,34 +62,10 @@ def test_ddp_trains_learned_task_weights_identically_on_every_rank(tmp_path, wei
     """Learned task weights (uncertainty, GradNorm) live in the model, so DDP averages their
     gradients like any weight's: both ranks end with the same, trained values. MetaBalance's
     rescaled gradient is an ordinary gradient to DDP: every weight ends equal on both ranks."""
-    import yaml
+    from ddp_workers import write_multitask_config, write_multitask_data
 
-    from recstack.datasets.multi_task import generate_multitask
-
-    import pyarrow.parquet as pq
-
-    generate_multitask(tmp_path / "data", rows=(1200, 400, 400), seed=0)
-    for split in ("train", "valid"):  # row groups of 100: every rank gets record batches to read
-        path = tmp_path / "data" / f"{split}.parquet"
-        pq.write_table(pq.read_table(path), path, row_group_size=100)
-    config = {
-        "name": "ddp_uncertainty",
-        "data": {split: str(tmp_path / "data" / f"{split}.parquet") for split in ("train", "valid")},
-        "schema": {
-            "targets": [{"name": "click"}, {"name": "like", "condition": "click"}],
-            "embedding_dim": 8,
-            "features": [{"name": "user_group", "kind": "categorical"}, {"name": "item_cat", "kind": "categorical"}, {"name": "x", "kind": "numeric"}],
-        },
-        "task": {"type": "multi_task", "loss_weighting": weighting},
-        "model": {"name": "mmoe", "params": {"num_experts": 2, "hidden_dims": [8], "tower_dims": [8]}},
-        "loader": {"batch_size": 100, "shuffle_buffer": 0},
-        "trainer": {"epochs": 2, "lr": 0.05, "monitor": "click_auc", "device": "cpu", "progress": False},
-        "output": str(tmp_path / "run"),
-        "threads": 1,
-        "seed": 0,
-    }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    spawn(train_and_save, str(tmp_path / "config.yaml"), str(tmp_path))
+    config = write_multitask_config(tmp_path, write_multitask_data(tmp_path / "data", 1200), weighting=weighting)
+    spawn(train_and_save, str(config), str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{rank}.pt")["state"] for rank in range(2)]
     learned = ranks[0][key]
     for name, value in ranks[0].items():  # every weight equal on both ranks
