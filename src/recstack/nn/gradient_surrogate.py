@@ -16,13 +16,15 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["gradient_norm", "gradient_surrogate", "per_target_gradients"]
+__all__ = ["gradient_norm", "gradient_surrogate", "per_target_gradients", "sum_gradients"]
 
 
 def per_target_gradients(losses: Sequence[Tensor], parameters: Sequence[Tensor]) -> list[tuple[Tensor | None, ...]]:
@@ -34,6 +36,13 @@ def per_target_gradients(losses: Sequence[Tensor], parameters: Sequence[Tensor])
 def gradient_norm(grad: Tensor) -> Tensor:
     """``||grad||_2`` in float32, a sparse gradient's over its (coalesced) values."""
     return torch.linalg.vector_norm((grad.coalesce().values() if grad.is_sparse else grad).float())
+
+
+def sum_gradients(grads: Sequence[Tensor | None], scales: Tensor | None = None) -> Tensor | None:
+    """``sum_k scales[k] * grads[k]`` (``scales`` None: 1) over the gradients given (sparse ones
+    too, scaled by 0-d tensors: no host sync), None when every one is None."""
+    terms = [g if scales is None else scales[k].to(g.device, g.dtype) * g for k, g in enumerate(grads) if g is not None]
+    return functools.reduce(operator.add, terms) if terms else None
 
 
 def gradient_surrogate(parameters: Sequence[Tensor], grads: Sequence[Tensor | None]) -> Tensor:

@@ -26,14 +26,12 @@ The weights and the first losses are model state (a multi-task ranker owns this 
 
 from __future__ import annotations
 
-import functools
-import operator
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from recstack.nn.gradient_surrogate import gradient_norm, gradient_surrogate, per_target_gradients
+from recstack.nn.gradient_surrogate import gradient_norm, gradient_surrogate, per_target_gradients, sum_gradients
 
 __all__ = ["GradNormWeights"]
 
@@ -95,7 +93,7 @@ class GradNormWeights(nn.Module):
             grads = per_target_gradients(losses, parameters)  # T x P
             with torch.no_grad():
                 norms = torch.stack([_norm_on([g[index[id(p)]] for p in shared]) for g in grads])  # (T,) g_k
-                combined = [_weighted_sum(weights, [g[i] for g in grads]) for i in range(len(parameters))]
+                combined = [sum_gradients([g[i] for g in grads], weights) for i in range(len(parameters))]
             network = (weights * stacked.detach()).sum() + gradient_surrogate(parameters, combined)
         scaled = self.weights * norms  # (T,) G_k, differentiable in the weights only
         ratios = stacked.detach() / self.initial_losses.clamp_min(1e-12)
@@ -117,9 +115,3 @@ def _norm_on(grads: Sequence[Tensor | None]) -> Tensor:
     if not present:
         raise ValueError("GradNorm: this target's loss does not reach the model's shared layer")
     return torch.linalg.vector_norm(torch.stack(present))
-
-
-def _weighted_sum(weights: Tensor, grads: Sequence[Tensor | None]) -> Tensor | None:
-    """``sum_k w_k g_k`` over the targets that reach a tensor (sparse gradients too), else None."""
-    terms = [w.to(g.device, g.dtype) * g for w, g in zip(weights, grads) if g is not None]  # no host sync per tensor
-    return functools.reduce(operator.add, terms) if terms else None

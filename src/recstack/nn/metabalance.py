@@ -36,15 +36,13 @@ resumed with the weights.
 from __future__ import annotations
 
 import enum
-import functools
-import operator
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from recstack.nn.gradient_surrogate import gradient_norm, gradient_surrogate, per_target_gradients
+from recstack.nn.gradient_surrogate import gradient_norm, gradient_surrogate, per_target_gradients, sum_gradients
 
 __all__ = ["MetaBalance", "MetaBalanceStrategy", "shared_parameter_indices"]
 
@@ -109,17 +107,14 @@ class MetaBalance(nn.Module):
         with torch.no_grad():
             current = _norms(grads).to(self.norms.device)  # (T, P)
             shared = _shared(current)
-            combined: list[Tensor | None] = [_sum([g[i] for g in grads]) for i in range(len(parameters))]
+            combined: list[Tensor | None] = [sum_gradients([g[i] for g in grads]) for i in range(len(parameters))]
             if shared:
                 columns = torch.tensor(shared, device=self.norms.device)
                 averaged = self.norms[:, columns].mul_(beta).add_(current[:, columns], alpha=1.0 - beta)  # (T, S)
                 self.norms[:, columns] = averaged
                 factors = _factors(averaged, main, relax_factor, strategy)  # (T, S)
                 for column, i in enumerate(shared):
-                    combined[i] = _sum([
-                        g[i] if k == main or g[i] is None else factors[k, column].to(g[i].device, g[i].dtype) * g[i]
-                        for k, g in enumerate(grads)
-                    ])  # fmt: skip
+                    combined[i] = sum_gradients([g[i] for g in grads], factors[:, column])  # the main target's factor is 1
         total = torch.stack([loss.detach() for loss in losses]).sum()
         return total + gradient_surrogate(parameters, combined)
 
@@ -172,9 +167,3 @@ def _shared(norms: Tensor) -> list[int]:
     """The tensors two or more targets reach: a non-zero gradient from each (a gradient of zeros
     counts as none: a compiled model's backward returns zeros where eager autograd gives none)."""
     return ((norms > 0).sum(0) >= 2).nonzero().flatten().tolist()
-
-
-def _sum(grads: Sequence[Tensor | None]) -> Tensor | None:
-    """The sum of the gradients given (sparse ones too), None when there are none."""
-    present = [g for g in grads if g is not None]
-    return functools.reduce(operator.add, present) if present else None
