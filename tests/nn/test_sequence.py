@@ -176,6 +176,51 @@ def test_queries_give_the_first_q_outputs_of_the_full_encoding_and_their_gradien
         torch.testing.assert_close(encoder(x, mask, queries=queries), encoder(x, mask)[:, :queries])
 
 
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("pre_norm, causal, positional", [(True, True, True), (False, False, True), (True, True, False)])
+@pytest.mark.parametrize("num_heads", [1, 2])
+def test_encode_packed_is_the_padded_encoding_at_real_positions_with_its_gradients(num_layers, pre_norm, causal, positional, num_heads):
+    torch.manual_seed(0)
+    # dropout 0 in training: the two paths draw different dropout masks otherwise
+    encoder = CausalSelfAttentionEncoder(
+        D, num_heads=num_heads, max_len=L, num_layers=num_layers, pre_norm=pre_norm, causal=causal, positional=positional, dropout=0.0
+    )
+    x = torch.randn(B, L, D)
+    positions = recency_positions(MASK)
+    padded_x, packed_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    padded = encoder(padded_x, MASK, positions)[MASK]  # (P, D)
+    weights = torch.randn_like(padded)
+    (padded * weights).sum().backward()
+    padded_grads = [parameter.grad.clone() for parameter in encoder.parameters()]
+    encoder.zero_grad()
+    packed = encoder.encode_packed(packed_x[MASK], MASK, positions)
+    assert packed.shape == (int(MASK.sum()), D)
+    torch.testing.assert_close(packed, padded)
+    (packed * weights).sum().backward()
+    torch.testing.assert_close(packed_x.grad, padded_x.grad)
+    assert (packed_x.grad[~MASK] == 0).all()  # the padding's inputs get no gradient
+    for parameter, expected in zip(encoder.parameters(), padded_grads):
+        torch.testing.assert_close(parameter.grad, expected)
+    encoder.eval()  # and with the model's own dropout switched off by eval
+    with torch.no_grad():
+        torch.testing.assert_close(encoder.encode_packed(x[MASK], MASK, positions), encoder(x, MASK, positions)[MASK])
+        torch.testing.assert_close(encoder.encode_packed(x[MASK], MASK), encoder(x, MASK)[MASK])  # positions 0 .. L - 1
+
+
+@pytest.mark.parametrize("attention_dropout", [None, 0.0])
+def test_encode_packed_in_training_and_on_an_empty_batch(attention_dropout):
+    encoder = CausalSelfAttentionEncoder(D, num_heads=2, max_len=L, attention_dropout=attention_dropout).train()
+    rows = torch.randn(int(MASK.sum()), D, requires_grad=True)
+    out = encoder.encode_packed(rows, MASK)
+    assert out.shape == rows.shape and torch.isfinite(out).all()
+    out.sum().backward()
+    assert all(parameter.grad is not None for parameter in encoder.parameters())
+    empty = encoder.encode_packed(torch.randn(0, D), torch.zeros(B, L, dtype=torch.bool))
+    assert empty.shape == (0, D)
+    with pytest.raises(ValueError, match="exceeds the encoder's max_len"):
+        encoder.encode_packed(torch.randn(B * (L + 1), D), torch.ones(B, L + 1, dtype=torch.bool))
+
+
 def test_queries_out_of_range_raise():
     encoder = CausalSelfAttentionEncoder(D, max_len=L)
     with pytest.raises(ValueError, match="queries must be in 1..6"):

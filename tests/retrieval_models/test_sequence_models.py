@@ -66,9 +66,13 @@ def test_pairs_skip_columns_that_are_padding_in_every_row(name: str) -> None:
 def test_oov_targets_are_no_pairs(name: str) -> None:
     batch = sequence_batch()
     batch.sequences["target_item_ids"][1, 2] = 1  # OOV: unknown next item
-    pairs = _model(name).eval().retrieval_pairs(batch)
-    assert int((batch.sequences["hist_item_ids"] != 0).sum()) - 1 == len(pairs.positive_rows)
+    model = _model(name).eval()
+    pairs = model.retrieval_pairs(batch)
+    history = batch.sequences["hist_item_ids"]
+    assert int((history != 0).sum()) - 1 == len(pairs.positive_rows)
     assert bool((pairs.positive_rows > 1).all())
+    paired = (history != 0) & (batch.sequences["target_item_ids"] > 1)  # the pairs' positions
+    assert torch.allclose(pairs.queries, model.user_tower().every_position(history)[paired], atol=1e-6)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -41,6 +41,8 @@ def test_each_position_adds_its_items_genre(name: str) -> None:
     genre_vectors = model.attributes.inputs.pooled(Batch(ids={"genre": rows[history].reshape(-1)}), "genre")
     expected = model.attributes.project(genre_vectors).view(*history.shape, -1) * (history != 0).unsqueeze(-1)
     assert torch.allclose(side, expected) and torch.equal(side[history == 0], torch.zeros_like(side[history == 0]))
+    pairs = model.retrieval_pairs(sequence_batch())  # training reads the real positions only (SASRec: packed)
+    assert torch.allclose(pairs.queries, model.user_tower().every_position(history)[history != 0], atol=1e-6)
     before = model.encode_user(sequence_batch())
     with torch.no_grad():
         model.attributes.rows[2:, 0] = 1  # every genre unknown: the user vectors change

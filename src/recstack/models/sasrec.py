@@ -74,6 +74,12 @@ class SASRecEncoder(nn.Module):
         positions = recency_positions(mask) if self.recency else None  # (B, L) or 0..L-1
         return self.transformer(x * self.scale, mask, positions)  # (B, L, D), zero at padding
 
+    def encode_packed(self, rows: Tensor, mask: Tensor) -> Tensor:
+        """``forward(x, mask)[mask]`` (P, D) from ``rows = x[mask]`` (P, D), without encoding
+        the padding (training)."""
+        positions = recency_positions(mask) if self.recency else None  # (B, L) or 0..L-1
+        return self.transformer.encode_packed(rows * self.scale, mask, positions)  # (P, D)
+
 
 @register_model("sasrec")
 class SASRec(SequenceRetrievalModel):

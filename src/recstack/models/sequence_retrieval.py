@@ -105,7 +105,9 @@ class SequenceUserTower(nn.Module):
     Args:
         inputs: the sparse inputs serving ``history_feature`` (the shared item table).
         history_feature: the input sequence's feature name.
-        encoder: ``(x (B, L, D), mask (B, L)) -> (B, L, D)``, causal.
+        encoder: ``(x (B, L, D), mask (B, L)) -> (B, L, D)``, causal; optionally with
+            ``encode_packed(x[mask] (P, D), mask) -> (P, D)``, the outputs at the real
+            positions from the inputs at those positions only.
         attributes: per-position side features added to the item embeddings; None: none.
     """
 
@@ -126,11 +128,30 @@ class SequenceUserTower(nn.Module):
 
     def every_position(self, history: Tensor) -> Tensor:
         """``(B, L, D)``: the output at every position (zero at padding)."""
+        return self.encoder(self._embed(history), history != 0)  # (B, L, D)
+
+    def real_positions(self, history: Tensor) -> Tensor:
+        """``(P, D)``: the output at each real position, row-major (``every_position(h)[h != 0]``).
+        Through the encoder's ``encode_packed`` when it has one: only the P real items are
+        looked up and encoded."""
+        mask = history != 0  # (B, L)
+        encode_packed = getattr(self.encoder, "encode_packed", None)
+        if encode_packed is None:
+            return self.encoder(self._embed(history), mask)[mask]  # (P, D)
+        name = self.input_names[0]
+        flat = mask.reshape(-1).nonzero().squeeze(1)  # (P,) real positions of the flattened (B * L)
+        rows = self.inputs.sequence(Batch(sequences={name: history}), name, flat=flat)  # (P, D)
+        if self.attributes is not None:
+            rows = rows + self.attributes(history.reshape(-1).index_select(0, flat))  # (P, D)
+        return encode_packed(rows, mask)  # (P, D)
+
+    def _embed(self, history: Tensor) -> Tensor:
+        """(B, L) item rows -> (B, L, D) inputs: the item embeddings, plus side features."""
         name = self.input_names[0]
         x = self.inputs.sequence(Batch(sequences={name: history}), name)  # (B, L, D)
         if self.attributes is not None:
             x = x + self.attributes(history)  # (B, L, D): the items' genres etc.
-        return self.encoder(x, history != 0)  # (B, L, D)
+        return x
 
     def forward(self, history: Tensor) -> Tensor:
         """Args: history (B, L) item rows, 0 = padding. Returns (B, D), zeros for an empty one."""
@@ -254,8 +275,10 @@ class SequenceRetrievalModel(RetrievalDefaults, nn.Module):
         longest = int(present.sum(dim=1).max()) if present.numel() else 0
         if 0 < longest < history.shape[1]:
             history, targets, present = history[:, :longest], targets[:, :longest], present[:, :longest]  # (B, L') each
-        outputs = self.user_encoder.every_position(history)  # (B, L, D)
+        outputs = self.user_encoder.real_positions(history)  # (P, D), P = present.sum()
         real = present & (targets > OOV_INDEX)  # (B, L)
         row_of = torch.arange(history.shape[0], device=history.device).unsqueeze(1).expand_as(history)[real]  # (N,)
         seen = torch.cat([history, targets], dim=1)  # (B, 2L), each pair reads its row
-        return RetrievalPairs(queries=outputs[real], positive_rows=targets[real], positive_vectors=None, labels=None, seen_rows=seen, seen_of_pair=row_of)
+        paired = real[present]  # (P,) which real positions have a known next item
+        queries = outputs if bool(paired.all()) else outputs[paired]  # (N, D)
+        return RetrievalPairs(queries=queries, positive_rows=targets[real], positive_vectors=None, labels=None, seen_rows=seen, seen_of_pair=row_of)
