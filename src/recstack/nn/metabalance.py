@@ -107,14 +107,14 @@ class MetaBalance(nn.Module):
         with torch.no_grad():
             current = _norms(grads).to(self.norms.device)  # (T, P)
             shared = _shared(current)
-            combined: list[Tensor | None] = [sum_gradients([g[i] for g in grads]) for i in range(len(parameters))]
+            scales: dict[int, Tensor] = {}  # shared tensor -> (T,) factors on its targets' gradients
             if shared:
                 columns = torch.tensor(shared, device=self.norms.device)
                 averaged = self.norms[:, columns].mul_(beta).add_(current[:, columns], alpha=1.0 - beta)  # (T, S)
                 self.norms[:, columns] = averaged
-                factors = _factors(averaged, main, relax_factor, strategy)  # (T, S)
-                for column, i in enumerate(shared):
-                    combined[i] = sum_gradients([g[i] for g in grads], factors[:, column])  # the main target's factor is 1
+                factors = _factors(averaged, main, relax_factor, strategy)  # (T, S), the main target's factor 1
+                scales = {i: factors[:, column] for column, i in enumerate(shared)}
+            combined = [sum_gradients([g[i] for g in grads], scales.get(i)) for i in range(len(parameters))]
         total = torch.stack([loss.detach() for loss in losses]).sum()
         return total + gradient_surrogate(parameters, combined)
 

@@ -334,10 +334,10 @@ class MultiTaskTask(RegisteredTask):
             inner = getattr(model, "module", model)
             # TorchRec's tables train inside the backward through the graph: keep that backward
             fused = any(isinstance(module, TorchRecTables) for module in inner.modules())
-            parameters = None if fused else [p for p in inner.parameters() if p.requires_grad]
+            parameters = None if fused else _trainable(inner)
             total = learned.combine([t.weight * losses[t.name] for t in self.targets], parameters, inner.shared_layer(), self.params.gradnorm_alpha)
         else:  # MetaBalance, on every tensor two or more targets reach
-            parameters = [p for p in getattr(model, "module", model).parameters() if p.requires_grad]
+            parameters = _trainable(getattr(model, "module", model))
             total = learned.combine([t.weight * losses[t.name] for t in self.targets], parameters, main=self._main_index(),
                                     relax_factor=self.params.metabalance_relax_factor, beta=self.params.metabalance_beta,
                                     strategy=self.params.metabalance_strategy)  # fmt: skip
@@ -442,3 +442,8 @@ def _entire_space_loss(condition_logits: Tensor, target_logits: Tensor, joint_la
     a, b, y = condition_logits, target_logits, joint_labels  # (B,) each
     either = torch.logsumexp(torch.stack((torch.zeros_like(a), a, b)), dim=0)  # log(1 + e^a + e^b)
     return (F.softplus(a) + F.softplus(b) - y * (a + b) - (1.0 - y) * either).mean()
+
+
+def _trainable(model: nn.Module) -> list[Tensor]:
+    """The model's trainable tensors, in ``parameters()`` order (the per-target gradients' order)."""
+    return [p for p in model.parameters() if p.requires_grad]
