@@ -237,17 +237,20 @@ class _TransformerBlock(nn.Module):
         # three projections, not one (L, 3D) output split into views: each comes out contiguous,
         # so neither the forward nor the backward copies a permuted (B, L, 3, h, D/h) tensor
         (w_q, w_k, w_v), (b_q, b_k, b_v) = self.qkv.weight.chunk(3), self.qkv.bias.chunk(3)
+        # 1/sqrt(d) scales the query projection's (D, D) weights, not the (B, Q, L) scores: the
+        # scores' scaling would cost a pass over two (B, L, D) gradients in the backward
+        scale = (dim // heads) ** -0.5
         q_x = x if queries is None else x[:, :queries]  # the query projection of the Q positions only
-        q, k, v = F.linear(q_x, w_q, b_q), F.linear(x, w_k, b_k), F.linear(x, w_v, b_v)  # (B, Q|L, D) or (P, D)
+        q, k, v = F.linear(q_x, w_q * scale, b_q * scale), F.linear(x, w_k, b_k), F.linear(x, w_v, b_v)  # (B, Q|L, D) or (P, D)
         if grid is not None:
             q, k, v = grid.scatter(q), grid.scatter(k), grid.scatter(v)  # (B, L, D) each, zero at padding
         batch_size = q.shape[0]
         q, k, v = (t.view(batch_size, t.shape[1], heads, dim // heads).transpose(1, 2) for t in (q, k, v))  # (B, h, Q|L, D/h)
         bias = bias.to(q.dtype)  # under autocast q is bf16/fp16 and SDPA wants one dtype
         if self.training and self.attention_dropout > 0:
-            attended = attention_with_dropout(q, k, v, bias, self.attention_dropout)  # (B, h, Q, D/h)
+            attended = attention_with_dropout(q, k, v, bias, self.attention_dropout, scale=1.0)  # (B, h, Q, D/h)
         else:  # PyTorch's fused kernel
-            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, h, Q, D/h)
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)  # (B, h, Q, D/h)
         attended = attended.transpose(1, 2).reshape(batch_size, q.shape[2], dim)  # (B, Q, D)
         return self.out(attended if grid is None else grid.gather(attended))  # (B, Q, D) or (P, D)
 
@@ -263,11 +266,14 @@ class _TransformerBlock(nn.Module):
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
-def attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, p: float) -> torch.Tensor:
-    """``F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p)``'s math with
-    :func:`recstack.nn.dropout.dropout` on the weights: with dropout SDPA runs its unfused
-    path anyway, and its CPU mask (``bernoulli_``) cost more than the attention itself.
-    q (B, h, Q, d), k and v (B, h, L, d), bias (B, 1, Q, L) additive; returns (B, h, Q, d)."""
+def attention_with_dropout(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, p: float, *, scale: float | None = None
+) -> torch.Tensor:
+    """``F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=scale)``'s
+    math with :func:`recstack.nn.dropout.dropout` on the weights: with dropout SDPA runs its
+    unfused path anyway, and its CPU mask (``bernoulli_``) cost more than the attention itself.
+    q (B, h, Q, d), k and v (B, h, L, d), bias (B, 1, Q, L) additive; ``scale`` multiplies q.k
+    (None: 1/sqrt(d)); returns (B, h, Q, d)."""
     batch_size, heads, queries, head_dim = q.shape
     length = k.shape[2]
     # one baddbmm scales q.k and adds the mask (in the forward, two passes fewer than scaling q
@@ -276,7 +282,7 @@ def attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bi
         bias.expand(batch_size, heads, queries, length).reshape(batch_size * heads, queries, length),
         q.reshape(batch_size * heads, queries, head_dim),
         k.reshape(batch_size * heads, length, head_dim).transpose(1, 2),
-        alpha=head_dim**-0.5,
+        alpha=head_dim**-0.5 if scale is None else scale,
     )  # (B h, Q, L)
     weights = dropout(torch.softmax(scores, dim=-1), p)  # (B h, Q, L)
     return torch.bmm(weights, v.reshape(batch_size * heads, length, head_dim)).view(batch_size, heads, queries, head_dim)
