@@ -67,6 +67,58 @@ def test_callback_set_up_at_train_begin_is_not_counted_as_training_time():
     assert 0 < state.train_seconds < 0.5
 
 
+class _FreezeProbe(TrainerCallback):
+    """Records gc's frozen-object count at each step, and whether garbage made there is collected."""
+
+    def __init__(self):
+        self.frozen_counts, self.collected = [], []
+
+    def on_step_end(self, state, control):
+        import gc
+        import weakref
+
+        self.frozen_counts.append(gc.get_freeze_count())
+        cycle = [nn.Linear(2, 2)]
+        cycle.append(cycle)  # a reference cycle: only the collector frees it
+        alive = weakref.ref(cycle[0])
+        del cycle
+        gc.collect()
+        self.collected.append(alive() is None)
+
+
+def test_set_up_objects_are_frozen_during_training_only_and_new_garbage_is_still_collected():
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    probe = _FreezeProbe()
+    Trainer(config(epochs=1), callbacks=[probe]).fit(LogisticRegression(), TASK, epoch_batches(planted_data()))
+    assert probe.frozen_counts and min(probe.frozen_counts) > 10_000  # torch's own objects, at least
+    assert all(probe.collected)
+    assert gc.get_freeze_count() == 0  # unfrozen at the end of fit
+
+    off = _FreezeProbe()
+    Trainer(config(epochs=1, freeze_set_up_objects=False), callbacks=[off]).fit(
+        LogisticRegression(), TASK, epoch_batches(planted_data())
+    )
+    assert set(off.frozen_counts) == {0} and all(off.collected)
+
+
+def test_a_callers_own_gc_freeze_is_left_as_it_was():
+    import gc
+
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        probe = _FreezeProbe()
+        Trainer(config(epochs=1), callbacks=[probe]).fit(LogisticRegression(), TASK, epoch_batches(planted_data()))
+        # not frozen again (that would add the objects made since) nor undone; frozen objects
+        # that die leave the count, so it can only fall
+        assert all(0 < count <= before for count in probe.frozen_counts)
+        assert 0 < gc.get_freeze_count() <= before
+    finally:
+        gc.unfreeze()
+
+
 def test_early_stopping_stops_after_patience_and_restores_the_best_epoch():
     # best at epoch 1, then three evaluations without improvement: stop after epoch 4
     evaluate, seen = scripted_evaluator([0.60, 0.70, 0.65, 0.64, 0.66, 0.99, 0.99])

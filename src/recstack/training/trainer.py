@@ -57,6 +57,7 @@ from recstack.training.checkpoint import (
 from recstack.training.compile import compile_for_training
 from recstack.training.config import ConfigError, MixedPrecision, SchedulerName, TrainerConfig
 from recstack.training.device import autocast, effective_precision, resolve_device
+from recstack.training.gc_freeze import set_up_objects_frozen
 from recstack.training.optim import build_optimizers, build_schedulers, clip_grad_norm
 from recstack.training.rng import capture_rng, restore_rng, seed_everything
 from recstack.training.run import LogWindow, TrainingRun
@@ -163,9 +164,10 @@ class Trainer:
         self.callbacks.fire("on_train_begin", run.state, run.control)
         # the clock starts after the callbacks' set-up (TensorBoard's import and writer: ~0.2-0.3 s,
         # 5-9 % of a short run's step time), as it starts after the model's and optimizer's
-        run.clock = time.perf_counter()
-        while run.state.epoch < config.epochs and not run.control.should_stop:
-            self._train_epoch(run, train_batches, evaluate)
+        with set_up_objects_frozen(config.freeze_set_up_objects):
+            run.clock = time.perf_counter()
+            while run.state.epoch < config.epochs and not run.control.should_stop:
+                self._train_epoch(run, train_batches, evaluate)
         run.state.stopped_early = run.control.should_stop
         if run.best_weights is not None:
             self.restore_weights(model, run.best_weights)
