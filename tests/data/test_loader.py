@@ -210,6 +210,56 @@ def test_the_auto_cache_gives_up_past_its_memory_limit(files, monkeypatch):
     assert len(passes) == 3  # cache: true holds whatever the size
 
 
+def _transforms(monkeypatch, pre) -> list[int]:
+    """Counts the chunks the preprocessor transforms."""
+    calls: list[int] = []
+    transform = type(pre).transform
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return transform(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(pre), "transform", counted)
+    return calls
+
+
+@pytest.mark.parametrize("shuffle_buffer", [0, 1000])
+def test_prepare_caches_the_shard_before_the_first_epoch_with_the_same_batches(files, monkeypatch, shuffle_buffer):
+    source, pre = files
+    passes = _reads(monkeypatch, source)
+    config = LoaderConfig(batch_size=64, shuffle_buffer=shuffle_buffer, seed=3)
+    streamed, prepared = (BatchStream(source=source, preprocessor=pre, config=LoaderConfig(**{**config.__dict__, "cache": c})) for c in (False, None))
+    assert prepared.prepare() and len(passes) == 1
+    assert prepared.prepare() and len(passes) == 1  # already cached: nothing read again
+    for epoch in range(2):
+        streamed.set_epoch(epoch)
+        prepared.set_epoch(epoch)
+        assert row_ids(prepared) == row_ids(streamed)
+    assert len(passes) == 1 + 2  # the prepared stream never read again
+
+
+def test_prepare_reads_nothing_when_the_stream_does_not_cache_here(files, monkeypatch):
+    source, pre = files
+    passes = _reads(monkeypatch, source)
+    for config in (LoaderConfig(batch_size=64, cache=False), LoaderConfig(batch_size=64, num_workers=2)):
+        assert not BatchStream(source=source, preprocessor=pre, config=config).prepare()
+    assert not passes
+
+
+def test_prepare_stops_after_one_chunk_once_the_auto_cache_cannot_hold_the_shard(files, monkeypatch):
+    source, pre = files
+    whole = BatchStream(source=source, preprocessor=pre, config=LoaderConfig(batch_size=64, cache=True))
+    assert whole.prepare() and len(whole._cached[(0, 1)]) > 2, "the fixture needs several chunks"
+    calls = _transforms(monkeypatch, pre)
+    over = BatchStream(source=source, preprocessor=pre, config=LoaderConfig(batch_size=64, cache_max_mb=0))
+    assert not over.prepare() and len(calls) == 1 and not over._cached  # the first chunk is already past 0 MiB
+    # within 1 MiB so far, but the row count (Parquet metadata) projects the shard past it
+    monkeypatch.setattr(type(source), "num_rows", lambda self: 10**9)
+    projected = BatchStream(source=source, preprocessor=pre, config=LoaderConfig(batch_size=64, cache_max_mb=1))
+    assert not projected.prepare() and len(calls) == 2 and not projected._cached
+    assert row_ids(projected) == list(range(ROWS))  # the epochs stream, whole
+
+
 def test_a_stream_of_some_features_reads_and_transforms_only_those(files, monkeypatch):
     source, pre = files
     columns: list[list[str]] = []

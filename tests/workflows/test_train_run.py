@@ -75,6 +75,8 @@ def test_train_writes_a_complete_run_folder_that_reloads_to_identical_prediction
     # validation time is counted apart: the step rate leaves it out, so it is the higher of the two
     assert 0 < saved["evaluation_seconds"] < saved["train_seconds"]
     assert saved["step_samples_per_second"] > saved["samples_per_second"]
+    # the training rows were read and transformed once, before the clock (the stream caches them)
+    assert saved["data_preparation_seconds"] > 0
     # reload (weights_only) and score the test file: identical to the trained model's predictions
     loaded = load_run(run)
     probs = score_rows(loaded, DataSource(paths=(str(ctr_dir / "test.parquet"),)))

@@ -94,6 +94,22 @@ class BatchStream(IterableDataset):
         size = self.config.batch_size
         return rows // size if self.config.drop_last else -(-rows // size)
 
+    def prepare(self) -> bool:
+        """Read and transform this process's shard now, into the cache its first epoch would
+        fill, so that every epoch only shuffles and slices; True when the shard is cached.
+
+        Reads nothing when the stream does not cache, or when DataLoader workers read it (each
+        worker holds its own cache). In auto mode (``cache: None``) the pass stops as soon as the
+        shard, at the bytes per row transformed so far, would pass ``cache_max_mb``: epochs then
+        stream, and at most one chunk was read ahead.
+        """
+        if self.config.num_workers or not self._should_cache():
+            return False
+        key = self._shard()
+        for _ in self._transformed(*key, stop_when_uncacheable=True):
+            pass
+        return key in self._cached
+
     def _shard(self) -> tuple[int, int]:
         rank, world = self.rank, self.world_size
         if rank is None or world is None:
@@ -137,8 +153,9 @@ class BatchStream(IterableDataset):
                     yield batch
 
 
-    def _transformed(self, shard_index: int, num_shards: int) -> Iterator[Batch]:
-        """This shard's chunks as batches: from the cache, or read and transformed (and cached)."""
+    def _transformed(self, shard_index: int, num_shards: int, *, stop_when_uncacheable: bool = False) -> Iterator[Batch]:
+        """This shard's chunks as batches: from the cache, or read and transformed (and cached).
+        ``stop_when_uncacheable``: end the pass once the shard is known not to fit the cache."""
         key = (shard_index, num_shards)
         if key in self._cached:
             yield from self._cached[key]
@@ -148,14 +165,21 @@ class BatchStream(IterableDataset):
         chunks = self.source.chunks(columns=columns, types=pre.csv_types(), shard_index=shard_index, num_shards=num_shards)
         keep: list[Batch] | None = [] if self._should_cache() else None
         limit = None if self.config.cache else self.config.cache_max_mb << 20
-        kept_bytes = 0
+        total_rows = None if limit is None else self.source.num_rows()  # Parquet metadata; None for CSV
+        shard_rows = None if total_rows is None else -(-total_rows // num_shards)
+        kept_bytes = kept_rows = 0
         for chunk in chunks:
             batch = pre.transform(chunk, skip_bad_rows=self.source.skip_bad_rows, with_label=self.with_label, features=self.features)
             if keep is not None:
                 keep.append(batch)
                 kept_bytes += batch.nbytes()
-                if limit is not None and kept_bytes > limit:  # auto: too large to hold, stream every epoch
+                kept_rows += len(batch)
+                # auto: too large to hold (or, with a known row count, projected to be): stream every epoch
+                projected = kept_bytes if shard_rows is None or not kept_rows else kept_bytes * max(shard_rows, kept_rows) // kept_rows
+                if limit is not None and max(kept_bytes, projected) > limit:
                     keep = None
+            if keep is None and stop_when_uncacheable:
+                return
             yield batch
         if keep is not None:  # only a complete pass is cached
             self._cached[key] = keep
