@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from recstack.nn import AUGRU, CausalSelfAttentionEncoder, GRUEncoder, last_position
-from recstack.nn.sequence import attention_mask, recency_positions
+from recstack.nn.sequence import PackedSteps, attention_mask, recency_positions
 
 B, L, D, H = 4, 6, 8, 5
 LENGTHS = torch.tensor([6, 3, 1, 0])  # full, half, one behaviour, empty
@@ -227,16 +227,36 @@ def test_queries_out_of_range_raise():
         encoder(torch.randn(B, L, D), MASK, queries=0)
 
 
-def test_gru_encoder_packed_and_padded_agree():
-    padded = GRUEncoder(D, H, pack=False)
-    packed = GRUEncoder(D, H, pack=True)
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_gru_encoder_packed_steps_give_nn_grus_padded_outputs_and_gradients(num_layers):
+    # the packed step loop (CPU training and inference) against nn.GRU over the padded tensor
+    # (export, pack=False): same outputs and gradients for every input and parameter
+    padded = GRUEncoder(D, H, num_layers=num_layers, pack=False)
+    packed = GRUEncoder(D, H, num_layers=num_layers)
     packed.load_state_dict(padded.state_dict())
+    assert packed.pack
     x = torch.randn(B, L, D, requires_grad=True)
-    torch.testing.assert_close(packed(x, MASK), padded(x, MASK))
-    grad_packed = torch.autograd.grad(packed(x, MASK).square().sum(), x)[0]
-    grad_padded = torch.autograd.grad(padded(x, MASK).square().sum(), x)[0]
-    torch.testing.assert_close(grad_packed, grad_padded)
-    assert GRUEncoder(D, H).pack is None  # default: pack on CUDA only
+    got, expected = packed(x, MASK), padded(x, MASK)
+    torch.testing.assert_close(got, expected)
+    assert (got[~MASK] == 0).all()
+    weights = torch.randn(B, L, H)
+    inputs = [x, *packed.parameters()]
+    grads_packed = torch.autograd.grad((got * weights).square().sum(), inputs)
+    grads_padded = torch.autograd.grad((expected * weights).square().sum(), [x, *padded.parameters()])
+    for a, b in zip(grads_packed, grads_padded):
+        torch.testing.assert_close(a, b)
+
+
+def test_packed_steps_layout():
+    mask = torch.tensor([[True, False, False], [True, True, True], [False, False, False], [True, False, True]])
+    steps = PackedSteps(mask)
+    assert steps.order.tolist() == [1, 3, 0, 2]  # longest first; row 3 runs to its last real position
+    assert steps.batch_sizes == [4, 2, 2]  # the empty row runs one step
+    x = torch.arange(12.0).view(4, 3, 1)
+    assert steps.pack(x).squeeze(1).tolist() == [3, 9, 0, 6, 4, 10, 5, 11]
+    padded = steps.pad(steps.pack(x))
+    assert padded.squeeze(-1).tolist() == [[0, 0, 0], [3, 4, 5], [6, 0, 0], [9, 10, 11]]
+    assert steps.unsort(torch.tensor([[1.0], [3.0], [0.0], [2.0]])).squeeze(1).tolist() == [0, 1, 2, 3]
 
 
 def test_gru_encoder_matches_a_plain_gru_at_real_positions():
@@ -323,6 +343,23 @@ def test_augru_gradients_reach_parameters_inputs_and_attention():
         assert parameter.grad.abs().sum() > 0, name
     assert attention.grad[MASK].abs().sum() > 0 and (attention.grad[~MASK] == 0).all()
     assert (x.grad[~MASK] == 0).all()
+
+
+def test_augru_packed_rows_give_the_all_steps_states_and_gradients():
+    # the packed loop (training, eager) runs each row to its last real position only; the padded
+    # loop (export, tracing) runs every row over L: same outputs and gradients, whatever the mask
+    augru = AUGRU(D, H)
+    mask = MASK.clone()
+    mask[0, 2] = False  # a gap inside a row: its step has score 0, the state is kept
+    x = torch.randn(B, L, D, requires_grad=True)
+    attention = torch.rand(B, L, requires_grad=True)
+    scores = (attention * mask).unsqueeze(-1)
+    packed, padded = augru(x, attention, mask), augru._padded(x, scores)
+    torch.testing.assert_close(packed, padded)
+    inputs = [x, attention, *augru.parameters()]
+    for got, expected in zip(torch.autograd.grad(packed.square().sum(), inputs), torch.autograd.grad(padded.square().sum(), inputs)):
+        torch.testing.assert_close(got, expected)
+    assert (packed[3] == 0).all()  # the empty row
 
 
 class _Stack(torch.nn.Module):

@@ -316,23 +316,65 @@ def recency_positions(mask: torch.Tensor) -> torch.Tensor:
     return after.clamp(min=0) * mask
 
 
+class PackedSteps:
+    """Left-aligned rows laid out time-major over their real steps only (cuDNN's packed layout).
+
+    Rows are sorted longest first (stable); step t holds the first ``batch_sizes[t]`` sorted rows,
+    those with a real position at or after t. A row's length runs to its last real position
+    (positions inside it that the mask leaves out still run, as in a padded loop), and an empty
+    row runs one step. A recurrent loop over the packed steps skips the padding: 23 % of the
+    positions of MovieLens-100K's CTR histories. The layout is built with index tensors
+    (``index_select`` / ``index_copy``), not ``pack_padded_sequence``, whose CPU
+    ``pad_packed_sequence`` copies the whole padded tensor once per step.
+
+    Example:
+        >>> steps = PackedSteps(torch.tensor([[True, False], [True, True]]))
+        >>> steps.batch_sizes, steps.order.tolist()
+        ([2, 1], [1, 0])
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        self.rows, self.length = mask.shape
+        index = torch.arange(self.length, device=mask.device).expand_as(mask)
+        lengths = (index.masked_fill(~mask, -1).amax(dim=1) + 1).clamp(min=1)  # (B,) to the last real position
+        self.order = torch.argsort(lengths, descending=True, stable=True)  # (B,) sorted rank -> row
+        sorted_lengths = lengths[self.order]
+        step = torch.arange(int(sorted_lengths[0]) if self.rows else 0, device=mask.device).unsqueeze(1)  # (T, 1)
+        going = sorted_lengths.unsqueeze(0) > step  # (T, B): sorted row r has step t
+        self.batch_sizes: list[int] = going.sum(dim=1).tolist()  # non-increasing
+        self.positions = (self.order.unsqueeze(0) * self.length + step)[going]  # (P,) flat b * L + t, time-major
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (P, D), the real steps time-major."""
+        return x.reshape(self.rows * self.length, -1).index_select(0, self.positions)
+
+    def pad(self, data: torch.Tensor) -> torch.Tensor:
+        """(P, H) -> (B, L, H), zeros at steps not packed."""
+        padded = data.new_zeros(self.rows * self.length, data.shape[-1]).index_copy(0, self.positions, data)
+        return padded.view(self.rows, self.length, -1)
+
+    def unsort(self, rows: torch.Tensor) -> torch.Tensor:
+        """(B, H) in the sorted order -> the input's row order."""
+        return rows.new_empty(rows.shape).index_copy(0, self.order, rows)
+
+
 class GRUEncoder(nn.Module):
     """A GRU over a left-aligned padded sequence, with the output at every position.
 
-    On CUDA the real positions are packed (``pack_padded_sequence``, lengths from the mask), so
-    cuDNN skips the padding. On CPU, and under ONNX export, the GRU runs over the padded tensor.
-    That gives the same outputs at real positions: a forward GRU at t reads only inputs up to
-    t, and all of those are real in a left-aligned sequence. It is also faster there. The CPU
-    backward of a packed GRU zero-fills and adds the whole packed gradient once per step:
-    B 1024, L 50, D = H = 32, 60% full rows took 191 ms packed against 67 ms padded, forward plus
-    backward. Padded positions' outputs, and every output of an empty row, are zero.
+    The parameters are an ``nn.GRU``'s (its state dict and initialisation). Training and
+    inference run the real positions only: on CUDA cuDNN's packed GRU, on CPU a step loop over
+    :class:`PackedSteps` (ATen's CPU GRU over a packed input zero-fills and adds the whole packed
+    gradient once per step, 191 against 67 ms padded at B 1024, L 50, D = H = 32). ONNX export,
+    tracing and ``pack=False`` run ``nn.GRU`` over the padded tensor: the same outputs at real
+    positions, since a forward GRU at t reads only inputs up to t, all real in a left-aligned
+    sequence. Padded positions' outputs, and every output of an empty row, are zero.
 
     Args:
         input_dim: D, the width of each input.
         hidden_dim: H, the GRU's state width.
         num_layers: stacked GRU layers.
         dropout: between stacked layers (``nn.GRU``'s), when ``num_layers > 1``.
-        pack: pack the real positions (True), run padded (False); None: pack on CUDA only.
+        pack: run the real positions only (True), or ``nn.GRU`` over the padded tensor (False).
 
     Example:
         >>> encoder = GRUEncoder(8, 6)
@@ -341,9 +383,7 @@ class GRUEncoder(nn.Module):
         torch.Size([2, 5, 6])
     """
 
-    def __init__(
-        self, input_dim: int, hidden_dim: int, *, num_layers: int = 1, dropout: float = 0.0, pack: bool | None = None
-    ):
+    def __init__(self, input_dim: int, hidden_dim: int, *, num_layers: int = 1, dropout: float = 0.0, pack: bool = True):
         super().__init__()
         self.hidden_dim, self.pack = hidden_dim, pack
         self.gru = nn.GRU(
@@ -353,15 +393,38 @@ class GRUEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Args: x (B, L, D); mask (B, L) bool, a prefix of True per row. Returns (B, L, H)."""
         keep = mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
-        pack = x.device.type == "cuda" if self.pack is None else self.pack
-        if not pack or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        if not self.pack or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
             outputs, _ = self.gru(x * keep)  # (B, L, H), equal at real positions
             return outputs * keep
-        lengths = mask.sum(dim=1).clamp(min=1).cpu()  # (B,) an empty row runs one step, zeroed below
-        packed = pack_padded_sequence(x * keep, lengths, batch_first=True, enforce_sorted=False)
-        outputs, _ = self.gru(packed)
-        outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=x.shape[1])  # (B, L, H)
-        return outputs * keep
+        if x.device.type == "cuda":
+            lengths = mask.sum(dim=1).clamp(min=1).cpu()  # (B,) an empty row runs one step, zeroed below
+            packed = pack_padded_sequence(x * keep, lengths, batch_first=True, enforce_sorted=False)
+            outputs, _ = self.gru(packed)
+            outputs, _ = pad_packed_sequence(outputs, batch_first=True, total_length=x.shape[1])  # (B, L, H)
+            return outputs * keep
+        steps = PackedSteps(mask)
+        return steps.pad(self._packed_layers(steps.pack(x * keep), steps.batch_sizes)) * keep
+
+    def _packed_layers(self, data: torch.Tensor, batch_sizes: list[int]) -> torch.Tensor:
+        """``nn.GRU``'s layers over packed steps: (P, D) -> (P, H)."""
+        gru, hidden = self.gru, self.hidden_dim
+        for layer in range(gru.num_layers):
+            if layer > 0:
+                data = F.dropout(data, gru.dropout, self.training)
+            weights = [getattr(gru, f"{name}_l{layer}") for name in ("weight_ih", "bias_ih", "weight_hh", "bias_hh")]
+            w_ih, b_ih, w_hh, b_hh = weights
+            state = data.new_zeros(batch_sizes[0], hidden)
+            outputs = []
+            for gates_x in F.linear(data, w_ih, b_ih).split(batch_sizes):  # (n_t, 3H) each: r, z, n as nn.GRU
+                state = state[: gates_x.shape[0]]  # the rows still going
+                gates_h, candidate_h = F.linear(state, w_hh, b_hh).split([2 * hidden, hidden], dim=-1)
+                gates_x, candidate_x = gates_x.split([2 * hidden, hidden], dim=-1)
+                reset, update = torch.sigmoid(gates_x + gates_h).chunk(2, dim=-1)
+                candidate = _tanh(candidate_x + reset * candidate_h)
+                state = candidate + update * (state - candidate)  # (1 - z) n + z h
+                outputs.append(state)
+            data = torch.cat(outputs)
+        return data
 
 
 class AUGRU(nn.Module):
@@ -377,7 +440,11 @@ class AUGRU(nn.Module):
 
     so a behaviour with attention 0 leaves the state as it was and attention 1 is a plain GRU
     step. Padded steps leave the state unchanged; the result is the state after each row's last
-    real position (zeros for an empty row). The loop runs over L, vectorised over B.
+    real position (zeros for an empty row). The loop runs over L, vectorised over B. Rows are
+    packed (:class:`PackedSteps`, up to each row's last real position), so a step runs only
+    the rows still going: at batch 1024 x 50 with MovieLens-100K's CTR histories (23 %
+    padding), 63 against 72 ms forward plus backward. ONNX export and tracing run every row
+    over all L steps (the same result).
 
     Args:
         input_dim: D, the width of each input.
@@ -401,23 +468,52 @@ class AUGRU(nn.Module):
 
     def forward(self, x: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Args: x (B, L, D); attention (B, L) scores; mask (B, L) bool. Returns (B, H)."""
-        hidden = self.hidden_dim
-        # The input side of every gate for all steps at once. Per-step pieces come from unbind and
-        # split, never x[:, t] or [:, :H] slices: a slice's backward fills a zero tensor of the
-        # whole input and adds into it, once per step; unbind/split backward is one stack/cat.
-        # Time-major before the Linear, not after: the (L, B, 3H) gates' gradient is then already
-        # contiguous for the Linear's backward, where (B, L, 3H).transpose(0, 1) costs a strided copy
-        # three times x's size (9-35 ms a step at B 1024, L 50, H 32).
-        input_gates, input_candidates = self.input_gates(x.transpose(0, 1)).split([2 * hidden, hidden], dim=-1)
-        scores = (attention * mask.to(attention.dtype)).t().unsqueeze(-1)  # (L, B, 1), 0 at padding
-        state = x.new_zeros(x.shape[0], hidden)  # (B, H)
-        for gates_x, candidate_x, score in zip(input_gates.unbind(0), input_candidates.unbind(0), scores.unbind(0)):
-            gates_h, candidate_h = self.hidden_gates(state).split([2 * hidden, hidden], dim=-1)  # (B, 2H), (B, H)
-            update, reset = torch.sigmoid(gates_x + gates_h).chunk(2, dim=-1)  # (B, H) each
-            candidate = torch.tanh(candidate_x + reset * candidate_h)  # (B, H)
-            update = score * update  # (B, H); 0 at padding: the state is kept
-            state = state + update * (candidate - state)  # (1 - u') h + u' n
+        scores = (attention * mask.to(attention.dtype)).unsqueeze(-1)  # (B, L, 1), 0 at padding: the state is kept
+        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+            return self._padded(x, scores)
+        return self._packed(x, scores, mask)
+
+    def _packed(self, x: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Each step over the rows still going (:class:`PackedSteps`); an empty row's one step has score 0."""
+        steps = PackedSteps(mask)
+        inputs, step_scores = steps.pack(torch.cat([x, scores], dim=-1)).split([x.shape[-1], 1], dim=-1)  # (P, D), (P, 1)
+        state = x.new_zeros(steps.batch_sizes[0], self.hidden_dim)  # (B, H), sorted longest first
+        finished = []  # the final states of rows that stopped, shortest rows last
+        for gates_x, score in zip(self.input_gates(inputs).split(steps.batch_sizes), step_scores.split(steps.batch_sizes)):
+            going = gates_x.shape[0]
+            if going < state.shape[0]:
+                state, stopped = state.split([going, state.shape[0] - going])
+                finished.append(stopped)
+            state = self._step(state, gates_x, score)
+        return steps.unsort(torch.cat([state, *reversed(finished)]))  # (B, H)
+
+    def _padded(self, x: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Every row over all L steps (padded steps have score 0)."""
+        # The input side of every gate for all steps at once. Per-step pieces come from unbind,
+        # never x[:, t] slices: a slice's backward fills a zero tensor of the whole input and
+        # adds into it, once per step; unbind's backward is one stack. Time-major before the
+        # Linear, not after, so the gates' gradient is already contiguous for its backward.
+        gates = self.input_gates(x.transpose(0, 1))  # (L, B, 3H)
+        state = x.new_zeros(x.shape[0], self.hidden_dim)  # (B, H)
+        for gates_x, score in zip(gates.unbind(0), scores.transpose(0, 1).unbind(0)):
+            state = self._step(state, gates_x, score)
         return state
+
+    def _step(self, state: torch.Tensor, gates_x: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """One step: state (N, H), gates_x (N, 3H) the input side of the gates, score (N, 1)."""
+        hidden = self.hidden_dim
+        gates_h, candidate_h = self.hidden_gates(state).split([2 * hidden, hidden], dim=-1)  # (N, 2H), (N, H)
+        gates_x, candidate_x = gates_x.split([2 * hidden, hidden], dim=-1)
+        update, reset = torch.sigmoid(gates_x + gates_h).chunk(2, dim=-1)  # (N, H) each
+        candidate = _tanh(candidate_x + reset * candidate_h)  # (N, H)
+        return state + (score * update) * (candidate - state)  # (1 - u') h + u' n, u' = a_t u
+
+
+def _tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) as 2 sigmoid(2x) - 1 (equal within 2e-7): torch's CPU tanh kernel took 94 us on a
+    (1024, 32) tensor here against sigmoid's 14 us, and the AUGRU runs one per step (DIEN's
+    training step 5 % faster)."""
+    return torch.sigmoid(2 * x) * 2 - 1
 
 
 def last_position(outputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
