@@ -39,13 +39,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "data" / "ml100k_ctr"
 SCHEMA = ROOT / "schemas" / "movielens_ctr.yaml"
-MODELS = ("din", "bst", "bst_target", "dien", "dien_inner")
-# bst_target: BST with output: target (the target slot only); dien_inner: DIEN laid out as torch-rechub's
-# (one GRU per history feature, the auxiliary loss scoring h_t . e_{t+1}, no auxiliary MLP)
+MODELS = ("din", "bst", "bst_target", "dien", "dien_mlp", "dien_inner")
+# bst_target: BST with output: target (the target slot only); dien: as shipped (one GRU over item and genre,
+# the auxiliary loss scoring h_t . e_{t+1} against a behaviour of the batch); dien_mlp: the auxiliary loss
+# through the released code's MLP against uniform item rows (shipped before 2026-12-07); dien_inner: laid
+# out as torch-rechub's (one GRU per history feature, h_t . e_{t+1} against uniform item rows)
 ID_FEATURES = ["user_id", "item_id", "gender", "age", "occupation", "zip_prefix", "genre"]
 PEERS = ("deepctr_dien", "rechub_bst", "rechub_bst_ffn32", "rechub_dien")  # see benchmarks/_peer_sequence_rankers.py
 PAIRS = {  # peer -> recstack's models compared with it
-    "deepctr_dien": ("dien", "dien_inner"), "rechub_dien": ("dien", "dien_inner"),
+    "deepctr_dien": ("dien", "dien_mlp", "dien_inner"), "rechub_dien": ("dien", "dien_mlp", "dien_inner"),
     "rechub_bst": ("bst_target",), "rechub_bst_ffn32": ("bst_target",),
 }
 BEHAVIOURS = [{"candidate": "item_id", "history": "hist_item_ids"}, {"candidate": "genre", "history": "hist_genres"}]
@@ -58,9 +60,11 @@ def model_params(name: str, aux_loss_weight: float = 0.2) -> dict:
     if name in ("bst", "bst_target"):
         params.update(num_layers=1, num_heads=2, transformer_dropout=0.2, output="target" if name == "bst_target" else "concat")
     if name == "dien":
-        params.update(aux_loss_weight=aux_loss_weight, aux_hidden_dims=[100, 50])
+        params.update(aux_loss_weight=aux_loss_weight, aux_scorer="inner_product", aux_negatives="behaviours")
+    if name == "dien_mlp":
+        params.update(aux_loss_weight=aux_loss_weight, aux_scorer="mlp", aux_negatives="uniform", aux_hidden_dims=[100, 50])
     if name == "dien_inner":
-        params.update(aux_loss_weight=aux_loss_weight, aux_scorer="inner_product",
+        params.update(aux_loss_weight=aux_loss_weight, aux_scorer="inner_product", aux_negatives="uniform",
                       behaviours=[{**behaviour, "group": behaviour["history"]} for behaviour in BEHAVIOURS])
     return params
 
@@ -83,7 +87,7 @@ def run(name: str, seed: int, epochs: int, aux_loss_weight: float = 0.2, overrid
     train = DataSource(paths=(str(DATA_DIR / "train.parquet"),))
     preprocessor = Preprocessor(Schema.from_yaml(SCHEMA)).fit(train)
     torch.manual_seed(seed)
-    model = build_model(name.removesuffix("_target").removesuffix("_inner"), preprocessor.feature_map(), {**model_params(name, aux_loss_weight), **(overrides or {})})
+    model = build_model(name.split("_")[0], preprocessor.feature_map(), {**model_params(name, aux_loss_weight), **(overrides or {})})
     task = BinaryClassificationTask()
     stream = BatchStream(
         source=train, preprocessor=preprocessor,

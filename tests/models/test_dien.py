@@ -187,9 +187,36 @@ def test_behaviour_negatives_are_real_behaviours_of_the_batch_compared_on_the_wh
     negative = net(torch.cat([hidden, history.flatten(0, 1)[drawn]], -1)).squeeze(-1)
     expected = -(nn.functional.logsigmoid(positive).mean() + nn.functional.logsigmoid(-negative).mean())
     torch.testing.assert_close(loss, expected)
-    # inner product: the state must be as wide as the whole group (the default gru_hidden_dim is)
-    inner = build_model("dien", feature_map, {**PARAMS, "aux_negatives": "behaviours", "aux_scorer": "inner_product"})
-    assert len(inner.auxiliary_nets) == 0 and torch.isfinite(inner.train()(batch)).all() and torch.isfinite(inner.regularization(batch))
+
+
+def test_inner_product_with_behaviours_of_the_batch_compares_the_whole_group(world):
+    # configs/ml100k_dien.yaml's layout: h_t . e_{t+1} against a real behaviour of the batch, on
+    # the group's whole embedding (item and genre); the default state is as wide as the group
+    feature_map, batch = world
+    params = {**PARAMS, "aux_scorer": "inner_product", "aux_negatives": "behaviours"}
+    model = build_model("dien", feature_map, params).train()
+    assert len(model.auxiliary_nets) == 0
+    mask = batch.mask("hist_item_ids")
+    history = torch.cat([model.embeddings.sequence(batch, name) for name in ("hist_item_ids", "hist_genres")], -1)
+    states = model.extractors[0](history, mask)
+    assert states.shape[-1] == history.shape[-1] == 2 * DIM
+    torch.manual_seed(8)
+    loss = model.auxiliary_loss(0, states, history, mask)
+    pairs = mask[:, 1:] & mask[:, :-1]
+    real = mask.flatten().nonzero().squeeze(1)
+    torch.manual_seed(8)
+    drawn = real[torch.randint(real.shape[0], (int(pairs.sum()),))]
+    hidden = states[:, :-1][pairs]
+    positive = (hidden * history[:, 1:][pairs]).sum(-1)
+    negative = (hidden * history.flatten(0, 1)[drawn]).sum(-1)
+    expected = -(nn.functional.logsigmoid(positive).mean() + nn.functional.logsigmoid(-negative).mean())
+    torch.testing.assert_close(loss, expected)
+    model(batch)
+    model.regularization(batch).backward()
+    assert model.extractors[0].gru.weight_hh_l0.grad.abs().sum() > 0  # the aux loss trains the extractor
+    assert model.embeddings.table("hist_genres").weight.grad.abs().sum() > 0  # and the genres, compared too
+    with pytest.raises(ConfigError, match=r"inner_product needs the GRU state as wide as 'hist_item_ids''s group embedding \(16\), got 12"):
+        build_model("dien", feature_map, {**params, "gru_hidden_dim": 12})
 
 
 def test_inner_product_scorer_needs_states_as_wide_as_the_lead_embedding(world):

@@ -247,6 +247,12 @@ def test_gru_encoder_packed_steps_give_nn_grus_padded_outputs_and_gradients(num_
         torch.testing.assert_close(a, b)
 
 
+def test_recurrent_blocks_take_an_empty_batch():
+    x, mask = torch.randn(0, L, D), torch.zeros(0, L, dtype=torch.bool)
+    assert GRUEncoder(D, H)(x, mask).shape == (0, L, H)
+    assert AUGRU(D, H)(x, torch.rand(0, L), mask).shape == (0, H)
+
+
 def test_packed_steps_layout():
     mask = torch.tensor([[True, False, False], [True, True, True], [False, False, False], [True, False, True]])
     steps = PackedSteps(mask)

@@ -393,7 +393,7 @@ class GRUEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Args: x (B, L, D); mask (B, L) bool, a prefix of True per row. Returns (B, L, H)."""
         keep = mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
-        if not self.pack or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        if not self.pack or x.shape[0] == 0 or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
             outputs, _ = self.gru(x * keep)  # (B, L, H), equal at real positions
             return outputs * keep
         if x.device.type == "cuda":
@@ -469,7 +469,7 @@ class AUGRU(nn.Module):
     def forward(self, x: torch.Tensor, attention: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Args: x (B, L, D); attention (B, L) scores; mask (B, L) bool. Returns (B, H)."""
         scores = (attention * mask.to(attention.dtype)).unsqueeze(-1)  # (B, L, 1), 0 at padding: the state is kept
-        if torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        if x.shape[0] == 0 or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
             return self._padded(x, scores)
         return self._packed(x, scores, mask)
 
