@@ -253,6 +253,22 @@ def test_recurrent_blocks_take_an_empty_batch():
     assert AUGRU(D, H)(x, torch.rand(0, L), mask).shape == (0, H)
 
 
+def test_recurrent_blocks_under_bf16_autocast_keep_a_float32_state():
+    # the step loops' linears run in bf16 under CPU autocast; the state stays float32 (type
+    # promotion), so 50-step recurrences do not accumulate in bf16
+    encoder, augru = GRUEncoder(D, H), AUGRU(H, H)
+    x = torch.randn(B, L, D, requires_grad=True)
+    attention = torch.rand(B, L)
+    expected = augru(encoder(x, MASK), attention, MASK)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        states = encoder(x, MASK)
+        got = augru(states, attention, MASK)
+    assert states.dtype == got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=0.05, rtol=0.05)
+    got.sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad[MASK].abs().sum() > 0
+
+
 def test_packed_steps_layout():
     mask = torch.tensor([[True, False, False], [True, True, True], [False, False, False], [True, False, True]])
     steps = PackedSteps(mask)
