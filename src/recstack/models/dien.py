@@ -166,7 +166,9 @@ class DIEN(nn.Module):
         """The user's evolved interest in the candidate, one ``(B, H_g)`` per behaviour group."""
         interests = []
         for (target, states, _, mask), weight, evolution in zip(extractions, self.attention_weights, self.evolutions):
-            scores = (states @ (weight @ target.unsqueeze(-1))).squeeze(-1)  # (B, L) h_t W e_target
+            # h_t W e_target as a product and a sum: a batched (L, H) x (H, 1) matmul per row was
+            # 1.8x slower, forward and backward
+            scores = (states * (target @ weight.t()).unsqueeze(1)).sum(-1)  # (B, L)
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # finite: no NaN on empty rows
             attention = torch.softmax(scores, dim=-1) * mask.to(scores.dtype)  # (B, L)
             interests.append(evolution(states, attention, mask))  # (B, H) interest evolution
@@ -184,15 +186,18 @@ class DIEN(nn.Module):
         Returns:
             A scalar, averaged over the pairs (b, t) whose t + 1 is real (0 when there are none).
         """
-        pairs = mask[:, 1:] & mask[:, :-1]  # (B, L - 1): h_t has a real next behaviour
-        hidden = states[:, :-1][pairs]  # (N, H)
-        positive = behaviours[:, 1:][pairs]  # (N, D), e_{t+1}
+        # flat (B * L) indexes of the pairs' h_t, row-major as a boolean mask would take them;
+        # index_select, not boolean indexing: 1.6x faster forward and backward here
+        pairs = (mask[:, 1:] & mask[:, :-1]).nonzero()  # (N, 2): (b, t) with t and t + 1 real
+        at = pairs[:, 0] * mask.shape[1] + pairs[:, 1]  # (N,)
+        hidden = states.flatten(0, 1).index_select(0, at)  # (N, H)
+        positive = behaviours.flatten(0, 1).index_select(0, at + 1)  # (N, D), e_{t+1}
         if hidden.shape[0] == 0:
             return states.sum() * 0.0  # keeps the graph (and DDP's parameter set) intact
         if self.whole_group:  # a real behaviour of the batch, uniformly: in proportion to how often items occur
             real = mask.flatten().nonzero().squeeze(1)  # (R,) flat indexes of real behaviours
             drawn = real[torch.randint(real.shape[0], (hidden.shape[0],), device=states.device)]  # (N,)
-            negative = behaviours.flatten(0, 1)[drawn]  # (N, D_g)
+            negative = behaviours.flatten(0, 1).index_select(0, drawn)  # (N, D_g)
         else:  # uniform over the table's rows, padding excluded
             lead = self.groups[index][0].history
             sampled = torch.randint(PADDING_INDEX + 1, self.negative_rows[index], (1, hidden.shape[0]), device=states.device)
